@@ -1,0 +1,211 @@
+"""Catalog HTTP routes (SPEC §3, §4): agents, viewports, data files, rejections, health.
+
+| route | data |
+|---|---|
+| ``GET /api/ap/agents`` | ``[{key, name, icon, description, mode, modelKey, tools}]`` |
+| ``GET /api/ap/agent?agentKey=`` | one agent: stages with the resolved model (key, modelId, protocol, provider key — never a base URL or API key), tools (name, kind) per stage, skills |
+| ``GET /api/ap/viewport?viewportKey=`` | ``{"html": …}`` or the viewport's JSON object (SPEC §3.5) |
+| ``GET /api/ap/data?file=&download=&token=`` | a file of the data folder, inline or as attachment |
+| ``GET /api/ap/catalog/rejections`` | ``[{kind, file, reason}]``: definition files that did not load, and why |
+| ``GET /healthz`` | ``{status: "UP", version, catalogVersion}`` |
+
+The routes read ``request.app.state.gateway`` (``settings`` and ``catalog``, a
+``CatalogManager``) and take one snapshot per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from app import __version__
+from app.api.envelope import EnvelopeResponse, ok
+from app.catalog.definitions import AgentDefinition, Budget, CallBudget, Catalog, Stage, ToolDefinition
+from app.catalog.manager import CatalogManager
+from app.config import Settings
+from app.errors import NotFoundError, RequestError
+from app.paths import check_key, confine
+
+router = APIRouter()
+
+
+class _Gateway(Protocol):
+    settings: Settings
+    catalog: CatalogManager
+
+
+def _gateway(request: Request) -> _Gateway:
+    gateway: _Gateway = request.app.state.gateway
+    return gateway
+
+
+def _catalog(request: Request) -> Catalog:
+    return _gateway(request).catalog.snapshot
+
+
+def _required(value: str | None, name: str) -> str:
+    if value is None or value == "":
+        raise RequestError(f"missing query parameter '{name}'")
+    return value
+
+
+# --------------------------------------------------------------------------- views
+
+
+def _primary_stage(agent: AgentDefinition) -> Stage | None:
+    return next(iter(agent.stages.values()), None)
+
+
+def agent_summary(agent: AgentDefinition) -> dict[str, Any]:
+    """The list item of ``GET /api/ap/agents``."""
+    primary = _primary_stage(agent)
+    return {
+        "key": agent.key,
+        "name": agent.name,
+        "icon": agent.icon,
+        "description": agent.description,
+        "mode": agent.mode,
+        "modelKey": primary.model.model.key if primary else None,
+        "tools": [tool.name for tool in agent.all_tools],
+    }
+
+
+def _tool_view(tool: ToolDefinition) -> dict[str, Any]:
+    view: dict[str, Any] = {"name": tool.name, "kind": tool.kind.value, "description": tool.description}
+    if tool.tool_type is not None:
+        view["toolType"] = tool.tool_type
+        view["toolKey"] = tool.tool_key
+    return view
+
+
+def _stage_view(stage: Stage) -> dict[str, Any]:
+    model = stage.model
+    return {
+        "name": stage.name,
+        "model": {
+            "key": model.model.key,
+            "modelId": model.model.model_id,
+            "protocol": model.model.protocol,
+            "provider": model.model.provider,
+        },
+        "reasoning": {"enabled": model.reasoning.enabled, "effort": model.reasoning.effort},
+        "temperature": model.temperature,
+        "top_p": model.top_p,
+        "max_tokens": model.max_tokens,
+        "deepThinking": stage.deep_thinking,
+        "tools": [_tool_view(tool) for tool in stage.tools],
+    }
+
+
+def _call_budget(budget: CallBudget) -> dict[str, int]:
+    return {"maxCalls": budget.max_calls, "timeoutMs": budget.timeout_ms, "retryCount": budget.retry_count}
+
+
+def _budget_view(budget: Budget) -> dict[str, Any]:
+    return {
+        "runTimeoutMs": budget.run_timeout_ms,
+        "model": _call_budget(budget.model),
+        "tool": _call_budget(budget.tool),
+    }
+
+
+def agent_detail(agent: AgentDefinition) -> dict[str, Any]:
+    """The data of ``GET /api/ap/agent``: resolved models, tools and skills; no secrets."""
+    detail = agent_summary(agent)
+    detail.update(
+        {
+            "toolChoice": agent.tool_choice,
+            "budget": _budget_view(agent.budget),
+            "stages": [_stage_view(stage) for stage in agent.stages.values()],
+            "skills": [
+                {"id": skill.id, "name": skill.name, "description": skill.description} for skill in agent.skills
+            ],
+        }
+    )
+    if agent.mode == "REACT":
+        detail["maxSteps"] = agent.react_max_steps
+    elif agent.mode == "PLAN_EXECUTE":
+        detail["maxSteps"] = agent.plan_max_steps
+    return detail
+
+
+# --------------------------------------------------------------------------- routes
+
+
+@router.get("/api/ap/agents")
+async def list_agents(request: Request) -> EnvelopeResponse:
+    """Every loaded agent, in file-name order."""
+    return ok([agent_summary(agent) for agent in _catalog(request).agents.values()])
+
+
+@router.get("/api/ap/agent")
+async def get_agent(request: Request, agent_key: str | None = Query(None, alias="agentKey")) -> EnvelopeResponse:
+    """One agent's detail; 400 for a missing/invalid key, 404 for an unknown one."""
+    key = check_key(_required(agent_key, "agentKey"), "agentKey")
+    agent = _catalog(request).agents.get(key)
+    if agent is None:
+        raise NotFoundError(f"unknown agent: {key}")
+    return ok(agent_detail(agent))
+
+
+@router.get("/api/ap/viewport")
+async def get_viewport(
+    request: Request,
+    viewport_key: str | None = Query(None, alias="viewportKey"),
+    chat_id: str | None = Query(None, alias="chatId"),
+    run_id: str | None = Query(None, alias="runId"),
+) -> EnvelopeResponse:
+    """A viewport's payload (SPEC §3.5). ``chatId``/``runId`` are accepted for context only."""
+    key = check_key(_required(viewport_key, "viewportKey"), "viewportKey")
+    viewport = _catalog(request).viewports.get(key)
+    if viewport is None:
+        raise NotFoundError(f"unknown viewport: {key}")
+    return ok(dict(viewport.data))
+
+
+def check_data_token(request: Request, file: str) -> None:
+    """Hook for signed data links (SPEC §9 "Data links"); currently accepts everything.
+
+    The image-token feature replaces this: with ``agent.chat-image-token.secret`` set it
+    must verify ``request.query_params["token"]`` for ``file`` and raise ``AuthError``.
+    """
+    return None
+
+
+@router.get("/api/ap/data")
+async def get_data(
+    request: Request,
+    file: str | None = Query(None),
+    download: bool = Query(False),
+    token: str | None = Query(None),
+) -> FileResponse:
+    """A file from the data folder; never outside it (``app.paths.confine``)."""
+    name = _required(file, "file")
+    path = confine(_gateway(request).settings.data_dir, name, "file")
+    check_data_token(request, name)
+    if not path.is_file():
+        raise NotFoundError(f"no such file: {name}")
+    return FileResponse(
+        path,
+        filename=path.name,
+        content_disposition_type="attachment" if download else "inline",
+    )
+
+
+@router.get("/api/ap/catalog/rejections")
+async def list_rejections(request: Request) -> EnvelopeResponse:
+    """Definition files that were rejected in the current snapshot, with the reason."""
+    return ok(
+        [
+            {"kind": rejection.kind, "file": rejection.file, "reason": rejection.reason}
+            for rejection in _catalog(request).rejections
+        ]
+    )
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> EnvelopeResponse:
+    """Liveness: always ``UP`` while the process serves requests."""
+    return ok({"status": "UP", "version": __version__, "catalogVersion": _catalog(request).version})

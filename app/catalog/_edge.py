@@ -1,0 +1,47 @@
+"""Helpers shared by the loaders: reading files and turning pydantic errors into reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from app.catalog import jsonc
+from app.errors import DefinitionError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_text(path: Path) -> str:
+    """A definition file as text (UTF-8); unreadable or undecodable → ``DefinitionError``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(f"not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise DefinitionError(f"cannot read: {exc.strerror or exc}") from exc
+
+
+def read_object(path: Path) -> dict[str, Any]:
+    """A definition file parsed as a relaxed-JSON object."""
+    return jsonc.loads_object(read_text(path))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``dotted.location: message``."""
+    problems: list[str] = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err.get("loc", ()))
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
+        problems.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(problems)
+
+
+def validate(model: type[M], data: Any, prefix: str = "") -> M:
+    """``model.model_validate(data)`` with a readable ``DefinitionError`` on failure."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        reason = describe_validation_error(exc)
+        raise DefinitionError(f"{prefix}{reason}" if prefix else reason) from exc

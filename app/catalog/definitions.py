@@ -1,0 +1,231 @@
+"""Resolved, immutable definitions (SPEC §3). Loaders build these; the engine reads them.
+
+These are the *output* of validation: every inheritance rule is already applied, every
+referenced model/tool/skill is resolved to its object. A run holds a reference to one
+``AgentDefinition`` (and through it everything it needs), so a hot reload never
+changes a run in progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+Protocol = Literal["OPENAI", "ANTHROPIC", "NEWAPI_OPENAI_COMPATIBLE"]
+Mode = Literal["ONESHOT", "REACT", "PLAN_EXECUTE"]
+ToolChoice = Literal["NONE", "AUTO", "REQUIRED"]
+Effort = Literal["LOW", "MEDIUM", "HIGH"]
+StageName = Literal["plain", "react", "plan", "execute", "summary"]
+
+
+class ToolKind(str, Enum):
+    BACKEND = "backend"
+    FRONTEND = "frontend"
+    ACTION = "action"
+
+
+@dataclass(frozen=True, slots=True)
+class PricingTier:
+    min_input_tokens: int = 0
+    max_input_tokens: int | None = None
+    prompt_points_per_1k: float = 0.0
+    completion_points_per_1k: float = 0.0
+    per_call_points: float = 0.0
+    price_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    prompt_points_per_1k: float = 0.0
+    completion_points_per_1k: float = 0.0
+    per_call_points: float = 0.0
+    price_ratio: float = 1.0
+    tiers: tuple[PricingTier, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDefinition:
+    """``models/<key>.json``."""
+
+    key: str
+    provider: str
+    protocol: Protocol
+    model_id: str
+    is_reasoner: bool = False
+    is_function: bool = True
+    max_tokens: int | None = None
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    pricing: Pricing = Pricing()
+    source: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """One item of a ``tools/*.backend|frontend|action`` file."""
+
+    name: str
+    kind: ToolKind
+    description: str
+    parameters: Mapping[str, Any]
+    after_call_hint: str | None = None
+    #: http(s) URL for an HTTP backend tool (SPEC §3.3)
+    tool_api: str | None = None
+    #: frontend tools: viewport type (``html``, ``qlc``…) and key; default ``html`` / the tool name
+    tool_type: str | None = None
+    tool_key: str | None = None
+    source: Path | None = None
+
+    @property
+    def is_system(self) -> bool:
+        return len(self.name) > 1 and self.name.startswith("_") and self.name.endswith("_")
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools[]`` item for this tool."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": dict(self.parameters)},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SkillDefinition:
+    """``skills/<id>/SKILL.md`` (front matter + body)."""
+
+    id: str
+    name: str
+    description: str
+    body: str
+    folder: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ViewportDefinition:
+    """``viewports/<key>.<suffix>``; ``type`` ∈ html | qlc | json_schema | custom."""
+
+    key: str
+    type: str
+    path: Path
+    #: the payload of ``GET /api/ap/viewport`` (SPEC §3.5), read at load time:
+    #: ``{"html": text}`` for html, the file's JSON object otherwise
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningConfig:
+    enabled: bool = False
+    effort: Effort | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageModel:
+    """A stage's modelConfig after inheritance, with the model resolved."""
+
+    model: ModelDefinition
+    reasoning: ReasoningConfig = ReasoningConfig()
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One stage of an agent (``plain``, ``react``, ``plan``, ``execute``, ``summary``).
+
+    ``tools`` is the resolved ordinary tool set after toolConfig inheritance, with the
+    PLAN_EXECUTE forced tools already added (plan: ``_plan_add_tasks_``; execute:
+    ``_plan_update_task_``).
+    """
+
+    name: StageName
+    system_prompt: str
+    model: StageModel
+    tools: tuple[ToolDefinition, ...] = ()
+    deep_thinking: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallBudget:
+    max_calls: int
+    timeout_ms: int
+    retry_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    run_timeout_ms: int = 300_000
+    model: CallBudget = CallBudget(max_calls=30, timeout_ms=120_000)
+    tool: CallBudget = CallBudget(max_calls=40, timeout_ms=120_000)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimePrompts:
+    task_execution_prompt_template: str = (
+        "Task list:\n{task_list}\n\nCurrent task: {task_id} — {task_description}\n"
+        "Execute only the current task. When it is done, call _plan_update_task_ with "
+        'taskId "{task_id}" and status "completed" (or "failed" if it cannot be done).'
+    )
+    skill_catalog_header: str = (
+        "Available skills (use only these; never invent skills or scripts — run a skill's "
+        "scripts with _skill_run_script_):"
+    )
+    skill_disclosure_header: str = "Skill instructions disclosed on first use:"
+    skill_instructions_label: str = "Instructions"
+    tool_description_title: str = "Tool descriptions"
+    after_call_hint_title: str = "After-call instructions"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDefinition:
+    """``agents/<key>.json`` after validation and inheritance (SPEC §3.2)."""
+
+    key: str
+    name: str
+    icon: str | None
+    description: str
+    mode: Mode
+    stages: Mapping[str, Stage]
+    tool_choice: ToolChoice = "AUTO"
+    budget: Budget = Budget()
+    react_max_steps: int = 6
+    plan_max_steps: int = 10
+    skills: tuple[SkillDefinition, ...] = ()
+    runtime_prompts: RuntimePrompts = RuntimePrompts()
+    source: Path | None = None
+
+    def stage(self, name: StageName) -> Stage | None:
+        return self.stages.get(name)
+
+    @property
+    def all_tools(self) -> tuple[ToolDefinition, ...]:
+        seen: dict[str, ToolDefinition] = {}
+        for stage in self.stages.values():
+            for tool in stage.tools:
+                seen.setdefault(tool.name, tool)
+        return tuple(seen.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A definition file that did not load, and why (visible over the API)."""
+
+    kind: Literal["model", "agent", "tool", "skill", "viewport"]
+    file: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """One immutable snapshot of every definition. Swapped atomically on reload."""
+
+    models: Mapping[str, ModelDefinition] = field(default_factory=dict)
+    tools: Mapping[str, ToolDefinition] = field(default_factory=dict)
+    skills: Mapping[str, SkillDefinition] = field(default_factory=dict)
+    viewports: Mapping[str, ViewportDefinition] = field(default_factory=dict)
+    agents: Mapping[str, AgentDefinition] = field(default_factory=dict)
+    rejections: tuple[Rejection, ...] = ()
+    #: monotonically increasing per reload
+    version: int = 0

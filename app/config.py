@@ -1,0 +1,361 @@
+"""Configuration (SPEC §2).
+
+Sources, lowest priority first: built-in defaults → ``./application.yml`` →
+``/opt/application.yml`` → environment variables. ``${ENV:default}`` placeholders in
+YAML string values are expanded. A malformed file raises ``ConfigError`` naming the
+file and line. The result is one immutable, typed ``Settings`` object; relative
+folders are resolved against the deployment folder (the working directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app.errors import ConfigError
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a YAML list or a comma-separated string (the env form)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class ServerSettings(_Section):
+    port: int = 8080
+    host: str = "127.0.0.1"
+    #: largest accepted JSON request body, bytes (not in the SPEC table; our default)
+    max_body_bytes: int = Field(1_048_576, alias="max-body-bytes")
+
+
+class FolderSettings(_Section):
+    external_dir: str = Field(alias="external-dir")
+    refresh_interval_ms: int = Field(30000, alias="refresh-interval-ms")
+
+
+class ProviderSettings(_Section):
+    base_url: str = Field(alias="base-url")
+    api_key: str = Field("", alias="api-key")
+    #: name of an encrypted credential entry (SPEC §12) used instead of ``api-key``
+    api_key_ref: str = Field("", alias="api-key-ref")
+    model: str = ""
+    new_api_path: str = Field("/v1/chat/completions", alias="new-api-path")
+
+    def __repr__(self) -> str:  # never let a key reach a log through repr()
+        return f"ProviderSettings(base_url={self.base_url!r}, api_key=***)"
+
+
+class BashSettings(_Section):
+    working_directory: str = Field("", alias="working-directory")
+    allowed_paths: list[str] = Field(default_factory=list, alias="allowed-paths")
+    allowed_commands: list[str] = Field(default_factory=list, alias="allowed-commands")
+    path_checked_commands: list[str] = Field(default_factory=list, alias="path-checked-commands")
+    shell_features_enabled: bool = Field(False, alias="shell-features-enabled")
+    shell_executable: str = Field("bash", alias="shell-executable")
+    shell_timeout_ms: int = Field(10000, alias="shell-timeout-ms")
+    max_command_chars: int = Field(16000, alias="max-command-chars")
+
+    _lists = field_validator("allowed_paths", "allowed_commands", "path_checked_commands", mode="before")(
+        _split_list
+    )
+
+
+class FrontendToolSettings(_Section):
+    submit_timeout_ms: int = Field(300000, alias="submit-timeout-ms")
+
+
+class AgentFileCreateSettings(_Section):
+    default_system_prompt: str = Field(
+        "You are a helpful assistant. Answer clearly and concisely.", alias="default-system-prompt"
+    )
+
+
+class ToolsSettings(_Section):
+    frontend: FrontendToolSettings = FrontendToolSettings()
+    agent_file_create: AgentFileCreateSettings = Field(AgentFileCreateSettings(), alias="agent-file-create")
+    bash: BashSettings = BashSettings()
+
+
+class CapabilitySettings(_Section):
+    tools_external_dir: str = Field("tools", alias="tools-external-dir")
+    refresh_interval_ms: int = Field(30000, alias="refresh-interval-ms")
+
+
+class SkillSettings(_Section):
+    external_dir: str = Field("skills", alias="external-dir")
+    refresh_interval_ms: int = Field(30000, alias="refresh-interval-ms")
+    max_prompt_chars: int = Field(8000, alias="max-prompt-chars")
+
+
+class AuthSettings(_Section):
+    enabled: bool = True
+    jwks_uri: str = Field("", alias="jwks-uri")
+    issuer: str = ""
+    jwks_cache_seconds: int = Field(300, alias="jwks-cache-seconds")
+    local_public_key: str = Field("", alias="local-public-key")
+
+
+class CorsSettings(_Section):
+    enabled: bool = False
+    path_pattern: str = Field("/api/**", alias="path-pattern")
+    allowed_origin_patterns: list[str] = Field(["http://localhost:8081"], alias="allowed-origin-patterns")
+    allowed_methods: list[str] = Field(["GET", "POST", "DELETE", "OPTIONS"], alias="allowed-methods")
+    allowed_headers: list[str] = Field(["*"], alias="allowed-headers")
+    exposed_headers: list[str] = Field(["Content-Type"], alias="exposed-headers")
+    allow_credentials: bool = Field(False, alias="allow-credentials")
+    max_age_seconds: int = Field(3600, alias="max-age-seconds")
+
+    _lists = field_validator(
+        "allowed_origin_patterns", "allowed_methods", "allowed_headers", "exposed_headers", mode="before"
+    )(_split_list)
+
+
+class InteractionLogSettings(_Section):
+    enabled: bool = True
+    mask_sensitive: bool = Field(True, alias="mask-sensitive")
+
+
+class LlmSettings(_Section):
+    interaction_log: InteractionLogSettings = Field(InteractionLogSettings(), alias="interaction-log")
+
+
+class ImageTokenSettings(_Section):
+    secret: str = ""
+    previous_secrets: list[str] = Field(default_factory=list, alias="previous-secrets")
+    ttl_seconds: int = Field(86400, alias="ttl-seconds")
+
+    _lists = field_validator("previous_secrets", mode="before")(_split_list)
+
+
+class AgentSettings(_Section):
+    catalog: FolderSettings = FolderSettings(external_dir="agents", **{"refresh-interval-ms": 10000})
+    model: FolderSettings = FolderSettings(external_dir="models")
+    viewport: FolderSettings = FolderSettings(external_dir="viewports")
+    data: FolderSettings = FolderSettings(external_dir="data")
+    capability: CapabilitySettings = CapabilitySettings()
+    tools: ToolsSettings = ToolsSettings()
+    skill: SkillSettings = SkillSettings()
+    auth: AuthSettings = AuthSettings()
+    cors: CorsSettings = CorsSettings()
+    llm: LlmSettings = LlmSettings()
+    chat_image_token: ImageTokenSettings = Field(ImageTokenSettings(), alias="chat-image-token")
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+
+
+class ChatMemorySettings(_Section):
+    dir: str = "./chats"
+    k: int = 20
+    charset: str = "UTF-8"
+    action_tools: list[str] = Field(default_factory=list, alias="action-tools")
+
+    _lists = field_validator("action_tools", mode="before")(_split_list)
+
+
+class MemorySettings(_Section):
+    chat: ChatMemorySettings = ChatMemorySettings()
+
+
+class SchedulerSettings(_Section):
+    enabled: bool = True
+    misfire_grace_seconds: int = Field(300, alias="misfire-grace-seconds")
+    coalesce: bool = True
+
+
+class CredentialSettings(_Section):
+    #: encrypted store file, relative to the deployment folder
+    file: str = "data/credentials.json"
+    #: environment variable holding the master secret
+    master_secret_env: str = Field("AGW_MASTER_SECRET", alias="master-secret-env")
+    #: or a file holding it
+    master_secret_file: str = Field("", alias="master-secret-file")
+
+
+class Settings(_Section):
+    """Every setting of SPEC §2, typed and frozen. ``base_dir`` is the deployment folder."""
+
+    server: ServerSettings = ServerSettings()
+    agent: AgentSettings = AgentSettings()
+    memory: MemorySettings = MemorySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    credentials: CredentialSettings = CredentialSettings()
+    base_dir: Path = Field(default_factory=Path.cwd, alias="base-dir")
+
+    def resolve(self, folder: str) -> Path:
+        """A configured folder as an absolute path (relative ones are under ``base_dir``)."""
+        path = Path(folder).expanduser()
+        return (path if path.is_absolute() else self.base_dir / path).resolve()
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.resolve(self.agent.catalog.external_dir)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.resolve(self.agent.model.external_dir)
+
+    @property
+    def tools_dir(self) -> Path:
+        return self.resolve(self.agent.capability.tools_external_dir)
+
+    @property
+    def skills_dir(self) -> Path:
+        return self.resolve(self.agent.skill.external_dir)
+
+    @property
+    def viewports_dir(self) -> Path:
+        return self.resolve(self.agent.viewport.external_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.agent.data.external_dir)
+
+    @property
+    def chats_dir(self) -> Path:
+        return self.resolve(self.memory.chat.dir)
+
+
+#: environment variable → dotted key (SPEC §2 table)
+ENV_KEYS: Mapping[str, str] = {
+    "SERVER_PORT": "server.port",
+    "SERVER_HOST": "server.host",
+    "AGENT_EXTERNAL_DIR": "agent.catalog.external-dir",
+    "AGENT_REFRESH_INTERVAL_MS": "agent.catalog.refresh-interval-ms",
+    "AGENT_MODEL_EXTERNAL_DIR": "agent.model.external-dir",
+    "AGENT_MODEL_REFRESH_INTERVAL_MS": "agent.model.refresh-interval-ms",
+    "AGENT_VIEWPORT_EXTERNAL_DIR": "agent.viewport.external-dir",
+    "AGENT_VIEWPORT_REFRESH_INTERVAL_MS": "agent.viewport.refresh-interval-ms",
+    "AGENT_DATA_EXTERNAL_DIR": "agent.data.external-dir",
+    "AGENT_TOOLS_EXTERNAL_DIR": "agent.capability.tools-external-dir",
+    "AGENT_CAPABILITY_REFRESH_INTERVAL_MS": "agent.capability.refresh-interval-ms",
+    "AGENT_TOOLS_FRONTEND_SUBMIT_TIMEOUT_MS": "agent.tools.frontend.submit-timeout-ms",
+    "AGENT_TOOLS_AGENT_FILE_CREATE_DEFAULT_SYSTEM_PROMPT": "agent.tools.agent-file-create.default-system-prompt",
+    "AGENT_BASH_WORKING_DIRECTORY": "agent.tools.bash.working-directory",
+    "AGENT_BASH_ALLOWED_PATHS": "agent.tools.bash.allowed-paths",
+    "AGENT_BASH_ALLOWED_COMMANDS": "agent.tools.bash.allowed-commands",
+    "AGENT_BASH_PATH_CHECKED_COMMANDS": "agent.tools.bash.path-checked-commands",
+    "AGENT_BASH_SHELL_FEATURES_ENABLED": "agent.tools.bash.shell-features-enabled",
+    "AGENT_BASH_SHELL_EXECUTABLE": "agent.tools.bash.shell-executable",
+    "AGENT_BASH_SHELL_TIMEOUT_MS": "agent.tools.bash.shell-timeout-ms",
+    "AGENT_BASH_MAX_COMMAND_CHARS": "agent.tools.bash.max-command-chars",
+    "AGENT_SKILL_EXTERNAL_DIR": "agent.skill.external-dir",
+    "AGENT_SKILL_REFRESH_INTERVAL_MS": "agent.skill.refresh-interval-ms",
+    "AGENT_SKILL_MAX_PROMPT_CHARS": "agent.skill.max-prompt-chars",
+    "AGENT_AUTH_ENABLED": "agent.auth.enabled",
+    "AGENT_AUTH_JWKS_URI": "agent.auth.jwks-uri",
+    "AGENT_AUTH_ISSUER": "agent.auth.issuer",
+    "AGENT_AUTH_JWKS_CACHE_SECONDS": "agent.auth.jwks-cache-seconds",
+    "CHAT_IMAGE_TOKEN_SECRET": "agent.chat-image-token.secret",
+    "CHAT_IMAGE_TOKEN_PREVIOUS_SECRETS": "agent.chat-image-token.previous-secrets",
+    "CHAT_IMAGE_TOKEN_TTL_SECONDS": "agent.chat-image-token.ttl-seconds",
+    "MEMORY_CHAT_DIR": "memory.chat.dir",
+    "MEMORY_CHAT_K": "memory.chat.k",
+    "MEMORY_CHAT_CHARSET": "memory.chat.charset",
+    "MEMORY_CHAT_ACTION_TOOLS": "memory.chat.action-tools",
+    "AGENT_LLM_INTERACTION_LOG_ENABLED": "agent.llm.interaction-log.enabled",
+    "AGENT_LLM_INTERACTION_LOG_MASK_SENSITIVE": "agent.llm.interaction-log.mask-sensitive",
+}
+
+DEFAULT_FILES: tuple[Path, ...] = (Path("application.yml"), Path("/opt/application.yml"))
+
+
+def expand_placeholders(value: Any, env: Mapping[str, str]) -> Any:
+    """Expand ``${NAME:default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, str):
+        return _PLACEHOLDER.sub(lambda m: env.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: expand_placeholders(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_placeholders(v, env) for v in value]
+    return value
+
+
+def read_yaml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """Parse one YAML file; a syntax error names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{path}: {where}: {exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: line 1: the top level must be a mapping, found {type(tree).__name__}")
+    return expand_placeholders(tree, env)
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def load_settings(
+    base_dir: Path | None = None,
+    *,
+    files: tuple[Path, ...] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build ``Settings`` from defaults, the YAML files, the environment and ``overrides``.
+
+    ``files`` defaults to ``./application.yml`` (under ``base_dir``) then
+    ``/opt/application.yml``; missing files are skipped. ``overrides`` is a nested
+    mapping applied last (tests and the CLI use it).
+    """
+    base = (base_dir or Path.cwd()).resolve()
+    environ = os.environ if env is None else env
+    candidates = files if files is not None else DEFAULT_FILES
+    tree: dict[str, Any] = {}
+    for file in candidates:
+        path = file if file.is_absolute() else base / file
+        if path.is_file():
+            tree = deep_merge(tree, read_yaml(path, environ))
+    for name, dotted in ENV_KEYS.items():
+        if name in environ:
+            _set_dotted(tree, dotted, environ[name])
+    if overrides:
+        tree = deep_merge(tree, overrides)
+    tree["base-dir"] = base
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,129 @@
+"""Per-run state, passed explicitly through the engine (SPEC §5)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from app.catalog.definitions import AgentDefinition, Catalog, ModelDefinition
+from app.config import Settings
+from app.engine.events import Event
+from app.engine.pricing import points_for
+from app.engine.submits import SubmitRegistry
+from app.memory.store import ChatStore
+from app.tools.base import BuiltinTool
+
+
+@dataclass(slots=True)
+class RunServices:
+    """The gateway-wide things a run uses (built once in the lifespan)."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    chats: ChatStore
+    submits: SubmitRegistry
+    builtin_tools: Mapping[str, BuiltinTool]
+    #: provider key → API key (plain or decrypted credential)
+    api_key_for: Callable[[str], str]
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    model_calls: int = 0
+    points: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+            "totalTokens": self.total_tokens,
+            "modelCalls": self.model_calls,
+            "points": round(self.points, 4),
+        }
+
+
+@dataclass(slots=True)
+class PlanTask:
+    task_id: str
+    description: str
+    status: str = "init"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"taskId": self.task_id, "description": self.description, "status": self.status}
+
+
+@dataclass(slots=True)
+class Plan:
+    plan_id: str
+    tasks: list[PlanTask] = field(default_factory=list)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [task.as_dict() for task in self.tasks]
+
+    def as_memory(self) -> dict[str, Any]:
+        return {"planId": self.plan_id, "tasks": self.as_list()}
+
+    def find(self, task_id: str) -> PlanTask | None:
+        return next((task for task in self.tasks if task.task_id == task_id), None)
+
+
+@dataclass(slots=True)
+class RunContext:
+    """Everything one run owns. Nothing here is shared with another run."""
+
+    services: RunServices
+    catalog: Catalog
+    agent: AgentDefinition
+    run_id: str
+    chat_id: str
+    request_id: str
+    owner: str
+    emit: Callable[[Event], None]
+    #: prior runs' messages, already in model shape (replay window)
+    history: list[dict[str, Any]]
+    #: this run's messages in memory shape (SPEC §8)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    #: messages not yet written to memory as a step
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    step_seq: int = 0
+    last_system: str | None = None
+    stage: str = "oneshot"
+    task_id: str | None = None
+    reasoning_blocks: int = 0
+    content_blocks: int = 0
+    tool_calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    results_by_tool: dict[str, Any] = field(default_factory=dict)
+    disclosed_skills: set[str] = field(default_factory=set)
+    to_disclose: list[str] = field(default_factory=list)
+    plan: Plan | None = None
+    plan_dirty: bool = False
+    #: the run's deadline; frontend waits push it back by the time they waited
+    deadline: asyncio.Timeout | None = None
+    final_text: str = ""
+
+    def next_reasoning_id(self) -> str:
+        self.reasoning_blocks += 1
+        return f"{self.run_id}_r_{self.reasoning_blocks}"
+
+    def next_content_id(self) -> str:
+        self.content_blocks += 1
+        return f"{self.run_id}_c_{self.content_blocks}"
+
+    def record(self, message: dict[str, Any]) -> None:
+        """Add a memory-shaped message to this run (and to the next step line)."""
+        self.messages.append(message)
+        self.pending.append(message)
+
+    def add_usage(self, model: ModelDefinition, prompt: int, completion: int) -> None:
+        self.usage.prompt_tokens += prompt
+        self.usage.completion_tokens += completion
+        self.usage.total_tokens += prompt + completion
+        self.usage.points += points_for(model.pricing, prompt, completion)

@@ -1,0 +1,38 @@
+"""Writing a run's progress to chat memory, one ``step`` line per model turn (SPEC §8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.engine.context import RunContext
+from app.engine.events import now_ms
+
+
+async def flush_step(ctx: RunContext, system: str) -> None:
+    """Append the messages gathered since the last step as one ``step`` line.
+
+    ``system`` is written on the run's first step and again only when it changed;
+    ``plan`` is written whenever the plan changed since the last step.
+    """
+    if not ctx.pending and not ctx.plan_dirty:
+        return
+    ctx.step_seq += 1
+    line: dict[str, Any] = {
+        "_type": "step",
+        "chatId": ctx.chat_id,
+        "runId": ctx.run_id,
+        "_stage": ctx.stage,
+        "_seq": ctx.step_seq,
+        "updatedAt": now_ms(),
+        "messages": list(ctx.pending),
+    }
+    if ctx.task_id:
+        line["taskId"] = ctx.task_id
+    if system != ctx.last_system:
+        line["system"] = system
+        ctx.last_system = system
+    if ctx.plan is not None and ctx.plan_dirty:
+        line["plan"] = ctx.plan.as_memory()
+        ctx.plan_dirty = False
+    ctx.pending.clear()
+    await ctx.services.chats.append(ctx.chat_id, line)

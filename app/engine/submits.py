@@ -1,0 +1,83 @@
+"""Pending frontend-tool submissions (SPEC §3.3 FRONTEND, §4 ``POST /api/ap/submit``).
+
+A frontend tool call opens a ``PendingSubmit`` keyed by ``(runId, toolId)``; the run
+awaits it. ``SubmitRegistry.submit`` resolves it when the runId, toolId and owner all
+match; a submission for a wait that timed out or was cancelled answers ``expired``;
+anything else answers ``unmatched``. Two runs can never see each other's submissions
+because the key includes both ids and the owner is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.errors import ForbiddenError
+
+SubmitStatus = Literal["accepted", "unmatched", "expired"]
+
+#: how many settled (runId, toolId) pairs we remember to answer ``expired``
+_SETTLED_MEMORY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    accepted: bool
+    status: SubmitStatus
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "status": self.status, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class PendingSubmit:
+    run_id: str
+    tool_id: str
+    owner: str
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class SubmitRegistry:
+    """Owns every pending frontend-tool wait of one gateway."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], PendingSubmit] = {}
+        self._settled: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def open(self, run_id: str, tool_id: str, owner: str) -> PendingSubmit:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = PendingSubmit(run_id=run_id, tool_id=tool_id, owner=owner, future=future)
+        self._pending[(run_id, tool_id)] = pending
+        return pending
+
+    def close(self, pending: PendingSubmit, reason: str) -> None:
+        """Forget a wait (answered, timed out or cancelled); later submits answer ``expired``."""
+        key = (pending.run_id, pending.tool_id)
+        if self._pending.get(key) is pending:
+            del self._pending[key]
+        if key not in self._settled:
+            self._settled[key] = reason
+        while len(self._settled) > _SETTLED_MEMORY:
+            self._settled.popitem(last=False)
+
+    def submit(self, run_id: str, tool_id: str, params: Any, owner: str) -> SubmitOutcome:
+        key = (run_id, tool_id)
+        pending = self._pending.get(key)
+        if pending is None:
+            reason = self._settled.get(key)
+            if reason is not None:
+                return SubmitOutcome(False, "expired", f"tool {tool_id} of run {run_id} is no longer waiting ({reason})")
+            return SubmitOutcome(False, "unmatched", f"no frontend tool {tool_id} is waiting in run {run_id}")
+        if pending.owner != owner:
+            raise ForbiddenError(f"run {run_id} belongs to another user")
+        if pending.future.done():
+            return SubmitOutcome(False, "expired", f"tool {tool_id} of run {run_id} was already answered")
+        pending.future.set_result({} if params is None else params)
+        self.close(pending, "answered")
+        return SubmitOutcome(True, "accepted", f"delivered to tool {tool_id} of run {run_id}")
+
+    def pending_count(self) -> int:
+        return len(self._pending)

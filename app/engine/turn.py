@@ -1,0 +1,295 @@
+"""One model turn: stream the upstream deltas out as §6 events, one for one (SPEC §7).
+
+The turn owns the upstream stream (``async with`` semantics through ``aclose``), so a
+cancelled run closes the upstream connection at once. A failed call is retried only
+while nothing of it has been forwarded yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.catalog.definitions import ModelDefinition, Stage, ToolDefinition, ToolKind
+from app.engine import events as ev
+from app.engine.context import RunContext
+from app.engine.events import now_ms
+from app.engine.ids import action_id, frontend_tool_id, msg_id
+from app.errors import BudgetExceeded, UpstreamError
+from app.llm.client import stream_chat
+from app.llm.deltas import (
+    ContentDelta,
+    FinishDelta,
+    ReasoningDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    UsageDelta,
+)
+from app.llm.request import ChatRequest
+from app.memory.replay import replay_messages
+
+logger = logging.getLogger(__name__)
+
+ToolChoiceWire = Literal["auto", "none", "required"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool call the model made in this turn, as it streamed."""
+
+    index: int
+    call_id: str
+    event_id: str
+    name: str
+    kind: ToolKind | None
+    tool: ToolDefinition | None
+    fragments: list[str] = field(default_factory=list)
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.fragments)
+
+    @property
+    def is_action(self) -> bool:
+        return self.kind is ToolKind.ACTION
+
+
+@dataclass(slots=True)
+class TurnResult:
+    reasoning: str = ""
+    content: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    msg_id: str = ""
+
+
+def model_messages(ctx: RunContext, system: str) -> list[dict[str, Any]]:
+    """System prompt + replayed history + this run so far, in model shape."""
+    current = replay_messages([{"_type": "step", "runId": ctx.run_id, "messages": ctx.messages}], 1)
+    return [{"role": "system", "content": system}, *ctx.history, *current]
+
+
+class _Blocks:
+    """Tracks the open reasoning/content block of a turn and emits start/end events."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.open: Literal["reasoning", "content"] | None = None
+        self.block_id = ""
+        self.texts: dict[str, list[str]] = {}
+        self.order: list[tuple[str, str]] = []
+
+    def enter(self, kind: Literal["reasoning", "content"]) -> str:
+        if self.open == kind:
+            return self.block_id
+        self.close()
+        ctx = self.ctx
+        if kind == "reasoning":
+            self.block_id = ctx.next_reasoning_id()
+            ctx.emit(ev.ReasoningStart(reasoning_id=self.block_id, run_id=ctx.run_id, task_id=ctx.task_id))
+        else:
+            self.block_id = ctx.next_content_id()
+            ctx.emit(ev.ContentStart(content_id=self.block_id, run_id=ctx.run_id, task_id=ctx.task_id))
+        self.open = kind
+        self.texts[self.block_id] = []
+        self.order.append((kind, self.block_id))
+        return self.block_id
+
+    def close(self) -> None:
+        if self.open == "reasoning":
+            self.ctx.emit(ev.ReasoningEnd(reasoning_id=self.block_id))
+        elif self.open == "content":
+            self.ctx.emit(ev.ContentEnd(content_id=self.block_id))
+        self.open = None
+
+
+def _start_call(ctx: RunContext, tools: dict[str, ToolDefinition], delta: ToolCallStart) -> ToolCall:
+    tool = tools.get(delta.name)
+    kind = tool.kind if tool else None
+    call_id = delta.call_id or f"call_{msg_id()[2:]}"
+    if kind is ToolKind.ACTION:
+        call = ToolCall(delta.index, call_id, action_id(), delta.name, kind, tool)
+        ctx.emit(ev.ActionStart(action_id=call.event_id, run_id=ctx.run_id, task_id=ctx.task_id,
+                                action_name=delta.name, description=tool.description if tool else None))
+        return call
+    if kind is ToolKind.FRONTEND:
+        assert tool is not None
+        call = ToolCall(delta.index, call_id, frontend_tool_id(), delta.name, kind, tool)
+        ctx.emit(ev.ToolStart(
+            tool_id=call.event_id, run_id=ctx.run_id, task_id=ctx.task_id, tool_name=delta.name,
+            tool_type=tool.tool_type or "html", tool_key=tool.tool_key or tool.name,
+            tool_timeout=ctx.services.settings.agent.tools.frontend.submit_timeout_ms,
+            description=tool.description,
+        ))
+        return call
+    call = ToolCall(delta.index, call_id, call_id, delta.name, kind, tool)
+    ctx.emit(ev.ToolStart(tool_id=call.event_id, run_id=ctx.run_id, task_id=ctx.task_id, tool_name=delta.name,
+                          tool_api=tool.tool_api if tool else None,
+                          description=tool.description if tool else None))
+    return call
+
+
+async def model_turn(
+    ctx: RunContext,
+    stage: Stage,
+    system: str,
+    tools: Sequence[ToolDefinition],
+    *,
+    tool_choice: ToolChoiceWire | None,
+    reasoning_enabled: bool | None = None,
+    allowed_tools: list[str] | None = None,
+) -> TurnResult:
+    """Call the stage's model once, streaming every delta out as an event the moment it arrives."""
+    budget = ctx.agent.budget.model
+    if ctx.usage.model_calls >= budget.max_calls:
+        raise BudgetExceeded(f"model call budget of {budget.max_calls} calls exhausted", budget="model_calls")
+    model = stage.model
+    reasoning = model.reasoning
+    if reasoning_enabled is not None and reasoning_enabled != reasoning.enabled:
+        reasoning = type(reasoning)(enabled=reasoning_enabled, effort=reasoning.effort)
+    provider = ctx.services.settings.agent.providers.get(model.model.provider)
+    if provider is None:
+        raise UpstreamError(f"provider '{model.model.provider}' of model '{model.model.key}' is not configured")
+    request = ChatRequest(
+        model=model.model,
+        provider=provider,
+        api_key=ctx.services.api_key_for(model.model.provider),
+        messages=model_messages(ctx, system),
+        tools=[tool.openai_schema() for tool in tools],
+        tool_choice=tool_choice if tools else None,
+        allowed_tools=allowed_tools,
+        reasoning=reasoning,
+        temperature=model.temperature,
+        top_p=model.top_p,
+        max_tokens=model.max_tokens,
+        timeout_s=budget.timeout_ms / 1000,
+        trace_id=ctx.run_id,
+        stage=ctx.stage,
+    )
+    by_name = {tool.name: tool for tool in tools}
+    attempts = budget.retry_count + 1
+    for attempt in range(attempts):
+        ctx.usage.model_calls += 1
+        try:
+            return await _stream_turn(ctx, request, by_name, model.model)
+        except _Forwarded as wrapped:
+            raise wrapped.error from wrapped.error.__cause__
+        except UpstreamError as exc:
+            if attempt + 1 >= attempts:
+                raise
+            logger.warning("run %s: model call failed before any delta (%s); retrying", ctx.run_id, exc.message)
+            if ctx.usage.model_calls >= budget.max_calls:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _Forwarded(Exception):
+    """An upstream error after deltas were forwarded: never retried."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def _stream_turn(
+    ctx: RunContext, request: ChatRequest, tools: dict[str, ToolDefinition], model: ModelDefinition
+) -> TurnResult:
+    result = TurnResult(msg_id=msg_id())
+    blocks = _Blocks(ctx)
+    calls: dict[int, ToolCall] = {}
+    started = now_ms()
+    first_delta_at: int | None = None
+    prompt_tokens = completion_tokens = 0
+    log_deltas = logger.isEnabledFor(logging.DEBUG) and ctx.services.settings.agent.llm.interaction_log.enabled
+    stream = stream_chat(ctx.services.http, request)
+    try:
+        async for delta in stream:
+            if first_delta_at is None:
+                first_delta_at = now_ms()
+            if log_deltas:
+                logger.debug("llm delta trace=%s stage=%s %r", ctx.run_id, ctx.stage, delta)
+            if isinstance(delta, ContentDelta):
+                block = blocks.enter("content")
+                blocks.texts[block].append(delta.text)
+                ctx.emit(ev.ContentDeltaEvent(content_id=block, delta=delta.text))
+            elif isinstance(delta, ReasoningDelta):
+                block = blocks.enter("reasoning")
+                blocks.texts[block].append(delta.text)
+                ctx.emit(ev.ReasoningDeltaEvent(reasoning_id=block, delta=delta.text))
+            elif isinstance(delta, ToolCallStart):
+                blocks.close()
+                calls[delta.index] = _start_call(ctx, tools, delta)
+            elif isinstance(delta, ToolCallArgs):
+                call = calls.get(delta.index)
+                if call is None:  # fragment before its start: adopt it under a generated id
+                    call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""))
+                    calls[delta.index] = call
+                call.fragments.append(delta.fragment)
+                if call.is_action:
+                    ctx.emit(ev.ActionArgs(action_id=call.event_id, delta=delta.fragment))
+                else:
+                    ctx.emit(ev.ToolArgs(tool_id=call.event_id, delta=delta.fragment,
+                                         chunk_index=len(call.fragments) - 1))
+            elif isinstance(delta, UsageDelta):
+                prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+            elif isinstance(delta, FinishDelta):
+                result.finish_reason = delta.reason
+    except UpstreamError as exc:
+        blocks.close()
+        if first_delta_at is not None:
+            raise _Forwarded(exc) from exc
+        raise
+    finally:
+        await stream.aclose()
+    blocks.close()
+    for call in calls.values():
+        ctx.emit(ev.ActionEnd(action_id=call.event_id) if call.is_action else ev.ToolEnd(tool_id=call.event_id))
+    ctx.add_usage(model, prompt_tokens, completion_tokens)
+    result.calls = list(calls.values())
+    _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens)
+    return result
+
+
+def _record_response(ctx: RunContext, result: TurnResult, blocks: _Blocks, started: int,
+                     first_delta_at: int | None, prompt_tokens: int, completion_tokens: int) -> None:
+    """Write the response into memory shape: one message per block and per tool call (SPEC §8)."""
+    ts = now_ms()
+    timing = {"startedAt": started, "firstDeltaAt": first_delta_at, "endedAt": ts}
+    usage = {"promptTokens": prompt_tokens, "completionTokens": completion_tokens}
+    extras: dict[str, Any] = {"_msgId": result.msg_id, "ts": ts}
+    if ctx.task_id:
+        extras["_taskId"] = ctx.task_id
+    first = True
+    for kind, block_id in blocks.order:
+        text = "".join(blocks.texts[block_id])
+        message: dict[str, Any]
+        if kind == "reasoning":
+            result.reasoning += text
+            message = {"role": "assistant", "reasoning_content": [{"type": "text", "text": text}],
+                       "_reasoningId": block_id, **extras}
+        else:
+            result.content += text
+            message = {"role": "assistant", "content": [{"type": "text", "text": text}],
+                       "_contentId": block_id, **extras}
+        if first:
+            message["_timing"], message["_usage"], first = timing, usage, False
+        ctx.record(message)
+    action_tools = set(ctx.services.settings.memory.chat.action_tools)
+    for call in result.calls:
+        id_key = "_actionId" if call.is_action or call.name in action_tools else "_toolId"
+        message = {
+            "role": "assistant",
+            "tool_calls": [{"id": call.call_id, "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments}}],
+            id_key: call.event_id,
+            "_toolKind": call.kind.value if call.kind else "backend",
+            **extras,
+        }
+        if call.kind is ToolKind.FRONTEND and call.tool is not None:
+            message["_toolType"] = call.tool.tool_type or "html"
+            message["_toolKey"] = call.tool.tool_key or call.tool.name
+        if first:
+            message["_timing"], message["_usage"], first = timing, usage, False
+        ctx.record(message)

@@ -1,0 +1,143 @@
+"""The gateway's exception hierarchy.
+
+Everything the gateway raises on purpose derives from ``GatewayError``. Each class
+carries an integer ``code`` (the envelope's ``code``, always > 0) and the HTTP status
+it maps to at the API edge. Library errors (httpx, yaml, pydantic) are mapped into
+this hierarchy where they are caught, with ``raise X(...) from exc``.
+
+    GatewayError                      code  status
+    ├── ConfigError                   1001  500   bad application.yml / env, fails startup
+    ├── DefinitionError               1002  422   a definition file that does not validate
+    ├── RequestError                  4000  400   bad client input
+    │   ├── PayloadTooLarge           4013  413
+    │   └── PathEscapeError           4003  400   a name that tries to leave its folder
+    ├── AuthError                     4010  401
+    ├── ForbiddenError                4030  403
+    ├── NotFoundError                 4040  404
+    ├── ConflictError                 4090  409
+    ├── UpstreamError                 5020  502   the model provider misbehaved
+    │   ├── UpstreamHTTPError         5021        non-2xx before streaming
+    │   ├── UpstreamProtocolError     5022        malformed chunk
+    │   ├── UpstreamDisconnected      5023        stream ended without finishing
+    │   └── UpstreamTimeout           5024        connect/read stalled past the budget
+    ├── BudgetExceeded                5030  429   a run budget (calls, time) ran out
+    ├── ToolError                     5040  500   a tool failed; becomes an error *result*
+    └── RunFailed                     5050  500   a run cannot go on (e.g. no plan was created)
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises deliberately."""
+
+    code: int = 5000
+    status: int = 500
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(GatewayError):
+    code = 1001
+
+
+class DefinitionError(GatewayError):
+    code = 1002
+    status = 422
+
+
+class RequestError(GatewayError):
+    code = 4000
+    status = 400
+
+
+class PayloadTooLarge(RequestError):
+    code = 4013
+    status = 413
+
+
+class PathEscapeError(RequestError):
+    code = 4003
+    status = 400
+
+
+class AuthError(GatewayError):
+    code = 4010
+    status = 401
+
+
+class ForbiddenError(GatewayError):
+    code = 4030
+    status = 403
+
+
+class NotFoundError(GatewayError):
+    code = 4040
+    status = 404
+
+
+class ConflictError(GatewayError):
+    code = 4090
+    status = 409
+
+
+class UpstreamError(GatewayError):
+    code = 5020
+    status = 502
+    error_code = "upstream_error"
+
+
+class UpstreamHTTPError(UpstreamError):
+    code = 5021
+    error_code = "upstream_http_error"
+
+    def __init__(self, message: str, *, http_status: int, body: str = "") -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.body = body
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = 5022
+    error_code = "upstream_malformed_chunk"
+
+
+class UpstreamDisconnected(UpstreamError):
+    code = 5023
+    error_code = "upstream_disconnected"
+
+
+class UpstreamTimeout(UpstreamError):
+    code = 5024
+    error_code = "upstream_timeout"
+
+
+class BudgetExceeded(GatewayError):
+    code = 5030
+    status = 429
+
+    def __init__(self, message: str, *, budget: str) -> None:
+        super().__init__(message)
+        #: which budget ran out: run_timeout, model_calls, tool_calls, model_timeout, tool_timeout
+        self.budget = budget
+
+
+class ToolError(GatewayError):
+    """A tool could not do its job. The engine turns it into an error tool result."""
+
+    code = 5040
+
+
+class RunFailed(GatewayError):
+    """The run cannot go on for a reason of its own (e.g. the plan stage created no tasks)."""
+
+    code = 5050
+    status = 500
+
+    def __init__(self, message: str, *, error_code: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code

@@ -1,0 +1,82 @@
+"""``Gateway``: the core both the HTTP app and the sidecar build in their lifespan.
+
+It owns every long-lived object — settings, the catalog manager (hot reload), the
+shared httpx client, chat memory, pending frontend submissions, live runs, and the
+embedded local model when a provider asks for it — and closes them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+import httpx
+
+from app import __version__
+from app.catalog.manager import CatalogManager
+from app.config import ProviderSettings, Settings
+from app.devtools.demo_model import demo_responder
+from app.devtools.fake_upstream import FakeUpstream
+from app.engine.context import RunServices
+from app.engine.runner import RunManager
+from app.engine.submits import SubmitRegistry
+from app.memory.store import ChatStore
+from app.tools.registry import builtin_tool_names, builtin_tools
+
+logger = logging.getLogger(__name__)
+
+#: a provider whose base-url is this runs against the built-in scripted local model
+EMBEDDED_BASE_URL = "embedded"
+
+
+class Gateway:
+    """Build with ``async with Gateway(settings) as gateway:``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.version = __version__
+        self.local_upstream: FakeUpstream | None = None
+        self.settings = self._with_embedded_model(settings)
+        self.catalog = CatalogManager(self.settings, builtin_tool_names())
+        self.http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+            timeout=httpx.Timeout(60.0, connect=10.0),
+        )
+        self.chats = ChatStore(self.settings.chats_dir, self.settings.memory.chat.charset)
+        self.submits = SubmitRegistry()
+        self.services = RunServices(
+            settings=self.settings, http=self.http, chats=self.chats, submits=self.submits,
+            builtin_tools=builtin_tools(), api_key_for=self.api_key_for,
+        )
+        self.runs = RunManager(self.services, lambda: self.catalog.snapshot)
+
+    def _with_embedded_model(self, settings: Settings) -> Settings:
+        """Start the scripted local model for providers configured with ``base-url: embedded``."""
+        embedded = [key for key, p in settings.agent.providers.items() if p.base_url == EMBEDDED_BASE_URL]
+        if not embedded:
+            return settings
+        self.local_upstream = FakeUpstream(responder=demo_responder)
+        self.local_upstream.start()
+        providers = dict(settings.agent.providers)
+        for key in embedded:
+            providers[key] = providers[key].model_copy(update={"base_url": self.local_upstream.url})
+        agent = settings.agent.model_copy(update={"providers": providers})
+        logger.info("embedded local model listening on %s for providers %s", self.local_upstream.url, embedded)
+        return settings.model_copy(update={"agent": agent})
+
+    def api_key_for(self, provider_key: str) -> str:
+        provider: ProviderSettings | None = self.settings.agent.providers.get(provider_key)
+        return provider.api_key if provider is not None else ""
+
+    async def __aenter__(self) -> Gateway:
+        self.settings.chats_dir.mkdir(parents=True, exist_ok=True)
+        await self.catalog.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.runs.aclose()
+        await self.catalog.stop()
+        await self.http.aclose()
+        if self.local_upstream is not None:
+            self.local_upstream.stop()

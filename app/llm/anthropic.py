@@ -1,0 +1,248 @@
+"""Anthropic messages adapter (``ANTHROPIC``, SPEC §7).
+
+``build_body`` translates the OpenAI-format ``ChatRequest``:
+
+* every ``system`` message → the top-level ``system`` string (joined by blank lines);
+* user / assistant content (string or text parts) → ``text`` blocks (empty text dropped);
+* assistant ``tool_calls`` → ``tool_use`` blocks (arguments parsed; invalid JSON → ``{}``);
+* ``role: tool`` messages → ``tool_result`` blocks in a user message;
+* consecutive messages of the same role are merged (Anthropic requires alternation);
+* tools → ``{name, description, input_schema}``; ``tool_choice`` auto/none/required →
+  ``{"type": "auto" | "none" | "any"}``;
+* ``max_tokens`` is required: the request's, else the model's ``maxOutputTokens``, else 4096;
+* reasoning enabled → ``thinking: {type: enabled, budget_tokens}`` by effort (LOW 1024,
+  MEDIUM 4096, HIGH 16384, unset 2048); ``max_tokens`` is raised above the budget when
+  needed and ``temperature`` is omitted (Anthropic rejects it with thinking).
+
+``translate_stream`` turns the SSE into deltas: ``thinking_delta`` → ``ReasoningDelta``,
+``text_delta`` → ``ContentDelta``, a ``tool_use`` block start → ``ToolCallStart`` (index =
+the content block index), ``input_json_delta`` → ``ToolCallArgs``; ``message_delta``
+→ ``FinishDelta`` (``end_turn``/``stop_sequence`` → ``stop``, ``tool_use`` →
+``tool_calls``, ``max_tokens`` → ``length``) followed by one ``UsageDelta`` (input tokens
+from ``message_start``, output tokens from ``message_delta``). ``message_stop`` ends the
+stream; an ``error`` event raises ``UpstreamHTTPError``; ending before ``message_stop``
+and without a stop reason → ``UpstreamDisconnected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from app.errors import UpstreamDisconnected
+from app.llm._sse import in_stream_error, iter_sse_data, parse_json
+from app.llm.deltas import (
+    ContentDelta,
+    Delta,
+    FinishDelta,
+    ReasoningDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    UsageDelta,
+)
+from app.llm.request import ChatRequest
+
+DEFAULT_MAX_TOKENS = 4096
+THINKING_BUDGETS = {"LOW": 1024, "MEDIUM": 4096, "HIGH": 16384}
+DEFAULT_THINKING_BUDGET = 2048
+_TOOL_CHOICE = {"auto": "auto", "none": "none", "required": "any"}
+_STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def _text_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, str) and part:
+                blocks.append({"type": "text", "text": part})
+            elif isinstance(part, dict) and part.get("type", "text") == "text" and part.get("text"):
+                blocks.append({"type": "text", "text": str(part["text"])})
+    return blocks
+
+
+def _plain_text(content: Any) -> str:
+    return "".join(block["text"] for block in _text_blocks(content))
+
+
+def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    raw = function.get("arguments")
+    arguments: Any = raw if isinstance(raw, dict) else {}
+    if isinstance(raw, str) and raw.strip():
+        try:
+            arguments = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            arguments = {}
+    if not isinstance(arguments, dict):
+        arguments = {}
+    return {"type": "tool_use", "id": str(call.get("id") or ""), "name": str(function.get("name") or ""), "input": arguments}
+
+
+def translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """OpenAI chat messages → (Anthropic ``system`` text, Anthropic ``messages``)."""
+    system_parts: list[str] = []
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = _plain_text(content)
+            if text:
+                system_parts.append(text)
+            continue
+        if role == "tool":
+            result = _plain_text(content) if not isinstance(content, (dict, int, float)) else orjson.dumps(content).decode()
+            blocks = [{"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or ""), "content": result}]
+            target_role = "user"
+        elif role == "assistant":
+            blocks = _text_blocks(content)
+            blocks += [_tool_use_block(call) for call in message.get("tool_calls") or [] if isinstance(call, dict)]
+            target_role = "assistant"
+        else:
+            blocks = _text_blocks(content)
+            target_role = "user"
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == target_role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": target_role, "content": blocks})
+    return "\n\n".join(system_parts), out
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    return {"name": function.get("name"), "description": function.get("description") or "", "input_schema": schema}
+
+
+def build_body(request: ChatRequest) -> dict[str, Any]:
+    """The messages request body (always ``stream: true``)."""
+    system, messages = translate_messages(request.messages)
+    max_tokens = request.max_tokens or request.model.max_output_tokens or DEFAULT_MAX_TOKENS
+    body: dict[str, Any] = {"model": request.model_name, "messages": messages, "stream": True}
+    if system:
+        body["system"] = system
+    tools = request.selected_tools()
+    if tools:
+        body["tools"] = [_tool(tool) for tool in tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = {"type": _TOOL_CHOICE[request.tool_choice]}
+    thinking = request.reasoning.enabled
+    if thinking:
+        effort = request.reasoning.effort
+        budget = THINKING_BUDGETS.get(effort, DEFAULT_THINKING_BUDGET) if effort else DEFAULT_THINKING_BUDGET
+        max_tokens = max(max_tokens, budget + 1024)
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    body["max_tokens"] = max_tokens
+    if request.temperature is not None and not thinking:
+        body["temperature"] = request.temperature
+    if request.top_p is not None and (not thinking or request.top_p >= 0.95):
+        body["top_p"] = request.top_p
+    return body
+
+
+class _StreamState:
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.stop_reason: str | None = None
+
+    def deltas(self, event: dict[str, Any]) -> list[Delta]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            return self._block_delta(event)
+        if kind == "content_block_start":
+            return self._block_start(event)
+        if kind == "message_start":
+            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            self._absorb_usage(message.get("usage"))
+            return []
+        if kind == "message_delta":
+            self._absorb_usage(event.get("usage"))
+            delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
+            reason = delta.get("stop_reason")
+            if not isinstance(reason, str) or not reason:
+                return []
+            self.stop_reason = reason
+            total = self.input_tokens + self.output_tokens
+            return [
+                FinishDelta(_STOP_REASONS.get(reason, reason)),
+                UsageDelta(self.input_tokens, self.output_tokens, total),
+            ]
+        if kind == "error":
+            error = event.get("error")
+            status = _ERROR_STATUS.get(error.get("type"), 502) if isinstance(error, dict) else 502
+            raise in_stream_error(error, status)
+        return []  # ping, content_block_stop, unknown future events
+
+    def _absorb_usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        if "input_tokens" in usage:
+            self.input_tokens = sum(
+                int(usage.get(key) or 0)
+                for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            )
+        if "output_tokens" in usage:
+            self.output_tokens = int(usage.get("output_tokens") or 0)
+
+    @staticmethod
+    def _block_start(event: dict[str, Any]) -> list[Delta]:
+        index = int(event.get("index") or 0)
+        block = event.get("content_block") if isinstance(event.get("content_block"), dict) else {}
+        kind = block.get("type")
+        if kind == "tool_use":
+            return [ToolCallStart(index, str(block.get("id") or f"toolu_{index}"), str(block.get("name") or ""))]
+        if kind == "text" and block.get("text"):
+            return [ContentDelta(str(block["text"]))]
+        if kind == "thinking" and block.get("thinking"):
+            return [ReasoningDelta(str(block["thinking"]))]
+        return []
+
+    @staticmethod
+    def _block_delta(event: dict[str, Any]) -> list[Delta]:
+        index = int(event.get("index") or 0)
+        delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [ContentDelta(str(delta["text"]))]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [ReasoningDelta(str(delta["thinking"]))]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            return [ToolCallArgs(index, str(delta["partial_json"]))]
+        return []  # signature_delta, empty fragments
+
+
+async def translate_stream(lines: AsyncIterator[str]) -> AsyncIterator[Delta]:
+    """Messages SSE lines → deltas (see the module docstring)."""
+    state = _StreamState()
+    async for event_name, data in iter_sse_data(lines):
+        event = parse_json(data)
+        if not isinstance(event, dict):
+            continue
+        if "type" not in event and event_name:
+            event = {**event, "type": event_name}
+        if event.get("type") == "message_stop":
+            return
+        for delta in state.deltas(event):
+            yield delta
+    if state.stop_reason is None:
+        raise UpstreamDisconnected("upstream stream ended without message_stop or a stop reason")
+
+
+__all__ = ["build_body", "translate_messages", "translate_stream"]

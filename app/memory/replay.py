@@ -1,0 +1,134 @@
+"""Replay of chat memory to the model (SPEC §8 "Replay to the model").
+
+``replay_messages`` turns the stored lines into the OpenAI chat messages of the
+last ``k`` runs:
+
+* runs are grouped by ``runId`` in order of first appearance; messages keep file order;
+* ``reasoning_content`` is never replayed; system messages are not memory (the engine
+  sets the system prompt per call);
+* text parts are joined into plain strings; ``ts`` and every ``_``-prefixed field go;
+* the one-call-per-message assistant messages of one response (same ``_msgId``) are
+  merged back into one ``{role: "assistant", content, tool_calls}``;
+* consistency repair: a tool call without its result (cancelled / crashed run) is
+  dropped, and so is a result without its call; an assistant message left with
+  neither text nor calls disappears;
+* a run whose steps hold no user message (it crashed before its first step) is
+  replayed with the user message of its query line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.memory.lines import LINE_QUERY, LINE_STEP, group_runs, messages_of, text_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Turn:
+    """One model response: its merged assistant message and the tool results after it."""
+
+    msg_id: str | None
+    texts: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def render(self) -> list[dict[str, Any]]:
+        results: dict[str, dict[str, Any]] = {}
+        for result in self.results:
+            results.setdefault(result["tool_call_id"], result)
+        calls = [call for call in self.calls if call["id"] in results]
+        if len(calls) != len(self.calls) or len(results) != len(calls):
+            logger.debug("replay: dropped %d unanswered call(s), %d orphan result(s)",
+                         len(self.calls) - len(calls), len(self.results) - len(calls))
+        text = "".join(self.texts)
+        if not calls and not text:
+            return []
+        assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            assistant["tool_calls"] = calls
+        return [assistant, *(results[call["id"]] for call in calls)]
+
+
+def _tool_call(call: Mapping[str, Any], message: Mapping[str, Any]) -> dict[str, Any] | None:
+    function = call.get("function")
+    function = function if isinstance(function, Mapping) else {}
+    call_id = call.get("id") or message.get("_toolId") or message.get("_actionId")
+    name = function.get("name")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        return None
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _run_messages(run_lines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    messages = [m for line in run_lines if line.get("_type") == LINE_STEP for m in messages_of(line)]
+    if any(m.get("role") == "user" for m in messages):
+        return messages
+    for line in run_lines:
+        query = line.get("query") if line.get("_type") == LINE_QUERY else None
+        if isinstance(query, Mapping) and isinstance(query.get("message"), str):
+            return [{"role": "user", "content": query["message"]}, *messages]
+    return messages
+
+
+def _convert(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any] | _Turn] = []
+    for message in messages:
+        role = message.get("role")
+        last = blocks[-1] if blocks else None
+        if role == "user":
+            text = text_of(message.get("content"))
+            if text:
+                blocks.append({"role": "user", "content": text})
+        elif role == "assistant":
+            text = text_of(message.get("content"))
+            raw_calls = message.get("tool_calls")
+            calls = [
+                c for c in (_tool_call(rc, message) for rc in raw_calls if isinstance(rc, Mapping)) if c
+            ] if isinstance(raw_calls, list) else []
+            if not text and not calls:
+                continue  # reasoning only: never replayed
+            msg_id = message.get("_msgId")
+            if isinstance(last, _Turn) and msg_id is not None and last.msg_id == msg_id:
+                turn = last
+            else:
+                turn = _Turn(msg_id if isinstance(msg_id, str) else None)
+                blocks.append(turn)
+            if text:
+                turn.texts.append(text)
+            turn.calls.extend(calls)
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(last, _Turn) or not isinstance(call_id, str):
+                logger.debug("replay: dropped a tool result without its call")
+                continue
+            result: dict[str, Any] = {"role": "tool", "tool_call_id": call_id}
+            if isinstance(message.get("name"), str):
+                result["name"] = message["name"]
+            result["content"] = text_of(message.get("content")) or ""
+            last.results.append(result)
+        # system and unknown roles are not memory
+    out: list[dict[str, Any]] = []
+    for block in blocks:
+        out.extend(block.render() if isinstance(block, _Turn) else [block])
+    return out
+
+
+def replay_messages(lines: Sequence[Mapping[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The model messages of the last ``k`` runs of a chat (see the module docstring)."""
+    if k <= 0:
+        return []
+    runs = list(group_runs(lines).values())[-k:]
+    out: list[dict[str, Any]] = []
+    for run_lines in runs:
+        out.extend(_convert(_run_messages(run_lines)))
+    return out

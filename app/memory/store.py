@@ -1,0 +1,237 @@
+"""The chat files themselves: ``chats/{chatId}.json``, JSON Lines (SPEC §8).
+
+Lines are only ever appended, never rewritten. A crash can leave a partial last
+line: reading skips it (with a warning) and the next append first ends it with a
+newline, so every later line starts clean. Runs on one chat never interleave
+because the engine holds ``ChatStore.lock(chat_id)`` for a whole run.
+
+Appends run on one worker thread per store, so the event loop never waits for the
+disk and the lines of a chat reach the file in the order they were appended. The
+read methods are synchronous (call them with ``asyncio.to_thread`` from a handler
+when the file may be large). Writing and reading go through ``jsonlines``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import logging
+import os
+import weakref
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import jsonlines
+import orjson
+
+from app.errors import PathEscapeError
+from app.memory.lines import ANONYMOUS_OWNER, LINE_QUERY, chat_name, timestamp_of
+from app.paths import check_key
+
+logger = logging.getLogger(__name__)
+
+_SUFFIX = ".json"
+#: how much of a file's end is read to find the last line's ``updatedAt``
+_TAIL_BYTES = 64 * 1024
+_UTF8_NAMES = frozenset({"utf-8", "utf-8-sig"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMeta:
+    """What the chat list shows (SPEC §4 ``GET /api/ap/chats``); times are epoch ms.
+
+    ``owner`` is the auth subject that started the chat (``"anonymous"`` when auth
+    was off or the file predates owners); it is not part of the public payload.
+    """
+
+    chat_id: str
+    chat_name: str
+    first_agent_key: str | None
+    created_at: int
+    updated_at: int
+    owner: str
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "chatId": self.chat_id,
+            "chatName": self.chat_name,
+            "firstAgentKey": self.first_agent_key,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
+
+
+class ChatStore:
+    """Append-only JSONL chat files under ``chats_dir`` (SPEC §8).
+
+    Chat ids go through ``check_key``: a syntactically invalid id (``../x``, ``a/b``,
+    NUL, too long…) raises ``PathEscapeError`` from every method taking one.
+    Call ``close()`` when done (the gateway does it in its lifespan).
+    """
+
+    def __init__(self, chats_dir: Path, charset: str = "utf-8") -> None:
+        self._dir = Path(chats_dir)
+        self._charset = codecs.lookup(charset).name  # LookupError for a bogus charset
+        self._utf8 = self._charset in _UTF8_NAMES
+        # a lock lives as long as someone holds or awaits it, then it is dropped
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-store")
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    def path(self, chat_id: str) -> Path:
+        """The file of ``chat_id`` (``PathEscapeError`` for an id that could leave the folder)."""
+        return self._dir / f"{check_key(chat_id, 'chatId')}{_SUFFIX}"
+
+    def lock(self, chat_id: str) -> asyncio.Lock:
+        """The one lock of this chat; the engine holds it for a whole run."""
+        check_key(chat_id, "chatId")
+        lock = self._locks.get(chat_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[chat_id] = lock
+        return lock
+
+    def exists(self, chat_id: str) -> bool:
+        return self.path(chat_id).is_file()
+
+    async def append(self, chat_id: str, line: dict[str, Any]) -> None:
+        """Append one line (flushed, not fsynced). Raises ``TypeError`` for unserialisable data."""
+        path = self.path(chat_id)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._append_sync, path, line)
+
+    def close(self) -> None:
+        """Wait for pending appends and stop the writer thread."""
+        self._writer.shutdown(wait=True)
+
+    def read_lines(self, chat_id: str) -> list[dict[str, Any]]:
+        """Every well-formed line of the chat, in order; ``[]`` for a chat with no file.
+
+        A malformed or partial line is skipped with a warning, never raised for.
+        """
+        path = self.path(chat_id)
+        try:
+            with path.open("rb") as fp:
+                return list(self._iter_lines(fp, path))
+        except FileNotFoundError:
+            return []
+
+    def chat_meta(self, chat_id: str) -> ChatMeta | None:
+        """The list entry of one chat, or ``None`` when it has no file.
+
+        Reads from the top only up to the first query line (normally line 1) and the
+        last 64 KiB for ``updatedAt`` (the file's mtime when no line there has one).
+        """
+        path = self.path(chat_id)
+        try:
+            with path.open("rb") as fp:
+                stat = os.fstat(fp.fileno())
+                mtime = int(stat.st_mtime * 1000)
+                first: dict[str, Any] | None = None
+                query_line: dict[str, Any] | None = None
+                for line in self._iter_lines(fp, path):
+                    if first is None:
+                        first = line
+                    if line.get("_type") == LINE_QUERY:
+                        query_line = line
+                        break
+                updated_at = _last_updated_at(fp, stat.st_size, self._charset)
+        except FileNotFoundError:
+            return None
+        query = query_line.get("query") if query_line else None
+        query = query if isinstance(query, dict) else {}
+        owner = query_line.get("owner") if query_line else None
+        agent_key = query.get("agentKey")
+        created_at = timestamp_of(first.get("updatedAt"), mtime) if first else mtime
+        return ChatMeta(
+            chat_id=chat_id,
+            chat_name=chat_name(query.get("message")),
+            first_agent_key=agent_key if isinstance(agent_key, str) else None,
+            created_at=created_at,
+            updated_at=max(created_at, updated_at if updated_at is not None else mtime),
+            owner=owner if isinstance(owner, str) and owner else ANONYMOUS_OWNER,
+        )
+
+    def list_chats(self, owner: str | None) -> list[ChatMeta]:
+        """Every chat (``owner=None``) or the chats of one owner, newest ``updatedAt`` first."""
+        try:
+            entries = list(os.scandir(self._dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        metas: list[ChatMeta] = []
+        for entry in entries:
+            if not entry.name.endswith(_SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            chat_id = entry.name[: -len(_SUFFIX)]
+            try:
+                meta = self.chat_meta(chat_id)
+            except PathEscapeError:
+                continue  # not a file we wrote
+            if meta is not None and (owner is None or meta.owner == owner):
+                metas.append(meta)
+        metas.sort(key=lambda m: (m.updated_at, m.created_at, m.chat_id), reverse=True)
+        return metas
+
+    # ---- file work (runs on the writer thread / the caller's thread) -------------
+
+    def _dumps(self, obj: Any) -> bytes:
+        data = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+        if self._utf8:
+            return data
+        try:
+            return data.decode("utf-8").encode(self._charset)
+        except UnicodeEncodeError:  # a character the charset lacks: escape everything
+            return json.dumps(orjson.loads(data), ensure_ascii=True, separators=(",", ":")).encode(self._charset)
+
+    def _append_sync(self, path: Path, line: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+b") as fp:
+            end = fp.seek(0, os.SEEK_END)
+            if end > 0:
+                fp.seek(end - 1)
+                if fp.read(1) != b"\n":
+                    logger.warning("%s: last line was cut short (crash?); starting a new line", path.name)
+                    fp.write(b"\n")
+            with jsonlines.Writer(fp, dumps=self._dumps, flush=True) as writer:
+                writer.write(line)
+
+    def _iter_lines(self, fp: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
+        decoded = (raw.decode(self._charset, errors="replace") for raw in fp)
+        reader = jsonlines.Reader(decoded, loads=orjson.loads)
+        while True:
+            try:
+                value = reader.read(type=dict, skip_empty=True)
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as exc:
+                logger.warning("%s: line %d skipped: %s", path.name, exc.lineno, exc)
+                continue
+            yield value
+
+
+def _last_updated_at(fp: IO[bytes], size: int, charset: str) -> int | None:
+    """``updatedAt`` of the last well-formed line within the file's last 64 KiB."""
+    start = max(0, size - _TAIL_BYTES)
+    fp.seek(start)
+    pieces = fp.read(size - start).split(b"\n")
+    if start > 0:
+        pieces = pieces[1:]  # the first piece may be the tail of a longer line
+    for raw in reversed(pieces):
+        if not raw.strip():
+            continue
+        try:
+            value = orjson.loads(raw.decode(charset, errors="replace"))
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            stamp = timestamp_of(value.get("updatedAt"), -1)
+            if stamp >= 0:
+                return stamp
+    return None

@@ -1,0 +1,67 @@
+"""HTTP backend tools: a ``.backend`` item with ``toolApi`` (SPEC §3.3).
+
+The arguments are POSTed as JSON to ``toolApi``; a 2xx JSON body is the result
+(parsed), any other 2xx body is returned as text. A non-2xx status, a network
+failure or a timeout (the tool budget) raises ``ToolError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+
+from app.catalog.definitions import ToolDefinition
+from app.errors import ToolError
+from app.tools.base import ToolContext
+
+logger = logging.getLogger(__name__)
+
+#: bodies larger than this are refused (the result goes into the model's context)
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+#: how much of an error body is quoted back
+ERROR_EXCERPT_CHARS = 500
+
+
+async def call_http_tool(tool: ToolDefinition, args: dict[str, Any], ctx: ToolContext) -> Any:
+    """POST ``args`` to ``tool.tool_api``; return the parsed JSON body or the text body."""
+    if not tool.tool_api:
+        raise ToolError(f"tool {tool.name!r} has no toolApi")
+    headers = {"Accept": "application/json, text/plain;q=0.9, */*;q=0.5"}
+    if ctx.run_id:
+        headers["X-Agent-Run-Id"] = ctx.run_id
+    if ctx.chat_id:
+        headers["X-Agent-Chat-Id"] = ctx.chat_id
+    try:
+        async with ctx.http.stream(
+            "POST", tool.tool_api, json=args, headers=headers, timeout=ctx.timeout_s
+        ) as response:
+            body = await _read_bounded(response, tool.name)
+    except httpx.TimeoutException as exc:
+        raise ToolError(f"tool {tool.name!r}: {tool.tool_api} timed out after {ctx.timeout_s:g}s") from exc
+    except httpx.HTTPError as exc:
+        raise ToolError(f"tool {tool.name!r}: request to {tool.tool_api} failed: {type(exc).__name__}: {exc}") from exc
+    except httpx.InvalidURL as exc:
+        raise ToolError(f"tool {tool.name!r}: invalid toolApi {tool.tool_api!r}: {exc}") from exc
+    text = body.decode(response.encoding or "utf-8", "replace")
+    if not response.is_success:
+        excerpt = text[:ERROR_EXCERPT_CHARS] + ("…" if len(text) > ERROR_EXCERPT_CHARS else "")
+        raise ToolError(f"tool {tool.name!r}: {tool.tool_api} returned HTTP {response.status_code}: {excerpt}")
+    content_type = response.headers.get("content-type", "")
+    if "json" in content_type or text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            logger.debug("tool %s: body is not valid JSON; returning it as text", tool.name)
+    return text
+
+
+async def _read_bounded(response: httpx.Response, name: str) -> bytes:
+    chunks = bytearray()
+    async for chunk in response.aiter_bytes():
+        chunks += chunk
+        if len(chunks) > MAX_RESPONSE_BYTES:
+            raise ToolError(f"tool {name!r}: response larger than {MAX_RESPONSE_BYTES} bytes")
+    return bytes(chunks)

@@ -1,0 +1,107 @@
+"""Tool argument templates (SPEC §3.3 "Tool argument templates").
+
+In every string of a tool's arguments, ``{{toolName.field}}``, ``{{toolName.field+Nd}}``
+and ``{{toolName.field-Nd}}`` are replaced by ``field`` (a dotted path; list indexes
+are numbers) of the most recent result of ``toolName`` in this run. ``±Nd`` adds days
+to a date (``YYYY-MM-DD``, also ``YYYY/MM/DD``) or a datetime starting with one,
+keeping the rest of the value (time, offset) exactly as it was. A string that is
+exactly one template (without ``±Nd``) takes the value itself, whatever its type.
+Anything unresolvable raises ``ToolError`` naming the template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Any
+
+from app.errors import ToolError
+
+_TEMPLATE = re.compile(
+    r"\{\{\s*(?P<tool>[A-Za-z0-9_\-]+)\.(?P<path>[^{}+\s]+?)\s*(?:(?P<sign>[+-])\s*(?P<days>\d{1,6})\s*[dD])?\s*\}\}"
+)
+_DATE_PREFIX = re.compile(r"^(\d{4})([-/])(\d{1,2})\2(\d{1,2})((?:[T ]\d{1,2}:\d{2}.*)?)$")
+_MISSING = object()
+
+
+def resolve_templates(args: Any, results: Mapping[str, Any]) -> Any:
+    """Return ``args`` with every template replaced (a new structure; ``args`` is untouched)."""
+    if isinstance(args, str):
+        return _resolve_string(args, results)
+    if isinstance(args, Mapping):
+        return {key: resolve_templates(value, results) for key, value in args.items()}
+    if isinstance(args, (list, tuple)):
+        return [resolve_templates(value, results) for value in args]
+    return args
+
+
+def _resolve_string(text: str, results: Mapping[str, Any]) -> Any:
+    if "{{" not in text:
+        return text
+    whole = _TEMPLATE.fullmatch(text)
+    if whole is not None and whole.group("sign") is None:
+        return _value(whole, results)
+    return _TEMPLATE.sub(lambda m: _as_text(_value(m, results)), text)
+
+
+def _value(match: re.Match[str], results: Mapping[str, Any]) -> Any:
+    template = match.group(0)
+    tool = match.group("tool")
+    if tool not in results:
+        raise ToolError(f"cannot resolve {template}: no result of tool {tool!r} in this run")
+    value = _lookup(results[tool], match.group("path"))
+    if value is _MISSING:
+        raise ToolError(f"cannot resolve {template}: the result of {tool!r} has no field {match.group('path')!r}")
+    if match.group("sign") is None:
+        return value
+    days = int(match.group("days")) * (1 if match.group("sign") == "+" else -1)
+    shifted = _shift_days(value, days)
+    if shifted is None:
+        raise ToolError(f"cannot resolve {template}: {value!r} is not a date (YYYY-MM-DD) or datetime")
+    return shifted
+
+
+def _lookup(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return _MISSING
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            if part not in value:
+                return _MISSING
+            value = value[part]
+        elif isinstance(value, list) and part.lstrip("-").isdigit():
+            index = int(part)
+            if not -len(value) <= index < len(value):
+                return _MISSING
+            value = value[index]
+        else:
+            return _MISSING
+    return value
+
+
+def _shift_days(value: Any, days: int) -> str | None:
+    if not isinstance(value, str):
+        return None
+    m = _DATE_PREFIX.match(value.strip())
+    if m is None:
+        return None
+    year, sep, month, day, rest = m.groups()
+    try:
+        shifted = date(int(year), int(month), int(day)) + timedelta(days=days)
+    except (ValueError, OverflowError):
+        return None
+    width_m, width_d = len(month), len(day)
+    return (
+        f"{shifted.year:04d}{sep}{shifted.month:0{width_m}d}{sep}{shifted.day:0{width_d}d}{rest}"
+    )
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)

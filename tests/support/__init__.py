@@ -1,0 +1,1 @@
+"""First-class test fixtures: a real gateway on a loopback port, deployment folders, an SSE client."""
