@@ -45,7 +45,7 @@ async def get_chat(
     if meta.owner not in (None, user):
         raise ForbiddenError(f"chat {chat_id} belongs to another user")
     lines = await asyncio.to_thread(gateway.chats.read_lines, chat_id)
-    return ok(build_history(chat_id, lines, includeRawMessages))
+    return ok(build_history(chat_id, lines, includeRawMessages, running=gateway.runs.active_run_ids()))
 
 
 __all__ = ["router"]

@@ -38,7 +38,7 @@ PLAN_UPDATE_TASK = "_plan_update_task_"
 _TASK_ID_PATTERNS = (
     re.compile(r"""taskId["'\s]*[:=]?\s*["'`]?([A-Za-z0-9][\w-]*)"""),
     re.compile(r"""current task(?: id)?\s*[:：]\s*["'`]?([A-Za-z0-9][\w-]*)""", re.IGNORECASE),
-    re.compile(r"""\b(task[_-]?[A-Za-z0-9][\w-]*)"""),
+    re.compile(r"""\b(task(?:[_-][\w-]+|\d[\w-]*))"""),
 )
 _WORD = re.compile(r"\S+\s*|\s+")
 _MAX_DELTA_CHARS = 4

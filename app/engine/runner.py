@@ -28,13 +28,13 @@ from app.engine.plan_execute import run_plan_execute
 from app.engine.react import run_react
 from app.engine.steps import flush_step
 from app.errors import BudgetExceeded, ForbiddenError, GatewayError, NotFoundError, RequestError, UpstreamError
+from app.memory.lines import chat_name
 from app.memory.replay import replay_messages
 from app.paths import check_key
 
 logger = logging.getLogger(__name__)
 
 MODES = {"ONESHOT": run_oneshot, "REACT": run_react, "PLAN_EXECUTE": run_plan_execute}
-CHAT_NAME_CHARS = 40
 
 
 class QueryRequest(BaseModel):
@@ -134,6 +134,9 @@ class RunManager:
     def active(self) -> int:
         return len(self._runs)
 
+    def active_run_ids(self) -> frozenset[str]:
+        return frozenset(self._runs)
+
     async def start(self, query: QueryRequest, owner: str) -> Run:
         """Validate the query and start its run. Raises 4xx errors before anything streams."""
         catalog = self._catalog()
@@ -201,7 +204,7 @@ class RunManager:
             stream=query.stream,
         ))
         if run.new_chat:
-            run.emit(ev.ChatStart(chat_id=run.chat_id, chat_name=query.message.strip()[:CHAT_NAME_CHARS]))
+            run.emit(ev.ChatStart(chat_id=run.chat_id, chat_name=chat_name(query.message)))
         lines = await asyncio.to_thread(chats.read_lines, run.chat_id) if not run.new_chat else []
         history = replay_messages(lines, services.settings.memory.chat.k)
         await chats.append(run.chat_id, {

@@ -236,9 +236,11 @@ async def _stream_turn(
                 prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
             elif isinstance(delta, FinishDelta):
                 result.finish_reason = delta.reason
-    except UpstreamError as exc:
+    except BaseException as exc:  # cancelled or failed mid-stream: keep what the client already saw
         blocks.close()
-        if first_delta_at is not None:
+        result.calls = list(calls.values())
+        _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens)
+        if isinstance(exc, UpstreamError) and first_delta_at is not None:
             raise _Forwarded(exc) from exc
         raise
     finally:

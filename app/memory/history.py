@@ -87,7 +87,6 @@ class _History:
         self.chat_started = False
 
     def emit(self, event: Event, timestamp: int) -> None:
-        # that shadows the method on its instances
         data = event.to_wire()
         data["seq"] = len(self.events) + 1
         data["timestamp"] = timestamp

@@ -1,0 +1,367 @@
+"""The OpenAI adapter over real HTTP against the fake upstream (SPEC §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.catalog.definitions import ReasoningConfig
+from app.devtools import (
+    Disconnect,
+    FakeUpstream,
+    Finish,
+    Gate,
+    HttpError,
+    Malformed,
+    Pause,
+    Stall,
+    StreamError,
+    Text,
+    ToolArgs,
+    ToolCall,
+    Usage,
+    parallel_tool_calls_script,
+    text_script,
+    tool_call_script,
+)
+from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, UpstreamProtocolError, UpstreamTimeout
+from app.llm.client import stream_chat
+from app.llm.deltas import (
+    ContentDelta,
+    Delta,
+    FinishDelta,
+    ReasoningDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    UsageDelta,
+)
+
+from .support import API_KEY, make_request
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "w", "parameters": {"type": "object", "properties": {}}},
+}
+CLOCK_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "description": "t", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+async def collect(http: httpx.AsyncClient, fake: FakeUpstream, **overrides: object) -> list[Delta]:
+    request = make_request(fake.url, **overrides)  # type: ignore[arg-type]
+    return [delta async for delta in stream_chat(http, request)]
+
+
+async def test_text_deltas_one_for_one(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(text_script(["Hel", "lo", " world"], usage=(10, 3)))
+    deltas = await collect(http, fake)
+    assert deltas == [
+        ContentDelta("Hel"),
+        ContentDelta("lo"),
+        ContentDelta(" world"),
+        FinishDelta("stop"),
+        UsageDelta(10, 3, 13),
+    ]
+
+
+async def test_reasoning_then_content(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(text_script(["Answer"], reasoning=["Let", " me", " think"], usage=None))
+    assert await collect(http, fake) == [
+        ReasoningDelta("Let"),
+        ReasoningDelta(" me"),
+        ReasoningDelta(" think"),
+        ContentDelta("Answer"),
+        FinishDelta("stop"),
+    ]
+
+
+async def test_reasoning_field_alias(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    """Some vendors call it ``delta.reasoning``; fed through a raw malformed-free line."""
+    from app.llm.openai import translate_stream
+
+    async def lines() -> AsyncIterator[str]:
+        for line in [
+            'data: {"choices":[{"index":0,"delta":{"reasoning":"r1"}}]}',
+            "",
+            'data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}]}',
+            "data: [DONE]",
+        ]:
+            yield line
+
+    assert [d async for d in translate_stream(lines())] == [ReasoningDelta("r1"), FinishDelta("stop")]
+
+
+async def test_tool_call_arguments_in_three_fragments(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(tool_call_script("call_1", "get_weather", ['{"ci', 'ty":', '"Paris"}'], usage=(5, 7)))
+    assert await collect(http, fake, tools=[WEATHER_TOOL]) == [
+        ToolCallStart(0, "call_1", "get_weather"),
+        ToolCallArgs(0, '{"ci'),
+        ToolCallArgs(0, 'ty":'),
+        ToolCallArgs(0, '"Paris"}'),
+        FinishDelta("tool_calls"),
+        UsageDelta(5, 7, 12),
+    ]
+
+
+async def test_arguments_in_the_start_chunk_are_kept() -> None:
+    from app.llm.openai import translate_stream
+
+    async def lines() -> AsyncIterator[str]:
+        yield (
+            'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function",'
+            '"function":{"name":"f","arguments":"{\\"a\\""}}]}}]}'
+        )
+        yield 'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}'
+        yield 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}'
+        yield "data: [DONE]"
+
+    assert [d async for d in translate_stream(lines())] == [
+        ToolCallStart(0, "c1", "f"),
+        ToolCallArgs(0, '{"a"'),
+        ToolCallArgs(0, ":1}"),
+        FinishDelta("tool_calls"),
+    ]
+
+
+async def test_two_parallel_tool_calls(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(
+        parallel_tool_calls_script(
+            [("call_a", "get_weather", ['{"city":', '"Paris"}']), ("call_b", "get_time", ["{}"])], usage=None
+        )
+    )
+    assert await collect(http, fake, tools=[WEATHER_TOOL, CLOCK_TOOL]) == [
+        ToolCallStart(0, "call_a", "get_weather"),
+        ToolCallArgs(0, '{"city":'),
+        ToolCallArgs(0, '"Paris"}'),
+        ToolCallStart(1, "call_b", "get_time"),
+        ToolCallArgs(1, "{}"),
+        FinishDelta("tool_calls"),
+    ]
+
+
+async def test_interleaved_parallel_fragments(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(
+        [ToolCall(0, "a", "get_weather"), ToolCall(1, "b", "get_time"), ToolArgs(1, "{}"), ToolArgs(0, "{}"),
+         Finish("tool_calls")]
+    )  # fmt: skip
+    assert await collect(http, fake) == [
+        ToolCallStart(0, "a", "get_weather"),
+        ToolCallStart(1, "b", "get_time"),
+        ToolCallArgs(1, "{}"),
+        ToolCallArgs(0, "{}"),
+        FinishDelta("tool_calls"),
+    ]
+
+
+async def test_request_body_and_headers(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(text_script(["ok"]))
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}], "ts": 1},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+            "_msgId": "m_1",
+        },
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny", "_toolId": "c1"},
+    ]
+    await collect(
+        http, fake, model_id="qwen-max", messages=messages, tools=[WEATHER_TOOL, CLOCK_TOOL], tool_choice="auto",
+        temperature=0.7, top_p=0.9, max_tokens=256,
+    )  # fmt: skip
+    recorded = fake.requests[0]
+    assert recorded.path == "/v1/chat/completions"
+    assert recorded.headers["authorization"] == f"Bearer {API_KEY}"
+    body = recorded.body
+    assert body["model"] == "qwen-max"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["tools"] == [WEATHER_TOOL, CLOCK_TOOL] and body["tool_choice"] == "auto"
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.7, 0.9, 256)
+    assert body["messages"] == [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "hi there"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        },
+        {"role": "tool", "content": "sunny", "name": "get_weather", "tool_call_id": "c1"},
+    ]
+    assert "enable_thinking" not in body and "reasoning_effort" not in body
+
+
+async def test_tool_choice_and_allowed_tools(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(text_script(["a"]), text_script(["b"]), text_script(["c"]))
+    await collect(http, fake, tools=[WEATHER_TOOL, CLOCK_TOOL], tool_choice="required", allowed_tools=["get_time"])
+    await collect(http, fake, tools=[WEATHER_TOOL], tool_choice="none")
+    await collect(http, fake, tools=[], tool_choice="required")
+    first, second, third = (r.body for r in fake.requests)
+    assert first["tools"] == [CLOCK_TOOL] and first["tool_choice"] == "required"
+    assert second["tool_choice"] == "none"
+    assert "tools" not in third and "tool_choice" not in third
+    fake.enqueue(text_script(["d"]))
+    await collect(http, fake, tools=[WEATHER_TOOL])
+    assert "tool_choice" not in fake.requests[3].body
+
+
+async def test_reasoning_flags(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(text_script(["a"]), text_script(["b"]), text_script(["c"]))
+    await collect(http, fake, reasoning=ReasoningConfig(enabled=True, effort="HIGH"))
+    await collect(http, fake, reasoning=ReasoningConfig(enabled=False), is_reasoner=True)
+    await collect(http, fake, reasoning=ReasoningConfig(enabled=True))
+    first, second, third = (r.body for r in fake.requests)
+    assert first["enable_thinking"] is True and first["reasoning_effort"] == "high"
+    assert second["enable_thinking"] is False and "reasoning_effort" not in second
+    assert third["enable_thinking"] is True and "reasoning_effort" not in third
+
+
+async def test_newapi_path_and_provider_default_model(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(text_script(["a"]))
+    request = make_request(
+        fake.url, "NEWAPI_OPENAI_COMPATIBLE", model_id="", new_api_path="/api/paas/v4/chat/completions"
+    )
+    provider = request.provider.model_copy(update={"model": "glm-5"})
+    from dataclasses import replace
+
+    deltas = [d async for d in stream_chat(http, replace(request, provider=provider))]
+    assert deltas[0] == ContentDelta("a")
+    assert fake.requests[0].path == "/api/paas/v4/chat/completions"
+    assert fake.requests[0].body["model"] == "glm-5"
+
+
+async def test_zero_buffer(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    """Each delta must be yielded before the fake even sends the next one."""
+    fake.enqueue([Text("a"), Gate("g1"), Text("b"), Gate("g2"), Text("c"), Finish()])
+    stream = stream_chat(http, make_request(fake.url))
+    try:
+        assert await asyncio.wait_for(anext(stream), 5) == ContentDelta("a")
+        fake.release("g1")
+        assert await asyncio.wait_for(anext(stream), 5) == ContentDelta("b")
+        fake.release("g2")
+        assert await asyncio.wait_for(anext(stream), 5) == ContentDelta("c")
+        assert await asyncio.wait_for(anext(stream), 5) == FinishDelta("stop")
+    finally:
+        await stream.aclose()
+
+
+async def test_closing_the_generator_closes_the_upstream(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Gate("never"), Text("b"), Finish()])
+    stream = stream_chat(http, make_request(fake.url))
+    assert await asyncio.wait_for(anext(stream), 5) == ContentDelta("a")
+    await stream.aclose()
+    assert await asyncio.to_thread(fake.wait_disconnect, 0, 5)
+
+
+async def test_cancelling_the_consumer_closes_the_upstream(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Stall()])
+    seen: list[Delta] = []
+
+    async def consume() -> None:
+        async for delta in stream_chat(http, make_request(fake.url)):
+            seen.append(delta)
+
+    task = asyncio.create_task(consume())
+    while not seen:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(fake.wait_disconnect, 0, 5)
+
+
+@pytest.mark.parametrize("status", [500, 429])
+async def test_http_error_before_streaming(http: httpx.AsyncClient, fake: FakeUpstream, status: int) -> None:
+    fake.enqueue([HttpError(status, {"error": {"message": f"vendor says {status}", "type": "x"}})])
+    with pytest.raises(UpstreamHTTPError) as caught:
+        await collect(http, fake)
+    assert caught.value.http_status == status
+    assert f"vendor says {status}" in caught.value.message
+    assert f"HTTP {status}" in caught.value.message
+
+
+async def test_http_error_body_is_bounded(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([HttpError(502, "x" * 100_000)])
+    with pytest.raises(UpstreamHTTPError) as caught:
+        await collect(http, fake)
+    assert caught.value.http_status == 502 and len(caught.value.body) <= 4096
+
+
+async def test_malformed_chunk(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Malformed("{broken"), Text("b"), Finish()])
+    seen: list[Delta] = []
+    with pytest.raises(UpstreamProtocolError, match="not JSON"):
+        async for delta in stream_chat(http, make_request(fake.url)):
+            seen.append(delta)
+    assert seen == [ContentDelta("a")]
+
+
+async def test_error_object_in_stream(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), StreamError("quota exhausted")])
+    with pytest.raises(UpstreamHTTPError, match="quota exhausted"):
+        await collect(http, fake)
+
+
+async def test_abrupt_disconnect(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Disconnect()])
+    seen: list[Delta] = []
+    with pytest.raises(UpstreamDisconnected):
+        async for delta in stream_chat(http, make_request(fake.url)):
+            seen.append(delta)
+    assert seen == [ContentDelta("a")]
+
+
+async def test_clean_end_without_done_or_finish_is_a_disconnect() -> None:
+    from app.llm.openai import translate_stream
+
+    async def lines() -> AsyncIterator[str]:
+        yield 'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}'
+
+    with pytest.raises(UpstreamDisconnected):
+        [d async for d in translate_stream(lines())]
+
+
+async def test_stall_past_the_read_timeout(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Stall()])
+    with pytest.raises(UpstreamTimeout):
+        await collect(http, fake, timeout_s=0.5)
+    assert await asyncio.to_thread(fake.wait_disconnect, 0, 5)
+
+
+async def test_slow_but_steady_stream_is_fine(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Pause(0.1), Text("b"), Pause(0.1), Text("c"), Finish()])
+    deltas = await collect(http, fake, timeout_s=2)
+    assert [d for d in deltas if isinstance(d, ContentDelta)] == [ContentDelta("a"), ContentDelta("b"), ContentDelta("c")]
+
+
+async def test_connection_refused(http: httpx.AsyncClient) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    request = make_request(f"http://127.0.0.1:{port}")
+    with pytest.raises(UpstreamError, match="cannot connect") as caught:
+        [d async for d in stream_chat(http, request)]
+    assert type(caught.value) is UpstreamError
+
+
+async def test_api_key_never_logged(
+    http: httpx.AsyncClient, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.enqueue(text_script(["a"]), [HttpError(401)])
+    caplog.set_level(logging.DEBUG)
+    await collect(http, fake, trace_id="tr-1", stage="react")
+    with pytest.raises(UpstreamHTTPError) as caught:
+        await collect(http, fake)
+    assert "tr-1" in caplog.text and "react" in caplog.text
+    assert API_KEY not in caplog.text
+    assert API_KEY not in str(caught.value) and API_KEY not in repr(make_request(fake.url))
+
+
+async def test_usage_only_chunk_and_trailing_usage(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("x"), Finish(), Usage(3, 4)])
+    assert (await collect(http, fake))[-1] == UsageDelta(3, 4, 7)

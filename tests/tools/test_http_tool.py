@@ -1,0 +1,104 @@
+"""HTTP backend tools against a real loopback HTTP server (SPEC §3.3)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from app.catalog.definitions import ToolDefinition, ToolKind
+from app.errors import ToolError
+from app.tools.http_tool import ERROR_EXCERPT_CHARS, call_http_tool
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append({"path": self.path, "body": json.loads(body), "headers": dict(self.headers)})
+        if self.path == "/json":
+            self._send(200, "application/json", json.dumps({"echo": json.loads(body), "ok": True}))
+        elif self.path == "/text":
+            self._send(200, "text/plain; charset=utf-8", "plain 文本")
+        elif self.path == "/fail":
+            self._send(500, "text/plain", "boom " + "x" * 5000)
+        elif self.path == "/slow":
+            self.server.release.wait(5)
+            self._send(200, "application/json", "{}")
+        else:
+            self._send(404, "text/plain", "nope")
+
+    def _send(self, status: int, content_type: str, text: str) -> None:
+        data = text.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.seen: list[dict[str, Any]] = []
+        self.release = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def _tool(url: str) -> ToolDefinition:
+    return ToolDefinition(name="remote", kind=ToolKind.BACKEND, description="", parameters={}, tool_api=url)
+
+
+async def test_json_response_is_parsed(server: _Server, make_ctx: Any) -> None:
+    result = await call_http_tool(_tool(server.url + "/json"), {"city": "上海", "n": 1}, make_ctx())
+    assert result == {"echo": {"city": "上海", "n": 1}, "ok": True}
+    assert server.seen[0]["headers"]["X-Agent-Run-Id"] == "run_test"
+
+
+async def test_text_response_is_returned_as_text(server: _Server, make_ctx: Any) -> None:
+    assert await call_http_tool(_tool(server.url + "/text"), {}, make_ctx()) == "plain 文本"
+
+
+async def test_non_2xx_is_a_tool_error_with_a_bounded_excerpt(server: _Server, make_ctx: Any) -> None:
+    with pytest.raises(ToolError, match="HTTP 500: boom") as info:
+        await call_http_tool(_tool(server.url + "/fail"), {}, make_ctx())
+    assert len(info.value.message) < ERROR_EXCERPT_CHARS + 200
+
+
+async def test_timeout_is_a_tool_error(server: _Server, make_ctx: Any) -> None:
+    with pytest.raises(ToolError, match="timed out"):
+        await call_http_tool(_tool(server.url + "/slow"), {}, make_ctx(timeout_s=0.2))
+
+
+async def test_connection_refused_is_a_tool_error(make_ctx: Any) -> None:
+    srv = _Server()  # bind a port, then close it: nothing listens there
+    url = srv.url
+    srv.server_close()
+    with pytest.raises(ToolError, match="failed"):
+        await call_http_tool(_tool(url + "/json"), {}, make_ctx())

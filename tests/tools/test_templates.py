@@ -1,0 +1,74 @@
+"""Tool argument templates (SPEC §3.3 "Tool argument templates")."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import ToolError
+from app.tools.templates import resolve_templates
+
+RESULTS = {
+    "city_datetime": {"city": "上海", "date": "2026-02-13", "datetime": "2026-02-13T09:30:00+08:00", "n": 3},
+    "mock_city_weather": {"forecast": {"days": [{"date": "2026/02/28"}]}, "ok": True},
+    "text_tool": '{"when": "2026-12-31 23:59:59"}',
+}
+
+
+def test_field_and_dotted_path() -> None:
+    args = {
+        "city": "{{city_datetime.city}}",
+        "note": "去 {{ city_datetime.city }} 的日期是 {{city_datetime.date}}",
+        "nested": ["{{mock_city_weather.forecast.days.0.date}}"],
+        "untouched": "{{not a template}} {{target}}",
+    }
+    assert resolve_templates(args, RESULTS) == {
+        "city": "上海",
+        "note": "去 上海 的日期是 2026-02-13",
+        "nested": ["2026/02/28"],
+        "untouched": "{{not a template}} {{target}}",
+    }
+
+
+def test_whole_string_keeps_the_value_type() -> None:
+    assert resolve_templates({"n": "{{city_datetime.n}}", "b": "{{mock_city_weather.ok}}"}, RESULTS) == {
+        "n": 3,
+        "b": True,
+    }
+    assert resolve_templates("n={{city_datetime.n}}", RESULTS) == "n=3"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{city_datetime.date+1d}}", "2026-02-14"),
+        ("{{city_datetime.date-14d}}", "2026-01-30"),
+        ("{{city_datetime.date+365d}}", "2027-02-13"),
+        ("{{city_datetime.datetime+1d}}", "2026-02-14T09:30:00+08:00"),
+        ("{{city_datetime.datetime-13d}}", "2026-01-31T09:30:00+08:00"),
+        ("{{mock_city_weather.forecast.days.0.date+1d}}", "2026/03/01"),
+        ("{{text_tool.when+1d}}", "2027-01-01 23:59:59"),
+    ],
+)
+def test_day_offsets(template: str, expected: str) -> None:
+    assert resolve_templates({"d": template}, RESULTS) == {"d": expected}
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{unknown_tool.date}}", "no result of tool 'unknown_tool'"),
+        ("{{city_datetime.missing}}", "has no field 'missing'"),
+        ("{{mock_city_weather.forecast.days.5.date}}", "has no field"),
+        ("{{city_datetime.city+1d}}", "is not a date"),
+        ("{{city_datetime.n+1d}}", "is not a date"),
+    ],
+)
+def test_unresolvable_templates_are_tool_errors(template: str, reason: str) -> None:
+    with pytest.raises(ToolError, match=reason) as info:
+        resolve_templates({"x": [f"a {template}"]}, RESULTS)
+    assert template in str(info.value)
+
+
+def test_non_strings_pass_through() -> None:
+    args = {"a": 1, "b": None, "c": [True, 2.5]}
+    assert resolve_templates(args, {}) == args
