@@ -1,0 +1,98 @@
+"""The README promise: `agw serve` in a fresh checkout serves the demo agents on the built-in local model.
+
+Runs the real CLI (`python -m app serve`) as a subprocess on a copy of the repository's own
+deployment files, with no API key, and drives every demo agent to `run.complete`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.deployment import REPO
+from tests.support.sse import stream_events
+
+DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("checkout")
+    for folder in ("agents", "tools", "skills", "viewports"):
+        shutil.copytree(REPO / folder, root / folder)
+    shutil.copy(REPO / "application.yml", root / "application.yml")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "SERVER_", "MEMORY_"))}
+    env["SERVER_PORT"] = str(port)
+    process = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate()
+            raise RuntimeError(f"agw serve did not start: {err.decode()[-2000:]}")
+        time.sleep(0.1)
+    yield url
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_agents_lists_the_demo_agents(demo_server: str) -> None:
+    envelope = httpx.get(f"{demo_server}/api/ap/agents").json()
+    assert envelope["code"] == 0
+    keys = {a["key"] for a in envelope["data"]}
+    assert set(DEMO_AGENTS) <= keys
+    modes = {a["mode"] for a in envelope["data"]}
+    assert modes == {"ONESHOT", "REACT", "PLAN_EXECUTE"}
+    assert httpx.get(f"{demo_server}/api/ap/catalog/rejections").json()["data"] == []
+
+
+@pytest.mark.parametrize("agent_key", DEMO_AGENTS)
+async def test_demo_agent_streams_to_completion(demo_server: str, agent_key: str) -> None:
+    seen: list[str] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        body = {"agentKey": agent_key, "message": "What is the weather in Shanghai today?"}
+        async for event in stream_events(client, f"{demo_server}/api/ap/query", body):
+            seen.append(event["type"])
+            if event["type"] == "tool.start" and event.get("toolType"):
+                # a frontend tool: answer it like the browser would
+                answer = {"runId": event["runId"], "toolId": event["toolId"], "params": {"confirmed": True}}
+                submitted = (await client.post(f"{demo_server}/api/ap/submit", json=answer)).json()["data"]
+                assert submitted["status"] == "accepted"
+    assert seen[-1] == "run.complete", seen
+    assert "content.delta" in seen
+    if agent_key == "demoPlanExecute":
+        assert {"plan.create", "task.start", "task.complete"} <= set(seen)
+    if agent_key == "demoThinking":
+        assert "reasoning.delta" in seen
+    if agent_key == "demoAction":
+        assert "action.start" in seen
+    if agent_key == "demoConfirm":
+        assert "request.submit" in seen
