@@ -39,8 +39,11 @@ class ProcessResult:
 
 def minimal_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """``PATH``, ``LANG`` and ``HOME`` only (plus ``extra``): nothing else of the gateway's environment."""
+    # only absolute PATH entries: a relative one ("." or "") would let a file in the
+    # working directory shadow a whitelisted command
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(p))
     env = {
-        "PATH": os.environ.get("PATH") or _DEFAULT_PATH,
+        "PATH": path or _DEFAULT_PATH,
         "LANG": "C.UTF-8",
         "HOME": os.environ.get("HOME") or "/tmp",
     }

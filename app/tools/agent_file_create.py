@@ -130,8 +130,9 @@ def build_agent(args: Mapping[str, Any], ctx: ToolContext, existing: Mapping[str
     agent: dict[str, Any] = {k: v for k, v in base.items() if k != "key"}
     for name in _V2_FIELDS:
         if name in fields:
-            value = fields[name]
-            agent[name] = _merge(agent[name], value) if isinstance(value, Mapping) and isinstance(agent.get(name), Mapping) else value
+            value, current = fields[name], agent.get(name)
+            both_objects = isinstance(value, Mapping) and isinstance(current, Mapping)
+            agent[name] = _merge(current, value) if both_objects else value
     agent["mode"] = mode
 
     model_config = _obj(agent.get("modelConfig"), "modelConfig")
