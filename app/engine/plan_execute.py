@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.catalog.definitions import Stage
 from app.engine import events as ev
 from app.engine.context import Plan, PlanTask, RunContext
 from app.engine.events import now_ms
@@ -93,9 +94,17 @@ async def update_task(args: dict[str, Any], ctx: RunContext) -> str:
     return "OK"
 
 
-def _engine_tools(*names: str) -> dict[str, EngineTool]:
+def _is_failure(result: Any) -> bool:
+    """A plan tool's failure: its own ``失败: …`` text, or an error result (e.g. arguments not JSON)."""
+    if isinstance(result, str):
+        return result.startswith("失败")
+    return isinstance(result, dict) and result.get("ok") is False
+
+
+def _engine_tools(stage: Stage) -> dict[str, EngineTool]:
+    """The plan tools the stage offers (its forced tool plus any it lists); no others run there."""
     table: dict[str, EngineTool] = {ADD_TASKS: add_tasks, UPDATE_TASK: update_task, GET_TASKS: get_tasks}
-    return {name: table[name] for name in names}
+    return {tool.name: table[tool.name] for tool in stage.tools if tool.name in table}
 
 
 async def _plan_stage(ctx: RunContext) -> None:
@@ -103,7 +112,7 @@ async def _plan_stage(ctx: RunContext) -> None:
     ctx.stage = "plan"
     tools = list(stage.tools)
     system = system_prompt(ctx.agent, stage, tools)
-    engine = _engine_tools(ADD_TASKS, GET_TASKS)
+    engine = _engine_tools(stage)
     if stage.deep_thinking:
         await model_turn(ctx, stage, system, tools, tool_choice="none", reasoning_enabled=True)  # agent-plan-draft
         await flush_step(ctx, system)
@@ -123,7 +132,7 @@ async def _execute_task(ctx: RunContext, task: PlanTask, system: str, budget: li
     """Work on one task until it is settled. Returns False when the step budget ran out."""
     stage = ctx.agent.stages["execute"]
     tools = list(stage.tools)
-    engine = _engine_tools(ADD_TASKS, UPDATE_TASK, GET_TASKS)
+    engine = _engine_tools(stage)
     assert ctx.plan is not None
     ctx.record({"role": "user", "content": [{"type": "text", "text": task_prompt(ctx.agent, ctx.plan, task)}],
                 "ts": now_ms(), "_taskId": task.task_id})
@@ -149,7 +158,7 @@ async def _execute_task(ctx: RunContext, task: PlanTask, system: str, budget: li
         for call in extra:
             refuse_call(ctx, call, ONE_AT_A_TIME)
         disclose_skills(ctx)
-        if first.name == UPDATE_TASK and isinstance(result, str) and result.startswith("失败"):
+        if first.name == UPDATE_TASK and _is_failure(result):
             if repaired:  # one repair allowed; then the engine gives up on the task
                 task.status = "failed"
                 _emit_plan(ctx, created=False)
@@ -194,7 +203,7 @@ async def _summary_stage(ctx: RunContext) -> str:
     system = system_prompt(ctx.agent, stage, tools)
     turn = await model_turn(ctx, stage, system, tools, tool_choice="auto" if tools else None)
     if turn.calls:
-        await execute_calls(ctx, turn.calls, _engine_tools(GET_TASKS))
+        await execute_calls(ctx, turn.calls, _engine_tools(stage))
         await flush_step(ctx, system)
         turn = await model_turn(ctx, stage, system, tools, tool_choice="none")
     await flush_step(ctx, system)

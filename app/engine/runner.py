@@ -193,6 +193,7 @@ class RunManager:
             async with chats.lock(run.chat_id):
                 await self._run_locked(run, query, catalog)
         finally:
+            services.submits.close_run(run.run_id)
             self._runs.pop(run.run_id, None)
 
     async def _run_locked(self, run: Run, query: QueryRequest, catalog: Catalog) -> None:

@@ -1,7 +1,8 @@
 """Pending frontend-tool submissions (SPEC §3.3 FRONTEND, §4 ``POST /api/ap/submit``).
 
-A frontend tool call opens a ``PendingSubmit`` keyed by ``(runId, toolId)``; the run
-awaits it. ``SubmitRegistry.submit`` resolves it when the runId, toolId and owner all
+A frontend tool call opens a ``PendingSubmit`` keyed by ``(runId, toolId)`` the moment
+its ``tool.start`` is emitted (so a client that answers straight away is never told
+``unmatched``); the run awaits it once the model's turn has finished streaming. ``SubmitRegistry.submit`` resolves it when the runId, toolId and owner all
 match; a submission for a wait that timed out or was cancelled answers ``expired``;
 anything else answers ``unmatched``. Two runs can never see each other's submissions
 because the key includes both ids and the owner is checked.
@@ -48,6 +49,10 @@ class SubmitRegistry:
         self._settled: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def open(self, run_id: str, tool_id: str, owner: str) -> PendingSubmit:
+        """Open the wait for ``(run_id, tool_id)``, or return the one already open."""
+        existing = self._pending.get((run_id, tool_id))
+        if existing is not None:
+            return existing
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending = PendingSubmit(run_id=run_id, tool_id=tool_id, owner=owner, future=future)
         self._pending[(run_id, tool_id)] = pending
@@ -62,6 +67,21 @@ class SubmitRegistry:
             self._settled[key] = reason
         while len(self._settled) > _SETTLED_MEMORY:
             self._settled.popitem(last=False)
+
+    def discard(self, run_id: str, tool_id: str, reason: str) -> None:
+        """Forget the wait of one call the engine will not execute."""
+        pending = self._pending.get((run_id, tool_id))
+        if pending is not None:
+            if not pending.future.done():
+                pending.future.cancel()
+            self.close(pending, reason)
+
+    def close_run(self, run_id: str, reason: str = "the run ended") -> None:
+        """Forget every wait of a run that ended (including calls it never got to execute)."""
+        for pending in [p for (rid, _), p in self._pending.items() if rid == run_id]:
+            if not pending.future.done():
+                pending.future.cancel()
+            self.close(pending, reason)
 
     def submit(self, run_id: str, tool_id: str, params: Any, owner: str) -> SubmitOutcome:
         key = (run_id, tool_id)

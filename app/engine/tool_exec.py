@@ -97,6 +97,8 @@ async def execute_calls(ctx: RunContext, calls: list[ToolCall], engine_tools: Ma
 def refuse_call(ctx: RunContext, call: ToolCall, message: str) -> None:
     """Answer a call the engine will not run (e.g. a second parallel call in REACT)."""
     result = error_result(message)
+    if call.kind is ToolKind.FRONTEND:
+        ctx.services.submits.discard(ctx.run_id, call.event_id, "the call was refused")
     if call.is_action:
         ctx.emit(ev.ActionResult(action_id=call.event_id, result=result))
     else:

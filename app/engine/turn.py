@@ -117,6 +117,8 @@ def _start_call(ctx: RunContext, tools: dict[str, ToolDefinition], delta: ToolCa
     if kind is ToolKind.FRONTEND:
         assert tool is not None
         call = ToolCall(delta.index, call_id, frontend_tool_id(), delta.name, kind, tool)
+        # the wait opens with tool.start: a client may answer before the turn has finished streaming
+        ctx.services.submits.open(ctx.run_id, call.event_id, ctx.owner)
         ctx.emit(ev.ToolStart(
             tool_id=call.event_id, run_id=ctx.run_id, task_id=ctx.task_id, tool_name=delta.name,
             tool_type=tool.tool_type or "html", tool_key=tool.tool_key or tool.name,
@@ -167,6 +169,8 @@ async def model_turn(
         timeout_s=budget.timeout_ms / 1000,
         trace_id=ctx.run_id,
         stage=ctx.stage,
+        interaction_log=ctx.services.settings.agent.llm.interaction_log.enabled,
+        mask_sensitive=ctx.services.settings.agent.llm.interaction_log.mask_sensitive,
     )
     by_name = {tool.name: tool for tool in tools}
     attempts = budget.retry_count + 1
@@ -202,14 +206,11 @@ async def _stream_turn(
     started = now_ms()
     first_delta_at: int | None = None
     prompt_tokens = completion_tokens = 0
-    log_deltas = logger.isEnabledFor(logging.DEBUG) and ctx.services.settings.agent.llm.interaction_log.enabled
     stream = stream_chat(ctx.services.http, request)
     try:
         async for delta in stream:
             if first_delta_at is None:
                 first_delta_at = now_ms()
-            if log_deltas:
-                logger.debug("llm delta trace=%s stage=%s %r", ctx.run_id, ctx.stage, delta)
             if isinstance(delta, ContentDelta):
                 block = blocks.enter("content")
                 blocks.texts[block].append(delta.text)

@@ -40,6 +40,8 @@ class ChatRequest:
     stage: str = ""
     #: log every delta at debug (SPEC §7, ``agent.llm.interaction-log.enabled``)
     interaction_log: bool = True
+    #: mask credentials in that log (SPEC §2 ``agent.llm.interaction-log.mask-sensitive``)
+    mask_sensitive: bool = True
 
     @property
     def model_name(self) -> str:

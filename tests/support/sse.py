@@ -16,6 +16,9 @@ async def stream_events(client: httpx.AsyncClient, url: str, body: dict[str, Any
         assert source.response.status_code == 200, source.response.status_code
         assert source.response.headers["content-type"].startswith("text/event-stream")
         async for sse in source.aiter_sse():
+            if not sse.data:
+                # a ': heartbeat' comment; httpx-sse still dispatches it because the last id persists
+                continue
             assert sse.event == "message"
             data = orjson.loads(sse.data)
             assert sse.id == str(data["seq"])

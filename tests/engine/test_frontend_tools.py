@@ -1,0 +1,217 @@
+"""Frontend tools over real HTTP (SPEC §3.3 FRONTEND, §4 ``POST /api/ap/submit``, §6).
+
+The run emits ``tool.start`` (with ``toolType``/``toolKey``/``toolTimeout``), waits for
+the browser's ``POST /api/ap/submit``, and the *same* SSE stream goes on to
+``run.complete``. The submitted params are the tool result the model gets next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from app.devtools import FakeUpstream
+from app.devtools.script import Step, text_script
+from tests.engine.helpers import call, first, of_type, tool_message
+from tests.support.deployment import agent, make_deployment, write_agent
+from tests.support.server import GatewayServer
+from tests.support.sse import collect, stream_events, types
+
+CONFIRM = {"backends": ["city_datetime"], "frontends": ["confirm_dialog"], "actions": []}
+QUESTION = {"question": "Which city?", "options": ["Paris", "Rome"], "allowFreeText": False}
+#: a generous bound that only turns a hang into a failure
+HANG = 60
+
+
+async def _submit(client: httpx.AsyncClient, gw: GatewayServer, run_id: str, tool_id: str,
+                  params: Any) -> dict[str, Any]:
+    response = await client.post(f"{gw.url}/api/ap/submit", json={"runId": run_id, "toolId": tool_id, "params": params})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["code"] == 0
+    data: dict[str, Any] = body["data"]
+    assert set(data) == {"accepted", "status", "detail"} and data["detail"]
+    return data
+
+
+async def _run_answering(client: httpx.AsyncClient, gw: GatewayServer, query: dict[str, Any],
+                         params: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Stream a query; on ``tool.start`` of a frontend tool POST the answer, keep reading the same stream."""
+    events: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {}
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", query):
+            events.append(event)
+            if event["type"] == "tool.start" and event.get("toolType"):
+                outcome.update(await _submit(client, gw, event["runId"], event["toolId"], params))
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    return events, outcome
+
+
+async def test_submit_continues_the_same_stream_to_run_complete(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """THE acceptance test of issue 5 (2)."""
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION, text=("Let me ask. ",)), text_script(["You chose ", "Rome."]))
+    answer = {"selected": "Rome", "freeText": ""}
+    events, outcome = await _run_answering(client, gw, {"agentKey": "confirm", "message": "trip"}, answer)
+    assert outcome["accepted"] is True and outcome["status"] == "accepted"
+    kinds = types(events)
+    assert kinds[-1] == "run.complete"
+    start = first(events, "tool.start")
+    assert start["toolName"] == "confirm_dialog"
+    assert start["toolType"] == "html" and start["toolKey"] == "confirm_dialog" and start["toolTimeout"] == 300000
+    tool_id = start["toolId"]
+    assert tool_id.startswith("t_") and len(tool_id) == 10 and tool_id != "c1"
+    submit = first(events, "request.submit")
+    assert submit["toolId"] == tool_id and submit["payload"] == answer and submit["runId"] == start["runId"]
+    assert submit["chatId"] == events[0]["chatId"] and submit["requestId"] == events[0]["requestId"]
+    result = first(events, "tool.result")
+    assert result["toolId"] == tool_id and result["result"] == answer
+    assert kinds.index("tool.end") < kinds.index("request.submit") < kinds.index("tool.result")
+    assert "".join(e["delta"] for e in of_type(events, "content.delta")).endswith("You chose Rome.")
+    # what the model got next: the submitted params as the tool message of its own call id
+    assert orjson.loads(tool_message(upstream.requests[1].body, "c1")["content"]) == answer
+    # answered once: a second submit is expired
+    again = await _submit(client, gw, start["runId"], tool_id, {"selected": "Paris"})
+    assert again == {**again, "accepted": False, "status": "expired"}
+
+
+async def test_history_after_a_frontend_run(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
+    events, _ = await _run_answering(client, gw, {"agentKey": "confirm", "message": "trip"}, {"selected": "Paris"})
+    tool_id = first(events, "tool.start")["toolId"]
+    response = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": events[0]["chatId"]})
+    history = response.json()["data"]["events"]
+    snapshot = first(history, "tool.snapshot")
+    assert snapshot["toolId"] == tool_id and snapshot["toolName"] == "confirm_dialog"
+    assert snapshot["toolType"] == "html" and snapshot["toolKey"] == "confirm_dialog"
+    assert orjson.loads(snapshot["arguments"]) == QUESTION
+    submit = first(history, "request.submit")
+    assert submit["toolId"] == tool_id and submit["payload"] == {"selected": "Paris"}
+    result = first(history, "tool.result")
+    assert result["toolId"] == tool_id and result["result"] == {"selected": "Paris"}
+    kinds = types(history)
+    assert kinds.index("tool.snapshot") < kinds.index("request.submit") < kinds.index("tool.result")
+    assert kinds[-1] == "run.complete"
+
+
+async def test_null_params_become_an_empty_object(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "confirm", agent("ONESHOT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
+    events, outcome = await _run_answering(client, gw, {"agentKey": "confirm", "message": "x"}, None)
+    assert outcome["status"] == "accepted"
+    assert first(events, "tool.result")["result"] == {}
+    assert tool_message(upstream.requests[1].body, "c1")["content"] == "{}"
+
+
+async def test_unmatched_submissions(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
+    events: list[dict[str, Any]] = []
+    wrong: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                run_id, tool_id = event["runId"], event["toolId"]
+                wrong.append(await _submit(client, gw, run_id, "t_00000000", {"x": 1}))
+                wrong.append(await _submit(client, gw, "run_nope", tool_id, {"x": 2}))
+                wrong.append(await _submit(client, gw, run_id, "c1", {"x": 3}))  # the upstream call id is not it
+                await _submit(client, gw, run_id, tool_id, {"x": 4})
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    assert [w["status"] for w in wrong] == ["unmatched"] * 3 and not any(w["accepted"] for w in wrong)
+    assert first(events, "tool.result")["result"] == {"x": 4}
+    bad = await client.post(f"{gw.url}/api/ap/submit", json={"runId": "r"})
+    assert bad.status_code == 400 and bad.json()["code"] > 0
+
+
+async def test_submit_timeout_gives_an_error_result_and_a_late_submit_is_expired(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway({"agent": {"tools": {"frontend": {"submit-timeout-ms": 200}}}})
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["nobody answered"]))
+    events = await asyncio.wait_for(collect(client, f"{gw.url}/api/ap/query",
+                                            {"agentKey": "confirm", "message": "x"}), timeout=HANG)
+    assert events[-1]["type"] == "run.complete"
+    start = first(events, "tool.start")
+    assert start["toolTimeout"] == 200
+    result = first(events, "tool.result")["result"]
+    assert result["ok"] is False and "did not answer" in result["error"]
+    assert "request.submit" not in types(events)
+    assert orjson.loads(tool_message(upstream.requests[1].body, "c1")["content"]) == result
+    late = await _submit(client, gw, start["runId"], start["toolId"], {"selected": "Rome"})
+    assert late["accepted"] is False and late["status"] == "expired"
+
+
+def _two_run_responder(body: dict[str, Any]) -> list[Step]:
+    """Each run asks its own question; after the answer, the model repeats the tool message it got."""
+    last = body["messages"][-1]
+    if last["role"] == "tool":
+        return text_script([f"got {last['content']}"])
+    return call(f"call_{last['content']}", "confirm_dialog", {"question": f"for {last['content']}"})
+
+
+async def test_two_concurrent_runs_never_receive_each_others_submissions(
+    tmp_path: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    with FakeUpstream(_two_run_responder) as fake:
+        root = make_deployment(tmp_path / "two", fake.url)
+        write_agent(root, "confirm", agent("REACT", tools=CONFIRM))
+        gw = start_gateway(root=root)
+        waiting: dict[str, dict[str, Any]] = {}
+        both_waiting = asyncio.Event()
+        streams: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
+
+        async def consume(name: str) -> None:
+            async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": name}):
+                streams[name].append(event)
+                if event["type"] == "tool.start":
+                    waiting[name] = event
+                    if len(waiting) == 2:
+                        both_waiting.set()
+
+        async def answer() -> None:
+            await both_waiting.wait()
+            a, b = waiting["A"], waiting["B"]
+            crossed = await _submit(client, gw, b["runId"], a["toolId"], {"answer": "for A via B"})
+            assert crossed["status"] == "unmatched" and crossed["accepted"] is False
+            crossed = await _submit(client, gw, a["runId"], b["toolId"], {"answer": "for B via A"})
+            assert crossed["status"] == "unmatched"
+            assert (await _submit(client, gw, b["runId"], b["toolId"], {"answer": "B"}))["status"] == "accepted"
+            assert (await _submit(client, gw, a["runId"], a["toolId"], {"answer": "A"}))["status"] == "accepted"
+
+        await asyncio.wait_for(asyncio.gather(consume("A"), consume("B"), answer()), timeout=HANG)
+        for name in ("A", "B"):
+            events = streams[name]
+            assert events[-1]["type"] == "run.complete"
+            assert first(events, "tool.result")["result"] == {"answer": name}
+            assert first(events, "request.submit")["payload"] == {"answer": name}
+            said = "".join(e["delta"] for e in of_type(events, "content.delta"))
+            assert said == f'got {{"answer":"{name}"}}'
+        tool_bodies = [r.body for r in fake.requests if r.body["messages"][-1]["role"] == "tool"]
+        seen = {m["tool_call_id"]: orjson.loads(m["content"]) for b in tool_bodies for m in b["messages"]
+                if m["role"] == "tool"}
+        assert seen == {"call_A": {"answer": "A"}, "call_B": {"answer": "B"}}
