@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import catalog_routes, chat_routes, run_routes
+from app.api import catalog_routes, chat_routes, run_routes, schedule_routes
 from app.api.envelope import (
     gateway_error_handler,
     http_error_handler,
@@ -20,13 +20,23 @@ from app.api.envelope import (
 from app.config import Settings
 from app.errors import GatewayError
 from app.gateway import Gateway
+from app.security.cors import ScopedCORSMiddleware
+from app.security.jwt_auth import AuthMiddleware, build_verifier
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+    """The HTTP app. With ``gateway`` (the sidecar's ``--http-port``) it serves that running
+    gateway and leaves its lifecycle to the caller; otherwise the lifespan builds its own."""
+    verifier = build_verifier(settings)  # SPEC §9 fail closed: ConfigError when auth has no key source
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Gateway(settings) as gateway:
+        if gateway is not None:
             app.state.gateway = gateway
+            yield
+            return
+        async with Gateway(settings) as owned:
+            app.state.gateway = owned
             yield
 
     app = FastAPI(
@@ -42,4 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(catalog_routes.router)
     app.include_router(run_routes.router)
     app.include_router(chat_routes.router)
+    app.include_router(schedule_routes.router)
+    # SPEC §9: auth on /api/**. CORS is added last so it is outermost: preflights are answered
+    # before auth, and 401s carry CORS headers.
+    app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))
+    if settings.agent.cors.enabled:
+        app.add_middleware(ScopedCORSMiddleware, cors=settings.agent.cors)
     return app

@@ -15,6 +15,7 @@ The routes read ``request.app.state.gateway`` (``settings`` and ``catalog``, a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Query, Request
@@ -27,6 +28,7 @@ from app.catalog.manager import CatalogManager
 from app.config import Settings
 from app.errors import NotFoundError, RequestError
 from app.paths import check_key, confine
+from app.security.data_tokens import verify_data_token
 
 router = APIRouter()
 
@@ -166,12 +168,12 @@ async def get_viewport(
 
 
 def check_data_token(request: Request, file: str) -> None:
-    """Hook for signed data links (SPEC §9 "Data links"); currently accepts everything.
+    """Signed data links (SPEC §9 "Data links", ``app.security.data_tokens``).
 
-    The image-token feature replaces this: with ``agent.chat-image-token.secret`` set it
-    must verify ``request.query_params["token"]`` for ``file`` and raise ``AuthError``.
+    With ``agent.chat-image-token.secret`` set, ``token`` must be a valid, unexpired HMAC
+    of ``file`` (current or previous secret): 401 without one, 403 for a bad one.
     """
-    return None
+    verify_data_token(_gateway(request).settings.agent.chat_image_token, file, request.query_params.get("token"))
 
 
 @router.get("/api/ap/data")
@@ -184,6 +186,9 @@ async def get_data(
     """A file from the data folder; never outside it (``app.paths.confine``)."""
     name = _required(file, "file")
     path = confine(_gateway(request).settings.data_dir, name, "file")
+    if any(part.startswith(".") for part in Path(name).parts):
+        # hidden files (the gateway's own state in ``.agw/``: schedules, credentials) are never served
+        raise NotFoundError(f"no such file: {name}")
     check_data_token(request, name)
     if not path.is_file():
         raise NotFoundError(f"no such file: {name}")

@@ -16,7 +16,10 @@ non-2xx status (body read up to 4 KB)                  ``UpstreamHTTPError``
 ``DecodingError``                                       ``UpstreamProtocolError``
 =====================================================  ===========================
 
-The API key only travels in the request headers; it is never logged.
+The API key only travels in the request headers. With the interaction log on
+(``ChatRequest.interaction_log`` and DEBUG), the request (url, headers, body) and every
+delta are logged with the trace id and stage; ``mask_sensitive`` masks credentials
+(``app.security.masking``), the provider key itself included.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import orjson
 
 from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, UpstreamProtocolError, UpstreamTimeout
 from app.llm import anthropic, openai
@@ -33,8 +37,12 @@ from app.llm._sse import MAX_ERROR_BODY_BYTES, vendor_message
 from app.llm.deltas import Delta, ToolCallArgs, ToolCallStart
 from app.llm.endpoints import build_headers, resolve_endpoint
 from app.llm.request import ChatRequest
+from app.security.masking import mask_text, mask_value
 
 logger = logging.getLogger(__name__)
+
+#: the interaction log shows at most this much of a request body
+MAX_LOGGED_BODY_CHARS = 32_000
 
 _Translate = Callable[[AsyncIterator[str]], AsyncIterator[Delta]]
 
@@ -75,7 +83,28 @@ def _log_delta(request: ChatRequest, delta: Delta) -> None:
         detail = f"tool_call_args index={delta.index} fragment={delta.fragment!r}"
     else:
         detail = repr(delta)
+    if request.mask_sensitive:
+        detail = mask_text(detail, (request.api_key,))
     logger.debug("llm delta trace=%s stage=%s model=%s %s", request.trace_id, request.stage, request.model.key, detail)
+
+
+def _log_request(request: ChatRequest, url: str, headers: dict[str, str], body: dict[str, Any]) -> None:
+    """The interaction log's request line (SPEC §7): url, headers and body, credentials masked."""
+    shown_headers: Any = headers
+    shown_body: Any = body
+    if request.mask_sensitive:
+        secrets = (request.api_key,)
+        url = mask_text(url, secrets)
+        shown_headers = mask_value(headers, secrets)
+        shown_body = mask_value(body, secrets)
+    text = orjson.dumps(shown_body, default=str).decode("utf-8")
+    if len(text) > MAX_LOGGED_BODY_CHARS:
+        text = text[:MAX_LOGGED_BODY_CHARS] + f"…({len(text) - MAX_LOGGED_BODY_CHARS} more chars)"
+    logger.debug(
+        "llm request trace=%s stage=%s model=%s protocol=%s url=%s headers=%s body=%s",
+        request.trace_id, request.stage, request.model.key, request.model.protocol, url,
+        orjson.dumps(shown_headers).decode("utf-8"), text,
+    )
 
 
 async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncIterator[Delta]:
@@ -86,13 +115,13 @@ async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncI
     body = build_request_body(request)
     translate = _translator(request)
     log_deltas = request.interaction_log and logger.isEnabledFor(logging.DEBUG)
-    logger.debug(
-        "llm request trace=%s stage=%s model=%s protocol=%s url=%s", request.trace_id, request.stage, request.model.key, protocol, url
-    )
+    if log_deltas:
+        _log_request(request, url, headers, body)
     try:
         async with client.stream("POST", url, json=body, headers=headers, timeout=_timeout(request)) as response:
             if not response.is_success:
-                text = await _read_error_body(response)
+                # some vendors echo the credential in their error: it must not reach events or memory
+                text = mask_text(await _read_error_body(response), (request.api_key,))
                 message = vendor_message(text) or response.reason_phrase
                 raise UpstreamHTTPError(
                     f"upstream answered HTTP {response.status_code}: {message}",

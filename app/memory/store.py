@@ -86,8 +86,14 @@ class ChatStore:
         return self._dir
 
     def path(self, chat_id: str) -> Path:
-        """The file of ``chat_id`` (``PathEscapeError`` for an id that could leave the folder)."""
-        return self._dir / f"{check_key(chat_id, 'chatId')}{_SUFFIX}"
+        """The file of ``chat_id`` (``PathEscapeError`` for an id that could leave the folder).
+
+        A chat file that is a symbolic link is refused too: it could point anywhere (SPEC §9).
+        """
+        path = self._dir / f"{check_key(chat_id, 'chatId')}{_SUFFIX}"
+        if path.is_symlink():
+            raise PathEscapeError(f"invalid chatId: {chat_id!r} (its file is a symbolic link)")
+        return path
 
     def lock(self, chat_id: str) -> asyncio.Lock:
         """The one lock of this chat; the engine holds it for a whole run."""

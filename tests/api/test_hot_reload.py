@@ -88,3 +88,17 @@ async def test_model_change_reloads_its_agents(
 
 async def _has(keys: Callable[[], Awaitable[set[str]]], key: str) -> bool:
     return key in await keys()
+
+
+async def test_gateway_state_in_data_folder_is_never_served(
+    deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    state = deploy / "data" / ".agw"
+    state.mkdir(parents=True)
+    (state / "schedules.json").write_text('{"version": 1, "jobs": []}')
+    (deploy / "data" / "ok.txt").write_text("public")
+    gw = start_gateway()
+    assert (await client.get(f"{gw.url}/api/ap/data", params={"file": "ok.txt"})).text == "public"
+    for name in (".agw/schedules.json", ".agw/credentials.json", "sub/.hidden"):
+        response = await client.get(f"{gw.url}/api/ap/data", params={"file": name})
+        assert response.status_code == 404 and response.json()["code"] > 0
