@@ -10,7 +10,9 @@ from pathlib import Path
 
 from app import __version__
 from app.config import load_settings
+from app.credentials.cli import add_credentials_command
 from app.errors import ConfigError
+from app.sidecar.cli import add_sidecar_command
 
 
 def _configure_logging(level: str) -> None:
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--host", default=None)
     serve.set_defaults(handler=_serve)
+    add_sidecar_command(commands)
+    add_credentials_command(commands)
     return parser
 
 

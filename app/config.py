@@ -176,7 +176,8 @@ class SchedulerSettings(_Section):
 
 class CredentialSettings(_Section):
     #: encrypted store file, relative to the deployment folder
-    file: str = "data/credentials.json"
+    #: under the data folder's hidden ``.agw/``, which ``/api/ap/data`` never serves
+    file: str = "data/.agw/credentials.json"
     #: environment variable holding the master secret
     master_secret_env: str = Field("AGW_MASTER_SECRET", alias="master-secret-env")
     #: or a file holding it

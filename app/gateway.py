@@ -15,12 +15,14 @@ import httpx
 from app import __version__
 from app.catalog.manager import CatalogManager
 from app.config import ProviderSettings, Settings
+from app.credentials import provider_api_keys
 from app.devtools.demo_model import demo_responder
 from app.devtools.fake_upstream import FakeUpstream
 from app.engine.context import RunServices
 from app.engine.runner import RunManager
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
+from app.scheduler import ScheduleService
 from app.tools.registry import builtin_tool_names, builtin_tools
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.version = __version__
         self.local_upstream: FakeUpstream | None = None
+        #: provider key → decrypted ``api-key-ref`` credential (SPEC §12); ConfigError when it cannot be read
+        self._credential_keys = provider_api_keys(settings)
         self.settings = self._with_embedded_model(settings)
         self.catalog = CatalogManager(self.settings, builtin_tool_names())
         self.http = httpx.AsyncClient(
@@ -48,6 +52,7 @@ class Gateway:
             builtin_tools=builtin_tools(), api_key_for=self.api_key_for,
         )
         self.runs = RunManager(self.services, lambda: self.catalog.snapshot)
+        self.scheduler = ScheduleService(self.settings, self.runs, lambda: self.catalog.snapshot, self.chats)
 
     def _with_embedded_model(self, settings: Settings) -> Settings:
         """Start the scripted local model for providers configured with ``base-url: embedded``."""
@@ -64,19 +69,24 @@ class Gateway:
         return settings.model_copy(update={"agent": agent})
 
     def api_key_for(self, provider_key: str) -> str:
+        if provider_key in self._credential_keys:
+            return self._credential_keys[provider_key]
         provider: ProviderSettings | None = self.settings.agent.providers.get(provider_key)
         return provider.api_key if provider is not None else ""
 
     async def __aenter__(self) -> Gateway:
         self.settings.chats_dir.mkdir(parents=True, exist_ok=True)
         await self.catalog.start()
+        await self.scheduler.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.scheduler.stop()
         await self.runs.aclose()
         await self.catalog.stop()
         await self.http.aclose()
         if self.local_upstream is not None:
             self.local_upstream.stop()
+        self.chats.close()  # waits for pending appends: memory is flushed

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from app.tools.agent_file_create import agent_file_create
 from app.tools.base import BuiltinTool
+from app.tools.browser import browser_open
 from app.tools.bash import bash_tool
 from app.tools.city_datetime import city_datetime
 from app.tools.mocks import (
@@ -33,6 +34,7 @@ def builtin_tools() -> Mapping[str, BuiltinTool]:
         "_bash_": bash_tool,
         "_skill_run_script_": run_skill_script,
         "agent_file_create": agent_file_create,
+        "browser_open": browser_open,
         "city_datetime": city_datetime,
         "mock_city_weather": mock_city_weather,
         "mock_logistics_status": mock_logistics_status,

@@ -1,0 +1,184 @@
+"""What a scheduled run is, and the JSON file that keeps them (SPEC §11).
+
+``ScheduleRequest`` is the create body (``POST /api/ap/schedules``, sidecar
+``scheduler.add``): ``{jobId?, agentKey, message, chatId?, trigger}`` where
+``trigger`` is ``{type: "date", runAt}`` (ISO-8601 text — naive means UTC — or epoch
+milliseconds) or ``{type: "cron", expr}`` (5-field crontab).
+
+``ScheduleFile`` persists every job spec *and* its last outcome in
+``<data folder>/schedules.json`` (written atomically). At startup the service re-adds
+the specs to an in-memory APScheduler job store. We chose this over a custom
+APScheduler ``BaseJobStore``: the file holds plain, human-readable specs (no pickled
+callables), survives code changes, and also carries ``lastRunAt/lastStatus/…``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import RequestError
+
+logger = logging.getLogger(__name__)
+
+#: inside the data folder, under the hidden ``.agw/`` that ``/api/ap/data`` never serves
+FILE_NAME = ".agw/schedules.json"
+FORMAT_VERSION = 1
+
+
+class DateTriggerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["date"]
+    runAt: str | int
+
+
+class CronTriggerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["cron"]
+    expr: str = Field(min_length=1, max_length=256)
+
+
+TriggerSpec = Annotated[DateTriggerSpec | CronTriggerSpec, Field(discriminator="type")]
+
+
+class ScheduleRequest(BaseModel):
+    """The body that creates a job (SPEC §11)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    jobId: str | None = Field(None, max_length=128)
+    agentKey: str = Field(min_length=1, max_length=128)
+    message: str = Field(min_length=1, max_length=200_000)
+    chatId: str | None = Field(None, max_length=128)
+    trigger: TriggerSpec
+
+
+def parse_run_at(value: str | int) -> dt.datetime:
+    """``runAt`` as an aware UTC datetime; ``RequestError`` when it is not a time."""
+    if isinstance(value, bool):
+        raise RequestError("trigger.runAt must be ISO-8601 text or epoch milliseconds")
+    if isinstance(value, int):
+        try:
+            return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise RequestError(f"trigger.runAt {value} is not a valid epoch-millisecond time") from exc
+    text = value.strip()
+    if text.isdigit():
+        return parse_run_at(int(text))
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError as exc:
+        raise RequestError(f"trigger.runAt {value!r} is not an ISO-8601 date-time") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,
+                  now: dt.datetime) -> DateTrigger | CronTrigger:
+    """The APScheduler trigger of ``spec``; invalid cron or a past date → ``RequestError``."""
+    if isinstance(spec, CronTriggerSpec):
+        if len(spec.expr.split()) != 5:
+            raise RequestError(f"invalid cron expression {spec.expr!r}: expected 5 fields "
+                               "(minute hour day-of-month month day-of-week)")
+        try:
+            return CronTrigger.from_crontab(spec.expr, timezone=timezone)
+        except ValueError as exc:
+            raise RequestError(f"invalid cron expression {spec.expr!r}: {exc}") from exc
+    moment = parse_run_at(spec.runAt)
+    if moment <= now:
+        raise RequestError(f"trigger.runAt {moment.isoformat()} is in the past")
+    return DateTrigger(run_date=moment, timezone=dt.UTC)
+
+
+def epoch_ms(moment: dt.datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job as persisted: the spec plus the outcome of its last run."""
+
+    job_id: str
+    agent_key: str
+    message: str
+    chat_id: str | None
+    trigger: dict[str, Any]
+    owner: str
+    created_at: int
+    #: a date job that already fired (or was missed) is kept for its outcome but never re-added
+    finished: bool = False
+    last_run_at: int | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+    last_chat_id: str | None = None
+    last_run_id: str | None = None
+    runs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id, "agentKey": self.agent_key, "message": self.message, "chatId": self.chat_id,
+            "trigger": self.trigger, "owner": self.owner, "createdAt": self.created_at, "finished": self.finished,
+            "lastRunAt": self.last_run_at, "lastStatus": self.last_status, "lastError": self.last_error,
+            "lastChatId": self.last_chat_id, "lastRunId": self.last_run_id, "runs": self.runs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobRecord:
+        return cls(
+            job_id=str(data["jobId"]), agent_key=str(data["agentKey"]), message=str(data["message"]),
+            chat_id=data.get("chatId"), trigger=dict(data["trigger"]), owner=str(data.get("owner") or "anonymous"),
+            created_at=int(data.get("createdAt") or 0), finished=bool(data.get("finished", False)),
+            last_run_at=data.get("lastRunAt"), last_status=data.get("lastStatus"), last_error=data.get("lastError"),
+            last_chat_id=data.get("lastChatId"), last_run_id=data.get("lastRunId"), runs=int(data.get("runs") or 0),
+        )
+
+
+class ScheduleFile:
+    """``schedules.json``: ``{"version": 1, "jobs": [JobRecord JSON…]}``, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[JobRecord]:
+        """Every record; a malformed file or record is logged and skipped, never fatal."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            data = orjson.loads(raw)
+            items = data["jobs"]
+            assert isinstance(items, list)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
+            logger.error("scheduler: %s is malformed; starting with no jobs (the file is kept)", self.path)
+            return []
+        records: list[JobRecord] = []
+        for item in items:
+            try:
+                records.append(JobRecord.from_json(item))
+            except (KeyError, TypeError, ValueError):
+                logger.error("scheduler: skipping a malformed job in %s: %r", self.path, item)
+        return records
+
+    def save(self, records: list[JobRecord]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        body = orjson.dumps({"version": FORMAT_VERSION, "jobs": [r.to_json() for r in records]},
+                            option=orjson.OPT_INDENT_2)
+        with open(tmp, "wb") as fp:
+            fp.write(body)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, self.path)

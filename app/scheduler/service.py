@@ -1,0 +1,267 @@
+"""Scheduled agent runs on APScheduler 3 (SPEC §11).
+
+``ScheduleService`` owns one ``AsyncIOScheduler`` (in-memory job store) plus the
+``schedules.json`` file (``app.scheduler.jobs``) that makes jobs survive restarts:
+``start()`` re-adds every unfinished spec, every change is written at once.
+
+A firing job runs through the same engine as HTTP and the sidecar
+(``RunManager.start`` + consuming ``Run.events()``), so its run lands in chat memory:
+in ``chatId`` when the job names one, else in a new chat per firing. The outcome is
+recorded on the job (``lastRunAt, lastStatus, lastError, lastChatId, lastRunId``);
+``lastStatus`` is ``running | complete | error | cancelled | missed | interrupted``.
+Misfires follow ``settings.scheduler``: ``misfire-grace-seconds`` and ``coalesce``
+(a job whose time passed while the gateway was down runs at start when it is within
+the grace time, otherwise it is recorded as ``missed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pydantic import ValidationError
+
+from app.catalog.definitions import Catalog
+from app.config import Settings
+from app.engine.events import now_ms
+from app.engine.runner import QueryRequest, RunManager
+from app.errors import ConflictError, ForbiddenError, GatewayError, NotFoundError, RequestError
+from app.memory.store import ChatStore
+from app.paths import check_key
+from app.scheduler.jobs import (
+    FILE_NAME,
+    CronTriggerSpec,
+    DateTriggerSpec,
+    JobRecord,
+    ScheduleFile,
+    ScheduleRequest,
+    build_trigger,
+    epoch_ms,
+)
+
+logger = logging.getLogger(__name__)
+
+_TERMINAL_STATUS = {"run.complete": "complete", "run.error": "error", "run.cancel": "cancelled"}
+
+
+def parse_schedule_request(data: Any) -> ScheduleRequest:
+    """Validate a create body; problems → ``RequestError`` (400 / JSON-RPC -32602)."""
+    if not isinstance(data, dict):
+        raise RequestError("a schedule must be a JSON object")
+    try:
+        return ScheduleRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+        )
+        raise RequestError(f"invalid schedule: {problems}") from exc
+
+
+class ScheduleService:
+    """Create, list, remove and fire scheduled runs (SPEC §11). ``start``/``stop`` in the lifespan."""
+
+    def __init__(self, settings: Settings, runs: RunManager, catalog: Callable[[], Catalog],
+                 chats: ChatStore) -> None:
+        self._settings = settings
+        self._runs = runs
+        self._catalog = catalog
+        self._chats = chats
+        self._file = ScheduleFile(settings.data_dir / FILE_NAME)
+        self._records: dict[str, JobRecord] = {}
+        self._scheduler: AsyncIOScheduler | None = None
+        self._firing: set[asyncio.Task[Any]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.scheduler.enabled
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.enabled:
+            logger.info("scheduler disabled (scheduler.enabled=false)")
+            return
+        config = self._settings.scheduler
+        scheduler = AsyncIOScheduler(job_defaults={
+            "misfire_grace_time": config.misfire_grace_seconds, "coalesce": config.coalesce, "max_instances": 1,
+        })
+        scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self._scheduler = scheduler
+        records = await asyncio.to_thread(self._file.load)
+        for record in records:
+            if record.last_status == "running":
+                record.last_status, record.last_error = "interrupted", "the gateway stopped during this run"
+            self._records[record.job_id] = record
+            if not record.finished:
+                self._add_to_scheduler(record, validate_past=False)
+        scheduler.start()
+        self._save()
+        logger.info("scheduler started with %d job(s) from %s", len(self._records), self._file.path)
+
+    async def stop(self) -> None:
+        """Stop firing, cancel runs that jobs started, and wait for them to record themselves."""
+        if self._scheduler is None:
+            return
+        scheduler, self._scheduler = self._scheduler, None
+        scheduler.pause()
+        tasks = list(self._firing)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        scheduler.shutdown(wait=False)
+        self._save()
+
+    # -- API -------------------------------------------------------------------------
+
+    def add(self, request: ScheduleRequest, owner: str) -> dict[str, Any]:
+        """Validate and schedule a job; returns its view. 400 on bad input, 409 on a taken id."""
+        if self._scheduler is None:
+            raise ConflictError("the scheduler is not running (scheduler.enabled=false)")
+        job_id = check_key(request.jobId, "jobId") if request.jobId else f"job_{uuid.uuid4().hex[:12]}"
+        if job_id in self._records:
+            raise ConflictError(f"a job with jobId {job_id!r} already exists")
+        agent_key = check_key(request.agentKey, "agentKey")
+        if agent_key not in self._catalog().agents:
+            raise RequestError(f"unknown agent: {agent_key}")
+        chat_id = None
+        if request.chatId:
+            chat_id = check_key(request.chatId, "chatId")
+            meta = self._chats.chat_meta(chat_id)
+            if meta is None:
+                raise RequestError(f"unknown chat: {chat_id}")
+            if meta.owner not in (None, owner):
+                raise ForbiddenError(f"chat {chat_id} belongs to another user")
+        record = JobRecord(
+            job_id=job_id, agent_key=agent_key, message=request.message, chat_id=chat_id,
+            trigger=request.trigger.model_dump(), owner=owner, created_at=now_ms(),
+        )
+        self._add_to_scheduler(record, validate_past=True)
+        self._records[job_id] = record
+        self._save()
+        logger.info("scheduled job %s (%s) for agent %s", job_id, record.trigger, agent_key)
+        return self._view(record)
+
+    def list(self, owner: str) -> list[dict[str, Any]]:
+        records = sorted((r for r in self._records.values() if r.owner == owner), key=lambda r: r.created_at)
+        return [self._view(r) for r in records]
+
+    def get(self, job_id: str, owner: str) -> dict[str, Any]:
+        return self._view(self._owned(job_id, owner))
+
+    def remove(self, job_id: str, owner: str) -> dict[str, Any]:
+        record = self._owned(job_id, owner)
+        if self._scheduler is not None:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(record.job_id)
+        del self._records[record.job_id]
+        self._save()
+        return {"jobId": record.job_id, "removed": True}
+
+    # -- internals -------------------------------------------------------------------
+
+    def _owned(self, job_id: str, owner: str) -> JobRecord:
+        record = self._records.get(check_key(job_id, "jobId"))
+        if record is None or record.owner != owner:
+            raise NotFoundError(f"unknown job: {job_id}")
+        return record
+
+    def _add_to_scheduler(self, record: JobRecord, *, validate_past: bool) -> None:
+        assert self._scheduler is not None, "the scheduler is not started"
+        spec = record.trigger
+        trigger_spec = CronTriggerSpec.model_validate(spec) if spec.get("type") == "cron" \
+            else DateTriggerSpec.model_validate(spec)
+        now = dt.datetime.now(dt.UTC)
+        if not validate_past and isinstance(trigger_spec, DateTriggerSpec):
+            now = dt.datetime.min.replace(tzinfo=dt.UTC)  # a past date still goes in: misfire rules decide
+        try:
+            trigger = build_trigger(trigger_spec, self._scheduler.timezone, now)
+        except RequestError as exc:
+            if validate_past:
+                raise
+            logger.error("scheduler: job %s has an unusable trigger: %s", record.job_id, exc.message)
+            record.last_status, record.last_error, record.finished = "error", exc.message, True
+            return
+        self._scheduler.add_job(
+            self._fire, trigger, args=[record.job_id], id=record.job_id, name=f"agent:{record.agent_key}",
+            replace_existing=True,
+        )
+
+    def _view(self, record: JobRecord) -> dict[str, Any]:
+        next_run = None
+        if self._scheduler is not None and not record.finished:
+            job = self._scheduler.get_job(record.job_id)
+            next_run = epoch_ms(getattr(job, "next_run_time", None)) if job is not None else None
+        return {
+            "jobId": record.job_id, "agentKey": record.agent_key, "message": record.message,
+            "chatId": record.chat_id, "trigger": record.trigger, "createdAt": record.created_at,
+            "nextRunAt": next_run, "lastRunAt": record.last_run_at, "lastStatus": record.last_status,
+            "lastError": record.last_error, "lastChatId": record.last_chat_id, "lastRunId": record.last_run_id,
+            "runs": record.runs,
+        }
+
+    def _save(self) -> None:
+        try:
+            self._file.save(list(self._records.values()))
+        except OSError:
+            logger.exception("scheduler: could not write %s", self._file.path)
+
+    def _on_missed(self, event: JobExecutionEvent) -> None:
+        record = self._records.get(event.job_id)
+        if record is None:
+            return
+        record.last_status = "missed"
+        record.last_error = (f"missed its run time {event.scheduled_run_time.isoformat()} "
+                             f"by more than misfire-grace-seconds={self._settings.scheduler.misfire_grace_seconds}")
+        if record.trigger.get("type") == "date":
+            record.finished = True
+        self._save()
+
+    async def _fire(self, job_id: str) -> None:
+        """One firing: start the run, consume its events, record the outcome."""
+        record = self._records.get(job_id)
+        if record is None:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._firing.add(task)
+        record.last_run_at, record.last_status, record.last_error = now_ms(), "running", None
+        record.last_run_id = None
+        record.runs += 1
+        if record.trigger.get("type") == "date":
+            record.finished = True
+        self._save()
+        try:
+            query = QueryRequest.model_validate(
+                {"agentKey": record.agent_key, "message": record.message, "chatId": record.chat_id})
+            run = await self._runs.start(query, record.owner)
+            record.last_run_id, record.last_chat_id = run.run_id, run.chat_id
+            terminal: dict[str, Any] = {}
+            async for event in run.events():
+                terminal = event
+            record.last_status = _TERMINAL_STATUS.get(terminal.get("type", ""), "error")
+            if terminal.get("type") == "run.error":
+                record.last_error = str((terminal.get("error") or {}).get("message") or "the run failed")
+        except asyncio.CancelledError:
+            # the gateway is stopping; the run recorded itself as cancelled. Not re-raised: this
+            # task is a leaf owned by the scheduler, and ending normally keeps shutdown quiet.
+            record.last_status, record.last_error = "cancelled", "the gateway stopped during this run"
+        except (GatewayError, ValidationError) as exc:
+            record.last_status = "error"
+            record.last_error = exc.message if isinstance(exc, GatewayError) else str(exc)
+            logger.warning("scheduled job %s failed: %s", job_id, record.last_error)
+        except Exception:  # a bug must still be recorded on the job, not lost in the scheduler
+            logger.exception("scheduled job %s failed unexpectedly", job_id)
+            record.last_status, record.last_error = "error", "internal error while running the job"
+        finally:
+            self._firing.discard(task)
+            if job_id in self._records:
+                self._save()

@@ -1,0 +1,180 @@
+"""The sidecar's JSON-RPC methods (SPEC §10): the HTTP API's data, over stdio.
+
+| method | params | result |
+|---|---|---|
+| ``gateway.health`` | — | ``{status, version, catalogVersion}`` |
+| ``agent.list`` | — | as ``GET /api/ap/agents`` |
+| ``agent.get`` | ``{agentKey}`` | as ``GET /api/ap/agent`` |
+| ``agent.query`` | the query body (SPEC §4) | ``{runId, chatId, requestId, finishReason, status, error?}``; meanwhile each event is an ``agent.event`` notification ``{requestId, event}`` |
+| ``agent.submit`` | ``{runId, toolId, params}`` | as ``POST /api/ap/submit`` |
+| ``agent.cancel`` | ``{runId}`` | ``{cancelled}`` |
+| ``chat.list`` / ``chat.get`` | — / ``{chatId, includeRawMessages?}`` | as HTTP |
+| ``viewport.get`` | ``{viewportKey}`` | as HTTP |
+| ``scheduler.add`` / ``.list`` / ``.remove`` | SPEC §11 body / — / ``{jobId}`` | the job / the jobs / ``{jobId, removed}`` |
+
+The caller is always ``anonymous``: a desktop app is single-user. ``agent.query`` with
+``stream: false`` sends no notifications and returns ``answer`` and ``events`` too.
+Errors: bad params → -32602; gateway errors → -32000 with ``data: {code, status}``
+(``code`` is the HTTP envelope's code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.api.catalog_routes import agent_detail, agent_summary
+from app.api.run_routes import SubmitRequest
+from app.engine.runner import QueryRequest
+from app.errors import GatewayError, NotFoundError, RequestError
+from app.gateway import Gateway
+from app.paths import check_key
+from app.scheduler import parse_schedule_request
+from app.sidecar.protocol import APPLICATION_ERROR, INVALID_PARAMS, LineWriter, RpcError, notification
+from app.views import chat_history, chat_list, viewport_data
+
+#: the one user of a desktop sidecar (as with auth disabled over HTTP)
+OWNER = "anonymous"
+
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AgentGetParams(_Params):
+    agentKey: str = Field(min_length=1, max_length=128)
+
+
+class CancelParams(_Params):
+    runId: str = Field(min_length=1, max_length=128)
+
+
+class ChatGetParams(_Params):
+    chatId: str = Field(min_length=1, max_length=256)
+    includeRawMessages: bool = False
+
+
+class ViewportParams(_Params):
+    viewportKey: str = Field(min_length=1, max_length=256)
+
+
+class JobParams(_Params):
+    jobId: str = Field(min_length=1, max_length=256)
+
+
+def _validate(model: type[ParamsT], params: dict[str, Any]) -> ParamsT:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in exc.errors()
+        )
+        raise RpcError(INVALID_PARAMS, f"invalid params: {problems}") from exc
+
+
+def map_error(exc: GatewayError) -> RpcError:
+    """A gateway error as a JSON-RPC error: client mistakes are -32602, the rest -32000."""
+    code = INVALID_PARAMS if isinstance(exc, RequestError) else APPLICATION_ERROR
+    return RpcError(code, exc.message, {"code": exc.code, "status": exc.status})
+
+
+class SidecarMethods:
+    """Binds each method name of SPEC §10 to the gateway."""
+
+    def __init__(self, gateway: Gateway, writer: LineWriter) -> None:
+        self._gateway = gateway
+        self._writer = writer
+        self._table: Mapping[str, Handler] = {
+            "gateway.health": self.health,
+            "agent.list": self.agent_list,
+            "agent.get": self.agent_get,
+            "agent.query": self.agent_query,
+            "agent.submit": self.agent_submit,
+            "agent.cancel": self.agent_cancel,
+            "chat.list": self.chat_list,
+            "chat.get": self.chat_get,
+            "viewport.get": self.viewport_get,
+            "scheduler.add": self.scheduler_add,
+            "scheduler.list": self.scheduler_list,
+            "scheduler.remove": self.scheduler_remove,
+        }
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._table)
+
+    def handler(self, method: str) -> Handler | None:
+        return self._table.get(method)
+
+    # -- methods ---------------------------------------------------------------------
+
+    async def health(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "UP", "version": self._gateway.version,
+                "catalogVersion": self._gateway.catalog.snapshot.version}
+
+    async def agent_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return [agent_summary(agent) for agent in self._gateway.catalog.snapshot.agents.values()]
+
+    async def agent_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = check_key(_validate(AgentGetParams, params).agentKey, "agentKey")
+        agent = self._gateway.catalog.snapshot.agents.get(key)
+        if agent is None:
+            raise NotFoundError(f"unknown agent: {key}")
+        return agent_detail(agent)
+
+    async def agent_query(self, params: dict[str, Any]) -> dict[str, Any]:
+        query = _validate(QueryRequest, params)
+        run = await self._gateway.runs.start(query, OWNER)
+        last: dict[str, Any] = {}
+        events: list[dict[str, Any]] = []
+        async for event in run.events():
+            last = event
+            if query.stream:
+                await self._writer.send(
+                    notification("agent.event", {"requestId": run.request_id, "event": event}))
+            else:
+                events.append(event)
+        result: dict[str, Any] = {
+            "runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id,
+            "finishReason": run.finish_reason, "status": str(last.get("type", "run.error")).removeprefix("run."),
+        }
+        if "error" in last:
+            result["error"] = last["error"]
+        if not query.stream:
+            result["answer"] = run.final_text
+            result["events"] = events
+        return result
+
+    async def agent_submit(self, params: dict[str, Any]) -> dict[str, Any]:
+        body = _validate(SubmitRequest, params)
+        return self._gateway.submits.submit(body.runId, body.toolId, body.params, OWNER).as_dict()
+
+    async def agent_cancel(self, params: dict[str, Any]) -> dict[str, bool]:
+        run_id = _validate(CancelParams, params).runId
+        return {"cancelled": await self._gateway.runs.cancel(run_id, OWNER)}
+
+    async def chat_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return await chat_list(self._gateway, OWNER)
+
+    async def chat_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        if "includeEvents" in params:
+            raise RequestError("the includeEvents parameter is retired: events are always included")
+        body = _validate(ChatGetParams, params)
+        return await chat_history(self._gateway, body.chatId, OWNER, body.includeRawMessages)
+
+    async def viewport_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        return viewport_data(self._gateway, _validate(ViewportParams, params).viewportKey)
+
+    async def scheduler_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._gateway.scheduler.add(parse_schedule_request(params), OWNER)
+
+    async def scheduler_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._gateway.scheduler.list(OWNER)
+
+    async def scheduler_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._gateway.scheduler.remove(_validate(JobParams, params).jobId, OWNER)

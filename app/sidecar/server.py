@@ -1,0 +1,230 @@
+"""The sidecar loop (SPEC §10): JSON-RPC 2.0 over stdin/stdout around one ``Gateway``.
+
+* stdin is read asynchronously (``loop.connect_read_pipe``; a reader thread when
+  stdin is a regular file), one request per line, up to ``MAX_LINE_BYTES``; a longer
+  line is skipped with a -32600 error and reading goes on.
+* Each request runs in its own task, so several queries stream at once; replies
+  carry the request's ``id``; ``agent.event`` notifications are written the moment
+  each event happens.
+* stdout carries protocol lines only: ``take_stdout`` moves everything else to
+  stderr, and ``LineWriter`` is the single writer.
+* EOF (or SIGTERM/SIGINT) shuts down cleanly: running runs are cancelled (their
+  queries answer with ``status: "cancel"``), the remaining requests finish, the
+  gateway closes (memory flushed), exit status 0.
+* ``http_port`` also serves the HTTP API of the *same* gateway on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from typing import IO, Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from app.api.app import create_app
+from app.config import Settings
+from app.errors import GatewayError
+from app.gateway import Gateway
+from app.sidecar.methods import SidecarMethods, map_error
+from app.sidecar.protocol import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    Call,
+    LineWriter,
+    Reply,
+    RpcError,
+    error_message,
+    parse_line,
+    result_message,
+)
+
+logger = logging.getLogger(__name__)
+
+#: the longest accepted request line (a query body is at most ~200 KB; be generous)
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: how long requests still running after EOF (and the run cancellation) may take to answer
+SHUTDOWN_GRACE_S = 10.0
+
+
+class _Oversize:
+    """Marker: the line was longer than the limit and has been skipped."""
+
+
+OVERSIZE = _Oversize()
+
+
+async def open_stdin(stream: IO[bytes], limit: int = MAX_LINE_BYTES) -> asyncio.StreamReader:
+    """An ``asyncio.StreamReader`` fed from ``stream`` without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
+    except (ValueError, OSError):  # a regular file cannot be watched by the selector: read in a thread
+        def pump() -> None:
+            while chunk := stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+                loop.call_soon_threadsafe(reader.feed_data, chunk)
+            loop.call_soon_threadsafe(reader.feed_eof)
+
+        threading.Thread(target=pump, name="sidecar-stdin", daemon=True).start()
+    return reader
+
+
+async def next_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
+    """The next line (without size limit problems), ``OVERSIZE``, or ``None`` at EOF."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial or None  # EOF; a last line without a newline still counts
+    except asyncio.LimitOverrunError as exc:
+        consumed = exc.consumed
+    while True:  # drop the rest of the oversize line
+        await reader.readexactly(consumed)
+        try:
+            await reader.readuntil(b"\n")
+            return OVERSIZE
+        except asyncio.IncompleteReadError:
+            return OVERSIZE
+        except asyncio.LimitOverrunError as exc:
+            consumed = exc.consumed
+
+
+class SidecarServer:
+    """Reads requests, runs each in a task, writes replies (SPEC §10)."""
+
+    def __init__(self, gateway: Gateway, writer: LineWriter) -> None:
+        self._gateway = gateway
+        self._writer = writer
+        self._methods = SidecarMethods(gateway, writer)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+        """Serve until EOF or ``stop``; then cancel runs and let requests answer."""
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                reading = asyncio.create_task(next_line(reader))
+                done, _ = await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if reading not in done:
+                    reading.cancel()
+                    break
+                line = reading.result()
+                if line is None:
+                    break
+                if isinstance(line, _Oversize):
+                    await self._writer.send(error_message(None, RpcError(
+                        INVALID_REQUEST, f"invalid request: a line longer than {MAX_LINE_BYTES} bytes was skipped")))
+                    continue
+                self._dispatch(line)
+        finally:
+            stopping.cancel()
+        logger.info("sidecar: input closed; cancelling %d running run(s)", self._gateway.runs.active)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        await self._gateway.runs.aclose()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    def _dispatch(self, line: bytes) -> None:
+        parsed = parse_line(line)
+        if parsed is None:
+            return
+        task = asyncio.create_task(self._answer(parsed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, parsed: Call | Reply | list[Call | Reply]) -> None:
+        if isinstance(parsed, list):
+            replies = await asyncio.gather(*(self._reply_to(item) for item in parsed))
+            batch = [reply for reply in replies if reply is not None]
+            if batch:
+                await self._writer.send(batch)
+            return
+        reply = await self._reply_to(parsed)
+        if reply is not None:
+            await self._writer.send(reply)
+
+    async def _reply_to(self, item: Call | Reply) -> dict[str, Any] | None:
+        if isinstance(item, Reply):
+            return item.message
+        try:
+            result = await self._call(item)
+        except RpcError as exc:
+            reply = error_message(item.id, exc)
+        else:
+            reply = result_message(item.id, result)
+        return None if item.is_notification else reply
+
+    async def _call(self, call: Call) -> Any:
+        handler = self._methods.handler(call.method)
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, f"method not found: {call.method!r}",
+                           {"methods": sorted(self._methods.names)})
+        if isinstance(call.params, list):
+            if call.params:
+                raise RpcError(INVALID_PARAMS, "invalid params: pass params as an object (by name)")
+            params: dict[str, Any] = {}
+        else:
+            params = call.params or {}
+        try:
+            return await handler(params)
+        except GatewayError as exc:
+            raise map_error(exc) from exc
+        except ValidationError as exc:
+            raise RpcError(INVALID_PARAMS, f"invalid params: {exc.error_count()} problem(s): {exc}") from exc
+        except RpcError:
+            raise
+        except Exception as exc:  # a bug must answer this request, never kill the sidecar
+            logger.exception("sidecar: %s failed", call.method)
+            raise RpcError(INTERNAL_ERROR, f"internal error in {call.method}") from exc
+
+
+async def _serve_http(app: Any, port: int, stop: asyncio.Event) -> None:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    waiting.cancel()
+    with contextlib.suppress(Exception):
+        await serving
+    stop.set()
+
+
+async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, http_port: int | None = None,
+                      stdin: IO[bytes] | None = None) -> int:
+    """Run the sidecar until EOF on stdin; returns the exit status (0)."""
+    writer = LineWriter(protocol_out)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Gateway(settings) as gateway:
+            http_task = None
+            if http_port is not None:
+                http_task = asyncio.create_task(_serve_http(create_app(settings, gateway), http_port, stop))
+                logger.info("sidecar: HTTP API on http://127.0.0.1:%d", http_port)
+            reader = await open_stdin(stdin if stdin is not None else sys.stdin.buffer)
+            logger.info("sidecar ready (gateway %s)", gateway.version)
+            await SidecarServer(gateway, writer).serve(reader, stop)
+            if http_task is not None:
+                stop.set()
+                await http_task
+    finally:
+        writer.close()
+    logger.info("sidecar: stopped")
+    return 0

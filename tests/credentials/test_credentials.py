@@ -1,0 +1,171 @@
+"""Encrypted credentials (SPEC §12): the store, the ``agw credentials`` CLI as a subprocess, and a
+provider ``api-key-ref`` used in a real request to the fake upstream."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from app.config import load_settings
+from app.credentials import CredentialError, CredentialStore, provider_api_keys
+from app.credentials.store import KdfParams
+from app.devtools import FakeUpstream
+from app.devtools.script import text_script
+from app.gateway import Gateway
+from tests.support.deployment import REPO, agent, make_deployment, write_agent
+from tests.support.server import GatewayServer
+from tests.support.sse import collect
+
+#: cheap scrypt for unit tests (the file records its own parameters)
+FAST = KdfParams(n=2**10)
+
+
+def _store(tmp_path: Path, secret: str = "correct horse") -> CredentialStore:
+    store = CredentialStore.create(tmp_path / "credentials.json", secret, FAST)
+    store.set("openai", "sk-live-abc")
+    store.set("anthropic", "sk-ant-xyz")
+    store.save()
+    return store
+
+
+def test_round_trip_and_file_format(tmp_path: Path) -> None:
+    _store(tmp_path)
+    opened = CredentialStore.open(tmp_path / "credentials.json", "correct horse")
+    assert opened.names() == ["anthropic", "openai"]
+    assert opened.get("openai") == "sk-live-abc" and opened.get("anthropic") == "sk-ant-xyz"
+    raw = (tmp_path / "credentials.json").read_bytes()
+    assert b"sk-live-abc" not in raw and b"sk-ant-xyz" not in raw
+    data = orjson.loads(raw)
+    assert data["version"] == 1 and data["kdf"]["name"] == "scrypt" and len(base64.b64decode(data["salt"])) == 16
+    assert set(data["entries"]["openai"]) == {"nonce", "ciphertext"}
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o077 == 0
+    assert opened.delete("openai") and not opened.delete("openai")
+    opened.save()
+    assert CredentialStore.open(tmp_path / "credentials.json", "correct horse").names() == ["anthropic"]
+
+
+def test_wrong_master_secret_is_a_clear_error(tmp_path: Path) -> None:
+    _store(tmp_path)
+    with pytest.raises(CredentialError, match="wrong master secret"):
+        CredentialStore.open(tmp_path / "credentials.json", "battery staple")
+
+
+def test_tampered_ciphertext_is_refused(tmp_path: Path) -> None:
+    _store(tmp_path)
+    path = tmp_path / "credentials.json"
+    data = orjson.loads(path.read_bytes())
+    blob = bytearray(base64.b64decode(data["entries"]["openai"]["ciphertext"]))
+    blob[0] ^= 0x01
+    data["entries"]["openai"]["ciphertext"] = base64.b64encode(bytes(blob)).decode()
+    # a ciphertext moved to another name does not open either (the name is authenticated)
+    data["entries"]["copied"] = data["entries"]["anthropic"]
+    path.write_bytes(orjson.dumps(data))
+    store = CredentialStore.open(path, "correct horse")
+    with pytest.raises(CredentialError, match="tampered"):
+        store.get("openai")
+    with pytest.raises(CredentialError, match="tampered"):
+        store.get("copied")
+    assert store.get("anthropic") == "sk-ant-xyz"
+    with pytest.raises(CredentialError, match="no credential named"):
+        store.get("missing")
+
+
+def test_invalid_names_are_refused(tmp_path: Path) -> None:
+    store = CredentialStore.create(tmp_path / "c.json", "s", FAST)
+    for name in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(CredentialError, match="invalid credential name"):
+            store.set(name, "v")
+
+
+# -- the CLI, as a real subprocess --------------------------------------------------------
+
+
+def _agw(deploy: Path, *args: str, secret: str | None = "cli secret", stdin: str | None = None,
+         ) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "AGW_MASTER_SECRET"}
+    if secret is not None:
+        env["AGW_MASTER_SECRET"] = secret
+    return subprocess.run(
+        [sys.executable, "-m", "app", "credentials", *args, "--dir", str(deploy)],
+        input=stdin, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=120, check=False,
+    )
+
+
+def test_cli_set_list_delete(tmp_path: Path) -> None:
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    assert _agw(deploy, "set", "from_stdin", stdin="sk-from-stdin\n").returncode == 0
+    assert _agw(deploy, "set", "from_flag", "--value", "sk-from-flag").returncode == 0
+    listed = _agw(deploy, "list")
+    assert listed.returncode == 0 and listed.stdout.split() == ["from_flag", "from_stdin"]
+    assert "sk-from" not in listed.stdout + listed.stderr
+    store = CredentialStore.open(deploy / "data" / ".agw" / "credentials.json", "cli secret")
+    assert store.get("from_stdin") == "sk-from-stdin" and store.get("from_flag") == "sk-from-flag"
+
+    wrong = _agw(deploy, "list", secret="not it")
+    assert wrong.returncode == 1 and "wrong master secret" in wrong.stderr
+    none = _agw(deploy, "list", secret=None)
+    assert none.returncode == 1 and "AGW_MASTER_SECRET" in none.stderr
+    assert _agw(deploy, "delete", "from_flag").returncode == 0
+    gone = _agw(deploy, "delete", "from_flag")
+    assert gone.returncode == 1 and "no credential named" in gone.stderr
+    assert _agw(deploy, "list").stdout.split() == ["from_stdin"]
+    bad = _agw(deploy, "set", "../escape", "--value", "x")
+    assert bad.returncode == 1 and "invalid credential name" in bad.stderr
+
+
+# -- provider api-key-ref -----------------------------------------------------------------
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+def _vault_deployment(root: Path, upstream: FakeUpstream, ref: str = "vault_key") -> Path:
+    deploy = make_deployment(root, upstream.url, yaml_extra=(
+        f"    vault:\n      base-url: {upstream.url}\n      api-key-ref: {ref}\n"
+        "credentials:\n  master-secret-file: master.secret\n  master-secret-env: AGW_TEST_UNSET_SECRET\n"
+    ))
+    (deploy / "master.secret").write_text("deploy secret\n", encoding="utf-8")
+    store = CredentialStore.create(deploy / "data" / ".agw" / "credentials.json", "deploy secret", FAST)
+    store.set("vault_key", "sk-from-the-vault")
+    store.save()
+    (deploy / "models" / "vault-model.json").write_bytes(orjson.dumps(
+        {"key": "vault-model", "provider": "vault", "protocol": "OPENAI", "modelId": "vault-gpt"}))
+    write_agent(deploy, "vaulted", agent("ONESHOT", model="vault-model"))
+    return deploy
+
+
+async def test_provider_api_key_ref_is_sent_upstream(tmp_path: Path, upstream: FakeUpstream) -> None:
+    deploy = _vault_deployment(tmp_path / "deploy", upstream)
+    upstream.enqueue(text_script(["hi"]))
+    with GatewayServer(deploy) as gw:
+        async with httpx.AsyncClient(timeout=30) as client:
+            events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "vaulted", "message": "x"})
+            detail = (await client.get(f"{gw.url}/api/ap/agent", params={"agentKey": "vaulted"})).text
+    assert events[-1]["type"] == "run.complete"
+    assert upstream.requests[0].headers["authorization"] == "Bearer sk-from-the-vault"
+    assert "sk-from-the-vault" not in detail
+
+
+def test_wrong_master_secret_or_missing_entry_stops_startup(tmp_path: Path, upstream: FakeUpstream) -> None:
+    deploy = _vault_deployment(tmp_path / "deploy", upstream)
+    (deploy / "master.secret").write_text("not the secret", encoding="utf-8")
+    settings = load_settings(deploy, files=(Path("application.yml"),), env={})
+    with pytest.raises(CredentialError, match="wrong master secret"):
+        Gateway(settings)
+
+    other = _vault_deployment(tmp_path / "other", upstream, ref="absent_key")
+    settings = load_settings(other, files=(Path("application.yml"),), env={})
+    with pytest.raises(CredentialError, match="'absent_key' is not in the credential store"):
+        provider_api_keys(settings)

@@ -1,0 +1,186 @@
+"""Scheduled runs (SPEC §11) over real HTTP: ``/api/ap/schedules`` on a real gateway whose
+models are a FakeUpstream. A job's firing is observed by polling the list (bounded), never
+by asserting on durations."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from app.devtools import FakeUpstream
+from app.devtools.script import Script, http_error_script, text_script
+from tests.support.deployment import agent, make_deployment, write_agent
+from tests.support.server import GatewayServer
+
+
+def _responder(body: dict[str, Any]) -> Script:
+    """Answers by the user's message: ``fail`` → HTTP 500, anything else → an echo."""
+    message = str(body["messages"][-1]["content"])
+    if "fail" in message:
+        return http_error_script(500, "the model is down")
+    return text_script(["echo: ", message])
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(responder=_responder) as fake:
+        yield fake
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
+    root = make_deployment(tmp_path / "deploy", upstream.url)
+    write_agent(root, "plain", agent("ONESHOT", budget={"model": {"maxCalls": 3, "timeoutMs": 20000, "retryCount": 0}}))
+    return root
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield http
+
+
+def _soon(seconds: float) -> int:
+    return int((time.time() + seconds) * 1000)
+
+
+async def _wait_for_outcome(client: httpx.AsyncClient, base: str, job_id: str) -> dict[str, Any]:
+    """Poll the list until the job has finished a run (bounded; the bound only turns a hang into a failure)."""
+    for _ in range(600):
+        jobs = (await client.get(f"{base}/api/ap/schedules")).json()["data"]
+        job = next(j for j in jobs if j["jobId"] == job_id)
+        if job["lastStatus"] not in (None, "running"):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} never ran")
+
+
+async def test_date_jobs_fire_into_chat_memory_and_failures_are_recorded(
+    deploy: Path, client: httpx.AsyncClient
+) -> None:
+    with GatewayServer(deploy) as gw:
+        ok_job = await client.post(f"{gw.url}/api/ap/schedules", json={
+            "jobId": "greet", "agentKey": "plain", "message": "good morning",
+            "trigger": {"type": "date", "runAt": _soon(1)}})
+        assert ok_job.status_code == 200, ok_job.text
+        created = ok_job.json()["data"]
+        assert created["jobId"] == "greet" and created["nextRunAt"] and created["lastStatus"] is None
+        iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1.2))
+        bad_job = await client.post(f"{gw.url}/api/ap/schedules", json={
+            "jobId": "doomed", "agentKey": "plain", "message": "please fail", "trigger": {"type": "date", "runAt": iso}})
+        assert bad_job.status_code == 200, bad_job.text
+
+        done = await _wait_for_outcome(client, gw.url, "greet")
+        assert done["lastStatus"] == "complete" and done["lastError"] is None and done["runs"] == 1
+        assert done["lastRunId"] and done["lastChatId"] and done["nextRunAt"] is None
+        history = (await client.get(f"{gw.url}/api/ap/chat", params={"chatId": done["lastChatId"]})).json()["data"]
+        assert [e["text"] for e in history["events"] if e["type"] == "content.snapshot"] == ["echo: good morning"]
+        assert history["events"][-1]["type"] == "run.complete"
+
+        failed = await _wait_for_outcome(client, gw.url, "doomed")
+        assert failed["lastStatus"] == "error" and "the model is down" in failed["lastError"]
+
+        # a job may continue an existing chat
+        follow = await client.post(f"{gw.url}/api/ap/schedules", json={
+            "agentKey": "plain", "message": "and again", "chatId": done["lastChatId"],
+            "trigger": {"type": "date", "runAt": _soon(0.5)}})
+        job_id = follow.json()["data"]["jobId"]
+        assert job_id.startswith("job_")
+        again = await _wait_for_outcome(client, gw.url, job_id)
+        assert again["lastStatus"] == "complete" and again["lastChatId"] == done["lastChatId"]
+        history = (await client.get(f"{gw.url}/api/ap/chat", params={"chatId": done["lastChatId"]})).json()["data"]
+        assert [e["message"] for e in history["events"] if e["type"] == "request.query"] == ["good morning", "and again"]
+
+
+async def test_jobs_survive_a_restart(deploy: Path, client: httpx.AsyncClient) -> None:
+    with GatewayServer(deploy) as first:
+        created = await client.post(f"{first.url}/api/ap/schedules", json={
+            "jobId": "later", "agentKey": "plain", "message": "after restart",
+            "trigger": {"type": "date", "runAt": _soon(4)}})
+        assert created.status_code == 200, created.text
+        cron = await client.post(f"{first.url}/api/ap/schedules", json={
+            "jobId": "weekly", "agentKey": "plain", "message": "weekly", "trigger": {"type": "cron", "expr": "0 9 * * 1"}})
+        assert cron.status_code == 200, cron.text
+    stored = orjson.loads((deploy / "data" / ".agw" / "schedules.json").read_bytes())
+    assert {job["jobId"] for job in stored["jobs"]} == {"later", "weekly"}
+
+    with GatewayServer(deploy) as second:
+        jobs = {j["jobId"]: j for j in (await client.get(f"{second.url}/api/ap/schedules")).json()["data"]}
+        assert set(jobs) == {"later", "weekly"}
+        assert jobs["weekly"]["nextRunAt"] and jobs["weekly"]["trigger"] == {"type": "cron", "expr": "0 9 * * 1"}
+        fired = await _wait_for_outcome(client, second.url, "later")
+        assert fired["lastStatus"] == "complete"
+        history = (await client.get(f"{second.url}/api/ap/chat", params={"chatId": fired["lastChatId"]})).json()
+        assert [e["text"] for e in history["data"]["events"] if e["type"] == "content.snapshot"] == [
+            "echo: after restart"]
+        deleted = await client.delete(f"{second.url}/api/ap/schedules", params={"jobId": "weekly"})
+        assert deleted.json()["data"] == {"jobId": "weekly", "removed": True}
+    stored = orjson.loads((deploy / "data" / ".agw" / "schedules.json").read_bytes())
+    assert [job["jobId"] for job in stored["jobs"]] == ["later"]  # kept with its outcome, never re-added
+
+
+@pytest.mark.parametrize(
+    ("trigger", "fragment"),
+    [
+        ({"type": "cron", "expr": "61 * * * *"}, "invalid cron"),
+        ({"type": "cron", "expr": "* * *"}, "5 fields"),
+        ({"type": "cron", "expr": "every day"}, "invalid cron"),
+        ({"type": "date", "runAt": "2001-01-01T00:00:00Z"}, "in the past"),
+        ({"type": "date", "runAt": 1000}, "in the past"),
+        ({"type": "date", "runAt": "next tuesday"}, "ISO-8601"),
+        ({"type": "weekly"}, "trigger"),
+        ({"type": "cron"}, "expr"),
+    ],
+    ids=["cron-range", "cron-fields", "cron-words", "date-past", "date-past-ms", "date-junk", "type", "no-expr"],
+)
+async def test_invalid_triggers_are_clear_400s(
+    deploy: Path, client: httpx.AsyncClient, trigger: dict[str, Any], fragment: str
+) -> None:
+    with GatewayServer(deploy) as gw:
+        response = await client.post(f"{gw.url}/api/ap/schedules",
+                                     json={"agentKey": "plain", "message": "x", "trigger": trigger})
+        body = response.json()
+        assert response.status_code == 400 and body["code"] > 0, body
+        assert fragment in body["msg"], body["msg"]
+        assert (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] == []
+
+
+async def test_unknown_agent_chat_and_job(deploy: Path, client: httpx.AsyncClient) -> None:
+    cron = {"type": "cron", "expr": "*/5 * * * *"}
+    with GatewayServer(deploy) as gw:
+        url = f"{gw.url}/api/ap/schedules"
+        ghost = await client.post(url, json={"agentKey": "ghost", "message": "x", "trigger": cron})
+        assert ghost.status_code == 400 and "unknown agent: ghost" in ghost.json()["msg"]
+        chat = await client.post(url, json={"agentKey": "plain", "message": "x", "chatId": "chat_nope", "trigger": cron})
+        assert chat.status_code == 400 and "unknown chat" in chat.json()["msg"]
+        sneaky = await client.post(url, json={"jobId": "../x", "agentKey": "plain", "message": "x", "trigger": cron})
+        assert sneaky.status_code == 400
+        first = await client.post(url, json={"jobId": "dup", "agentKey": "plain", "message": "x", "trigger": cron})
+        assert first.status_code == 200
+        second = await client.post(url, json={"jobId": "dup", "agentKey": "plain", "message": "x", "trigger": cron})
+        assert second.status_code == 409 and "already exists" in second.json()["msg"]
+        missing = await client.delete(url, params={"jobId": "nope"})
+        assert missing.status_code == 404 and "unknown job" in missing.json()["msg"]
+        no_id = await client.delete(url)
+        assert no_id.status_code == 400
+
+
+async def test_missed_date_job_is_recorded_after_a_restart(
+    deploy: Path, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A job whose time passed while the gateway was down, beyond the grace time, is ``missed``."""
+    job = {"jobId": "stale", "agentKey": "plain", "message": "too late", "chatId": None,
+           "trigger": {"type": "date", "runAt": "2001-01-01T00:00:00Z"}, "owner": "anonymous",
+           "createdAt": 1, "finished": False}
+    (deploy / "data" / ".agw").mkdir(parents=True, exist_ok=True)
+    (deploy / "data" / ".agw" / "schedules.json").write_bytes(orjson.dumps({"version": 1, "jobs": [job]}))
+    with GatewayServer(deploy) as gw:
+        outcome = await _wait_for_outcome(client, gw.url, "stale")
+        assert outcome["lastStatus"] == "missed" and "misfire" in outcome["lastError"]
