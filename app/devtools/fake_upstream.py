@@ -178,8 +178,11 @@ class FakeUpstream:
     ``stop()``. Thread-safe: every public method may be called from any thread.
     """
 
-    def __init__(self, responder: Responder | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, responder: Responder | None = None, *, host: str = "127.0.0.1", port: int = 0, backlog: int = 1024
+    ) -> None:
         self._responder = responder
+        self._backlog = backlog
         self._host = host
         self._requested_port = port
         self._port: int | None = None
@@ -313,7 +316,9 @@ class FakeUpstream:
     async def _main(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._serve_connection, self._host, self._requested_port)
+        server = await asyncio.start_server(
+            self._serve_connection, self._host, self._requested_port, backlog=self._backlog
+        )
         self._port = server.sockets[0].getsockname()[1]
         with self._lock:
             released = set(self._released)
@@ -471,6 +476,8 @@ class FakeUpstream:
             return False
         finally:
             watcher.cancel()
+            # let the watcher finish before the connection reads the next keep-alive request
+            await asyncio.gather(watcher, return_exceptions=True)
 
     async def _unless_closed(self, conn: _Connection, awaitable: Awaitable[Any]) -> None:
         """Await ``awaitable`` unless the client goes away first (then raise ``_ClientGone``)."""
