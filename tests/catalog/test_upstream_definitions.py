@@ -12,7 +12,7 @@ from app.catalog.loader import build_catalog
 
 from .support import Deployment
 
-UPSTREAM = Path("/work/shared/reference/upstream-definitions")
+UPSTREAM = Path(__file__).resolve().parents[1] / "fixtures" / "upstream-definitions"
 BUILTIN_TOOLS = frozenset(
     {
         "_bash_",
@@ -83,3 +83,13 @@ def test_upstream_models_need_their_providers(upstream: Deployment) -> None:
     rejected = {r.file: r.reason for r in catalog.rejections}
     assert "unknown provider 'babelark'" in rejected["models/babelark-glm5.json"]
     assert "demoModeReact" in catalog.agents
+
+
+def test_vendored_copy_matches_shared_reference() -> None:
+    """tests/fixtures/upstream-definitions must stay a verbatim copy of shared/reference/."""
+    shared = Path(__file__).resolve().parents[3] / "shared" / "reference" / "upstream-definitions"
+    if not shared.is_dir():
+        pytest.skip(f"no shared/ folder beside the repository at {shared}; nothing to compare against")
+    ours = {p.relative_to(UPSTREAM): p.read_bytes() for p in UPSTREAM.rglob("*") if p.is_file()}
+    theirs = {p.relative_to(shared): p.read_bytes() for p in shared.rglob("*") if p.is_file()}
+    assert ours == theirs

@@ -1,7 +1,7 @@
 """A deployment built from the upstream definition files (the compatibility target, SPEC intro).
 
 Agents, models and tools are copied unchanged from
-``/work/shared/reference/upstream-definitions``; skills too (``SKILL.md`` and licence only),
+``tests/fixtures/upstream-definitions`` (a verbatim copy of ``shared/reference/upstream-definitions``); skills too (``SKILL.md`` and licence only),
 then our repository's skill scripts are copied over them (the upstream folders have no
 scripts) together with our ``viewports/``. ``application.yml`` defines the providers the
 upstream models name (``bailian``, ``siliconflow``, ``babelark``), all pointing at the
@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-UPSTREAM = Path("/work/shared/reference/upstream-definitions")
+UPSTREAM = Path(__file__).resolve().parents[1] / "fixtures" / "upstream-definitions"
 UPSTREAM_AGENTS = tuple(sorted(path.stem for path in (UPSTREAM / "agents").glob("*.json")))
 BASH_COMMANDS = ("ls", "echo", "cat", "head")
 
