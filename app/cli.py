@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import uvicorn
+
 from app import __version__
+from app.api.app import create_app
 from app.config import load_settings
 from app.credentials.cli import add_credentials_command
 from app.errors import ConfigError
@@ -21,13 +24,11 @@ def _configure_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # watchfiles reports every change at INFO; the catalog logs what matters (reloads, rejections)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.api.app import create_app
-
     overrides: dict[str, dict[str, object]] = {"server": {}}
     if args.port is not None:
         overrides["server"]["port"] = args.port

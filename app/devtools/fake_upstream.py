@@ -198,6 +198,7 @@ class FakeUpstream:
         self._stopping: asyncio.Event | None = None
         self._gates: dict[str, asyncio.Event] = {}
         self._connections: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._startup_error: BaseException | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -317,7 +318,7 @@ class FakeUpstream:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         server = await asyncio.start_server(
-            self._serve_connection, self._host, self._requested_port, backlog=self._backlog
+            self._on_connect, self._host, self._requested_port, backlog=self._backlog
         )
         self._port = server.sockets[0].getsockname()[1]
         with self._lock:
@@ -328,19 +329,27 @@ class FakeUpstream:
         try:
             await self._stopping.wait()
         finally:
+            await asyncio.sleep(0.01)  # let accepts already in flight reach _on_connect
             server.close()
             for task in list(self._connections):
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
+            for writer in list(self._writers):  # accepted but never served
+                writer.transport.abort()
             await server.wait_closed()
+            await asyncio.sleep(0)  # let the transports' close callbacks run
 
     def _open_gate(self, gate: str) -> None:
         self._gates.setdefault(gate, asyncio.Event()).set()
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called synchronously on accept, so ``stop`` can close even a connection never served."""
+        self._writers.add(writer)
+        task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
         self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(reader, writer)
         try:
             while True:
@@ -355,7 +364,7 @@ class FakeUpstream:
         except Exception:
             logger.exception("fake upstream: connection handler failed")
         finally:
-            self._connections.discard(task)
+            self._writers.discard(writer)
             if not writer.is_closing():
                 writer.close()
 
