@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP gateway")
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--host", default=None)
+    serve.add_argument("--dir", default=argparse.SUPPRESS, help="deployment folder")
     serve.set_defaults(handler=_serve)
     add_sidecar_command(commands)
     add_credentials_command(commands)

@@ -10,6 +10,9 @@ from fastapi import Request
 ANONYMOUS = "anonymous"
 
 
-def current_user(request: Request) -> str:
-    """The caller's subject, set by the auth middleware (``anonymous`` when auth is off)."""
+async def current_user(request: Request) -> str:
+    """The caller's subject, set by the auth middleware (``anonymous`` when auth is off).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+    """
     return str(getattr(request.state, "user", ANONYMOUS))
