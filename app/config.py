@@ -42,8 +42,28 @@ class ServerSettings(_Section):
 
 
 class FolderSettings(_Section):
+    """A definition folder and its fallback rescan interval. Each folder has its own defaults,
+    so setting only one key (e.g. ``AGENT_REFRESH_INTERVAL_MS``) keeps the other."""
+
     external_dir: str = Field(alias="external-dir")
     refresh_interval_ms: int = Field(30000, alias="refresh-interval-ms")
+
+
+class AgentFolderSettings(FolderSettings):
+    external_dir: str = Field("agents", alias="external-dir")
+    refresh_interval_ms: int = Field(10000, alias="refresh-interval-ms")
+
+
+class ModelFolderSettings(FolderSettings):
+    external_dir: str = Field("models", alias="external-dir")
+
+
+class ViewportFolderSettings(FolderSettings):
+    external_dir: str = Field("viewports", alias="external-dir")
+
+
+class DataFolderSettings(FolderSettings):
+    external_dir: str = Field("data", alias="external-dir")
 
 
 class ProviderSettings(_Section):
@@ -141,10 +161,10 @@ class ImageTokenSettings(_Section):
 
 
 class AgentSettings(_Section):
-    catalog: FolderSettings = FolderSettings(external_dir="agents", **{"refresh-interval-ms": 10000})
-    model: FolderSettings = FolderSettings(external_dir="models")
-    viewport: FolderSettings = FolderSettings(external_dir="viewports")
-    data: FolderSettings = FolderSettings(external_dir="data")
+    catalog: AgentFolderSettings = AgentFolderSettings()
+    model: ModelFolderSettings = ModelFolderSettings()
+    viewport: ViewportFolderSettings = ViewportFolderSettings()
+    data: DataFolderSettings = DataFolderSettings()
     capability: CapabilitySettings = CapabilitySettings()
     tools: ToolsSettings = ToolsSettings()
     skill: SkillSettings = SkillSettings()

@@ -9,7 +9,6 @@ Properties: never a 5xx; a JSON answer is always the envelope with an integer ``
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx

@@ -4,7 +4,7 @@ models on a FakeUpstream in this process. Ordering is proven with gates, never w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,6 @@ from tests.support.sse import collect
 
 FRONTEND = {"backends": [], "frontends": ["confirm_dialog"], "actions": []}
 WEATHER = {"backends": ["mock_city_weather"], "frontends": [], "actions": []}
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
 
 
 @pytest.fixture
