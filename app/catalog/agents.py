@@ -307,7 +307,7 @@ def _merge_model_config(outer: RawModelConfig | None, own: RawModelConfig | None
             effort=own.reasoning.effort if own.reasoning.effort is not None else inherited.effort,
         )
     return RawModelConfig(
-        modelKey=own.model_key if own.model_key is not None else base.model_key,
+        model_key=own.model_key if own.model_key is not None else base.model_key,
         reasoning=reasoning,
         temperature=own.temperature if own.temperature is not None else base.temperature,
         top_p=own.top_p if own.top_p is not None else base.top_p,

@@ -192,7 +192,7 @@ class AnthropicRenderer:
         return frames
 
     def start(self) -> list[bytes]:
-        message = {
+        message: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -220,8 +220,8 @@ class AnthropicRenderer:
                 return frames
             case ToolArgs(index=tool_index, fragment=fragment):
                 index = self._tool_blocks.get(tool_index, tool_index)
-                delta = {"type": "input_json_delta", "partial_json": fragment}
-                return [self._event("content_block_delta", {"index": index, "delta": delta})]
+                args_delta = {"type": "input_json_delta", "partial_json": fragment}
+                return [self._event("content_block_delta", {"index": index, "delta": args_delta})]
             case Usage():
                 self._usage = step
                 return []

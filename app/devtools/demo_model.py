@@ -245,7 +245,8 @@ def demo_responder(body: dict[str, Any], *, pause_s: float = 0.03, today: str | 
         steps += _tool_call_steps(f"call_demo_{call_serial}", PLAN_UPDATE_TASK, arguments)
     elif ordinary and (last_role in ("user", "system") or tool_choice == "required"):
         tool = ordinary[0]
-        schema = tool.get("parameters") if isinstance(tool.get("parameters"), Mapping) else {}
+        parameters = tool.get("parameters")
+        schema: Mapping[str, Any] = parameters if isinstance(parameters, Mapping) else {}
         arguments = sample_arguments(schema, question, today=today)
         steps += _tool_call_steps(f"call_demo_{call_serial}", str(tool["name"]), arguments)
     else:

@@ -6,9 +6,9 @@ from app.engine.context import RunContext
 from app.engine.prompts import system_prompt
 from app.engine.steps import flush_step
 from app.engine.tool_exec import execute_calls
-from app.engine.turn import model_turn
+from app.engine.turn import ToolChoiceWire, model_turn
 
-TOOL_CHOICE = {"NONE": "none", "AUTO": "auto", "REQUIRED": "required"}
+TOOL_CHOICE: dict[str, ToolChoiceWire] = {"NONE": "none", "AUTO": "auto", "REQUIRED": "required"}
 
 
 async def run_oneshot(ctx: RunContext) -> str:

@@ -43,6 +43,11 @@ def parse_json(data: str) -> Any:
         raise UpstreamProtocolError(f"upstream sent a chunk that is not JSON: {preview!r}") from exc
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (for optional nested objects)."""
+    return value if isinstance(value, dict) else {}
+
+
 def vendor_message(body: str) -> str:
     """The human message of a vendor error body (OpenAI or Anthropic shape), else the text."""
     try:
@@ -74,4 +79,4 @@ def in_stream_error(error: Any, default_status: int = 502) -> UpstreamHTTPError:
     return UpstreamHTTPError(f"upstream error in stream: {message}", http_status=status, body=message)
 
 
-__all__ = ["MAX_ERROR_BODY_BYTES", "in_stream_error", "iter_sse_data", "parse_json", "vendor_message"]
+__all__ = ["MAX_ERROR_BODY_BYTES", "in_stream_error", "iter_sse_data", "json_object", "parse_json", "vendor_message"]

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from app.errors import UpstreamDisconnected
-from app.llm._sse import in_stream_error, iter_sse_data, parse_json
+from app.llm._sse import in_stream_error, iter_sse_data, json_object, parse_json
 from app.llm.deltas import (
     ContentDelta,
     Delta,
@@ -79,7 +79,7 @@ def _plain_text(content: Any) -> str:
 
 
 def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    function = json_object(call.get("function"))
     raw = function.get("arguments")
     arguments: Any = raw if isinstance(raw, dict) else {}
     if isinstance(raw, str) and raw.strip():
@@ -125,7 +125,8 @@ def translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[s
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+    nested = tool.get("function")
+    function: dict[str, Any] = nested if isinstance(nested, dict) else tool
     schema = function.get("parameters") or {"type": "object", "properties": {}}
     return {"name": function.get("name"), "description": function.get("description") or "", "input_schema": schema}
 
@@ -169,12 +170,12 @@ class _StreamState:
         if kind == "content_block_start":
             return self._block_start(event)
         if kind == "message_start":
-            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            message = json_object(event.get("message"))
             self._absorb_usage(message.get("usage"))
             return []
         if kind == "message_delta":
             self._absorb_usage(event.get("usage"))
-            delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
+            delta = json_object(event.get("delta"))
             reason = delta.get("stop_reason")
             if not isinstance(reason, str) or not reason:
                 return []
@@ -186,7 +187,8 @@ class _StreamState:
             ]
         if kind == "error":
             error = event.get("error")
-            status = _ERROR_STATUS.get(error.get("type"), 502) if isinstance(error, dict) else 502
+            error_type = error.get("type") if isinstance(error, dict) else None
+            status = _ERROR_STATUS.get(error_type, 502) if isinstance(error_type, str) else 502
             raise in_stream_error(error, status)
         return []  # ping, content_block_stop, unknown future events
 
@@ -204,7 +206,7 @@ class _StreamState:
     @staticmethod
     def _block_start(event: dict[str, Any]) -> list[Delta]:
         index = int(event.get("index") or 0)
-        block = event.get("content_block") if isinstance(event.get("content_block"), dict) else {}
+        block = json_object(event.get("content_block"))
         kind = block.get("type")
         if kind == "tool_use":
             return [ToolCallStart(index, str(block.get("id") or f"toolu_{index}"), str(block.get("name") or ""))]
@@ -217,7 +219,7 @@ class _StreamState:
     @staticmethod
     def _block_delta(event: dict[str, Any]) -> list[Delta]:
         index = int(event.get("index") or 0)
-        delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
+        delta = json_object(event.get("delta"))
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [ContentDelta(str(delta["text"]))]

@@ -25,7 +25,7 @@ delta are logged with the trace id and stage; ``mask_sensitive`` masks credentia
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -107,7 +107,7 @@ def _log_request(request: ChatRequest, url: str, headers: dict[str, str], body: 
     )
 
 
-async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncIterator[Delta]:
+async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncGenerator[Delta, None]:
     """Stream one chat call as ``Delta``s (see the module docstring for the error mapping)."""
     protocol = request.model.protocol
     url = resolve_endpoint(protocol, request.provider)

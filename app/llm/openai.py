@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.errors import UpstreamDisconnected
-from app.llm._sse import in_stream_error, iter_sse_data, parse_json
+from app.llm._sse import in_stream_error, iter_sse_data, json_object, parse_json
 from app.llm.deltas import (
     ContentDelta,
     Delta,
@@ -98,16 +98,16 @@ class _ToolCallTracker:
             index = call.get("index")
             if not isinstance(index, int):
                 index = position
-            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            function = json_object(call.get("function"))
             call_id = call.get("id")
             name = function.get("name")
             arguments = function.get("arguments")
-            has_fragment = isinstance(arguments, str) and arguments != ""
-            if index not in self._started and (call_id or name or has_fragment):
+            fragment = arguments if isinstance(arguments, str) else ""
+            if index not in self._started and (call_id or name or fragment):
                 self._started.add(index)
                 out.append(ToolCallStart(index, str(call_id or f"call_{index}"), str(name or "")))
-            if has_fragment:
-                out.append(ToolCallArgs(index, arguments))
+            if fragment:
+                out.append(ToolCallArgs(index, fragment))
         return out
 
 
@@ -119,7 +119,7 @@ def _chunk_deltas(chunk: dict[str, Any], tracker: _ToolCallTracker) -> list[Delt
     choices = chunk.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         choice = choices[0]
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = json_object(choice.get("delta"))
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             out.append(ReasoningDelta(reasoning))

@@ -146,12 +146,13 @@ class _Run:
         references = query.get("references")
         params = query.get("params")
         stream = query.get("stream")
+        message = query.get("message")
         self.h.emit(
             RequestQuery(
                 request_id=self.request_id,
                 chat_id=_str(query.get("chatId")) or self.h.chat_id,
                 role=_str(query.get("role")) or "user",
-                message=query.get("message") if isinstance(query.get("message"), str) else "",
+                message=message if isinstance(message, str) else "",
                 agent_key=agent_key,
                 references=references if isinstance(references, list) else None,
                 params=params if isinstance(params, dict) else None,
@@ -186,8 +187,8 @@ class _Run:
     def _assistant(self, message: Mapping[str, Any], ts: int, task_id: str | None) -> None:
         if "reasoning_content" in message:
             reasoning_id = _str(message.get("_reasoningId")) or self._next_id("r")
-            text = text_of(message.get("reasoning_content")) or ""
-            self.h.emit(ReasoningSnapshot(reasoning_id=reasoning_id, text=text, task_id=task_id), ts)
+            reasoning = text_of(message.get("reasoning_content")) or ""
+            self.h.emit(ReasoningSnapshot(reasoning_id=reasoning_id, text=reasoning, task_id=task_id), ts)
         text = text_of(message.get("content"))
         if text is not None and (text or _str(message.get("_contentId"))):
             content_id = _str(message.get("_contentId")) or self._next_id("c")

@@ -131,8 +131,10 @@ def build_agent(args: Mapping[str, Any], ctx: ToolContext, existing: Mapping[str
     for name in _V2_FIELDS:
         if name in fields:
             value, current = fields[name], agent.get(name)
-            both_objects = isinstance(value, Mapping) and isinstance(current, Mapping)
-            agent[name] = _merge(current, value) if both_objects else value
+            if isinstance(value, Mapping) and isinstance(current, Mapping):
+                agent[name] = _merge(current, value)
+            else:
+                agent[name] = value
     agent["mode"] = mode
 
     model_config = _obj(agent.get("modelConfig"), "modelConfig")
@@ -258,7 +260,8 @@ def _write_atomically(path: Path, document: Mapping[str, Any]) -> None:
 
 async def agent_file_create(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """The ``agent_file_create`` built-in → ``{ok, key, path, created}``."""
-    config = args.get("config") if isinstance(args.get("config"), Mapping) else {}
+    raw_config = args.get("config")
+    config: Mapping[str, Any] = raw_config if isinstance(raw_config, Mapping) else {}
     raw_key = args.get("key") or args.get("agentId") or config.get("key") or config.get("agentId")
     if not raw_key:
         raise ToolError("'key' is required")

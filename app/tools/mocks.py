@@ -272,7 +272,7 @@ async def mock_transport_schedule(args: dict[str, Any], ctx: ToolContext) -> dic
     raw_type = _text(args, "type")
     rng = _rng("mock_transport_schedule", raw_type.casefold(), from_city, to_city, day.isoformat())
     kind = _transport_type(raw_type, rng)
-    trips = []
+    trips: list[dict[str, Any]] = []
     departures = sorted(rng.sample(range(6 * 60, 22 * 60, 5), rng.randint(3, 5)))
     for minute in departures:
         duration = rng.randint(90, 200) if kind == "flight" else rng.randint(150, 420)
@@ -280,7 +280,7 @@ async def mock_transport_schedule(args: dict[str, Any], ctx: ToolContext) -> dic
         arrive = depart + timedelta(minutes=duration)
         if kind == "flight":
             code, airline = rng.choice(_AIRLINES)
-            trip = {
+            trip: dict[str, Any] = {
                 "number": f"{code}{rng.randint(1000, 9999)}",
                 "operator": airline,
                 "fromStation": f"{from_city}机场",

@@ -74,9 +74,11 @@ def _script_path(skill: SkillDefinition, script: str) -> Path:
 async def run_skill_script(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """The ``_skill_run_script_`` built-in."""
     skill = _find_skill(args.get("skill"), ctx)
-    script, code = args.get("script"), args.get("pythonCode")
-    has_script = isinstance(script, str) and bool(script.strip())
-    has_code = isinstance(code, str) and bool(code.strip())
+    raw_script, raw_code = args.get("script"), args.get("pythonCode")
+    script = raw_script if isinstance(raw_script, str) else ""
+    code = raw_code if isinstance(raw_code, str) else ""
+    has_script = bool(script.strip())
+    has_code = bool(code.strip())
     if has_script == has_code:
         raise ToolError("pass exactly one of 'script' and 'pythonCode'")
     script_args = args.get("args")
