@@ -346,6 +346,22 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+#: the provider of the built-in ``local-demo`` model; ``embedded`` = the scripted local model
+LOCAL_PROVIDER = "local"
+EMBEDDED_BASE_URL = "embedded"
+
+
+def _default_local_provider(tree: dict[str, Any]) -> None:
+    """Provider ``local`` defaults to the embedded scripted model, so the built-in
+    ``models/local-demo.json`` always loads; configuring ``agent.providers.local`` overrides it."""
+    agent = tree.setdefault("agent", {})
+    if not isinstance(agent, dict):
+        return
+    providers = agent.setdefault("providers", {})
+    if isinstance(providers, dict) and LOCAL_PROVIDER not in providers:
+        providers[LOCAL_PROVIDER] = {"base-url": EMBEDDED_BASE_URL}
+
+
 def load_settings(
     base_dir: Path | None = None,
     *,
@@ -373,6 +389,7 @@ def load_settings(
     if overrides:
         tree = deep_merge(tree, overrides)
     tree["base-dir"] = base
+    _default_local_provider(tree)
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

@@ -14,7 +14,7 @@ import httpx
 
 from app import __version__
 from app.catalog.manager import CatalogManager
-from app.config import ProviderSettings, Settings
+from app.config import EMBEDDED_BASE_URL, ProviderSettings, Settings
 from app.credentials import provider_api_keys
 from app.devtools.demo_model import demo_responder
 from app.devtools.fake_upstream import FakeUpstream
@@ -27,8 +27,6 @@ from app.tools.registry import builtin_tool_names, builtin_tools
 
 logger = logging.getLogger(__name__)
 
-#: a provider whose base-url is this runs against the built-in scripted local model
-EMBEDDED_BASE_URL = "embedded"
 
 
 class Gateway:

@@ -105,3 +105,10 @@ def test_cli_refuses_to_start_on_a_malformed_file(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "application.yml" in done.stderr and "line 2" in done.stderr
     assert done.stdout == ""
+
+
+def test_local_provider_defaults_to_the_embedded_model(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, files=(), env={}).agent.providers["local"].base_url == "embedded"
+    (tmp_path / "application.yml").write_text("agent:\n  providers:\n    local:\n      base-url: http://127.0.0.1:9\n")
+    configured = load_settings(tmp_path, files=(Path("application.yml"),), env={})
+    assert configured.agent.providers["local"].base_url == "http://127.0.0.1:9"
