@@ -369,3 +369,20 @@ async def test_client_disconnect_cancels_run_and_closes_upstream(
     assert history["events"][-1]["type"] == "run.cancel"
     snapshots = [e for e in history["events"] if e["type"] == "content.snapshot"]
     assert snapshots and snapshots[0]["text"] == "first"  # what was streamed is not lost
+
+
+async def test_model_settings_reach_the_upstream_request(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    body = agent("REACT", tools=WEATHER, toolChoice="REQUIRED")
+    body["modelConfig"] = {"modelKey": "fake-openai", "reasoning": {"enabled": True, "effort": "HIGH"},
+                           "temperature": 0.2, "top_p": 0.9, "max_tokens": 256}
+    write_agent(deploy, "tuned", body)
+    gw = start_gateway()
+    upstream.enqueue(tool_call_script("c1", "city_datetime", ['{"city":"Paris"}']), text_script(["ok"]))
+    await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "tuned", "message": "hi"})
+    first, second = (r.body for r in upstream.requests)
+    assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.2, 0.9, 256)
+    assert first["enable_thinking"] is True and first["reasoning_effort"] == "high"
+    assert first["tool_choice"] == "required" and second["tool_choice"] == "auto"
+    assert upstream.requests[0].headers["authorization"] == "Bearer sk-test-secret-key-123"
