@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import catalog_routes, chat_routes, run_routes, schedule_routes
+from app.api import catalog_routes, chat_routes, run_routes, schedule_routes, web_routes
 from app.api.envelope import (
     gateway_error_handler,
     http_error_handler,
@@ -53,6 +53,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(run_routes.router)
     app.include_router(chat_routes.router)
     app.include_router(schedule_routes.router)
+    app.include_router(web_routes.router)  # the web console: GET / and /console/*
     # SPEC §9: auth on /api/**. CORS is added last so it is outermost: preflights are answered
     # before auth, and 401s carry CORS headers.
     app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))

@@ -1,0 +1,552 @@
+/*
+ * Agent Gateway web console: the demo page served at GET / (no build step, no external resources).
+ *
+ * Protocol handling (SPEC §3.5, §4, §6):
+ *  - Streaming. POST /api/ap/query answers text/event-stream. The body is read with a
+ *    ReadableStream reader and decoded incrementally; readSse() applies the SSE line rules
+ *    (LF / CRLF / CR line ends, "field: value" lines, "data" lines joined with "\n", a blank line
+ *    dispatches the event, lines starting with ":" such as the heartbeat are comments). Each
+ *    event's data is one JSON object, rendered the moment its blank line arrives: no buffering.
+ *  - Rendering. render(event, live) draws live events (*.start / *.delta / *.end) and the
+ *    snapshot events of GET /api/ap/chat (*.snapshot) with the same code.
+ *  - Frontend tools. tool.start with a toolType → GET /api/ap/viewport → the html in a sandboxed
+ *    iframe (sandbox="allow-scripts", srcdoc). Once the iframe has loaded AND tool.end has
+ *    completed the arguments, the page posts {type:"tool_init", data:{runId, toolId, toolKey,
+ *    toolType, toolTimeout, params}}. A {type:"frontend_submit", params} message from THAT iframe
+ *    (checked with event.source) becomes POST /api/ap/submit; the same SSE stream then continues.
+ *  - Viewport blocks in the answer (```viewport\ntype=html, key=K\n{json}\n```) become iframes of
+ *    viewport K, posted {type:"viewport_init", data:<json>} once loaded.
+ *  - Actions. switch_theme toggles <html class="dark|light">; other actions are only shown.
+ *  - Auth. A 401 from /api/** shows a token field; the token is kept in sessionStorage and sent
+ *    as "Authorization: Bearer <token>".
+ */
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "agw.console.token";
+  const VIEWPORT_BLOCK = /```viewport[ \t]*\r?\n([^\n]*)\n([\s\S]*?)```/g;
+  const state = { chatId: null, busy: false, abort: null };
+  let parts = new Map();       // reasoningId / contentId / toolId / actionId / planId → its DOM state
+  let turn = null;             // the assistant turn being drawn
+  const frontends = new Map(); // toolId → a frontend tool waiting for its iframe's answer
+  const viewports = new Map(); // viewportKey → Promise<html>
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text != null) node.textContent = String(text);
+    return node;
+  }
+  const show = (value) => (typeof value === "string" ? value : JSON.stringify(value, null, 1));
+  function parseJson(text) {
+    try { return JSON.parse(text); } catch (e) { return null; }
+  }
+
+  // ---- HTTP ------------------------------------------------------------------------------------
+
+  class AuthRequired extends Error {}
+
+  async function api(path, options) {
+    const headers = Object.assign({}, options && options.headers);
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(path, Object.assign({}, options, { headers }));
+    if (response.status === 401) {
+      $("auth").hidden = false;
+      throw new AuthRequired("this gateway needs a bearer token: paste one above");
+    }
+    return response;
+  }
+
+  async function envelope(response) {
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok || body.code !== 0) throw new Error(body.msg || "HTTP " + response.status);
+    return body.data;
+  }
+  const getData = async (path) => envelope(await api(path));
+  const postData = async (path, payload) => envelope(await api(path, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
+  }));
+
+  function loadViewport(key) {
+    if (!viewports.has(key)) {
+      const loading = getData("/api/ap/viewport?viewportKey=" + encodeURIComponent(key)).then((data) => data.html);
+      loading.catch(() => viewports.delete(key));
+      viewports.set(key, loading);
+    }
+    return viewports.get(key);
+  }
+
+  // ---- SSE -------------------------------------------------------------------------------------
+
+  async function readSse(stream, onEvent) {
+    const reader = stream.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
+      // complete lines only; a trailing "\r" may be the first half of a "\r\n" still in flight
+      const lines = buffer.split(/\r\n|\n|\r(?!$)/);
+      buffer = lines.pop();
+      for (const line of lines) {
+        if (line === "") {                       // blank line: dispatch
+          if (data.length) {
+            const event = parseJson(data.join("\n"));
+            data = [];
+            if (event && event.type) onEvent(event);
+          }
+          continue;
+        }
+        if (line[0] === ":") continue;           // comment, e.g. ": heartbeat"
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value[0] === " ") value = value.slice(1);
+        if (field === "data") data.push(value);  // "event" is always "message"; "id" repeats seq
+      }
+      if (done) return;                          // an unterminated last event is dropped (SSE rule)
+    }
+  }
+
+  // ---- rendering -------------------------------------------------------------------------------
+
+  function addUser(text) {
+    $("log").append(el("div", "msg user", text));
+    turn = null;
+    scroll();
+  }
+  function currentTurn() {
+    if (!turn) {
+      turn = el("div", "msg assistant");
+      $("log").append(turn);
+    }
+    return turn;
+  }
+  function scroll() {
+    const log = $("log");
+    log.scrollTop = log.scrollHeight;
+  }
+  function showError(message) {
+    currentTurn().append(el("div", "error", message));
+    scroll();
+  }
+
+  function makeFrame(html, onLoad) {
+    const frame = document.createElement("iframe");
+    frame.className = "viewport";
+    frame.setAttribute("sandbox", "allow-scripts");
+    frame.addEventListener("load", onLoad, { once: true });
+    frame.srcdoc = html;
+    return frame;
+  }
+
+  function viewportBlock(header, body) {
+    const opts = {};
+    header.split(",").forEach((pair) => {
+      const at = pair.indexOf("=");
+      if (at > 0) opts[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+    });
+    const box = el("div", "viewport-block");
+    if (opts.type !== "html" || !opts.key) {
+      box.append(el("pre", "", body));
+      return box;
+    }
+    const data = parseJson(body.trim());
+    loadViewport(opts.key).then((html) => {
+      const frame = makeFrame(html, () => frame.contentWindow.postMessage({ type: "viewport_init", data }, "*"));
+      box.append(frame);
+    }).catch((err) => box.append(el("div", "error", "viewport " + opts.key + ": " + err.message)));
+    return box;
+  }
+
+  // Answer text with viewport blocks: text nodes and blocks in order. Text only grows, so
+  // earlier pieces keep their node; a block's iframe is created once.
+  function paintContent(part) {
+    const pieces = [];
+    let last = 0;
+    let match;
+    VIEWPORT_BLOCK.lastIndex = 0;
+    while ((match = VIEWPORT_BLOCK.exec(part.text))) {
+      pieces.push(part.text.slice(last, match.index), match);
+      last = match.index + match[0].length;
+    }
+    pieces.push(part.text.slice(last));
+    const nodes = part.el.childNodes;
+    pieces.forEach((piece, i) => {
+      if (typeof piece === "string") {
+        if (!nodes[i]) part.el.append(document.createTextNode(""));
+        if (nodes[i].data !== piece) nodes[i].data = piece;
+      } else if (!nodes[i]) {
+        part.el.append(viewportBlock(piece[1], piece[2]));
+      }
+    });
+  }
+
+  function partFor(id, create) {
+    if (!parts.has(id)) {
+      const part = create();
+      parts.set(id, part);
+      currentTurn().append(part.box);
+    }
+    return parts.get(id);
+  }
+  const reasoning = (id) => partFor(id, () => {
+    const box = el("details", "reasoning");
+    box.open = true;
+    const body = el("div", "reasoning-text");
+    box.append(el("summary", "", "Thinking…"), body);
+    return { box, body };
+  });
+  const content = (id) => partFor(id, () => {
+    const box = el("div", "content");
+    return { box, el: box, text: "" };
+  });
+  const tool = (ev) => partFor(ev.toolId, () => {
+    const box = el("div", "tool");
+    box.dataset.toolId = ev.toolId;
+    const args = el("pre", "args");
+    const result = el("pre", "result");
+    box.append(el("div", "name", "🔧 " + (ev.toolName || ev.toolKey || "tool")), args, result);
+    return { box, args, result, text: "" };
+  });
+  const action = (ev) => partFor(ev.actionId, () => {
+    const box = el("div", "action");
+    const args = el("pre", "args");
+    const result = el("pre", "result");
+    box.append(el("div", "name", "⚡ " + (ev.actionName || "action")), args, result);
+    return { box, args, result, text: "", name: ev.actionName, param: null, done: false };
+  });
+
+  function setTheme(theme) {
+    document.documentElement.classList.remove("dark", "light");
+    document.documentElement.classList.add(theme);
+  }
+  function perform(part) {
+    if (part.done) return;
+    part.done = true;
+    const param = part.param || parseJson(part.text) || {};
+    if (part.name === "switch_theme") {
+      const dark = param.theme ? param.theme === "dark" : !document.documentElement.classList.contains("dark");
+      setTheme(dark ? "dark" : "light");
+    }
+  }
+
+  function plan(ev) {
+    const part = partFor(ev.planId, () => {
+      const box = el("div", "plan");
+      const list = el("ol");
+      box.append(el("div", "name", "📋 Plan"), list);
+      return { box, list };
+    });
+    part.list.replaceChildren(...(ev.plan || []).map((task) => {
+      const item = el("li", "", task.description);
+      item.dataset.taskId = task.taskId;
+      item.dataset.status = task.status === "in_progress" ? "init" : task.status;
+      return item;
+    }));
+  }
+  function taskStatus(taskId, status) {
+    const item = document.querySelector('.plan li[data-task-id="' + CSS.escape(String(taskId)) + '"]');
+    if (item) item.dataset.status = status;
+  }
+
+  // ---- frontend tools --------------------------------------------------------------------------
+
+  function startFrontend(part, ev) {
+    const fe = {
+      runId: ev.runId, toolId: ev.toolId, toolKey: ev.toolKey || ev.toolName, toolType: ev.toolType,
+      toolTimeout: ev.toolTimeout, params: null, frame: null, loaded: false, sent: false, submitted: false, part,
+    };
+    frontends.set(ev.toolId, fe);
+    if (ev.toolType !== "html") {  // no renderer for this viewport type here: answer with raw JSON
+      const area = el("textarea");
+      area.value = "{}";
+      const button = el("button", "", "Submit JSON");
+      button.type = "button";
+      button.addEventListener("click", () => submitFrontend(fe, parseJson(area.value)));
+      part.box.append(el("div", "muted", "viewport type " + ev.toolType + " is not rendered by this console"), area, button);
+      return;
+    }
+    loadViewport(fe.toolKey).then((html) => {
+      fe.frame = makeFrame(html, () => { fe.loaded = true; toolInit(fe); });
+      fe.frame.classList.add("frontend");
+      part.box.append(fe.frame);
+      scroll();
+    }).catch((err) => part.box.append(el("div", "error", "viewport " + fe.toolKey + ": " + err.message)));
+  }
+
+  function toolInit(fe) {
+    if (fe.sent || !fe.loaded || fe.params === null) return;  // wait for both the iframe and tool.end
+    fe.sent = true;
+    const { runId, toolId, toolKey, toolType, toolTimeout, params } = fe;
+    fe.frame.contentWindow.postMessage({ type: "tool_init", data: { runId, toolId, toolKey, toolType, toolTimeout, params } }, "*");
+  }
+
+  async function submitFrontend(fe, params) {
+    if (fe.submitted) return;
+    fe.submitted = true;
+    try {
+      const data = await postData("/api/ap/submit", { runId: fe.runId, toolId: fe.toolId, params: params == null ? null : params });
+      if (!data.accepted) fe.part.box.append(el("div", "error", "answer not accepted (" + data.status + "): " + data.detail));
+    } catch (err) {
+      fe.submitted = false;
+      fe.part.box.append(el("div", "error", "submit failed: " + err.message));
+    }
+  }
+
+  window.addEventListener("message", (event) => {
+    const msg = event.data;
+    if (!msg || msg.type !== "frontend_submit") return;
+    for (const fe of frontends.values()) {
+      if (fe.frame && event.source === fe.frame.contentWindow) {
+        submitFrontend(fe, msg.params);
+        return;
+      }
+    }
+  });
+
+  // ---- the event renderer (live and history) ---------------------------------------------------
+
+  function render(ev, live) {
+    let part;
+    switch (ev.type) {
+      case "request.query":
+        if (!live) addUser(ev.message);
+        break;
+      case "chat.start":
+      case "run.start":
+        if (ev.chatId) setChat(ev.chatId);
+        break;
+      case "reasoning.start":
+        reasoning(ev.reasoningId);
+        break;
+      case "reasoning.delta":
+        reasoning(ev.reasoningId).body.append(ev.delta);
+        break;
+      case "reasoning.end":
+      case "reasoning.snapshot":
+        part = reasoning(ev.reasoningId);
+        if (ev.text != null) part.body.textContent = ev.text;
+        part.box.open = false;
+        part.box.querySelector("summary").textContent = "Reasoning";
+        break;
+      case "content.start":
+        content(ev.contentId);
+        break;
+      case "content.delta":
+      case "content.snapshot":
+        part = content(ev.contentId);
+        part.text = ev.type === "content.delta" ? part.text + ev.delta : ev.text;
+        paintContent(part);
+        break;
+      case "tool.start":
+      case "tool.snapshot":
+        part = tool(ev);
+        if (ev.arguments != null) part.args.textContent = part.text = show(ev.arguments);
+        if (live && ev.toolType) startFrontend(part, ev);
+        break;
+      case "tool.args":
+        part = tool(ev);
+        part.text += ev.delta;
+        part.args.textContent = part.text;
+        break;
+      case "tool.end":
+        part = tool(ev);
+        if (frontends.has(ev.toolId)) {
+          const fe = frontends.get(ev.toolId);
+          fe.params = parseJson(part.text) || {};
+          toolInit(fe);
+        }
+        break;
+      case "request.submit":
+        if (parts.has(ev.toolId)) parts.get(ev.toolId).box.append(el("div", "muted", "submitted: " + show(ev.payload)));
+        break;
+      case "tool.result":
+        tool(ev).result.textContent = "→ " + show(ev.result);
+        frontends.delete(ev.toolId);
+        break;
+      case "action.start":
+      case "action.snapshot":
+        part = action(ev);
+        if (ev.arguments != null) part.args.textContent = part.text = show(ev.arguments);
+        break;
+      case "action.args":
+        part = action(ev);
+        part.text += ev.delta;
+        part.args.textContent = part.text;
+        break;
+      case "action.param":
+        part = action(ev);
+        part.param = ev.param;
+        if (live) perform(part);
+        break;
+      case "action.end":
+        if (live) perform(action(ev));
+        break;
+      case "action.result":
+        action(ev).result.textContent = "→ " + show(ev.result);
+        break;
+      case "plan.create":
+      case "plan.update":
+        plan(ev);
+        break;
+      case "task.start": taskStatus(ev.taskId, "running"); break;
+      case "task.complete": taskStatus(ev.taskId, "completed"); break;
+      case "task.fail": taskStatus(ev.taskId, "failed"); break;
+      case "task.cancel": taskStatus(ev.taskId, "canceled"); break;
+      case "source.snapshot":
+        if (/^https?:\/\//i.test(ev.url || "")) {
+          const link = el("a", "source", ev.title || ev.url);
+          link.href = ev.url;
+          link.target = "_blank";
+          link.rel = "noopener noreferrer";
+          currentTurn().append(link);
+        }
+        break;
+      case "run.complete": {
+        const usage = ev.usage || {};
+        const bits = ["✓ " + (ev.finishReason || "done")];
+        if (usage.totalTokens != null) bits.push(usage.totalTokens + " tokens (" + usage.promptTokens + " in / " + usage.completionTokens + " out)");
+        if (usage.points != null) bits.push(usage.points + " points");
+        currentTurn().append(el("div", "done", bits.join(" · ")));
+        break;
+      }
+      case "run.error": {
+        const error = ev.error || {};
+        showError("✗ run failed" + (error.code != null ? " [" + error.code + "]" : "") + ": " + (error.message || "unknown error"));
+        break;
+      }
+      case "run.cancel":
+        currentTurn().append(el("div", "done", "cancelled"));
+        break;
+      default:
+        break;  // other events (request.upload, …) have nothing to draw
+    }
+    scroll();
+  }
+
+  // ---- chats, agents, sending ------------------------------------------------------------------
+
+  function setChat(chatId) {
+    state.chatId = chatId;
+    $("chat-id").textContent = chatId ? "chat " + chatId : "";
+    for (const item of $("chats").children) item.classList.toggle("active", item.dataset.chatId === chatId);
+  }
+
+  function resetLog() {
+    $("log").replaceChildren();
+    parts = new Map();
+    frontends.clear();
+    turn = null;
+  }
+
+  async function loadAgents() {
+    const agents = await getData("/api/ap/agents");
+    const select = $("agent");
+    const previous = select.value;
+    select.replaceChildren(...agents.map((agent) => {
+      const icon = typeof agent.icon === "string" && agent.icon.startsWith("emoji:") ? agent.icon.slice(6) + " " : "";
+      const option = el("option", "", icon + (agent.name || agent.key) + " (" + agent.key + ")");
+      option.value = agent.key;
+      return option;
+    }));
+    if (previous) select.value = previous;
+  }
+
+  async function loadChats() {
+    const chats = await getData("/api/ap/chats");
+    $("chats").replaceChildren(...chats.map((chat) => {
+      const item = el("li", "", chat.chatName || chat.chatId);
+      item.title = chat.chatId + (chat.updatedAt ? " · " + new Date(chat.updatedAt).toLocaleString() : "");
+      item.dataset.chatId = chat.chatId;
+      item.dataset.agentKey = chat.firstAgentKey || "";
+      item.classList.toggle("active", chat.chatId === state.chatId);
+      item.addEventListener("click", () => openChat(chat.chatId, chat.firstAgentKey));
+      return item;
+    }));
+  }
+
+  async function openChat(chatId, agentKey) {
+    if (state.busy) return;
+    resetLog();
+    setChat(chatId);
+    if (agentKey && [...$("agent").options].some((o) => o.value === agentKey)) $("agent").value = agentKey;
+    try {
+      const data = await getData("/api/ap/chat?chatId=" + encodeURIComponent(chatId));
+      (data.events || []).forEach((ev) => render(ev, false));
+      turn = null;
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  function setBusy(busy) {
+    state.busy = busy;
+    $("send").textContent = busy ? "Stop" : "Send";
+  }
+
+  async function send() {
+    const message = $("message").value.trim();
+    if (!message) return;
+    addUser(message);
+    $("message").value = "";
+    const body = { message, agentKey: $("agent").value || undefined, chatId: state.chatId || undefined };
+    setBusy(true);
+    state.abort = new AbortController();
+    try {
+      const response = await api("/api/ap/query", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        body: JSON.stringify(body),
+        signal: state.abort.signal,
+      });
+      if (!response.ok || !response.body) await envelope(response);  // throws with the gateway's msg
+      await readSse(response.body, (ev) => render(ev, true));
+    } catch (err) {
+      if (err.name === "AbortError") currentTurn().append(el("div", "done", "stopped"));
+      else showError(err.message);
+    } finally {
+      state.abort = null;
+      turn = null;
+      setBusy(false);
+      loadChats().catch(() => {});
+    }
+  }
+
+  function init() {
+    Promise.all([loadAgents(), loadChats()]).catch((err) => {
+      if (!(err instanceof AuthRequired)) showError(err.message);
+    });
+  }
+
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (state.busy) { if (state.abort) state.abort.abort(); } else send();
+  });
+  $("message").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      if (!state.busy) $("composer").requestSubmit();
+    }
+  });
+  $("new-chat").addEventListener("click", () => {
+    if (state.busy) return;
+    resetLog();
+    setChat(null);
+    $("message").focus();
+  });
+  $("auth").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    $("token").value = "";
+    $("auth").hidden = true;
+    init();
+  });
+
+  init();
+})();

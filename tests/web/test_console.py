@@ -1,0 +1,234 @@
+"""The built-in web console (``GET /``, ``app/web/``) in real headless Chromium against a real gateway.
+
+Every test drives the page the way a user does (pick an agent, type, press Send) while the fake
+upstream plays a script; assertions wait on the DOM with Playwright's ``expect`` (no sleeps).
+Streaming is checked with gates: the page must show a delta while the upstream is still
+holding back the next one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Error as PlaywrightError
+
+from app.devtools import FakeUpstream
+from app.devtools.script import Finish, Gate, Text, Usage, http_error_script, text_script
+from app.errors import ToolError
+from app.tools.browser import launch_chromium
+from tests.engine.helpers import call, tool_message
+from tests.security.support import ISSUER, mint, rsa_pair
+from tests.support.deployment import agent, write_agent
+from tests.support.server import GatewayServer
+
+#: generous upper bound for one DOM wait; only turns a hang into a failure
+WAIT_MS = 10_000
+NO_TOOLS: dict[str, list[str]] = {"backends": [], "frontends": [], "actions": []}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        try:
+            instance = await launch_chromium(playwright)
+        except (ToolError, PlaywrightError) as exc:
+            reason = f"web console tests need headless Chromium, which cannot be launched here: {exc}"
+            print(reason)
+            pytest.skip(reason)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page; any uncaught script error on it fails the test."""
+    context = await browser.new_context()
+    tab = await context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield tab
+    finally:
+        await context.close()
+    assert errors == [], errors
+
+
+async def open_console(page: Page, gw: GatewayServer, agent_key: str) -> None:
+    await page.goto(gw.url + "/")
+    await expect(page.locator(f'#agent option[value="{agent_key}"]')).to_have_count(1)
+    await page.select_option("#agent", agent_key)
+
+
+async def ask(page: Page, message: str) -> None:
+    await page.fill("#message", message)
+    await page.click("#send")
+
+
+def answer(page: Page) -> Any:
+    """The answer text of the latest assistant turn."""
+    return page.locator(".msg.assistant").last.locator(".content")
+
+
+async def test_page_is_public_and_lists_the_agents(
+    deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient, page: Page
+) -> None:
+    write_agent(deploy, "alpha", agent(name="Alpha helper", icon="emoji:🌦️"))
+    write_agent(deploy, "beta", agent("REACT", name="Beta helper"))
+    gw = start_gateway()
+    for path, kind in (("/", "text/html"), ("/console/console.js", "javascript"), ("/console/console.css", "text/css")):
+        response = await client.get(gw.url + path)
+        assert response.status_code == 200 and kind in response.headers["content-type"], path
+    assert (await client.get(gw.url + "/console/../api/app.py")).status_code == 404
+    await page.goto(gw.url + "/")
+    options = page.locator("#agent option")
+    await expect(options).to_have_count(2)
+    assert sorted(await options.evaluate_all("os => os.map(o => o.value)")) == ["alpha", "beta"]
+    await expect(page.locator('#agent option[value="alpha"]')).to_have_text("🌦️ Alpha helper (alpha)")
+    await expect(page.locator("#auth")).to_be_hidden()
+
+
+async def test_answer_streams_delta_by_delta(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    """Each delta is on screen while the upstream still withholds the next one; then history and follow-up."""
+    write_agent(deploy, "plain", agent())
+    gw = start_gateway()
+    upstream.enqueue([Text("Hello"), Gate("g1"), Text(", streaming"), Gate("g2"), Text(" world."),
+                      Usage(10, 5), Finish()])
+    await open_console(page, gw, "plain")
+    await ask(page, "hi")
+    await expect(page.locator(".msg.user")).to_have_text("hi")
+    await expect(answer(page)).to_have_text("Hello")
+    upstream.release("g1")
+    await expect(answer(page)).to_have_text("Hello, streaming")
+    assert await page.locator(".done").count() == 0
+    upstream.release("g2")
+    await expect(page.locator(".done")).to_contain_text("15 tokens")
+    assert await answer(page).text_content() == "Hello, streaming world."
+    # the chat is in the sidebar; "New chat" clears; clicking the chat replays it from history
+    chat_item = page.locator("#chats li")
+    await expect(chat_item).to_have_count(1)
+    await page.click("#new-chat")
+    await expect(page.locator("#log > *")).to_have_count(0)
+    await chat_item.click()
+    await expect(page.locator(".msg.user")).to_have_text("hi")
+    await expect(answer(page)).to_have_text("Hello, streaming world.")
+    # a follow-up goes to the same chat: the model sees the first exchange
+    upstream.enqueue(text_script(["Again."]))
+    await ask(page, "more")
+    await expect(answer(page)).to_have_text("Again.")
+    await expect(page.locator(".done")).to_have_count(2)
+    messages = upstream.requests[1].body["messages"]
+    assert any(m.get("role") == "assistant" and m.get("content") == "Hello, streaming world." for m in messages)
+    await expect(page.locator("#chats li")).to_have_count(1)
+
+
+async def test_frontend_tool_answered_in_its_iframe_continues_the_stream(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    """THE frontend-tool flow: viewport iframe ← tool_init, click → frontend_submit → POST submit → same stream."""
+    write_agent(deploy, "confirm", agent("REACT", tools={**NO_TOOLS, "frontends": ["confirm_dialog"]}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", {"question": "Proceed?", "options": ["Yes", "No"]}),
+                     text_script(["Confirmed, ", "proceeding."]))
+    await open_console(page, gw, "confirm")
+    await ask(page, "deploy it")
+    dialog = page.frame_locator("iframe.frontend")
+    await expect(dialog.locator(".question")).to_have_text("Proceed?")  # tool_init carried the parsed args
+    assert await page.locator("iframe.frontend").get_attribute("sandbox") == "allow-scripts"
+    assert await page.locator(".done").count() == 0  # the run is waiting for the answer
+    await dialog.get_by_role("button", name="Yes").click()
+    await dialog.locator("button.primary").click()
+    await expect(page.locator(".done")).to_be_visible()
+    await expect(answer(page).last).to_have_text("Confirmed, proceeding.")
+    await expect(page.locator(".tool .result")).to_contain_text('"selectedOption": "Yes"')
+    assert len(upstream.requests) == 2
+    submitted = orjson.loads(tool_message(upstream.requests[1].body, "c1")["content"])
+    assert submitted["selectedOption"] == "Yes" and submitted["confirmed"] is True
+
+
+async def test_switch_theme_action_switches_the_page_theme(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    write_agent(deploy, "ui", agent(tools={**NO_TOOLS, "actions": ["switch_theme"]}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "switch_theme", {"theme": "dark"}), text_script(["Dark it is."]))
+    await open_console(page, gw, "ui")
+    html = page.locator("html")
+    await expect(html).to_have_class(re.compile(r"\blight\b"))
+    await ask(page, "dark please")
+    await expect(html).to_have_class(re.compile(r"\bdark\b"))
+    await expect(answer(page).last).to_have_text("Dark it is.")
+    await expect(page.locator(".action")).to_contain_text("switch_theme")
+
+
+async def test_reasoning_is_shown_apart_from_the_answer(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    write_agent(deploy, "thinker", agent(reasoning=True))
+    gw = start_gateway()
+    upstream.enqueue(text_script(["The answer ", "is 4."], reasoning=["Two plus ", "two."]))
+    await open_console(page, gw, "thinker")
+    await ask(page, "2+2?")
+    await expect(page.locator(".done")).to_be_visible()
+    await expect(page.locator(".msg.assistant details.reasoning .reasoning-text")).to_have_text("Two plus two.")
+    assert await answer(page).text_content() == "The answer is 4."
+    assert await page.locator(".content details.reasoning").count() == 0
+
+
+async def test_run_error_is_shown_as_an_error(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    write_agent(deploy, "fragile", agent(budget={"model": {"maxCalls": 2, "timeoutMs": 5000, "retryCount": 0}}))
+    gw = start_gateway()
+    upstream.enqueue(http_error_script(500, "upstream exploded"))
+    await open_console(page, gw, "fragile")
+    await ask(page, "hi")
+    error = page.locator(".msg.assistant .error")
+    await expect(error).to_contain_text("upstream_http_error")
+    color = await error.evaluate("e => getComputedStyle(e).color")
+    assert color == "rgb(207, 34, 46)"  # --bad, the light theme's red
+    assert await page.locator(".done").count() == 0
+
+
+async def test_auth_asks_for_a_token_and_sends_it(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    key = rsa_pair()
+    write_agent(deploy, "plain", agent())
+    gw = start_gateway({"agent": {"auth": {"enabled": True, "local-public-key": key.public_pem, "issuer": ISSUER}}})
+    await page.goto(gw.url + "/")  # the page itself is public
+    await expect(page.locator("#auth")).to_be_visible()
+    await page.fill("#token", mint(key, "alice"))
+    await page.click("#auth button")
+    await expect(page.locator("#auth")).to_be_hidden()
+    await expect(page.locator('#agent option[value="plain"]')).to_have_count(1)
+    upstream.enqueue(text_script(["Authorised."]))
+    await ask(page, "hi")
+    await expect(answer(page)).to_have_text("Authorised.")
+
+
+async def test_viewport_block_in_the_answer_renders_the_card(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    write_agent(deploy, "cards", agent())
+    gw = start_gateway()
+    card = orjson.dumps({"city": "Shanghai", "date": "2026-02-13", "temperatureC": 22}).decode()
+    block = f"```viewport\ntype=html, key=show_weather_card\n{card}\n```"
+    upstream.enqueue(text_script(["Here you go:\n", block[:20], block[20:], "\nEnjoy."]))
+    await open_console(page, gw, "cards")
+    await ask(page, "weather")
+    await expect(page.locator(".done")).to_be_visible()
+    await expect(answer(page).locator("iframe.viewport")).to_have_count(1)  # after the viewport fetch
+    await expect(page.frame_locator(".content iframe.viewport").locator("#root")).to_contain_text("Shanghai")
+    await expect(answer(page)).to_have_text("Here you go:\n\nEnjoy.")
