@@ -79,6 +79,22 @@ def _latest_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
+#: prefixes of the user messages the engine writes itself (task prompts, nudges, skill disclosures)
+_ENGINE_USER_MARKERS = ("Task list:", "Current task:", "Skill instructions disclosed")
+
+
+def _question_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The person's latest question, skipping the user messages the engine adds in PLAN_EXECUTE
+    (task prompts, nudges) and for skills (disclosures)."""
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        text = _text_of(message.get("content")).strip()
+        if not text.startswith(_ENGINE_USER_MARKERS) and " is still open." not in text:
+            return text
+    return _latest_user_text(messages)
+
+
 def _latest_turn_tool_results(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Tool messages after the last user message."""
     results: list[Mapping[str, Any]] = []
@@ -253,7 +269,7 @@ def demo_responder(body: dict[str, Any], *, pause_s: float = 0.03, today: str | 
         finish = "stop"
 
     if finish == "stop":
-        for index, delta in enumerate(_split_small(_answer(question, messages))):
+        for index, delta in enumerate(_split_small(_answer(_question_text(messages), messages))):
             if index:
                 steps.append(Pause(pause_s))
             steps.append(Text(delta))

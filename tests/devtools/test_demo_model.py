@@ -202,3 +202,14 @@ def test_served_by_the_fake_upstream_as_valid_openai_sse() -> None:
         for call in choice["delta"].get("tool_calls", [])
     ]
     assert orjson.loads("".join(fragments))["city"] == "Shanghai"
+
+
+def test_summary_quotes_the_persons_question_not_the_engines_task_prompt() -> None:
+    messages = [
+        USER,
+        {"role": "user", "content": TASK_PROMPT},
+        {"role": "user", "content": "Task task_2 is still open. If it is done, call _plan_update_task_"},
+    ]
+    answer = text(run(body(messages)))
+    assert '"What\'s the weather in Shanghai?"' in answer
+    assert "Task list" not in answer and "still open" not in answer
