@@ -39,6 +39,8 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     #: largest accepted JSON request body, bytes (not in the SPEC table; our default)
     max_body_bytes: int = Field(1_048_576, alias="max-body-bytes")
+    #: how often an SSE stream sends a ``: heartbeat`` comment (SPEC §6 says 15 s; ours to tune)
+    sse_heartbeat_seconds: float = Field(15.0, alias="sse-heartbeat-seconds", gt=0)
 
 
 class FolderSettings(_Section):

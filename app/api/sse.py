@@ -1,7 +1,7 @@
 """The SSE wire encoding of run events (SPEC §6, §7) — the only module that knows SSE.
 
 Each event is one message: ``event: message``, ``id: <seq>``, one ``data:`` line of
-JSON. A ``: heartbeat`` comment flows every 15 s while nothing else does. The
+JSON. A ``: heartbeat`` comment flows every ``server.sse-heartbeat-seconds`` (15 s). The
 response never buffers: no GZip, ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``.
 """
 
@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-HEARTBEAT_SECONDS = 15
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -35,10 +34,10 @@ async def _encoded(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Serve
         yield encode_event(event)
 
 
-def event_stream_response(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
+def event_stream_response(events: AsyncIterator[dict[str, Any]], heartbeat_seconds: float) -> EventSourceResponse:
     return EventSourceResponse(
         _encoded(events),
         headers=SSE_HEADERS,
-        ping=HEARTBEAT_SECONDS,
+        ping=heartbeat_seconds,
         ping_message_factory=heartbeat,
     )

@@ -1,0 +1,59 @@
+"""The SSE wire format itself (SPEC §6, §7): framing, headers, heartbeat comments."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+
+from app.api.sse import encode_event, heartbeat
+from app.devtools import FakeUpstream
+from app.devtools.script import text_script, tool_call_script
+from tests.support.deployment import agent, write_agent
+from tests.support.server import GatewayServer
+
+ASK = {"backends": [], "frontends": ["confirm_dialog"], "actions": []}
+
+
+def test_one_event_is_one_message_with_one_data_line() -> None:
+    wire = encode_event({"type": "content.delta", "contentId": "r_c_1", "delta": "a\nb", "seq": 7, "timestamp": 1})
+    text = wire.encode().decode()
+    assert text.startswith("id: 7\r\nevent: message\r\ndata: ") or text.startswith("id: 7\nevent: message\ndata: ")
+    lines = [line for line in text.splitlines() if line]
+    assert len([line for line in lines if line.startswith("data:")]) == 1  # the newline is escaped in JSON
+    assert orjson.loads(lines[-1][len("data: "):])["delta"] == "a\nb"
+    assert heartbeat().encode().decode().strip() == ": heartbeat"
+
+
+async def test_headers_and_heartbeat_while_a_frontend_tool_waits(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "asker", agent("REACT", tools=ASK))
+    gw = start_gateway(overrides={"server": {"sse-heartbeat-seconds": 0.2}})
+    upstream.enqueue(tool_call_script("c1", "confirm_dialog", ['{"question":"Go?"}']), text_script(["done"]))
+
+    async def read() -> list[str]:
+        seen: list[str] = []
+        tool: dict | None = None
+        async with client.stream("POST", f"{gw.url}/api/ap/query", json={"agentKey": "asker", "message": "x"}) as r:
+            assert r.headers["cache-control"] == "no-cache"
+            assert r.headers["x-accel-buffering"] == "no"
+            assert "content-encoding" not in r.headers
+            async for line in r.aiter_lines():
+                seen.append(line)
+                if line.startswith("data:"):
+                    event = orjson.loads(line[5:])
+                    if event["type"] == "tool.start":
+                        tool = event
+                if line == ": heartbeat" and tool is not None and not any('"request.submit"' in s for s in seen):
+                    # the run is idle, waiting for the browser: heartbeats keep the stream alive
+                    answer = {"runId": tool["runId"], "toolId": tool["toolId"], "params": {"confirmed": True}}
+                    assert (await client.post(f"{gw.url}/api/ap/submit", json=answer)).json()["data"]["accepted"]
+        return seen
+
+    seen = await asyncio.wait_for(read(), timeout=60)
+    assert ": heartbeat" in seen
+    assert any('"run.complete"' in line for line in seen)
