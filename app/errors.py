@@ -27,6 +27,8 @@ this hierarchy where they are caught, with ``raise X(...) from exc``.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises deliberately."""
@@ -141,3 +143,16 @@ class RunFailed(GatewayError):
     def __init__(self, message: str, *, error_code: str) -> None:
         super().__init__(message)
         self.error_code = error_code
+
+
+def describe_validation_error(exc: ValidationError, root: str = "") -> str:
+    """A pydantic error as one readable line: ``dotted.location: message; …``.
+
+    ``root`` names a problem with no location (e.g. ``body``); unknown fields read "unknown field".
+    """
+    problems: list[str] = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err.get("loc", ())) or root
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
+        problems.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(problems)

@@ -8,7 +8,7 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from app.errors import PayloadTooLarge, RequestError
+from app.errors import PayloadTooLarge, RequestError, describe_validation_error
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -36,7 +36,4 @@ async def read_json(request: Request, model: type[ModelT], max_bytes: int) -> Mo
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-        )
-        raise RequestError(f"invalid request: {problems}") from exc
+        raise RequestError(f"invalid request: {describe_validation_error(exc, 'body')}") from exc

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from app.catalog import jsonc
-from app.errors import DefinitionError
+from app.errors import DefinitionError, describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,16 +26,6 @@ def read_text(path: Path) -> str:
 def read_object(path: Path) -> dict[str, Any]:
     """A definition file parsed as a relaxed-JSON object."""
     return jsonc.loads_object(read_text(path))
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``dotted.location: message``."""
-    problems: list[str] = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err.get("loc", ()))
-        msg = "unknown field" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
-        problems.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(problems)
 
 
 def validate(model: type[M], data: Any, prefix: str = "") -> M:

@@ -33,7 +33,14 @@ from app.catalog.definitions import Catalog
 from app.config import Settings
 from app.engine.events import now_ms
 from app.engine.runner import QueryRequest, RunManager
-from app.errors import ConflictError, ForbiddenError, GatewayError, NotFoundError, RequestError
+from app.errors import (
+    ConflictError,
+    ForbiddenError,
+    GatewayError,
+    NotFoundError,
+    RequestError,
+    describe_validation_error,
+)
 from app.memory.store import ChatStore
 from app.paths import check_key
 from app.scheduler.jobs import (
@@ -59,10 +66,7 @@ def parse_schedule_request(data: Any) -> ScheduleRequest:
     try:
         return ScheduleRequest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-        )
-        raise RequestError(f"invalid schedule: {problems}") from exc
+        raise RequestError(f"invalid schedule: {describe_validation_error(exc, 'body')}") from exc
 
 
 class ScheduleService:

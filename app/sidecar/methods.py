@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.api.catalog_routes import agent_detail, agent_summary
 from app.api.run_routes import SubmitRequest
 from app.engine.runner import QueryRequest
-from app.errors import GatewayError, NotFoundError, RequestError
+from app.errors import GatewayError, NotFoundError, RequestError, describe_validation_error
 from app.gateway import Gateway
 from app.paths import check_key
 from app.scheduler import parse_schedule_request
@@ -71,10 +71,7 @@ def _validate(model: type[ParamsT], params: dict[str, Any]) -> ParamsT:
     try:
         return model.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in exc.errors()
-        )
-        raise RpcError(INVALID_PARAMS, f"invalid params: {problems}") from exc
+        raise RpcError(INVALID_PARAMS, f"invalid params: {describe_validation_error(exc, 'params')}") from exc
 
 
 def map_error(exc: GatewayError) -> RpcError:
