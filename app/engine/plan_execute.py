@@ -76,6 +76,20 @@ def _settle_event(ctx: RunContext, task: PlanTask) -> None:
         ctx.emit(cls(task_id=task.task_id, run_id=ctx.run_id, description=task.description))
 
 
+def settle_open_task(ctx: RunContext, status: str, error: dict[str, Any] | None = None) -> None:
+    """A run that ends while a task is open settles it (SPEC §6): ``failed`` with ``task.fail``
+    (carrying the run's error) or ``canceled`` with ``task.cancel``; no-op without an open task."""
+    task = ctx.plan.find(ctx.task_id) if ctx.plan is not None and ctx.task_id else None
+    if task is None or task.status != "init":
+        return
+    task.status = status
+    _emit_plan(ctx, created=False)
+    if status == "failed":
+        ctx.emit(ev.TaskFail(task_id=task.task_id, run_id=ctx.run_id, description=task.description, error=error))
+    else:
+        _settle_event(ctx, task)
+
+
 async def update_task(args: dict[str, Any], ctx: RunContext) -> str:
     if ctx.plan is None:
         return "失败: there is no plan"

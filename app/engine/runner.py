@@ -24,7 +24,7 @@ from app.engine.context import RunContext, RunServices
 from app.engine.events import EventNumberer, now_ms
 from app.engine.ids import new_chat_id, new_run_id
 from app.engine.oneshot import run_oneshot
-from app.engine.plan_execute import run_plan_execute
+from app.engine.plan_execute import run_plan_execute, settle_open_task
 from app.engine.react import run_react
 from app.engine.steps import flush_step
 from app.errors import BudgetExceeded, ForbiddenError, GatewayError, NotFoundError, RequestError, UpstreamError
@@ -252,6 +252,8 @@ class RunManager:
             line["finishReason"] = finish
         if error_body is not None:
             line["error"] = error_body
+        if status != "complete":
+            settle_open_task(ctx, "failed" if status == "error" else "canceled", error_body)
         try:
             await flush_step(ctx, ctx.last_system or "")
             await self._services.chats.append(run.chat_id, line)

@@ -7,6 +7,7 @@ chat file / history endpoint.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,11 @@ import httpx
 import pytest
 
 from app.devtools import FakeUpstream
-from app.devtools.script import text_script, tool_call_script
+from app.devtools.script import Gate, Text, http_error_script, text_script, tool_call_script
 from tests.engine.helpers import call, chat_lines, deltas, first, of_type, tool_message, tool_names
 from tests.support.deployment import agent, write_agent
 from tests.support.server import GatewayServer
-from tests.support.sse import collect, types
+from tests.support.sse import collect, stream_events, types
 
 WEATHER = {"backends": ["mock_city_weather", "city_datetime"], "frontends": [], "actions": []}
 TWO_TASKS = {"tasks": [{"description": "look up the time"}, {"description": "look up the weather"}]}
@@ -314,3 +315,39 @@ async def test_other_statuses(
     else:
         assert of_type(events, "plan.update")[0]["plan"][0]["status"] == "init"
         assert [e["taskId"] for e in of_type(events, "task.complete")] == ["task_1"]
+
+
+async def test_an_upstream_error_inside_a_task_fails_that_task_before_run_error(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "fragile", agent("PLAN_EXECUTE", tools=WEATHER))
+    gw = start_gateway()
+    upstream.enqueue(call("p1", "_plan_add_tasks_", TWO_TASKS), http_error_script(500, "boom"))
+    events = await _run(client, gw, "fragile")
+    kinds = types(events)
+    assert kinds[-3:] == ["plan.update", "task.fail", "run.error"]
+    fail = events[-2]
+    assert fail["taskId"] == "task_1" and fail["error"]["code"] == "upstream_http_error"
+    assert [t["status"] for t in events[-3]["plan"]] == ["failed", "init"]
+    assert "task.start" in kinds and kinds.count("task.start") == 1
+
+
+async def test_a_cancelled_run_cancels_its_open_task(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "slow", agent("PLAN_EXECUTE", tools=WEATHER))
+    gw = start_gateway()
+    upstream.enqueue(call("p1", "_plan_add_tasks_", TWO_TASKS), [Text("working"), Gate("never")])
+    chat_id = ""
+    async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "slow", "message": "x"}):
+        chat_id = chat_id or event.get("chatId", "")
+        if event["type"] == "content.delta":
+            break  # the client goes away while task_1 is open
+    for _ in range(400):
+        lines = chat_lines(deploy, chat_id)
+        if any(line.get("_type") == "run" for line in lines):
+            break
+        await asyncio.sleep(0.025)
+    plans = [line["plan"] for line in lines if line.get("plan")]
+    assert [t["status"] for t in plans[-1]["tasks"]] == ["canceled", "init"]
+    assert next(line for line in lines if line.get("_type") == "run")["status"] == "cancel"
