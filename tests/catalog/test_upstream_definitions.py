@@ -31,8 +31,6 @@ BUILTIN_TOOLS = frozenset(
     }
 )
 
-pytestmark = pytest.mark.skipif(not UPSTREAM.is_dir(), reason="upstream definitions not available")
-
 
 @pytest.fixture
 def upstream(deploy: Deployment) -> Deployment:
