@@ -155,3 +155,35 @@ async def test_sigkill_mid_stream_then_restart(tmp_path: Path, upstream: FakeUps
     assert tail == b""  # the next append ended the torn line first; every later line is whole
     assert len(broken) == 1 and broken[0].endswith(b'"role":"assi')
     assert lines[-1]["_type"] == "run" and lines[-1]["status"] == "complete"
+
+
+async def test_sigterm_mid_stream_records_the_run_as_cancelled_and_exits_cleanly(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    deploy = make_deployment(tmp_path / "deploy", upstream.url)
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    with (tmp_path / "gateway.log").open("wb") as log:
+        gateway = GatewayProcess(deploy, log)
+        try:
+            upstream.enqueue([Text("half"), Gate("never-released"), Text(" rest"), Usage(5, 3), Finish()])
+            seen: list[dict[str, Any]] = []
+            async with httpx.AsyncClient(timeout=30) as client:
+                try:
+                    async for event in stream_events(client, f"{gateway.url}/api/ap/query",
+                                                     {"agentKey": "plain", "message": "stop soon"}):
+                        seen.append(event)
+                        if event["type"] == "content.delta":
+                            gateway.process.send_signal(signal.SIGTERM)
+                except httpx.HTTPError:
+                    pass  # the server may close the stream without a final chunk while it stops
+            # uvicorn shuts down gracefully, then re-raises the signal so the exit status shows it
+            assert gateway.process.wait(timeout=60) in (0, -signal.SIGTERM)
+        finally:
+            gateway.stop()
+            upstream.release("never-released")
+    assert b"Application shutdown complete" in (tmp_path / "gateway.log").read_bytes()
+    lines, broken, tail = _lines(deploy / "chats" / f"{seen[0]['chatId']}.json")
+    assert broken == [] and tail == b""
+    assert lines[-1]["_type"] == "run" and lines[-1]["status"] == "cancel"
+    steps = [line for line in lines if line["_type"] == "step"]
+    assert steps and steps[-1]["messages"][-1]["content"] == [{"type": "text", "text": "half"}]
