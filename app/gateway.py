@@ -8,6 +8,7 @@ embedded local model when a provider asks for it — and closes them in order.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from types import TracebackType
 
 import httpx
@@ -32,11 +33,11 @@ logger = logging.getLogger(__name__)
 class Gateway:
     """Build with ``async with Gateway(settings) as gateway:``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, api_keys: Mapping[str, str] | None = None) -> None:
         self.version = __version__
         self.local_upstream: FakeUpstream | None = None
         #: provider key → decrypted ``api-key-ref`` credential (SPEC §12); ConfigError when it cannot be read
-        self._credential_keys = provider_api_keys(settings)
+        self._credential_keys = dict(api_keys) if api_keys is not None else provider_api_keys(settings)
         self.settings = self._with_embedded_model(settings)
         self.catalog = CatalogManager(self.settings, builtin_tool_names())
         self.http = httpx.AsyncClient(

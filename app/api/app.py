@@ -19,6 +19,7 @@ from app.api.envelope import (
 )
 from app.config import Settings
 from app.errors import GatewayError
+from app.credentials import provider_api_keys
 from app.gateway import Gateway
 from app.security.cors import ScopedCORSMiddleware
 from app.security.jwt_auth import AuthMiddleware, build_verifier
@@ -28,6 +29,9 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     """The HTTP app. With ``gateway`` (the sidecar's ``--http-port``) it serves that running
     gateway and leaves its lifecycle to the caller; otherwise the lifespan builds its own."""
     verifier = build_verifier(settings)  # SPEC §9 fail closed: ConfigError when auth has no key source
+    # decrypt api-key-ref credentials now, so a wrong master secret stops `agw serve` with a clear
+    # configuration error instead of a failed lifespan (SPEC §12)
+    api_keys = provider_api_keys(settings) if gateway is None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,7 +39,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
             app.state.gateway = gateway
             yield
             return
-        async with Gateway(settings) as owned:
+        async with Gateway(settings, api_keys) as owned:
             app.state.gateway = owned
             yield
 

@@ -169,3 +169,16 @@ def test_wrong_master_secret_or_missing_entry_stops_startup(tmp_path: Path, upst
     settings = load_settings(other, files=(Path("application.yml"),), env={})
     with pytest.raises(CredentialError, match="'absent_key' is not in the credential store"):
         provider_api_keys(settings)
+
+
+def test_agw_serve_with_a_wrong_master_secret_exits_with_a_clear_message(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    deploy = _vault_deployment(tmp_path / "deploy", upstream)
+    (deploy / "master.secret").write_text("not the secret", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "SERVER_", "AGW_"))}
+    done = subprocess.run([sys.executable, "-m", "app", "serve", "--dir", str(deploy)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "configuration error" in done.stderr and "wrong master secret" in done.stderr
+    assert "Traceback" not in done.stderr
