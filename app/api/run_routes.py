@@ -42,7 +42,7 @@ async def query(request: Request, user: str = Depends(current_user)) -> Response
     body = await read_json(request, QueryRequest, gateway.settings.server.max_body_bytes)
     run = await gateway.runs.start(body, user)
     if body.stream:
-        return event_stream_response(run.events(), gateway.settings.server.sse_heartbeat_seconds)
+        return event_stream_response(run.events(), gateway.settings.server.sse_heartbeat_seconds, run.cancel)
     events = [event async for event in run.events()]
     return ok({
         "runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id,

@@ -182,6 +182,7 @@ async def test_sigterm_mid_stream_records_the_run_as_cancelled_and_exits_cleanly
             gateway.stop()
             upstream.release("never-released")
     assert b"Application shutdown complete" in (tmp_path / "gateway.log").read_bytes()
+    assert seen[-1]["type"] == "run.cancel"  # the client is told, not just cut off
     lines, broken, tail = _lines(deploy / "chats" / f"{seen[0]['chatId']}.json")
     assert broken == [] and tail == b""
     assert lines[-1]["_type"] == "run" and lines[-1]["status"] == "cancel"
