@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.config import deep_merge
 from app.errors import PathEscapeError, ToolError
 from app.paths import check_key
 from app.tools.base import ToolContext
@@ -42,16 +43,6 @@ _SHORTCUTS = (
 _LEGACY = ("verify", "output", "toolPolicy", "reasoning", "tools", "deepThink")
 _MODEL_CONFIG_LEGACY = ("providerKey", "model")
 _BUDGET_LEGACY = ("maxModelCalls", "maxToolCalls", "maxSteps", "timeoutMs", "retryCount")
-
-
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _obj(value: Any, name: str) -> dict[str, Any]:
@@ -122,7 +113,7 @@ def build_agent(args: Mapping[str, Any], ctx: ToolContext, existing: Mapping[str
     config = _obj(args.get("config"), "config")
     _check_fields(config)
     _check_fields(args)
-    fields = _merge(config, {k: v for k, v in args.items() if k != "config" and v is not None})
+    fields = deep_merge(config, {k: v for k, v in args.items() if k != "config" and v is not None})
     base = dict(existing or {})
     mode = _pick_mode(fields, base)
     defaults = ctx.settings.agent.tools.agent_file_create
@@ -132,7 +123,7 @@ def build_agent(args: Mapping[str, Any], ctx: ToolContext, existing: Mapping[str
         if name in fields:
             value, current = fields[name], agent.get(name)
             if isinstance(value, Mapping) and isinstance(current, Mapping):
-                agent[name] = _merge(current, value)
+                agent[name] = deep_merge(current, value)
             else:
                 agent[name] = value
     agent["mode"] = mode
