@@ -86,16 +86,22 @@ def machine(litellm_python: Path | None) -> list[str]:
     return lines
 
 
-def write_section(results: Path, body: str) -> None:
-    section = f"{START}\n{body.rstrip()}\n{END}"
+def replace_section(results: Path, start: str, end: str, body: str) -> None:
+    """Rewrite only the text between ``start`` and ``end`` in ``results`` (created with both
+    benchmarks' markers when missing); the rest of the file is kept as it is."""
+    section = f"{start}\n{body.rstrip()}\n{end}"
     if results.exists():
         text = results.read_text(encoding="utf-8")
     else:
         text = f"# Benchmark results\n\n{START}\n{END}\n\n{LOAD_START}\n{LOAD_END}\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
         text = head + section + tail
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     results.write_text(text, encoding="utf-8")
+
+
+def write_section(results: Path, body: str) -> None:
+    replace_section(results, START, END, body)

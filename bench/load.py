@@ -30,14 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import os
 import platform
 import resource
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,14 +44,13 @@ from typing import Any
 
 import httpx
 import orjson
+from latency_proc import cpu_seconds, free_port, memory, spawn, stop, wait_http
+from latency_report import replace_section
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
 START, END = "<!-- load:start -->", "<!-- load:end -->"
-LATENCY_START, LATENCY_END = "<!-- latency:start -->", "<!-- latency:end -->"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
 
 
 # --------------------------------------------------------------------------- the upstream child
@@ -88,42 +83,10 @@ def _upstream_main(deltas: int, pace_ms: int) -> int:
 # --------------------------------------------------------------------------- processes
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update({"PYTHONPATH": str(REPO), "NO_PROXY": "127.0.0.1,localhost", **extra})
     return env
-
-
-def _spawn(argv: list[str], log: Path, *, env: dict[str, str], cwd: Path, pipes: bool = False) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            argv, cwd=cwd, env=env, preexec_fn=_die_with_parent,
-            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if pipes else handle, stderr=handle,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    if proc.stdin is not None:
-        proc.stdin.close()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(15)
 
 
 def _deployment(root: Path, upstream_url: str) -> Path:
@@ -153,14 +116,9 @@ class ProcStats:
 
 
 def proc_stats(pid: int) -> ProcStats:
-    """VmRSS / VmHWM from ``/proc/<pid>/status``, utime+stime from ``/proc/<pid>/stat``."""
-    values: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return ProcStats(values.get("VmRSS", 0), values.get("VmHWM", 0), (int(fields[11]) + int(fields[12])) / _CLK_TCK)
+    """VmRSS / VmHWM and utime+stime of the gateway process (``latency_proc`` reads ``/proc``)."""
+    mem = memory(pid)
+    return ProcStats(mem.rss_kib, mem.hwm_kib, cpu_seconds(pid))
 
 
 # --------------------------------------------------------------------------- one stream
@@ -385,18 +343,7 @@ def render(levels: list[LevelResult], soak: SoakResult | None, deltas: int, pace
 
 
 def write_section(body: str) -> None:
-    section = f"{START}\n{body.rstrip()}\n{END}"
-    if RESULTS.exists():
-        text = RESULTS.read_text(encoding="utf-8")
-    else:
-        text = f"# Benchmark results\n\n{LATENCY_START}\n{LATENCY_END}\n\n{START}\n{END}\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    replace_section(RESULTS, START, END, body)
 
 
 # --------------------------------------------------------------------------- main
@@ -407,20 +354,6 @@ def _raise_nofile(needed: int) -> None:
     if soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the gateway exited during startup")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def _bench(args: argparse.Namespace, gw_url: str, upstream_url: str, pid: int) -> str:
@@ -456,19 +389,20 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="agw-load-"))
     upstream = gateway = None
     try:
-        upstream = _spawn([sys.executable, str(Path(__file__).resolve()), "--upstream", "--deltas", str(args.deltas),
-                           "--pace-ms", str(args.pace_ms)], work / "upstream.log", env=_env(), cwd=REPO, pipes=True)
+        upstream = spawn([sys.executable, str(Path(__file__).resolve()), "--upstream", "--deltas", str(args.deltas),
+                          "--pace-ms", str(args.pace_ms)], work / "upstream.log", env=_env(), cwd=REPO,
+                         stdin_pipe=True, stdout_pipe=True)
         assert upstream.stdout is not None
         ready = upstream.stdout.readline().decode().strip()
         if not ready.startswith("READY "):
             raise RuntimeError(f"upstream did not start: {ready!r}")
         upstream_url = ready.split(" ", 1)[1]
         deploy = _deployment(work / "deploy", upstream_url)
-        port = _free_port()
-        gateway = _spawn([sys.executable, "-m", "app", "--dir", str(deploy), "--log-level", "WARNING", "serve"],
+        port = free_port()
+        gateway = spawn([sys.executable, "-m", "app", "--dir", str(deploy), "--log-level", "WARNING", "serve"],
                          work / "gateway.log", env=_env(SERVER_PORT=str(port)), cwd=deploy)
         gw_url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{gw_url}/healthz", gateway)
+        wait_http(f"{gw_url}/healthz", gateway, work / "gateway.log", timeout=60)
         report = asyncio.run(_bench(args, gw_url, upstream_url, gateway.pid))
         print()
         print(report)
@@ -478,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in (gateway, upstream):
             if proc is not None:
-                _stop(proc)
+                stop(proc, timeout=15)
         log = work / "gateway.log"
         if log.exists() and log.stat().st_size:
             print(f"(gateway log tail)\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
