@@ -26,6 +26,12 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
+def fake(upstream: FakeUpstream) -> FakeUpstream:
+    """The same fake upstream, under the name the adapter and devtools tests use."""
+    return upstream
+
+
+@pytest.fixture
 def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
     return make_deployment(tmp_path / "deploy", upstream.url)
 
