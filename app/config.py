@@ -89,10 +89,36 @@ class BashSettings(_Section):
     shell_executable: str = Field("bash", alias="shell-executable")
     shell_timeout_ms: int = Field(10000, alias="shell-timeout-ms")
     max_command_chars: int = Field(16000, alias="max-command-chars")
+    #: commands allowed to use their exec-capable forms (SPEC §14: ``find -exec``, ``sed e``, ``xargs``…)
+    exec_capable_commands: list[str] = Field(default_factory=list, alias="exec-capable-commands")
 
-    _lists = field_validator("allowed_paths", "allowed_commands", "path_checked_commands", mode="before")(
-        _split_list
-    )
+    _lists = field_validator(
+        "allowed_paths", "allowed_commands", "path_checked_commands", "exec_capable_commands", mode="before"
+    )(_split_list)
+
+
+class SandboxSettings(_Section):
+    """``agent.tools.sandbox`` (SPEC §14): the bubblewrap sandbox around every process tool."""
+
+    #: ``bwrap`` (default) or ``off`` (unsafe: logged as a WARNING at every start)
+    mode: str = "bwrap"
+    #: the bubblewrap binary (a name looked up on PATH, or an absolute path)
+    bwrap_path: str = Field("bwrap", alias="bwrap-path")
+    workspace_dir: str = Field("data/.agw/workspaces", alias="workspace-dir")
+    network: bool = False
+    env_passthrough: list[str] = Field(default_factory=list, alias="env-passthrough")
+    memory_mb: int = Field(512, alias="memory-mb", gt=0)
+    cpu_seconds: int = Field(30, alias="cpu-seconds", gt=0)
+    max_output_bytes: int = Field(1_048_576, alias="max-output-bytes", gt=0)
+
+    _lists = field_validator("env_passthrough", mode="before")(_split_list)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("bwrap", "off"):
+            return value.strip().lower()
+        raise ValueError("must be 'bwrap' or 'off'")
 
 
 class FrontendToolSettings(_Section):
@@ -109,6 +135,7 @@ class ToolsSettings(_Section):
     frontend: FrontendToolSettings = FrontendToolSettings()
     agent_file_create: AgentFileCreateSettings = Field(AgentFileCreateSettings(), alias="agent-file-create")
     bash: BashSettings = BashSettings()
+    sandbox: SandboxSettings = SandboxSettings()
 
 
 class CapabilitySettings(_Section):
@@ -128,6 +155,8 @@ class AuthSettings(_Section):
     issuer: str = ""
     jwks_cache_seconds: int = Field(300, alias="jwks-cache-seconds")
     local_public_key: str = Field("", alias="local-public-key")
+    #: when set, ``aud`` is required and must match (SPEC §9)
+    audience: str = ""
 
 
 class CorsSettings(_Section):
@@ -162,6 +191,20 @@ class ImageTokenSettings(_Section):
     _lists = field_validator("previous_secrets", mode="before")(_split_list)
 
 
+class UserLimitSettings(_Section):
+    concurrent_runs: int = Field(20, alias="concurrent-runs", gt=0)
+
+
+class LimitSettings(_Section):
+    """``agent.limits``: caps on live runs (each includes its pending frontend-tool waits);
+    beyond them a query is answered 429 with ``Retry-After``."""
+
+    concurrent_runs: int = Field(1000, alias="concurrent-runs", gt=0)
+    user: UserLimitSettings = UserLimitSettings()
+    #: the ``Retry-After`` seconds sent with the 429
+    retry_after_seconds: int = Field(5, alias="retry-after-seconds", gt=0)
+
+
 class AgentSettings(_Section):
     catalog: AgentFolderSettings = AgentFolderSettings()
     model: ModelFolderSettings = ModelFolderSettings()
@@ -175,6 +218,7 @@ class AgentSettings(_Section):
     llm: LlmSettings = LlmSettings()
     chat_image_token: ImageTokenSettings = Field(ImageTokenSettings(), alias="chat-image-token")
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    limits: LimitSettings = LimitSettings()
 
 
 class ChatMemorySettings(_Section):
@@ -249,6 +293,15 @@ class Settings(_Section):
     def chats_dir(self) -> Path:
         return self.resolve(self.memory.chat.dir)
 
+    @property
+    def state_dir(self) -> Path:
+        """The gateway's own state (``data/.agw``): never served, never visible to a tool."""
+        return self.data_dir / ".agw"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.resolve(self.agent.tools.sandbox.workspace_dir)
+
 
 #: environment variable → dotted key (SPEC §2 table)
 ENV_KEYS: Mapping[str, str] = {
@@ -273,6 +326,13 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_BASH_SHELL_EXECUTABLE": "agent.tools.bash.shell-executable",
     "AGENT_BASH_SHELL_TIMEOUT_MS": "agent.tools.bash.shell-timeout-ms",
     "AGENT_BASH_MAX_COMMAND_CHARS": "agent.tools.bash.max-command-chars",
+    "AGENT_BASH_EXEC_CAPABLE_COMMANDS": "agent.tools.bash.exec-capable-commands",
+    "AGENT_TOOLS_SANDBOX_MODE": "agent.tools.sandbox.mode",
+    "AGENT_TOOLS_SANDBOX_NETWORK": "agent.tools.sandbox.network",
+    "AGENT_TOOLS_SANDBOX_WORKSPACE_DIR": "agent.tools.sandbox.workspace-dir",
+    "AGENT_TOOLS_SANDBOX_ENV_PASSTHROUGH": "agent.tools.sandbox.env-passthrough",
+    "AGENT_LIMITS_CONCURRENT_RUNS": "agent.limits.concurrent-runs",
+    "AGENT_LIMITS_USER_CONCURRENT_RUNS": "agent.limits.user.concurrent-runs",
     "AGENT_SKILL_EXTERNAL_DIR": "agent.skill.external-dir",
     "AGENT_SKILL_REFRESH_INTERVAL_MS": "agent.skill.refresh-interval-ms",
     "AGENT_SKILL_MAX_PROMPT_CHARS": "agent.skill.max-prompt-chars",
@@ -280,6 +340,7 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_AUTH_JWKS_URI": "agent.auth.jwks-uri",
     "AGENT_AUTH_ISSUER": "agent.auth.issuer",
     "AGENT_AUTH_JWKS_CACHE_SECONDS": "agent.auth.jwks-cache-seconds",
+    "AGENT_AUTH_AUDIENCE": "agent.auth.audience",
     "CHAT_IMAGE_TOKEN_SECRET": "agent.chat-image-token.secret",
     "CHAT_IMAGE_TOKEN_PREVIOUS_SECRETS": "agent.chat-image-token.previous-secrets",
     "CHAT_IMAGE_TOKEN_TTL_SECONDS": "agent.chat-image-token.ttl-seconds",

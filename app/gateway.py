@@ -25,6 +25,7 @@ from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
 from app.scheduler import ScheduleService
 from app.tools.registry import builtin_tool_names, builtin_tools
+from app.tools.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,13 @@ class Gateway:
         self.submits = SubmitRegistry()
         self.services = RunServices(
             settings=self.settings, http=self.http, chats=self.chats, submits=self.submits,
-            builtin_tools=builtin_tools(), api_key_for=self.api_key_for,
+            builtin_tools=builtin_tools(), api_key_for=self.api_key_for, sandbox=Sandbox(self.settings),
         )
+        if self.settings.agent.tools.sandbox.mode == "off":
+            logger.warning(
+                "UNSAFE: the tool sandbox is off (agent.tools.sandbox.mode: off): _bash_ and skill scripts run "
+                "unconfined with the gateway's file access; set mode: bwrap in production"
+            )
         self.runs = RunManager(self.services, lambda: self.catalog.snapshot)
         self.scheduler = ScheduleService(self.settings, self.runs, lambda: self.catalog.snapshot, self.chats)
 

@@ -16,6 +16,7 @@ from app.engine.pricing import points_for
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
 from app.tools.base import BuiltinTool
+from app.tools.sandbox import Sandbox
 
 
 @dataclass(slots=True)
@@ -29,6 +30,8 @@ class RunServices:
     builtin_tools: Mapping[str, BuiltinTool]
     #: provider key → API key (plain or decrypted credential)
     api_key_for: Callable[[str], str]
+    #: runs every process tool (SPEC §14)
+    sandbox: Sandbox
 
 
 @dataclass(slots=True)

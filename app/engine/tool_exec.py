@@ -132,6 +132,7 @@ async def _run_backend(ctx: RunContext, call: ToolCall, args: dict[str, Any]) ->
     tool_ctx = ToolContext(
         settings=ctx.services.settings, catalog=ctx.catalog, agent=ctx.agent, run_id=ctx.run_id,
         chat_id=ctx.chat_id, http=ctx.services.http, timeout_s=budget.timeout_ms / 1000,
+        sandbox=ctx.services.sandbox,
     )
     implementation = ctx.services.builtin_tools.get(call.name)
     for attempt in range(budget.retry_count + 1):

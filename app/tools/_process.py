@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +76,11 @@ async def run_process(
     timeout_s: float,
     env: Mapping[str, str] | None = None,
     max_output_bytes: int = MAX_OUTPUT_BYTES,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` in ``cwd``; kill its whole process group after ``timeout_s``.
+
+    ``preexec_fn`` runs in the child before ``exec`` (the sandbox sets its resource limits there).
 
     Raises ``ToolError`` when the program cannot be started.
     """
@@ -90,6 +93,7 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
     except FileNotFoundError as exc:
         raise ToolError(f"cannot run {argv[0]!r}: program not found") from exc

@@ -16,6 +16,7 @@ import httpx
 
 from app.catalog.definitions import AgentDefinition, Catalog
 from app.config import Settings
+from app.tools.sandbox import Sandbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,11 @@ class ToolContext:
     http: httpx.AsyncClient
     #: the tool call's time budget in seconds (``budget.tool.timeoutMs``)
     timeout_s: float
+    #: the gateway's process sandbox (SPEC §14); ``None`` = a new one from ``settings``
+    sandbox: Sandbox | None = None
+
+    def process_sandbox(self) -> Sandbox:
+        return self.sandbox if self.sandbox is not None else Sandbox(self.settings)
 
 
 BuiltinTool = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]

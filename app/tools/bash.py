@@ -2,9 +2,11 @@
 
 The policy (what may run) lives in ``bash_policy``; this module builds it from the
 settings and runs the command: in strict mode directly (no shell), in shell mode
-through ``shell-executable -c``. Both get the minimal environment, a closed stdin,
-the working directory, the timeout (the whole process group is killed) and capped
-output. Result: ``{exitCode, stdout, stderr, workingDirectory, truncated?, timedOut?}``.
+through ``shell-executable -c`` — always inside the tool sandbox (``sandbox``, SPEC §14):
+the chat's workspace as working directory, the allowed paths read-only, the gateway's
+state hidden. The policy is the first filter, the sandbox the boundary. Both get a
+minimal environment, a closed stdin, the timeout (the whole process group is killed)
+and capped output. Result: ``{exitCode, stdout, stderr, workingDirectory, truncated?, timedOut?}``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 
 from app.config import BashSettings, Settings
 from app.errors import ToolError
-from app.tools._process import minimal_env, run_process
 from app.tools.base import ToolContext
 from app.tools.bash_policy import BashPolicy, check_shell, check_strict
 
@@ -23,18 +24,31 @@ logger = logging.getLogger(__name__)
 
 
 def working_directory(settings: Settings) -> Path:
-    """``agent.tools.bash.working-directory`` (default: the deployment folder), resolved."""
+    """``agent.tools.bash.working-directory`` (default: the deployment folder), resolved.
+    Used only with ``agent.tools.sandbox.mode: off``; sandboxed calls work in the chat's workspace."""
     configured = settings.agent.tools.bash.working_directory
     return settings.resolve(configured) if configured else settings.base_dir.resolve()
 
 
-def build_policy(settings: Settings) -> BashPolicy:
+def allowed_roots(settings: Settings, base: Path) -> tuple[Path, ...]:
+    """``allowed-paths`` resolved (relative ones against ``base``)."""
+    return tuple(
+        (Path(p).expanduser() if Path(p).expanduser().is_absolute() else base / p).resolve()
+        for p in settings.agent.tools.bash.allowed_paths
+    )
+
+
+def build_policy(settings: Settings, workspace: Path | None = None) -> BashPolicy:
+    """The policy of one call: with a ``workspace`` (sandboxed) the workspace is the working
+    directory and always allowed, and relative allowed paths are under the deployment folder;
+    without one (``mode: off``) everything is relative to ``working-directory``."""
     bash: BashSettings = settings.agent.tools.bash
-    workdir = working_directory(settings)
-    roots = tuple(
-        (Path(p).expanduser() if Path(p).expanduser().is_absolute() else workdir / p).resolve()
-        for p in bash.allowed_paths
-    ) or (workdir,)
+    if workspace is not None:
+        workdir = workspace
+        roots = (workspace, *allowed_roots(settings, settings.base_dir.resolve()))
+    else:
+        workdir = working_directory(settings)
+        roots = allowed_roots(settings, workdir) or (workdir,)
     return BashPolicy(
         working_directory=workdir,
         allowed_roots=roots,
@@ -50,7 +64,9 @@ async def bash_tool(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     if not isinstance(command, str):
         raise ToolError("'command' must be a string")
     bash = ctx.settings.agent.tools.bash
-    policy = build_policy(ctx.settings)
+    sandbox = ctx.process_sandbox()
+    workspace = sandbox.workspace_for(ctx.chat_id) if sandbox.enabled else None
+    policy = build_policy(ctx.settings, workspace)
     if bash.shell_features_enabled:
         check_shell(command, policy)
         argv = [bash.shell_executable, "-c", command]
@@ -60,7 +76,11 @@ async def bash_tool(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         raise ToolError(f"the working directory {str(policy.working_directory)!r} does not exist")
     timeout_s = min(bash.shell_timeout_ms / 1000.0, ctx.timeout_s)
     logger.info("run %s: _bash_ %s", ctx.run_id, argv[0] if not bash.shell_features_enabled else "(shell)")
-    result = await run_process(argv, cwd=policy.working_directory, timeout_s=timeout_s, env=minimal_env())
+    read_only = allowed_roots(ctx.settings, ctx.settings.base_dir.resolve())
+    result = await sandbox.run(
+        argv, workspace=policy.working_directory, timeout_s=timeout_s, read_only=read_only,
+        cwd_off=policy.working_directory,
+    )
     out: dict[str, Any] = {
         "exitCode": result.exit_code,
         "stdout": result.stdout,

@@ -4,9 +4,11 @@
 running agent's skills. ``script`` is confined to the skill folder (no ``..``, no
 absolute path, no symlink out) and must be ``.py`` (run with the gateway's Python) or
 ``.sh`` (run with bash). ``pythonCode`` is written to a file in a private temporary
-folder, run, and always removed. The working directory is the skill folder; the
-environment is the minimal one plus ``PYTHONPATH=<skill folder>`` (so a skill's own
-modules import, e.g. ``from core.gif_builder import …``). Timeout: default 10 s,
+folder, bound read-only into the sandbox, run, and always removed. Everything runs in
+the tool sandbox (SPEC §14): the chat's workspace is the working directory, the skill's
+folder is read-only, the environment is the sandbox's plus ``PYTHONPATH=<skill folder>``
+(so a skill's own modules import, e.g. ``from core.gif_builder import …``). With
+``agent.tools.sandbox.mode: off`` the working directory is the skill folder. Timeout: default 10 s,
 clamped to 120 s and to the tool budget. Result: ``{exitCode, stdout, stderr, timedOut}``
 (+ ``truncated`` when output was capped).
 """
@@ -24,8 +26,8 @@ from typing import Any
 from app.catalog.definitions import SkillDefinition
 from app.errors import PathEscapeError, ToolError
 from app.paths import check_key, confine
-from app.tools._process import minimal_env, run_process
 from app.tools.base import ToolContext
+from app.tools.sandbox import Mount
 
 logger = logging.getLogger(__name__)
 
@@ -90,21 +92,29 @@ async def run_skill_script(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
         raise ToolError("'args' may not contain NUL bytes")
     timeout_s = _timeout_s(args.get("timeoutMs"), ctx)
     folder = skill.folder.resolve()
-    env = minimal_env({"PYTHONPATH": str(folder), "PYTHONDONTWRITEBYTECODE": "1"})
+    sandbox = ctx.process_sandbox()
+    workspace = sandbox.workspace_for(ctx.chat_id)
+    env = {"PYTHONPATH": str(folder), "PYTHONDONTWRITEBYTECODE": "1"}
 
     if has_script:
         path = _script_path(skill, script.strip())
         argv = [*_INTERPRETERS[path.suffix], str(path), *script_args]
         logger.info("run %s: skill %s script %s", ctx.run_id, skill.id, path.relative_to(folder))
-        result = await run_process(argv, cwd=folder, timeout_s=timeout_s, env=env)
+        result = await sandbox.run(
+            argv, workspace=workspace, timeout_s=timeout_s, read_only=(folder,), env=env, cwd_off=folder
+        )
     else:
         private_dir = Path(tempfile.mkdtemp(prefix="agw-skill-inline-"))  # mode 0700
         try:
-            path = private_dir / f"inline_{uuid.uuid4().hex}.py"
+            name = f"inline_{uuid.uuid4().hex}.py"
+            path = private_dir / name
             path.write_text(code, encoding="utf-8")
+            # inside the sandbox the code is a read-only file of its own, outside the workspace
+            inside = Path("/run/agw") / name if sandbox.enabled else path
             logger.info("run %s: skill %s inline python (%d chars)", ctx.run_id, skill.id, len(code))
-            result = await run_process(
-                [sys.executable, str(path), *script_args], cwd=folder, timeout_s=timeout_s, env=env
+            result = await sandbox.run(
+                [sys.executable, str(inside), *script_args], workspace=workspace, timeout_s=timeout_s,
+                read_only=(folder,), mounts=(Mount(path, inside),), env=env, cwd_off=folder,
             )
         finally:
             shutil.rmtree(private_dir, ignore_errors=True)

@@ -29,9 +29,13 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def _ctx(make_ctx: Any, workspace: Path, **bash: Any) -> Any:
+    # These cases test the command policy (the first filter) on its own, with the configured
+    # working directory of ``sandbox.mode: off``; the same attacks against the sandbox (the
+    # boundary) run end to end in tests/security/test_tool_sandbox.py.
     settings = make_settings(
         workspace.parent,
-        agent={"tools": {"bash": {"working-directory": str(workspace), "allowed-commands": ALLOWED, **bash}}},
+        agent={"tools": {"bash": {"working-directory": str(workspace), "allowed-commands": ALLOWED, **bash},
+                         "sandbox": {"mode": "off", "max-output-bytes": 65536}}},
     )
     return make_ctx(settings)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,18 @@ def test_gif_creator_core_without_pillow_fails_clearly() -> None:
 # -- the tool -----------------------------------------------------------------------------
 
 
-async def test_inline_python_runs_in_the_skill_folder_and_is_removed(make_ctx: Any, skills: Any) -> None:
+async def test_inline_python_runs_in_the_chat_workspace_and_is_removed(
+    make_ctx: Any, skills: Any, deploy: Path
+) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("agw-skill-inline-*"))
     code = "import os, sys, json; print(json.dumps({'file': __file__, 'cwd': os.getcwd(), 'argv': sys.argv[1:]}))"
     result = await _run(make_ctx, skill="math_basic", pythonCode=code, args=["a", "b"])
     data = _json(result)
     assert data["argv"] == ["a", "b"]
-    assert Path(data["cwd"]) == skills["math_basic"].folder.resolve()
-    assert not Path(data["file"]).exists() and not Path(data["file"]).parent.exists()
+    # SPEC §14: the working directory is the chat's workspace; the code is a read-only file outside it
+    assert Path(data["cwd"]) == (deploy / "data" / ".agw" / "workspaces" / "chat_test").resolve()
+    assert data["file"].startswith("/run/agw/inline_")
+    assert set(Path(tempfile.gettempdir()).glob("agw-skill-inline-*")) <= before  # the host copy is gone
 
 
 async def test_inline_python_failure_reports_exit_code(make_ctx: Any) -> None:
@@ -102,7 +108,8 @@ async def test_inline_python_failure_reports_exit_code(make_ctx: Any) -> None:
 async def test_inline_python_environment_is_minimal(make_ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BAILIAN_API_KEY", "sk-never")
     result = await _run(make_ctx, skill="math_basic", pythonCode="import os, json; print(json.dumps(sorted(os.environ)))")
-    assert set(_json(result)) <= {"PATH", "LANG", "HOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "LC_CTYPE"}
+    assert set(_json(result)) <= {"PATH", "LANG", "HOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "LC_CTYPE",
+                                  "TMPDIR", "PWD"}
 
 
 async def test_shell_script(make_ctx: Any, skills: Any) -> None:
