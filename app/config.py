@@ -116,6 +116,8 @@ class SandboxSettings(_Section):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> Any:
+        if value is False:  # YAML 1.1 reads a bare ``off`` as false
+            return "off"
         if isinstance(value, str) and value.strip().lower() in ("bwrap", "off"):
             return value.strip().lower()
         raise ValueError("must be 'bwrap' or 'off'")

@@ -211,6 +211,8 @@ class Sandbox:
         for hidden in hidden_paths:
             if not any(_inside(hidden, root) for root in bound) or not hidden.exists():
                 continue
+            if any(other != hidden and _inside(hidden, other) and other.is_dir() for other in hidden_paths):
+                continue  # already under an emptied folder
             if hidden.is_dir():
                 args += ["--tmpfs", str(hidden)]
                 masked.append(str(hidden))
@@ -219,9 +221,9 @@ class Sandbox:
         args += ["--bind", str(workspace), str(workspace)]
         for mount in mounts:
             args += ["--ro-bind", str(mount.source), str(mount.target)]
-        for folder in masked:  # after the workspace's mount point was made inside it
-            args += ["--remount-ro", folder]
-        args += ["--proc", "/proc", "--dev", "/dev", "--chdir", str(workspace)]
+        for masked_folder in masked:  # after the workspace's mount point was made inside it
+            args += ["--remount-ro", masked_folder]
+        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", str(workspace)]
         return args
 
     # -- internals
