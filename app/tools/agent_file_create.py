@@ -1,4 +1,4 @@
-"""``agent_file_create``: create or update ``agents/<key>.json`` (SPEC §3.2, §3.3).
+"""``agent_file_create``: create a NEW ``agents/<key>.json`` (SPEC §3.2, §3.3, §14).
 
 Writes Agent JSON v2 only. The upstream tool's shortcuts are mapped onto the v2
 structure — ``systemPrompt`` → the mode's block (``plain`` / ``react`` /
@@ -6,10 +6,24 @@ structure — ``systemPrompt`` → the mode's block (``plain`` / ``react`` /
 ``summarySystemPrompt`` → ``planExecute.*``, ``maxSteps`` → ``react.maxSteps`` or
 ``planExecute.maxSteps``, ``modelKey`` → ``modelConfig.modelKey`` — and fields may
 also come inside a ``config`` object (explicit arguments win). Legacy fields are
-refused. An existing file is updated (the new fields merged over it). The key goes
-through ``check_key``; every model, tool and skill named must exist in the catalog;
-the model defaults to the catalog's first. The file is written atomically (temp file
-+ ``os.replace``) and goes live through hot reload.
+refused. The key goes through ``check_key``; every model, tool and skill named must
+exist in the catalog; the model defaults to the catalog's first.
+
+Hardening (SPEC §14):
+
+* Only new keys. A key already in the catalog, or any ``agents/`` entry that would
+  load under that key (``<key>.json`` in any letter case, so case-variants on
+  case-insensitive file systems too), is a tool error: existing agents are never
+  updated or overwritten. The final file is created exclusively (``os.link`` of a
+  fully written temp file, which fails when the name exists), so of two concurrent
+  calls with one key only one succeeds, and a reader never sees a partial file.
+* No privilege escalation. The new agent is validated exactly as the loader will
+  (``parse_agent``); its effective tools (every stage, inheritance applied) and skills
+  must all be tools and skills the calling agent has. The plan tools PLAN_EXECUTE
+  forces into its stages act only on the run's own plan and are always allowed.
+  Without a calling agent, no tools and no skills may be given.
+
+The file goes live through hot reload.
 """
 
 from __future__ import annotations
@@ -22,8 +36,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.catalog.agents import ENGINE_TOOLS, AgentRefs, parse_agent
+from app.catalog.definitions import AgentDefinition
 from app.config import deep_merge
-from app.errors import PathEscapeError, ToolError
+from app.errors import DefinitionError, PathEscapeError, ToolError
 from app.paths import check_key
 from app.tools.base import ToolContext
 
@@ -31,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 _MODES = ("ONESHOT", "REACT", "PLAN_EXECUTE")
 _TOOL_CHOICES = ("NONE", "AUTO", "REQUIRED")
+#: the suffix the catalog loads agent files from (compared case-insensitively, as the loader does)
+_AGENT_SUFFIX = ".json"
 #: v2 fields copied as they are
 _V2_FIELDS = (
     "name", "icon", "description", "mode", "modelConfig", "toolConfig", "skillConfig", "skills",
@@ -79,23 +97,8 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
                 raise ToolError(f"legacy field 'budget.{name}' is not supported; use budget.model / budget.tool")
 
 
-def _read_existing(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        existing = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ToolError(
-            f"agents/{path.name} exists but is not plain JSON (comments or triple-quoted prompts?); "
-            "refusing to overwrite it"
-        ) from exc
-    if not isinstance(existing, dict):
-        raise ToolError(f"agents/{path.name} exists but does not hold a JSON object; refusing to overwrite it")
-    return existing
-
-
-def _pick_mode(fields: Mapping[str, Any], existing: Mapping[str, Any]) -> str:
-    mode = fields.get("mode") or existing.get("mode")
+def _pick_mode(fields: Mapping[str, Any]) -> str:
+    mode = fields.get("mode")
     if mode is None:
         if any(fields.get(k) for k in ("planSystemPrompt", "executeSystemPrompt", "summarySystemPrompt")):
             mode = "PLAN_EXECUTE"
@@ -108,24 +111,16 @@ def _pick_mode(fields: Mapping[str, Any], existing: Mapping[str, Any]) -> str:
     return mode.upper()
 
 
-def build_agent(args: Mapping[str, Any], ctx: ToolContext, existing: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The Agent JSON v2 object for these arguments (merged over ``existing``)."""
+def build_agent(args: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """The Agent JSON v2 object (without ``key``) for these arguments."""
     config = _obj(args.get("config"), "config")
     _check_fields(config)
     _check_fields(args)
     fields = deep_merge(config, {k: v for k, v in args.items() if k != "config" and v is not None})
-    base = dict(existing or {})
-    mode = _pick_mode(fields, base)
+    mode = _pick_mode(fields)
     defaults = ctx.settings.agent.tools.agent_file_create
 
-    agent: dict[str, Any] = {k: v for k, v in base.items() if k != "key"}
-    for name in _V2_FIELDS:
-        if name in fields:
-            value, current = fields[name], agent.get(name)
-            if isinstance(value, Mapping) and isinstance(current, Mapping):
-                agent[name] = deep_merge(current, value)
-            else:
-                agent[name] = value
+    agent: dict[str, Any] = {name: fields[name] for name in _V2_FIELDS if name in fields}
     agent["mode"] = mode
 
     model_config = _obj(agent.get("modelConfig"), "modelConfig")
@@ -233,7 +228,78 @@ def _check_references(agent: Mapping[str, Any], ctx: ToolContext) -> None:
             raise ToolError(f"unknown skill {name!r}")
 
 
-def _write_atomically(path: Path, document: Mapping[str, Any]) -> None:
+def _as_loaded(document: Mapping[str, Any], key: str, ctx: ToolContext) -> AgentDefinition:
+    """``document`` validated exactly as the catalog will load it (inheritance applied).
+
+    The "has an implementation" check of backend tools is left to ``_check_privileges``:
+    every tool the new agent may keep is one the calling agent has, and so one that
+    already passed that check when the caller loaded (or an engine tool).
+    """
+    refs = AgentRefs(
+        models=ctx.catalog.models,
+        tools=ctx.catalog.tools,
+        skills=ctx.catalog.skills,
+        builtin_tools=frozenset(ctx.catalog.tools),
+    )
+    try:
+        return parse_agent(document, key, refs)
+    except DefinitionError as exc:
+        raise ToolError(f"the new agent would not load: {exc.message}") from exc
+
+
+def _check_privileges(new: AgentDefinition, caller: AgentDefinition | None) -> None:
+    """Refuse tools and skills the calling agent does not have itself (SPEC §14)."""
+    has_tools = {tool.name for tool in caller.all_tools} if caller is not None else set()
+    has_skills = {skill.id for skill in caller.skills} if caller is not None else set()
+    extra = {
+        "tools": sorted(t.name for t in new.all_tools if t.name not in has_tools and t.name not in ENGINE_TOOLS),
+        "skills": sorted(s.id for s in new.skills if s.id not in has_skills),
+    }
+    for what, names in extra.items():
+        if not names:
+            continue
+        if caller is None:
+            raise ToolError(
+                f"agent_file_create has no calling agent, so the new agent may not have any {what}: "
+                f"{', '.join(names)}"
+            )
+        raise ToolError(
+            f"agent_file_create may not give the new agent {what} the calling agent {caller.key!r} "
+            f"does not have: {', '.join(names)}"
+        )
+
+
+def _exists_error(key: str, what: str) -> ToolError:
+    return ToolError(
+        f"agent {key!r} already exists ({what}); agent_file_create creates only new agents "
+        "and never updates or overwrites an existing one — choose another key"
+    )
+
+
+def _check_new_key(key: str, agents_dir: Path, ctx: ToolContext) -> None:
+    """Refuse a key that is taken: in the catalog or on disk, in any letter case."""
+    folded = key.casefold()
+    for known in ctx.catalog.agents:
+        if known.casefold() == folded:
+            raise _exists_error(key, f"the catalog has agent {known!r}")
+    try:
+        entries = list(agents_dir.iterdir())
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ToolError(f"cannot list the agents folder to check that {key!r} is new: {exc}") from exc
+    for entry in entries:
+        if entry.suffix.lower() == _AGENT_SUFFIX and entry.stem.casefold() == folded:
+            raise _exists_error(key, f"agents/{entry.name} is there")
+
+
+def _create_exclusively(path: Path, key: str, document: Mapping[str, Any]) -> None:
+    """Write ``document`` to ``path`` atomically, failing if ``path`` exists (even a dangling link).
+
+    The bytes go to a hidden temp file first (the catalog ignores names starting with
+    ``.``); ``os.link`` then gives it its final name in one step and refuses an existing
+    one, so concurrent calls cannot both win and readers never see a partial file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
@@ -243,14 +309,18 @@ def _write_atomically(path: Path, document: Mapping[str, Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            os.link(tmp, path)
+        except FileExistsError as exc:
+            raise _exists_error(key, f"agents/{path.name} appeared while it was being created") from exc
+        except OSError as exc:
+            raise ToolError(f"cannot create agents/{path.name}: {exc.strerror or exc}") from exc
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 async def agent_file_create(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    """The ``agent_file_create`` built-in → ``{ok, key, path, created}``."""
+    """The ``agent_file_create`` built-in → ``{ok, key, path, created}`` (``created`` is always true)."""
     raw_config = args.get("config")
     config: Mapping[str, Any] = raw_config if isinstance(raw_config, Mapping) else {}
     raw_key = args.get("key") or args.get("agentId") or config.get("key") or config.get("agentId")
@@ -264,12 +334,13 @@ async def agent_file_create(args: dict[str, Any], ctx: ToolContext) -> dict[str,
     path = agents_dir / f"{key}.json"
     if path.is_symlink():
         raise ToolError(f"agents/{key}.json is a symbolic link; refusing to write through it")
-    existing = _read_existing(path)
-    document = {"key": key, **build_agent(args, ctx, existing)}
-    _write_atomically(path, document)
-    logger.info("run %s: agent_file_create wrote %s (%s)", ctx.run_id, path, "updated" if existing else "created")
+    _check_new_key(key, agents_dir, ctx)
+    document = {"key": key, **build_agent(args, ctx)}
+    _check_privileges(_as_loaded(document, key, ctx), ctx.agent)
+    _create_exclusively(path, key, document)
+    logger.info("run %s: agent_file_create created %s", ctx.run_id, path)
     try:
         shown = path.relative_to(ctx.settings.base_dir.resolve()).as_posix()
     except ValueError:
         shown = f"{agents_dir.name}/{path.name}"
-    return {"ok": True, "key": key, "path": shown, "created": existing is None}
+    return {"ok": True, "key": key, "path": shown, "created": True}

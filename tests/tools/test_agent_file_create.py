@@ -1,25 +1,71 @@
-"""``agent_file_create`` (SPEC §3.2, §3.3)."""
+"""``agent_file_create`` (SPEC §3.2, §3.3, §14): new keys only, no tool or skill the caller lacks."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.catalog.definitions import (
+    AgentDefinition,
+    Catalog,
+    ModelDefinition,
+    SkillDefinition,
+    Stage,
+    StageModel,
+    ToolDefinition,
+)
 from app.errors import ToolError
 from app.tools.agent_file_create import agent_file_create
 from tests.tools.conftest import make_settings
 
 LEGACY_TOP_LEVEL = {"verify", "output", "toolPolicy", "reasoning", "tools", "deepThink", "systemPrompt"}
+MODEL = ModelDefinition(key="demo-model", provider="demo", protocol="OPENAI", model_id="demo-model")
 
 
 def _read(deploy: Path, key: str) -> dict[str, Any]:
     return json.loads((deploy / "agents" / f"{key}.json").read_text(encoding="utf-8"))
 
 
-async def test_creates_a_v2_react_agent(make_ctx: Any, deploy: Path) -> None:
+def caller(
+    tools: Mapping[str, ToolDefinition],
+    names: Iterable[str] = (),
+    skills: Iterable[SkillDefinition] = (),
+    *,
+    execute_only: Iterable[str] = (),
+) -> AgentDefinition:
+    """A calling agent whose REACT stage has ``names``; ``execute_only`` makes it a PLAN_EXECUTE
+    agent whose execute stage alone has those extra tools."""
+    model = StageModel(model=MODEL)
+    own = tuple(tools[name] for name in names)
+    stages: dict[str, Stage] = {"react": Stage(name="react", system_prompt="x", model=model, tools=own)}
+    mode: Any = "REACT"
+    if execute_only:
+        extra = tuple(tools[name] for name in execute_only)
+        stages = {
+            "plan": Stage(name="plan", system_prompt="x", model=model, tools=(*own, tools["_plan_add_tasks_"])),
+            "execute": Stage(name="execute", system_prompt="x", model=model,
+                             tools=(*own, *extra, tools["_plan_update_task_"])),
+        }
+        mode = "PLAN_EXECUTE"
+    return AgentDefinition(key="creator", name="creator", icon=None, description="", mode=mode,
+                           stages=stages, skills=tuple(skills))
+
+
+def _no_agent_files(deploy: Path) -> bool:
+    agents = deploy / "agents"
+    return not agents.exists() or not any(agents.iterdir())
+
+
+async def test_creates_a_v2_react_agent(
+    make_ctx: Any, deploy: Path, catalog: Catalog, skills: dict[str, SkillDefinition]
+) -> None:
+    creator = caller(catalog.tools, ["city_datetime", "mock_city_weather"], [skills["math_basic"]])
     result = await agent_file_create(
         {
             "key": "weatherBot",
@@ -31,7 +77,7 @@ async def test_creates_a_v2_react_agent(make_ctx: Any, deploy: Path) -> None:
             "toolConfig": {"backends": ["city_datetime", "mock_city_weather"], "frontends": [], "actions": []},
             "skills": ["math_basic"],
         },
-        make_ctx(),
+        make_ctx(agent=creator),
     )
     assert result == {"ok": True, "key": "weatherBot", "path": "agents/weatherBot.json", "created": True}
     agent = _read(deploy, "weatherBot")
@@ -42,7 +88,7 @@ async def test_creates_a_v2_react_agent(make_ctx: Any, deploy: Path) -> None:
     assert not list((deploy / "agents").glob(".*.tmp"))
 
 
-async def test_defaults_and_update(make_ctx: Any, deploy: Path) -> None:
+async def test_defaults_and_a_second_call_never_updates(make_ctx: Any, deploy: Path) -> None:
     settings = make_settings(deploy, agent={"tools": {"agent-file-create": {"default-system-prompt": "DEFAULT"}}})
     first = await agent_file_create({"agentId": "plainBot"}, make_ctx(settings))
     assert first["created"] is True
@@ -51,10 +97,11 @@ async def test_defaults_and_update(make_ctx: Any, deploy: Path) -> None:
     assert agent["plain"] == {"systemPrompt": "DEFAULT"}
     assert agent["modelConfig"]["modelKey"] == "demo-model"  # the catalog's first model
 
-    second = await agent_file_create({"key": "plainBot", "description": "updated"}, make_ctx(settings))
-    assert second["created"] is False
-    updated = _read(deploy, "plainBot")
-    assert updated["description"] == "updated" and updated["plain"] == {"systemPrompt": "DEFAULT"}
+    before = (deploy / "agents" / "plainBot.json").read_bytes()
+    with pytest.raises(ToolError, match="already exists.*creates only new agents"):
+        await agent_file_create({"key": "plainBot", "description": "updated"}, make_ctx(settings))
+    assert (deploy / "agents" / "plainBot.json").read_bytes() == before
+    assert [p.name for p in (deploy / "agents").iterdir()] == ["plainBot.json"]  # no temp file left
 
 
 async def test_plan_execute_shortcuts_and_config_object(make_ctx: Any, deploy: Path) -> None:
@@ -113,8 +160,7 @@ async def test_plan_execute_shortcuts_and_config_object(make_ctx: Any, deploy: P
 async def test_refusals(make_ctx: Any, deploy: Path, args: dict[str, Any], reason: str) -> None:
     with pytest.raises(ToolError, match=reason):
         await agent_file_create(args, make_ctx())
-    agents = deploy / "agents"
-    assert not agents.exists() or not any(agents.iterdir())
+    assert _no_agent_files(deploy)
     assert not (deploy / "evil.json").exists()
 
 
@@ -123,7 +169,7 @@ async def test_refuses_to_clobber_a_hand_written_file(make_ctx: Any, deploy: Pat
     agents.mkdir()
     original = '{\n  // a comment\n  "key": "hand",\n}\n'
     (agents / "hand.json").write_text(original, encoding="utf-8")
-    with pytest.raises(ToolError, match="not plain JSON"):
+    with pytest.raises(ToolError, match="'hand' already exists"):
         await agent_file_create({"key": "hand", "name": "x"}, make_ctx())
     assert (agents / "hand.json").read_text(encoding="utf-8") == original
 
@@ -157,9 +203,153 @@ async def test_written_agent_loads_in_the_real_catalog(make_ctx: Any, tmp_path: 
         "toolConfig": {"backends": ["city_datetime"], "frontends": ["confirm_dialog"], "actions": ["switch_theme"]},
         "skills": ["math_basic"],
     }
-    result = await agent_file_create(args, make_ctx(settings, catalog=catalog))
+    creator = caller(catalog.tools, ["city_datetime", "confirm_dialog", "switch_theme"],
+                     [catalog.skills["math_basic"]])
+    result = await agent_file_create(args, make_ctx(settings, catalog=catalog, agent=creator))
     assert result["ok"] is True
     reloaded = build_catalog(settings, builtin_tool_names())
     assert [r for r in reloaded.rejections if "fresh" in r.file] == []
     agent = reloaded.agents["fresh"]
     assert agent.mode == mode and [s.id for s in agent.skills] == ["math_basic"]
+
+
+# --------------------------------------------------------------------------- only new keys (SPEC §14)
+
+
+@pytest.mark.parametrize("existing", ["taken.json", "Taken.json", "TAKEN.JSON", "taken.Json"])
+async def test_refuses_a_key_taken_on_disk_in_any_letter_case(make_ctx: Any, deploy: Path, existing: str) -> None:
+    agents = deploy / "agents"
+    agents.mkdir()
+    original = b'{"key": "whatever", "mode": "ONESHOT"}\n'
+    (agents / existing).write_bytes(original)
+    with pytest.raises(ToolError, match=f"'taken' already exists \\(agents/{existing} is there\\)"):
+        await agent_file_create({"key": "taken"}, make_ctx())
+    assert sorted(p.name for p in agents.iterdir()) == [existing]
+    assert (agents / existing).read_bytes() == original
+
+
+@pytest.mark.parametrize("key", ["known", "KNOWN", "Known"])
+async def test_refuses_a_key_in_the_catalog_in_any_letter_case(make_ctx: Any, deploy: Path, catalog: Catalog,
+                                                                agent: AgentDefinition, key: str) -> None:
+    listed = Catalog(models=catalog.models, tools=catalog.tools, skills=catalog.skills, agents={"known": agent})
+    with pytest.raises(ToolError, match="already exists \\(the catalog has agent 'known'\\)"):
+        await agent_file_create({"key": key}, make_ctx(catalog=listed))
+    assert _no_agent_files(deploy)
+
+
+def test_concurrent_calls_with_one_key_create_it_once(make_ctx: Any, deploy: Path) -> None:
+    """Threads (each with its own event loop) race on one key: exactly one wins, its bytes stay."""
+    contenders = 8
+    barrier = threading.Barrier(contenders)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def contend(index: int) -> None:
+        ctx = make_ctx()
+        barrier.wait()
+        try:
+            asyncio.run(agent_file_create({"key": "race", "description": f"writer {index}"}, ctx))
+            outcome = f"won {index}"
+        except ToolError as exc:
+            outcome = exc.message
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [o for o in outcomes if o.startswith("won ")]
+    assert len(winners) == 1, outcomes
+    assert all("already exists" in o for o in outcomes if not o.startswith("won ")), outcomes
+    assert _read(deploy, "race")["description"] == f"writer {winners[0].split()[1]}"
+    assert [p.name for p in (deploy / "agents").iterdir()] == ["race.json"]
+
+
+async def test_a_file_appearing_after_the_check_is_not_overwritten(make_ctx: Any, deploy: Path) -> None:
+    """The write itself is exclusive: a file that shows up between the check and the write wins."""
+    from app.tools.agent_file_create import _create_exclusively
+
+    agents = deploy / "agents"
+    agents.mkdir()
+    (agents / "late.json").write_bytes(b"first writer\n")
+    with pytest.raises(ToolError, match="'late' already exists .*appeared while it was being created"):
+        _create_exclusively(agents / "late.json", "late", {"key": "late"})
+    assert (agents / "late.json").read_bytes() == b"first writer\n"
+    assert [p.name for p in agents.iterdir()] == ["late.json"]
+
+
+# --------------------------------------------------------------------------- no tool or skill the caller lacks
+
+
+async def test_refuses_a_tool_the_caller_lacks_naming_every_one(make_ctx: Any, deploy: Path,
+                                                                catalog: Catalog) -> None:
+    creator = caller(catalog.tools, ["city_datetime"])
+    args = {"key": "escalate", "toolConfig": {"backends": ["city_datetime", "_bash_", "mock_city_weather"]}}
+    with pytest.raises(ToolError, match="tools the calling agent 'creator' does not have: _bash_, mock_city_weather"):
+        await agent_file_create(args, make_ctx(agent=creator))
+    assert _no_agent_files(deploy)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"mode": "PLAN_EXECUTE", "planExecute": {"execute": {"systemPrompt": "x", "toolConfig": {"backends": ["_bash_"]}}}},
+        {"mode": "PLAN_EXECUTE", "planExecute": {"summary": {"systemPrompt": "x", "toolConfig": {"backends": ["_bash_"]}}}},
+        {"mode": "PLAN_EXECUTE", "planExecute": {"plan": {"systemPrompt": "x", "toolConfig": {"backends": ["_bash_"]}}}},
+        {"mode": "REACT", "react": {"systemPrompt": "x", "toolConfig": {"backends": ["_bash_"]}}},
+        {"mode": "PLAN_EXECUTE", "toolConfig": {"backends": ["_bash_"]}},  # inherited by plan and execute
+        {"config": {"mode": "REACT", "toolConfig": {"backends": ["_bash_"]}}},
+    ],
+)
+async def test_refuses_a_tool_the_caller_lacks_in_any_stage(make_ctx: Any, deploy: Path, catalog: Catalog,
+                                                            args: dict[str, Any]) -> None:
+    creator = caller(catalog.tools, ["city_datetime"])
+    with pytest.raises(ToolError, match="does not have: _bash_$"):
+        await agent_file_create({"key": "sneaky", **args}, make_ctx(agent=creator))
+    assert _no_agent_files(deploy)
+
+
+async def test_a_tool_any_stage_of_the_caller_has_may_be_given(make_ctx: Any, deploy: Path,
+                                                               catalog: Catalog) -> None:
+    creator = caller(catalog.tools, ["city_datetime"], execute_only=["_bash_"])
+    args = {"key": "helper", "mode": "REACT", "toolConfig": {"backends": ["_bash_", "city_datetime"]}}
+    assert (await agent_file_create(args, make_ctx(agent=creator)))["ok"] is True
+    assert _read(deploy, "helper")["toolConfig"] == {"backends": ["_bash_", "city_datetime"]}
+
+
+async def test_plan_execute_needs_no_plan_tools_from_the_caller(make_ctx: Any, deploy: Path,
+                                                                catalog: Catalog) -> None:
+    """The forced plan tools act only on the new agent's own plan; a REACT caller may create one."""
+    creator = caller(catalog.tools, ["city_datetime"])
+    args = {"key": "planner", "mode": "PLAN_EXECUTE", "toolConfig": {"backends": ["city_datetime"]}}
+    assert (await agent_file_create(args, make_ctx(agent=creator)))["ok"] is True
+
+
+@pytest.mark.parametrize("field", ["skills", "skillConfig"])
+async def test_refuses_a_skill_the_caller_lacks(make_ctx: Any, deploy: Path, catalog: Catalog,
+                                               skills: dict[str, SkillDefinition], field: str) -> None:
+    creator = caller(catalog.tools, ["city_datetime"], [skills["math_basic"]])
+    value: Any = ["math_basic", "slack-gif-creator"] if field == "skills" else {"skills": ["slack-gif-creator"]}
+    with pytest.raises(ToolError, match="skills the calling agent 'creator' does not have: slack-gif-creator"):
+        await agent_file_create({"key": "skilled", field: value}, make_ctx(agent=creator))
+    assert _no_agent_files(deploy)
+
+
+async def test_without_a_calling_agent_no_tools_and_no_skills(make_ctx: Any, deploy: Path) -> None:
+    with pytest.raises(ToolError, match="no calling agent, so the new agent may not have any tools: city_datetime"):
+        await agent_file_create({"key": "a", "toolConfig": {"backends": ["city_datetime"]}}, make_ctx(agent=None))
+    with pytest.raises(ToolError, match="no calling agent, so the new agent may not have any skills: math_basic"):
+        await agent_file_create({"key": "b", "skills": ["math_basic"]}, make_ctx(agent=None))
+    assert _no_agent_files(deploy)
+    assert (await agent_file_create({"key": "bare"}, make_ctx(agent=None)))["ok"] is True
+
+
+async def test_refuses_an_agent_the_catalog_would_reject(make_ctx: Any, deploy: Path, catalog: Catalog) -> None:
+    """city_datetime is a backend tool; listing it as a frontend would be rejected on reload."""
+    creator = caller(catalog.tools, ["city_datetime"])
+    args = {"key": "wrongKind", "toolConfig": {"frontends": ["city_datetime"]}}
+    with pytest.raises(ToolError, match="would not load: tool 'city_datetime' .* is a backend tool"):
+        await agent_file_create(args, make_ctx(agent=creator))
+    assert _no_agent_files(deploy)
