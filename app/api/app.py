@@ -21,6 +21,7 @@ from app.config import Settings
 from app.errors import GatewayError
 from app.credentials import provider_api_keys
 from app.gateway import Gateway
+from app.security.access_log import access_log_masking
 from app.security.cors import ScopedCORSMiddleware
 from app.security.jwt_auth import AuthMiddleware, build_verifier
 
@@ -35,13 +36,15 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if gateway is not None:
-            app.state.gateway = gateway
-            yield
-            return
-        async with Gateway(settings, api_keys) as owned:
-            app.state.gateway = owned
-            yield
+        # SPEC §9 "Logs": no data-link token or other URL credential in uvicorn's access log
+        with access_log_masking():
+            if gateway is not None:
+                app.state.gateway = gateway
+                yield
+                return
+            async with Gateway(settings, api_keys) as owned:
+                app.state.gateway = owned
+                yield
 
     app = FastAPI(
         title="Agent Gateway",

@@ -1,14 +1,22 @@
-"""Reading JSON request bodies at the edge: size-limited, parsed with orjson, validated with pydantic."""
+"""Reading JSON request bodies at the edge: size-limited, parsed with orjson, validated with pydantic.
+
+A client that goes away in the middle of its body (starlette's ``ClientDisconnect``) is
+one INFO line, not a traceback: the request ends with a ``RequestError`` nobody receives.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TypeVar
 
 import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from app.errors import PayloadTooLarge, RequestError, describe_validation_error
+
+logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -19,11 +27,17 @@ async def read_json(request: Request, model: type[ModelT], max_bytes: int) -> Mo
         raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        client = request.client.host if request.client else "?"
+        logger.info("client %s disconnected after %d of %s body bytes of %s %s", client, size,
+                    declared if declared is not None else "(unknown)", request.method, request.url.path)
+        raise RequestError("the client disconnected before sending the whole request body") from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise RequestError("request body is empty; expected a JSON object")

@@ -15,6 +15,7 @@ The routes read ``request.app.state.gateway`` (``settings`` and ``catalog``, a
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from app.catalog.definitions import AgentDefinition, Budget, CallBudget, Catalog
 from app.catalog.manager import CatalogManager
 from app.config import Settings
 from app.errors import NotFoundError, RequestError
-from app.paths import check_key, confine
+from app.paths import check_key, confine, fs_name_error
 from app.security.data_tokens import verify_data_token
 
 router = APIRouter()
@@ -176,6 +177,16 @@ def check_data_token(request: Request, file: str) -> None:
     verify_data_token(_gateway(request).settings.agent.chat_image_token, file, request.query_params.get("token"))
 
 
+def _is_file(path: Path, name: str) -> bool:
+    """``path.is_file()``, where an ``OSError`` the name causes is the client's error, not a 500."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise fs_name_error(exc, "file") from exc
+        raise NotFoundError(f"no such file: {name}") from exc
+
+
 @router.get("/api/ap/data")
 async def get_data(
     request: Request,
@@ -190,7 +201,7 @@ async def get_data(
         # hidden files (the gateway's own state in ``.agw/``: schedules, credentials) are never served
         raise NotFoundError(f"no such file: {name}")
     check_data_token(request, name)
-    if not path.is_file():
+    if not _is_file(path, name):
         raise NotFoundError(f"no such file: {name}")
     return FileResponse(
         path,

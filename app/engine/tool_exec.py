@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 EngineTool = Callable[[dict[str, Any], RunContext], Awaitable[Any]]
 
 SKILL_TOOL = "_skill_run_script_"
+#: deepest object/array nesting accepted in a tool call's arguments (deeper is a tool error result)
+MAX_ARGUMENT_DEPTH = 64
 
 
 def error_result(message: str) -> dict[str, Any]:
@@ -44,6 +46,26 @@ def result_text(result: Any) -> str:
     return orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests objects/arrays (a scalar is 0), counted iteratively; stops past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 def _parse_arguments(call: ToolCall) -> dict[str, Any]:
     raw = call.arguments.strip()
     if not raw:
@@ -54,6 +76,12 @@ def _parse_arguments(call: ToolCall) -> dict[str, Any]:
         raise ToolError(f"the arguments of {call.name} are not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise ToolError(f"the arguments of {call.name} must be a JSON object")
+    if nesting_depth(parsed, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
+        # checked before anything recursive (templates, schemas, serialisers) touches them
+        raise ToolError(
+            f"the arguments of {call.name} are nested deeper than the nesting limit of "
+            f"{MAX_ARGUMENT_DEPTH} levels of objects/arrays"
+        )
     return parsed
 
 

@@ -16,7 +16,10 @@ non-2xx status (body read up to 4 KB)                  ``UpstreamHTTPError``
 ``DecodingError``                                       ``UpstreamProtocolError``
 =====================================================  ===========================
 
-The API key only travels in the request headers. With the interaction log on
+The API key only travels in the request headers. Some vendors echo it in an error, before
+the stream (a non-2xx body) or inside it (an ``error`` object in a 200 stream): every
+``UpstreamError`` leaving here has the key (and other credentials) masked in its message
+and body, so it reaches no event, chat file or log. With the interaction log on
 (``ChatRequest.interaction_log`` and DEBUG), the request (url, headers, body) and every
 delta are logged with the trace id and stage; ``mask_sensitive`` masks credentials
 (``app.security.masking``), the provider key itself included.
@@ -107,6 +110,15 @@ def _log_request(request: ChatRequest, url: str, headers: dict[str, str], body: 
     )
 
 
+def _mask_error(exc: UpstreamError, api_key: str) -> None:
+    """Mask credentials in ``exc`` in place (its message, ``str(exc)`` and an HTTP error's body)."""
+    secrets = (api_key,)
+    exc.message = mask_text(exc.message, secrets)
+    exc.args = (exc.message,)
+    if isinstance(exc, UpstreamHTTPError):
+        exc.body = mask_text(exc.body, secrets)
+
+
 async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncGenerator[Delta, None]:
     """Stream one chat call as ``Delta``s (see the module docstring for the error mapping)."""
     protocol = request.model.protocol
@@ -132,6 +144,9 @@ async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncG
                 if log_deltas:
                     _log_delta(request, delta)
                 yield delta
+    except UpstreamError as exc:  # raised by the translation: an in-stream error object, a bad chunk
+        _mask_error(exc, request.api_key)
+        raise
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(f"upstream {type(exc).__name__} after the configured timeout ({url})") from exc
     except httpx.ConnectError as exc:

@@ -6,6 +6,10 @@ fetched with ``jwt.PyJWKClient`` and cached ``jwks-cache-seconds``) or a PEM
 EdDSA): ``alg: none`` and the HMAC-signed-with-the-public-key confusion are refused
 because ``HS*``/``none`` are never in the accepted list. ``exp`` and ``sub`` are
 required, ``exp``/``nbf`` enforced, ``iss`` checked when ``agent.auth.issuer`` is set.
+With ``agent.auth.audience`` set, ``aud`` is required and must name it (a string or a
+list containing it); without it, ``aud`` is not checked (a token carrying one is fine).
+The ``sub`` ``anonymous`` is reserved: it is the one user of auth-off mode, the owner
+of every chat written without auth, so no token may claim it (SPEC §9).
 
 ``AuthMiddleware`` is a pure ASGI middleware (it never buffers the SSE responses it
 wraps): on every ``/api/**`` request it verifies ``Authorization: Bearer <JWT>`` and
@@ -26,7 +30,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -37,6 +41,9 @@ from app.api.auth import ANONYMOUS
 from app.api.envelope import fail
 from app.config import AuthSettings, Settings
 from app.errors import AuthError, ConfigError
+
+if TYPE_CHECKING:
+    from jwt.types import Options  # a TypedDict in recent pyjwt; type checking only
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +80,14 @@ class JwtVerifier:
         self,
         *,
         issuer: str = "",
+        audience: str = "",
         local_key: Any = None,
         jwks_client: jwt.PyJWKClient | None = None,
         algorithms: Sequence[str] = ASYMMETRIC_ALGORITHMS,
     ) -> None:
         assert local_key is not None or jwks_client is not None, "a key source is required"
         self._issuer = issuer
+        self._audience = audience
         self._local_key = local_key
         self._jwks = jwks_client
         self._algorithms = list(algorithms)
@@ -93,7 +102,8 @@ class JwtVerifier:
                 raise ConfigError(
                     "agent.auth.local-public-key is not a PEM public key (expected '-----BEGIN PUBLIC KEY-----')"
                 ) from exc
-            return cls(issuer=auth.issuer, local_key=key, algorithms=_algorithms_for(key))
+            return cls(issuer=auth.issuer, audience=auth.audience.strip(), local_key=key,
+                       algorithms=_algorithms_for(key))
         if auth.jwks_uri.strip():
             client = jwt.PyJWKClient(
                 auth.jwks_uri.strip(),
@@ -102,7 +112,7 @@ class JwtVerifier:
                 cache_keys=True,
                 timeout=10,
             )
-            return cls(issuer=auth.issuer, jwks_client=client)
+            return cls(issuer=auth.issuer, audience=auth.audience.strip(), jwks_client=client)
         raise ConfigError(
             "agent.auth.enabled is true but neither agent.auth.jwks-uri nor agent.auth.local-public-key "
             "is set; refusing to start without a way to verify tokens (set one, or set "
@@ -130,14 +140,20 @@ class JwtVerifier:
         if header.get("alg") not in self._algorithms:
             raise AuthError(f"invalid token: algorithm {str(header.get('alg'))[:16]!r} is not accepted")
         key = self._key_for(token)
+        if self._audience:
+            audience: str | None = self._audience
+            options: Options = {"require": ["exp", "sub", "aud"]}
+        else:  # pyjwt would refuse every token carrying ``aud`` when no audience is given
+            audience, options = None, {"require": ["exp", "sub"], "verify_aud": False}
         try:
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=self._algorithms,
                 issuer=self._issuer or None,
+                audience=audience,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "sub"], "verify_aud": False},
+                options=options,
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("invalid token: expired") from exc
@@ -145,6 +161,8 @@ class JwtVerifier:
             raise AuthError("invalid token: not yet valid") from exc
         except jwt.InvalidIssuerError as exc:
             raise AuthError("invalid token: wrong issuer") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError("invalid token: wrong audience") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"invalid token: missing claim {exc.claim!r}") from exc
         except jwt.InvalidTokenError as exc:
@@ -152,6 +170,8 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise AuthError("invalid token: 'sub' must be a non-empty string")
+        if subject == ANONYMOUS:
+            raise AuthError(f"invalid token: 'sub' {ANONYMOUS!r} is reserved for the user of auth-off mode")
         return subject
 
     async def verify_async(self, token: str) -> str:

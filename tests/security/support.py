@@ -10,12 +10,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
+import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from tests.support.server import GatewayServer
 
 ISSUER = "https://issuer.test"
 
@@ -130,3 +134,25 @@ class JwksServer:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def mint_claims(pair: KeyPair, claims: dict[str, Any], *, issuer: str = ISSUER, exp_in: float = 600) -> str:
+    """A properly signed token with exactly ``claims`` (plus ``iss``/``iat``/``exp``): e.g. no ``sub``."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"iss": issuer, "iat": now, "exp": now + int(exp_in), **claims}
+    return jwt.encode(payload, pair.private, algorithm=pair.algorithm, headers={"kid": pair.kid})
+
+
+class AccessLoggedGateway(GatewayServer):
+    """A real gateway whose uvicorn writes its access log (``uvicorn.access`` at INFO), as ``agw serve`` does.
+
+    Like the CLI it passes ``log_config=None``: the records go to whatever handlers the
+    ``uvicorn.access`` logger has (a test attaches ``caplog.handler``).
+    """
+
+    def __init__(self, deploy_dir: Path, overrides: dict[str, Any] | None = None) -> None:
+        super().__init__(deploy_dir, overrides=overrides)
+        config = uvicorn.Config(self.app, log_level="info", access_log=True, log_config=None, lifespan="on",
+                                timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
