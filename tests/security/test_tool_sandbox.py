@@ -515,14 +515,44 @@ async def test_attack_output_flood_is_capped(gw: Deployment) -> None:
     assert result.result["truncated"] is True and len(result.result["stdout"]) == 65536
 
 
-async def test_attack_fork_of_background_process_dies_with_the_call(gw: Deployment) -> None:
-    code = ("import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 30; touch survived'], start_new_session=True)\n"
-            "print('spawned')")
-    result = await attack(gw, "_skill_run_script_", py(code))
+def _host_processes(marker: str) -> list[int]:
+    """PIDs of host processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode("utf-8", "replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _daemon_code(seconds: str) -> str:
+    return ("import subprocess\n"
+            f"subprocess.Popen(['sleep', '{seconds}'], start_new_session=True, stdout=subprocess.DEVNULL, "
+            "stderr=subprocess.DEVNULL)\nprint('spawned')")
+
+
+async def test_attack_daemonised_child_outlives_the_call(gw: Deployment) -> None:
+    result = await attack(gw, "_skill_run_script_", py(_daemon_code("31.4159")))
     assert result.result["stdout"].strip() == "spawned"
-    workspace = gw.root / "data" / ".agw" / "workspaces" / result.events[0]["chatId"]
-    # the PID namespace dies with its init: the orphan is gone, so no 'sleep 30' holds the workspace
-    assert not any(p.name == "survived" for p in workspace.iterdir())
+    # the PID namespace dies with the call: the orphan is killed with it (bounded wait, no timing assertion)
+    deadline = time.monotonic() + 10
+    while _host_processes("31.4159") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _host_processes("31.4159")
+
+
+async def test_control_daemonised_child_survives_without_the_sandbox(unsandboxed: Deployment) -> None:
+    result = await attack(unsandboxed, "_skill_run_script_", py(_daemon_code("27.1828")))
+    assert result.result["stdout"].strip() == "spawned"
+    survivors = _host_processes("27.1828")
+    try:
+        assert survivors
+    finally:
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- what a tool CAN do: its own workspace, per chat ---------------------------------------------
@@ -588,3 +618,25 @@ class InThreadDeployment:
 
     def log_size(self) -> int:
         return 0
+
+
+# -- the repository's own demo configuration ----------------------------------------------------
+
+
+def test_demo_application_yml_is_safe_by_default(tmp_path: Path) -> None:
+    """The shipped ``application.yml`` sandboxes tools and exposes no gateway state to them."""
+    from app.config import load_settings
+    from app.tools.bash import allowed_roots
+    from app.tools.sandbox import Sandbox
+
+    shutil.copy(REPO / "application.yml", tmp_path / "application.yml")
+    settings = load_settings(tmp_path, files=(Path("application.yml"),), env={})
+    assert settings.agent.tools.sandbox.mode == "bwrap"
+    assert settings.agent.tools.sandbox.network is False
+    state = [settings.chats_dir, settings.state_dir, tmp_path / "application.yml", settings.agents_dir]
+    for root in allowed_roots(settings, settings.base_dir):
+        assert not any(path == root or root in path.parents for path in state), root
+    sandbox = Sandbox(settings)
+    args = sandbox.bwrap_args("bwrap", sandbox.workspace_for("chat_demo"))
+    bound = {args[i + 2] for i, arg in enumerate(args) if arg in ("--bind", "--ro-bind")}
+    assert not any(str(tmp_path) == b or str(tmp_path).startswith(b + "/") for b in bound), bound
