@@ -1,0 +1,82 @@
+"""``Sandbox`` on its own with the real ``bwrap`` (SPEC §14): settings that change what a
+sandboxed process sees — network, environment pass-through, allowed paths, ``mode: off``.
+The end-to-end attack suite is tests/security/test_tool_sandbox.py."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import ToolError
+from app.tools.sandbox import Sandbox
+from tests.tools.conftest import make_settings
+
+
+def _sandbox(deploy: Path, **sandbox: Any) -> Sandbox:
+    return Sandbox(make_settings(deploy, agent={"tools": {"sandbox": sandbox}}))
+
+
+async def _python(box: Sandbox, code: str, **kwargs: Any) -> Any:
+    return await box.run([sys.executable, "-c", code], workspace=box.workspace_for("chat_x"), timeout_s=20, **kwargs)
+
+
+@pytest.mark.parametrize("network", [False, True])
+async def test_network_only_when_enabled(deploy: Path, network: bool) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
+                "    print('connected')\nexcept OSError:\n    print('no network')")
+        result = await _python(_sandbox(deploy, network=network), code)
+    assert result.stdout.strip() == ("connected" if network else "no network")
+
+
+async def test_env_passthrough_names_only(deploy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOL_REGION", "eu-1")
+    monkeypatch.setenv("PROVIDER_SECRET", "sk-never")
+    result = await _python(_sandbox(deploy, **{"env-passthrough": "TOOL_REGION"}),
+                           "import os, json; print(json.dumps(dict(os.environ)))")
+    assert '"TOOL_REGION": "eu-1"' in result.stdout and "sk-never" not in result.stdout
+
+
+@pytest.mark.parametrize("path", ["/", "/proc", "/sys", "/dev", "/run"])
+async def test_attack_allowed_path_exposing_system_roots_is_refused(deploy: Path, path: str) -> None:
+    box = _sandbox(deploy)
+    with pytest.raises(ToolError, match="would expose the host's root"):
+        await box.run(["true"], workspace=box.workspace_for("chat_x"), timeout_s=5, read_only=[Path(path)])
+
+
+async def test_attack_allowed_path_inside_chats_is_not_exposed(deploy: Path) -> None:
+    (deploy / "chats" / "sub").mkdir(parents=True)
+    (deploy / "chats" / "sub" / "c.json").write_text("CHAT-MARKER")
+    box = _sandbox(deploy)
+    result = await _python(box, f"print(open('{deploy}/chats/sub/c.json').read())", read_only=[deploy / "chats" / "sub"])
+    assert "CHAT-MARKER" not in result.stdout and result.exit_code != 0
+
+
+async def test_attack_chat_id_names_another_folder(deploy: Path) -> None:
+    box = _sandbox(deploy)
+    for chat_id in ("../victim", "a/b", "", "..", "x" * 200):
+        with pytest.raises(ToolError):
+            box.workspace_for(chat_id)
+
+
+async def test_mode_off_runs_unconfined_and_warns(deploy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (deploy / "application.yml").write_text("secret: OFF-MARKER")
+    caplog.set_level(logging.WARNING, logger="app.tools.sandbox")
+    result = await _python(_sandbox(deploy, mode="off"), f"print(open('{deploy}/application.yml').read())")
+    assert "OFF-MARKER" in result.stdout
+    assert any("sandbox is OFF" in record.getMessage() for record in caplog.records)
+
+
+async def test_limits_apply_inside(deploy: Path) -> None:
+    result = await _python(_sandbox(deploy, **{"memory-mb": 128}),
+                           "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0] // 2**20, "
+                           "resource.getrlimit(resource.RLIMIT_CPU)[0])")
+    assert result.stdout.split() == ["128", "30"]
