@@ -55,6 +55,7 @@ def build_policy(settings: Settings, workspace: Path | None = None) -> BashPolic
         allowed_commands=frozenset(bash.allowed_commands),
         path_checked_commands=frozenset(bash.path_checked_commands),
         max_command_chars=bash.max_command_chars,
+        exec_capable_commands=frozenset(bash.exec_capable_commands),
     )
 
 

@@ -17,6 +17,12 @@ expansions, backticks, subshells and groups, brace/tilde/glob expansion, backgro
 ``&``, comments. Every command word of every simple command must then be whitelisted,
 and the arguments (for path-checked commands) and every redirect target must resolve —
 after symlinks — inside the allowed paths.
+
+In both modes every simple command is also checked for its exec-capable forms (SPEC §14:
+``find -exec``, ``sed e``, ``awk system()``, ``xargs``, interpreters…; the table is
+``bash_exec_forms``): refused unless the command is listed in ``exec_capable_commands``.
+Path-checked arguments include values glued to options (``-Rf/etc/passwd``,
+``--file=/x``) and ``name=value`` / ``@file`` words (``dd if=/x``, ``curl -d @/x``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import ToolError
+from app.tools.bash_exec_forms import exec_capable_form
 
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _FD = re.compile(r"^\d+$")
@@ -45,6 +52,8 @@ class BashPolicy:
     allowed_commands: frozenset[str]
     path_checked_commands: frozenset[str]
     max_command_chars: int
+    #: ``agent.tools.bash.exec-capable-commands``: may use their exec-capable forms (SPEC §14)
+    exec_capable_commands: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -94,25 +103,52 @@ def check_path(arg: str, policy: BashPolicy) -> None:
     raise ToolError(f"path {arg!r} is outside the allowed paths")
 
 
-def _path_like_parts(args: list[str]) -> list[str]:
-    """The arguments that may name files: plain words, ``--opt=value`` values,
-    attached short-option values that look like paths, everything after ``--``."""
-    parts: list[str] = []
+_NAME_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=[@<]?(?P<value>.+)$", re.DOTALL)
+
+
+def _embedded_paths(word: str) -> list[str]:
+    """``word`` and the paths inside it: after a leading ``@`` (``curl -d @file``) and the
+    value of ``name=value`` (``dd if=/x``, ``curl -F a=@/x``)."""
+    found = [word]
+    if word.startswith("@") and len(word) > 1:
+        found.extend(_embedded_paths(word[1:]))
+    match = _NAME_VALUE.match(word)
+    if match:
+        found.extend(_embedded_paths(match.group("value")))
+    return found
+
+
+def _bundle_values(arg: str) -> list[str]:
+    """Every value a short-option bundle ``-abcVALUE`` may carry: getopt ends the bundle at
+    the first letter that takes a value, and which one does is the command's business, so
+    each suffix after a run of possible option letters is a candidate (``-Rf/etc/passwd`` →
+    ``f/etc/passwd``, ``/etc/passwd``; ``-n1`` → ``1``). ``/``, ``.`` and ``~`` are never
+    option letters: a value begins at the latest where the first of them is (``-../x`` → ``../x``)."""
+    first = next((j for j in range(1, len(arg)) if arg[j] in "/.~"), None)
+    if first == 1:
+        return [arg[1:]]
+    end = len(arg) - 1 if first is None else first
+    return [arg[j:] for j in range(2, end + 1)]
+
+
+def _path_like_parts(args: list[str]) -> list[tuple[str, str | None]]:
+    """The arguments that may name files, each with the option it was glued to (or None):
+    plain words, ``--opt=value`` values, the candidate values of short-option bundles,
+    everything after ``--``; and the paths embedded in each (``name=value``, ``@file``)."""
+    parts: list[tuple[str, str | None]] = []
     options_done = False
     for arg in args:
-        if options_done or not arg.startswith("-"):
-            parts.append(arg)
+        if options_done or not arg.startswith("-") or arg == "-":
+            parts.extend((path, None) for path in _embedded_paths(arg))
         elif arg == "--":
             options_done = True
         elif arg.startswith("--"):
-            if "=" in arg:
-                value = arg.split("=", 1)[1]
-                if value:
-                    parts.append(value)
-        elif len(arg) > 2:
-            attached = arg[2:]
-            if "/" in attached or attached.startswith((".", "~")):
-                parts.append(attached)
+            value = arg.partition("=")[2]
+            if value:
+                parts.extend((path, arg) for path in _embedded_paths(value))
+        else:
+            for value in _bundle_values(arg):
+                parts.extend((path, arg) for path in _embedded_paths(value))
     return parts
 
 
@@ -120,8 +156,34 @@ def _check_arguments(command_word: str, args: list[str], policy: BashPolicy) -> 
     checked = policy.path_checked_commands or policy.allowed_commands
     if command_word not in checked:
         return
-    for part in _path_like_parts(args):
-        check_path(part, policy)
+    for part, option in _path_like_parts(args):
+        if option is None:
+            check_path(part, policy)
+            continue
+        try:
+            check_path(part, policy)
+        except ToolError as exc:
+            raise ToolError(f"{exc} (a value glued to the option {option!r}; give it as a separate word)") from exc
+
+
+def _check_exec_forms(argv: list[str], policy: BashPolicy) -> None:
+    """Refuse an exec-capable form (SPEC §14) unless the command is listed in
+    ``agent.tools.bash.exec-capable-commands`` (by its word or its basename)."""
+    word = argv[0]
+    if word in policy.exec_capable_commands or os.path.basename(word) in policy.exec_capable_commands:
+        return
+    found = exec_capable_form(argv)
+    if found is not None:
+        raise ToolError(
+            f"the exec-capable form {found.form!r} is refused: it {found.why}; list {word!r} in "
+            "agent.tools.bash.exec-capable-commands to allow it"
+        )
+
+
+def _check_simple_command(argv: list[str], policy: BashPolicy) -> None:
+    """The checks of one simple command after its command word: exec-capable forms, paths."""
+    _check_exec_forms(argv, policy)
+    _check_arguments(argv[0], argv[1:], policy)
 
 
 # ---------------------------------------------------------------------------------
@@ -171,7 +233,7 @@ def check_strict(command: str, policy: BashPolicy) -> list[str]:
     if not argv:
         raise ToolError("empty command")
     _check_command_word(argv[0], policy)
-    _check_arguments(argv[0], argv[1:], policy)
+    _check_simple_command(argv, policy)
     return argv
 
 
@@ -423,7 +485,7 @@ def check_shell(command: str, policy: BashPolicy) -> list[SimpleCommand]:
     if not commands:
         raise ToolError("empty command")
     for simple in commands:
-        _check_arguments(simple.argv[0], simple.argv[1:], policy)
+        _check_simple_command(simple.argv, policy)
     return commands
 
 

@@ -86,6 +86,10 @@ STRICT_ATTACKS = [
     ("", r"empty command"),
     ("   ", r"empty command"),
     ("cat 'unbalanced", r"cannot parse the command"),
+    # SPEC §14: values glued into option bundles are path-checked; exec-capable forms refused
+    ("head -qn1/etc/passwd", r"path '/etc/passwd' is outside the allowed paths \(a value glued to the option"),
+    ("head -n1 --lines=1 -c1link_out", r"path 'link_out' is outside the allowed paths"),
+    ("wc --files0-from=names.txt", r"exec-capable form 'wc --files0-from' is refused"),
 ]
 
 
@@ -212,6 +216,8 @@ SHELL_ATTACKS = [
     ("ls |", r"without a command after it"),
     ("| ls", r"without a command before it"),
     ("cat 'open", r"unbalanced single quote"),
+    # SPEC §14: file names from stdin escape the path check
+    ("cat notes.txt | wc --files0-from=-", r"exec-capable form 'wc --files0-from' is refused"),
 ]
 
 
