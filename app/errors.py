@@ -15,6 +15,7 @@ this hierarchy where they are caught, with ``raise X(...) from exc``.
     ├── ForbiddenError                4030  403
     ├── NotFoundError                 4040  404
     ├── ConflictError                 4090  409
+    ├── RunLimitExceeded              4290  429   too many live runs (agent.limits.*); Retry-After
     ├── UpstreamError                 5020  502   the model provider misbehaved
     │   ├── UpstreamHTTPError         5021        non-2xx before streaming
     │   ├── UpstreamProtocolError     5022        malformed chunk
@@ -85,6 +86,20 @@ class NotFoundError(GatewayError):
 class ConflictError(GatewayError):
     code = 4090
     status = 409
+
+
+class RunLimitExceeded(GatewayError):
+    """A new run would exceed ``agent.limits.concurrent-runs`` or ``agent.limits.user.concurrent-runs``."""
+
+    code = 4290
+    status = 429
+
+    def __init__(self, message: str, *, limit: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        #: the setting that refused the run, e.g. ``agent.limits.user.concurrent-runs``
+        self.limit = limit
+        #: sent as the ``Retry-After`` header
+        self.retry_after_seconds = retry_after_seconds
 
 
 class UpstreamError(GatewayError):

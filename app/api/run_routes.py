@@ -1,4 +1,8 @@
-"""``POST /api/ap/query`` (SSE or one JSON envelope) and ``POST /api/ap/submit`` (SPEC §4, §6)."""
+"""``POST /api/ap/query`` (SSE or one JSON envelope) and ``POST /api/ap/submit`` (SPEC §4, §6).
+
+A query beyond ``agent.limits.*`` is answered 429 with the envelope and ``Retry-After``
+before any stream starts (SPEC §19). ``submit`` answers an existing run and is never capped.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import current_user
 from app.api.body import read_json
-from app.api.envelope import ok
+from app.api.envelope import fail, ok
 from app.api.sse import event_stream_response
 from app.engine.runner import QueryRequest
+from app.errors import RunLimitExceeded
 from app.gateway import Gateway
 
 router = APIRouter()
@@ -40,7 +45,12 @@ def gateway_of(request: Request) -> Gateway:
 async def query(request: Request, user: str = Depends(current_user)) -> Response:
     gateway = gateway_of(request)
     body = await read_json(request, QueryRequest, gateway.settings.server.max_body_bytes)
-    run = await gateway.runs.start(body, user)
+    try:
+        run = await gateway.runs.start(body, user)
+    except RunLimitExceeded as exc:
+        refused = fail(exc.status, exc.code, exc.message)
+        refused.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return refused
     if body.stream:
         return event_stream_response(run.events(), gateway.settings.server.sse_heartbeat_seconds, run.cancel)
     events = [event async for event in run.events()]

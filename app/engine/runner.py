@@ -5,6 +5,16 @@ run as its own task. The run pushes stamped events into its ``Run``'s queue the 
 they happen; a consumer (the SSE route, the sidecar, the scheduler) iterates
 ``Run.events()``. A consumer that goes away cancels the run: the upstream request is
 closed at once and memory records the run as cancelled.
+
+Every live run holds one slot of ``agent.limits.concurrent-runs`` and one of its owner's
+``agent.limits.user.concurrent-runs`` (SPEC §19) from the moment it is registered until it
+ends — a run parked on a frontend-tool wait still holds its slots. Beyond either cap
+``start`` raises ``RunLimitExceeded`` before anything streams. The check and the
+reservation happen in one synchronous step (no ``await`` between them), and the release is
+idempotent and reached on every path: just before the terminal event is emitted (so a
+client that saw the end of a run can start the next one at once), in ``_execute``'s
+``finally``, and in a done-callback of the task (a task cancelled before its first step
+never runs its ``finally``).
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +38,15 @@ from app.engine.oneshot import run_oneshot
 from app.engine.plan_execute import run_plan_execute, settle_open_task
 from app.engine.react import run_react
 from app.engine.steps import flush_step
-from app.errors import BudgetExceeded, ForbiddenError, GatewayError, NotFoundError, RequestError, UpstreamError
+from app.errors import (
+    BudgetExceeded,
+    ForbiddenError,
+    GatewayError,
+    NotFoundError,
+    RequestError,
+    RunLimitExceeded,
+    UpstreamError,
+)
 from app.memory.lines import chat_name
 from app.memory.replay import replay_messages
 from app.paths import check_key
@@ -126,6 +145,8 @@ class RunManager:
         self._services = services
         self._catalog = catalog
         self._runs: dict[str, Run] = {}
+        #: owner → how many of ``_runs`` are theirs (the per-user concurrent-runs count)
+        self._per_owner: Counter[str] = Counter()
 
     def get(self, run_id: str) -> Run | None:
         return self._runs.get(run_id)
@@ -164,9 +185,38 @@ class RunManager:
         run_id = new_run_id()
         request_id = query.request_id or run_id
         run = Run(run_id=run_id, chat_id=chat_id, request_id=request_id, owner=owner, agent=agent, new_chat=new_chat)
-        self._runs[run_id] = run
+        # from here to create_task nothing awaits: the check and the reservation are one step
+        self._admit(run)
         run.task = asyncio.create_task(self._execute(run, query, catalog), name=f"run:{run_id}")
+        run.task.add_done_callback(lambda _: self._release(run))
         return run
+
+    def _admit(self, run: Run) -> None:
+        """Reserve the run's global and per-user slots, or raise ``RunLimitExceeded`` (SPEC §19)."""
+        limits = self._services.settings.agent.limits
+        retry = limits.retry_after_seconds
+        if self._per_owner[run.owner] >= limits.user.concurrent_runs:
+            raise RunLimitExceeded(
+                f"too many concurrent runs for this user: the limit agent.limits.user.concurrent-runs is "
+                f"{limits.user.concurrent_runs} live runs (runs waiting for a frontend tool count); "
+                f"retry in {retry} s or end one of your runs",
+                limit="agent.limits.user.concurrent-runs", retry_after_seconds=retry)
+        if len(self._runs) >= limits.concurrent_runs:
+            raise RunLimitExceeded(
+                f"the gateway is at its limit agent.limits.concurrent-runs of {limits.concurrent_runs} "
+                f"live runs; retry in {retry} s",
+                limit="agent.limits.concurrent-runs", retry_after_seconds=retry)
+        self._runs[run.run_id] = run
+        self._per_owner[run.owner] += 1
+
+    def _release(self, run: Run) -> None:
+        """Give back the run's slots; safe to call any number of times."""
+        if self._runs.get(run.run_id) is not run:
+            return
+        del self._runs[run.run_id]
+        self._per_owner[run.owner] -= 1
+        if self._per_owner[run.owner] <= 0:
+            del self._per_owner[run.owner]
 
     async def cancel(self, run_id: str, owner: str) -> bool:
         run = self._runs.get(run_id)
@@ -194,7 +244,7 @@ class RunManager:
                 await self._run_locked(run, query, catalog)
         finally:
             services.submits.close_run(run.run_id)
-            self._runs.pop(run.run_id, None)
+            self._release(run)
 
     async def _run_locked(self, run: Run, query: QueryRequest, catalog: Catalog) -> None:
         services = self._services
@@ -261,6 +311,7 @@ class RunManager:
             logger.exception("run %s: could not record its end in memory", run.run_id)
         run.finish_reason = finish
         run.final_text = ctx.final_text
+        self._release(run)  # before the terminal event: whoever sees it may start a new run at once
         if status == "complete":
             run.emit(ev.RunComplete(run_id=run.run_id, finish_reason=finish, usage=ctx.usage.as_dict()))
         elif status == "cancel":

@@ -169,8 +169,9 @@ async def _viewport(env: Env) -> None:
 @scenario("demoModeReact")
 async def _react(env: Env) -> None:
     env.upstream.enqueue(
-        call("c1", "_bash_", {"command": "ls agents"}, text=("先看看目录。",)),
-        call("c2", "_bash_", {"command": "rm -rf agents"}),
+        # tools run in the chat's sandbox workspace (SPEC §14): the deployment is reached by its path
+        call("c1", "_bash_", {"command": f"ls {env.root}/agents"}, text=("先看看目录。",)),
+        call("c2", "_bash_", {"command": f"rm -rf {env.root}/agents"}),
         call("c3", "mock_city_weather", {"city": "北京", "date": "2026-03-01"}),
         text_script(["完成。"]),
     )
@@ -215,7 +216,7 @@ async def _confirm(env: Env) -> None:
 async def _create_gif(env: Env) -> None:
     code = "import json\nprint(json.dumps({'frames': 12, 'size': [128, 128]}))\n"
     env.upstream.enqueue(
-        call("c1", "_bash_", {"command": "ls skills/slack-gif-creator"}),
+        call("c1", "_bash_", {"command": f"ls {env.root}/skills/slack-gif-creator"}),
         call("c2", "_skill_run_script_", {"skill": "slack-gif-creator", "pythonCode": code, "args": [],
                                           "timeoutMs": 20000}),
         text_script(["已确认信息：12 帧，128x128。"]),
