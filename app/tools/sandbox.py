@@ -47,11 +47,12 @@ logger = logging.getLogger(__name__)
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: top-level links or folders of the system (merged-/usr systems link them into /usr)
 _SYSTEM_ROOTS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-#: the part of /etc that programs need to start, find libraries, time zones and (with network) hosts
+#: the part of /etc that programs need to start, find libraries, time zones and (with network) hosts;
+#: never all of /etc/ssl (its private/ holds the host's TLS keys)
 _ETC_FILES = (
     "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
     "/etc/timezone", "/etc/nsswitch.conf", "/etc/mime.types", "/etc/protocols", "/etc/services",
-    "/etc/ssl", "/etc/ca-certificates", "/etc/python3", "/etc/fonts",
+    "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/python3", "/etc/fonts",
 )  # fmt: skip
 _NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
 #: never bind these (or a folder above them) from ``allowed-paths``: the sandbox's own
@@ -190,6 +191,8 @@ class Sandbox:
         args += ["--tmpfs", "/tmp", "--dir", "/run"]
         bound: list[Path] = [Path("/usr")]
         for prefix in self._python_prefixes():
+            if any(_inside(forbidden, prefix) for forbidden in _FORBIDDEN_ALLOWED):
+                continue  # a Python installed at / lives in /usr, already bound
             if not _inside(prefix, Path("/usr")):
                 args += ["--ro-bind", str(prefix), str(prefix)]
                 bound.append(prefix)

@@ -80,3 +80,15 @@ async def test_limits_apply_inside(deploy: Path) -> None:
                            "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0] // 2**20, "
                            "resource.getrlimit(resource.RLIMIT_CPU)[0])")
     assert result.stdout.split() == ["128", "30"]
+
+
+async def test_attack_host_secrets_in_etc_and_home_are_not_visible(deploy: Path) -> None:
+    """Only a short list of /etc is bound: never shadow, sudoers, TLS private keys or root's home."""
+    probes = ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssl/private", "/etc/ssh", "/root/.ssh",
+              "/root/.bash_history", "/home", "/var/log", "/etc/passwd"]
+    code = f"import os, json; print(json.dumps([p for p in {probes!r} if os.path.exists(p)]))"
+    result = await _python(_sandbox(deploy), code)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert "/etc/ssl/certs" in (await _python(_sandbox(deploy), "import os; print(os.path.isdir('/etc/ssl/certs') "
+                                              "and '/etc/ssl/certs')")).stdout
