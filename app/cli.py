@@ -12,10 +12,10 @@ import uvicorn
 
 from app import __version__
 from app.api.app import create_app
+from app.composition import add_sidecar_command
 from app.config import load_settings
 from app.credentials.cli import add_credentials_command
 from app.errors import ConfigError
-from app.sidecar.cli import add_sidecar_command
 
 
 def _configure_logging(level: str) -> None:

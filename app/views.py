@@ -1,9 +1,9 @@
 """Payloads shared by the HTTP routes (SPEC §4) and the sidecar (SPEC §10).
 
-Both front ends answer the same data for the same question; the shaping lives here
-(and in ``app.api.catalog_routes.agent_summary`` / ``agent_detail`` for agents) so
-neither copies the other. Functions take the ``Gateway`` and the caller (``owner``) and
-raise the gateway's typed errors.
+Both front ends answer the same data for the same question; the shaping lives here so
+neither copies the other (and neither imports the other: ``app.sidecar`` never imports
+``app.api``). Functions take the ``Gateway`` (or a catalog definition) and the caller
+(``owner``) and raise the gateway's typed errors.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from app.catalog.definitions import AgentDefinition, Budget, CallBudget, Stage, ToolDefinition
 from app.errors import ForbiddenError, NotFoundError
 from app.gateway import Gateway
 from app.memory.history import build_history
@@ -42,3 +43,83 @@ def viewport_data(gateway: Gateway, viewport_key: str) -> dict[str, Any]:
     if viewport is None:
         raise NotFoundError(f"unknown viewport: {key}")
     return dict(viewport.data)
+
+
+# --------------------------------------------------------------------------- agents
+
+
+def _primary_stage(agent: AgentDefinition) -> Stage | None:
+    return next(iter(agent.stages.values()), None)
+
+
+def agent_summary(agent: AgentDefinition) -> dict[str, Any]:
+    """The list item of ``GET /api/ap/agents``."""
+    primary = _primary_stage(agent)
+    return {
+        "key": agent.key,
+        "name": agent.name,
+        "icon": agent.icon,
+        "description": agent.description,
+        "mode": agent.mode,
+        "modelKey": primary.model.model.key if primary else None,
+        "tools": [tool.name for tool in agent.all_tools],
+    }
+
+
+def _tool_view(tool: ToolDefinition) -> dict[str, Any]:
+    view: dict[str, Any] = {"name": tool.name, "kind": tool.kind.value, "description": tool.description}
+    if tool.tool_type is not None:
+        view["toolType"] = tool.tool_type
+        view["toolKey"] = tool.tool_key
+    return view
+
+
+def _stage_view(stage: Stage) -> dict[str, Any]:
+    model = stage.model
+    return {
+        "name": stage.name,
+        "model": {
+            "key": model.model.key,
+            "modelId": model.model.model_id,
+            "protocol": model.model.protocol,
+            "provider": model.model.provider,
+        },
+        "reasoning": {"enabled": model.reasoning.enabled, "effort": model.reasoning.effort},
+        "temperature": model.temperature,
+        "top_p": model.top_p,
+        "max_tokens": model.max_tokens,
+        "deepThinking": stage.deep_thinking,
+        "tools": [_tool_view(tool) for tool in stage.tools],
+    }
+
+
+def _call_budget(budget: CallBudget) -> dict[str, int]:
+    return {"maxCalls": budget.max_calls, "timeoutMs": budget.timeout_ms, "retryCount": budget.retry_count}
+
+
+def _budget_view(budget: Budget) -> dict[str, Any]:
+    return {
+        "runTimeoutMs": budget.run_timeout_ms,
+        "model": _call_budget(budget.model),
+        "tool": _call_budget(budget.tool),
+    }
+
+
+def agent_detail(agent: AgentDefinition) -> dict[str, Any]:
+    """The data of ``GET /api/ap/agent``: resolved models, tools and skills; no secrets."""
+    detail = agent_summary(agent)
+    detail.update(
+        {
+            "toolChoice": agent.tool_choice,
+            "budget": _budget_view(agent.budget),
+            "stages": [_stage_view(stage) for stage in agent.stages.values()],
+            "skills": [
+                {"id": skill.id, "name": skill.name, "description": skill.description} for skill in agent.skills
+            ],
+        }
+    )
+    if agent.mode == "REACT":
+        detail["maxSteps"] = agent.react_max_steps
+    elif agent.mode == "PLAN_EXECUTE":
+        detail["maxSteps"] = agent.plan_max_steps
+    return detail

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-ANONYMOUS = "anonymous"
+from app.contract.identity import ANONYMOUS
 
 
 async def current_user(request: Request) -> str:
@@ -16,3 +16,6 @@ async def current_user(request: Request) -> str:
     ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
     """
     return str(getattr(request.state, "user", ANONYMOUS))
+
+
+__all__ = ["ANONYMOUS", "current_user"]

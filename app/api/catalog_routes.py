@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from app import __version__
 from app.api.envelope import EnvelopeResponse, ok
-from app.catalog.definitions import AgentDefinition, Budget, CallBudget, Catalog, Stage, ToolDefinition
+from app.catalog.definitions import Catalog
 from app.catalog.manager import CatalogManager
 from app.config import Settings
 from app.errors import NotFoundError, RequestError
 from app.paths import check_key, confine, fs_name_error
 from app.security.data_tokens import verify_data_token
+from app.views import agent_detail, agent_summary
 
 router = APIRouter()
 
@@ -52,86 +53,6 @@ def _required(value: str | None, name: str) -> str:
     if value is None or value == "":
         raise RequestError(f"missing query parameter '{name}'")
     return value
-
-
-# --------------------------------------------------------------------------- views
-
-
-def _primary_stage(agent: AgentDefinition) -> Stage | None:
-    return next(iter(agent.stages.values()), None)
-
-
-def agent_summary(agent: AgentDefinition) -> dict[str, Any]:
-    """The list item of ``GET /api/ap/agents``."""
-    primary = _primary_stage(agent)
-    return {
-        "key": agent.key,
-        "name": agent.name,
-        "icon": agent.icon,
-        "description": agent.description,
-        "mode": agent.mode,
-        "modelKey": primary.model.model.key if primary else None,
-        "tools": [tool.name for tool in agent.all_tools],
-    }
-
-
-def _tool_view(tool: ToolDefinition) -> dict[str, Any]:
-    view: dict[str, Any] = {"name": tool.name, "kind": tool.kind.value, "description": tool.description}
-    if tool.tool_type is not None:
-        view["toolType"] = tool.tool_type
-        view["toolKey"] = tool.tool_key
-    return view
-
-
-def _stage_view(stage: Stage) -> dict[str, Any]:
-    model = stage.model
-    return {
-        "name": stage.name,
-        "model": {
-            "key": model.model.key,
-            "modelId": model.model.model_id,
-            "protocol": model.model.protocol,
-            "provider": model.model.provider,
-        },
-        "reasoning": {"enabled": model.reasoning.enabled, "effort": model.reasoning.effort},
-        "temperature": model.temperature,
-        "top_p": model.top_p,
-        "max_tokens": model.max_tokens,
-        "deepThinking": stage.deep_thinking,
-        "tools": [_tool_view(tool) for tool in stage.tools],
-    }
-
-
-def _call_budget(budget: CallBudget) -> dict[str, int]:
-    return {"maxCalls": budget.max_calls, "timeoutMs": budget.timeout_ms, "retryCount": budget.retry_count}
-
-
-def _budget_view(budget: Budget) -> dict[str, Any]:
-    return {
-        "runTimeoutMs": budget.run_timeout_ms,
-        "model": _call_budget(budget.model),
-        "tool": _call_budget(budget.tool),
-    }
-
-
-def agent_detail(agent: AgentDefinition) -> dict[str, Any]:
-    """The data of ``GET /api/ap/agent``: resolved models, tools and skills; no secrets."""
-    detail = agent_summary(agent)
-    detail.update(
-        {
-            "toolChoice": agent.tool_choice,
-            "budget": _budget_view(agent.budget),
-            "stages": [_stage_view(stage) for stage in agent.stages.values()],
-            "skills": [
-                {"id": skill.id, "name": skill.name, "description": skill.description} for skill in agent.skills
-            ],
-        }
-    )
-    if agent.mode == "REACT":
-        detail["maxSteps"] = agent.react_max_steps
-    elif agent.mode == "PLAN_EXECUTE":
-        detail["maxSteps"] = agent.plan_max_steps
-    return detail
 
 
 # --------------------------------------------------------------------------- routes

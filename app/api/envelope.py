@@ -1,15 +1,15 @@
-"""The JSON envelope of SPEC §4: ``{"code": 0, "msg": "success", "data": …}``."""
+"""The JSON envelope of SPEC §4 as responses; the payloads live in ``app.contract.envelope``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.contract.envelope import encode_body, failure_body, success_body
 from app.errors import GatewayError
 
 
@@ -17,15 +17,15 @@ class EnvelopeResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        return encode_body(content)
 
 
 def ok(data: Any) -> EnvelopeResponse:
-    return EnvelopeResponse({"code": 0, "msg": "success", "data": data})
+    return EnvelopeResponse(success_body(data))
 
 
 def fail(status: int, code: int, msg: str) -> EnvelopeResponse:
-    return EnvelopeResponse({"code": code, "msg": msg, "data": None}, status_code=status)
+    return EnvelopeResponse(failure_body(code, msg), status_code=status)
 
 
 async def gateway_error_handler(_: Request, exc: Exception) -> Response:

@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.auth import ANONYMOUS
-from app.api.envelope import fail
 from app.config import AuthSettings, Settings
+from app.contract.envelope import encode_body, failure_body
+from app.contract.identity import ANONYMOUS
 from app.errors import AuthError, ConfigError
 
 if TYPE_CHECKING:
@@ -250,7 +251,8 @@ class AuthMiddleware:
             if scope["type"] != "http":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            response = fail(exc.status, exc.code, exc.message)
+            response = Response(encode_body(failure_body(exc.code, exc.message)), status_code=exc.status,
+                                media_type="application/json")
             response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             await response(scope, receive, send)
             return

@@ -11,7 +11,9 @@
 * EOF (or SIGTERM/SIGINT) shuts down cleanly: running runs are cancelled (their
   queries answer with ``status: "cancel"``), the remaining requests finish, the
   gateway closes (memory flushed), exit status 0.
-* ``http_port`` also serves the HTTP API of the *same* gateway on 127.0.0.1.
+* ``extra_services`` run beside the stdin loop around the *same* gateway: ``agw sidecar
+  --http-port`` passes the HTTP API that way (composed in ``app.composition``, because the
+  sidecar never imports ``app.api``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-import uvicorn
 from pydantic import ValidationError
 
-from app.api.app import create_app
 from app.config import Settings
 from app.errors import GatewayError
 from app.gateway import Gateway
@@ -52,6 +53,14 @@ logger = logging.getLogger(__name__)
 MAX_LINE_BYTES = 16 * 1024 * 1024
 #: how long requests still running after EOF (and the run cancellation) may take to answer
 SHUTDOWN_GRACE_S = 10.0
+
+
+#: A service beside the stdin loop, around the same gateway: called with the gateway and the
+#: sidecar's ``stop`` event, it returns an async context. Entering starts the service, or raises
+#: (e.g. ``ConfigError``) so the sidecar does not start either; the service sets ``stop`` when it
+#: ends on its own; exiting (after the runs are cancelled, before the gateway closes) sets ``stop``
+#: and waits for the service to finish.
+ExtraService = Callable[[Gateway, asyncio.Event], contextlib.AbstractAsyncContextManager[None]]
 
 
 class _Oversize:
@@ -191,21 +200,9 @@ class SidecarServer:
             raise RpcError(INTERNAL_ERROR, f"internal error in {call.method}") from exc
 
 
-async def _serve_http(app: Any, port: int, stop: asyncio.Event) -> None:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    waiting = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    waiting.cancel()
-    with contextlib.suppress(Exception):
-        await serving
-    stop.set()
-
-
-async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, http_port: int | None = None,
+async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_services: Sequence[ExtraService] = (),
                       stdin: IO[bytes] | None = None) -> int:
-    """Run the sidecar until EOF on stdin; returns the exit status (0)."""
+    """Run the sidecar (and ``extra_services``) until EOF on stdin; returns the exit status (0)."""
     writer = LineWriter(protocol_out)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -213,17 +210,12 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, http_port:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with Gateway(settings) as gateway:
-            http_task = None
-            if http_port is not None:
-                http_task = asyncio.create_task(_serve_http(create_app(settings, gateway), http_port, stop))
-                logger.info("sidecar: HTTP API on http://127.0.0.1:%d", http_port)
+        async with Gateway(settings) as gateway, contextlib.AsyncExitStack() as services:
+            for service in extra_services:
+                await services.enter_async_context(service(gateway, stop))
             reader = await open_stdin(stdin if stdin is not None else sys.stdin.buffer)
             logger.info("sidecar ready (gateway %s)", gateway.version)
             await SidecarServer(gateway, writer).serve(reader, stop)
-            if http_task is not None:
-                stop.set()
-                await http_task
     finally:
         writer.close()
     logger.info("sidecar: stopped")

@@ -1,0 +1,76 @@
+"""Where layers that must not know each other are put together (SPEC §10).
+
+``agw sidecar --http-port N`` serves the HTTP API (``app.api``) of the sidecar's own gateway
+(``app.sidecar``). The sidecar never imports ``app.api`` (tests/test_import_graph.py): it runs
+whatever ``ExtraService`` it is handed beside its stdin loop, and this module hands it the HTTP
+API. Only the command line (``app.cli``) imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from app.api.app import create_app
+from app.config import Settings, load_settings
+from app.gateway import Gateway
+from app.sidecar.protocol import take_stdout
+from app.sidecar.server import ExtraService, run_sidecar
+
+logger = logging.getLogger(__name__)
+
+
+async def _serve_http(app: Any, port: int, stop: asyncio.Event) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` until ``stop``; set ``stop`` when serving ends first."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    waiting.cancel()
+    with contextlib.suppress(Exception):
+        await serving
+    stop.set()
+
+
+def http_api(settings: Settings, port: int) -> ExtraService:
+    """The sidecar service serving the HTTP API of the sidecar's gateway on 127.0.0.1:``port``."""
+
+    @contextlib.asynccontextmanager
+    async def serve(gateway: Gateway, stop: asyncio.Event) -> AsyncIterator[None]:
+        app = create_app(settings, gateway)  # ConfigError (SPEC §9 fail closed) stops the sidecar here
+        task = asyncio.create_task(_serve_http(app, port, stop))
+        logger.info("sidecar: HTTP API on http://127.0.0.1:%d", port)
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    return serve
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    out = take_stdout()  # from here on only protocol lines reach the real stdout
+    settings = load_settings(Path(args.dir))
+    services = [http_api(settings, args.http_port)] if args.http_port is not None else []
+    return asyncio.run(run_sidecar(settings, out, extra_services=services))
+
+
+def add_sidecar_command(commands: Any) -> None:
+    """Register ``sidecar`` (``agw sidecar`` / ``python -m app sidecar``) on the ``agw`` sub-command parser."""
+    parser = commands.add_parser("sidecar", help="run the gateway as JSON-RPC 2.0 over stdin/stdout")
+    parser.add_argument("--dir", default=argparse.SUPPRESS, help="deployment folder")
+    parser.add_argument("--http-port", type=int, default=None,
+                        help="also serve the HTTP API of the same gateway on 127.0.0.1:PORT")
+    parser.set_defaults(handler=_sidecar)
+
+
+__all__ = ["add_sidecar_command", "http_api"]
