@@ -207,6 +207,14 @@ class LimitSettings(_Section):
     retry_after_seconds: int = Field(5, alias="retry-after-seconds", gt=0)
 
 
+class RunSettings(_Section):
+    """``agent.runs`` (SPEC §15): how long an ended run's event log stays attachable, and what a
+    client disconnect does to a run whose query did not say (``onDisconnect``)."""
+
+    retention_seconds: float = Field(300, alias="retention-seconds", ge=0)
+    on_disconnect: str = Field("cancel", alias="on-disconnect", pattern="^(cancel|continue)$")
+
+
 class AgentSettings(_Section):
     catalog: AgentFolderSettings = AgentFolderSettings()
     model: ModelFolderSettings = ModelFolderSettings()
@@ -221,6 +229,7 @@ class AgentSettings(_Section):
     chat_image_token: ImageTokenSettings = Field(ImageTokenSettings(), alias="chat-image-token")
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     limits: LimitSettings = LimitSettings()
+    runs: RunSettings = RunSettings()
 
 
 class ChatMemorySettings(_Section):
@@ -333,6 +342,8 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_TOOLS_SANDBOX_NETWORK": "agent.tools.sandbox.network",
     "AGENT_TOOLS_SANDBOX_WORKSPACE_DIR": "agent.tools.sandbox.workspace-dir",
     "AGENT_TOOLS_SANDBOX_ENV_PASSTHROUGH": "agent.tools.sandbox.env-passthrough",
+    "AGENT_RUNS_RETENTION_SECONDS": "agent.runs.retention-seconds",
+    "AGENT_RUNS_ON_DISCONNECT": "agent.runs.on-disconnect",
     "AGENT_LIMITS_CONCURRENT_RUNS": "agent.limits.concurrent-runs",
     "AGENT_LIMITS_USER_CONCURRENT_RUNS": "agent.limits.user.concurrent-runs",
     "AGENT_SKILL_EXTERNAL_DIR": "agent.skill.external-dir",

@@ -20,7 +20,7 @@ from app.credentials import provider_api_keys
 from app.devtools.demo_model import demo_responder
 from app.devtools.fake_upstream import FakeUpstream
 from app.engine.context import RunServices
-from app.engine.runner import RunManager
+from app.runs import RunService
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
 from app.scheduler import ScheduleService
@@ -56,7 +56,7 @@ class Gateway:
                 "UNSAFE: the tool sandbox is off (agent.tools.sandbox.mode: off): _bash_ and skill scripts run "
                 "unconfined with the gateway's file access; set mode: bwrap in production"
             )
-        self.runs = RunManager(self.services, lambda: self.catalog.snapshot)
+        self.runs = RunService(self.services, lambda: self.catalog.snapshot)
         self.scheduler = ScheduleService(self.settings, self.runs, lambda: self.catalog.snapshot, self.chats)
 
     def _with_embedded_model(self, settings: Settings) -> Settings:

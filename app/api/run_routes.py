@@ -1,12 +1,15 @@
-"""``POST /api/ap/query`` (SSE or one JSON envelope) and ``POST /api/ap/submit`` (SPEC §4, §6).
+"""``POST /api/ap/query`` (SSE or one JSON envelope), ``POST /api/ap/submit`` and
+``POST /api/ap/interrupt`` (SPEC §4, §6, §15) — thin edges over the run service.
 
 A query beyond ``agent.limits.*`` is answered 429 with the envelope and ``Retry-After``
-before any stream starts (SPEC §19). ``submit`` answers an existing run and is never capped.
+before any stream starts. ``submit`` answers an existing run and is never capped. The
+query's own stream cancels the run when the client goes away unless the query said
+``onDisconnect: "continue"`` (default ``agent.runs.on-disconnect``); a client can then
+re-attach with ``GET /api/ap/run/stream`` (``run_watch_routes``).
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -16,19 +19,12 @@ from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import fail, ok
 from app.api.sse import event_stream_response
-from app.engine.runner import QueryRequest
+from app.contract.bodies import QueryRequest, SubmitRequest
 from app.errors import RunLimitExceeded
 from app.gateway import Gateway
+from app.paths import check_key
 
 router = APIRouter()
-
-
-class SubmitRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    runId: str = Field(min_length=1, max_length=128)
-    toolId: str = Field(min_length=1, max_length=128)
-    params: Any = None
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -52,11 +48,13 @@ async def query(request: Request, user: str = Depends(current_user)) -> Response
         refused.headers["Retry-After"] = str(exc.retry_after_seconds)
         return refused
     if body.stream:
-        return event_stream_response(run.events(), gateway.settings.server.sse_heartbeat_seconds, run.cancel)
-    events = [event async for event in run.events()]
+        return event_stream_response(gateway.runs.query_stream(run), gateway.settings.server.sse_heartbeat_seconds,
+                                     run.cancel)
+    events = [stamped.wire() async for stamped in gateway.runs.query_stream(run)]
+    outcome = await run.finished()
     return ok({
         "runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id,
-        "finishReason": run.finish_reason, "answer": run.final_text, "events": events,
+        "finishReason": outcome.finish_reason, "status": outcome.status, "answer": run.final_text, "events": events,
     })
 
 
@@ -69,5 +67,23 @@ async def query(request: Request, user: str = Depends(current_user)) -> Response
 async def submit(request: Request, user: str = Depends(current_user)) -> Response:
     gateway = gateway_of(request)
     body = await read_json(request, SubmitRequest, gateway.settings.server.max_body_bytes)
-    outcome = gateway.submits.submit(body.runId, body.toolId, body.params, user)
+    outcome = gateway.runs.submit(body.runId, body.toolId, body.params, user)
     return ok(outcome.as_dict())
+
+
+class InterruptRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    runId: str = Field(min_length=1, max_length=128)
+
+
+@router.post(
+    "/api/ap/interrupt",
+    summary="Cancel a run; every attached client receives run.cancel",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": InterruptRequest.model_json_schema()}}}},
+)
+async def interrupt(request: Request, user: str = Depends(current_user)) -> Response:
+    gateway = gateway_of(request)
+    body = await read_json(request, InterruptRequest, gateway.settings.server.max_body_bytes)
+    return ok({"cancelled": await gateway.runs.interrupt(check_key(body.runId, "runId"), user)})

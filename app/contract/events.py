@@ -2,8 +2,8 @@
 
 Each class's ``type`` is the wire name; field names are snake_case here and camelCase
 on the wire (``tool_id`` → ``toolId``). ``None`` fields are omitted. ``seq`` and
-``timestamp`` are stamped by the ``EventStream`` that numbers one stream's events,
-never by the producer. No event has a ``rawEvent`` field.
+``timestamp`` are stamped by the ``EventNumberer`` of the run's log (``Stamped``), never
+by the producer; ``Stamped.wire()`` is the one conversion to the wire, done by the edges. No event has a ``rawEvent`` field.
 """
 
 from __future__ import annotations
@@ -357,17 +357,54 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Stamped:
+    """One event of a run's log: the typed event with its ``seq`` (1, 2, 3 … per run) and
+    ``timestamp``. ``wire()`` is the only conversion to the wire dict (camelCase, ``None``
+    omitted, ``seq``/``timestamp`` added); it is computed once and shared by every edge that
+    sends the event (SSE encoder, JSON-RPC notifications, replays to later watchers)."""
+
+    __slots__ = ("event", "seq", "timestamp", "_wire")
+
+    def __init__(self, event: Event, seq: int, timestamp: int) -> None:
+        self.event = event
+        self.seq = seq
+        self.timestamp = timestamp
+        self._wire: dict[str, Any] | None = None
+
+    @property
+    def type(self) -> str:
+        return self.event.type
+
+    @property
+    def terminal(self) -> bool:
+        return self.event.type in TERMINAL_TYPES
+
+    def wire(self) -> dict[str, Any]:
+        wire = self._wire
+        if wire is None:
+            wire = self.event.to_wire()
+            wire["seq"] = self.seq
+            wire["timestamp"] = self.timestamp
+            self._wire = wire
+        return wire
+
+
 class EventNumberer:
-    """Stamps ``seq`` (1, 2, 3 … per stream) and ``timestamp`` onto event payloads."""
+    """Stamps ``seq`` (1, 2, 3 … per stream) and ``timestamp`` onto events."""
 
     __slots__ = ("_seq",)
 
     def __init__(self) -> None:
         self._seq = 0
 
-    def stamp(self, event: Event) -> dict[str, Any]:
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def next(self, event: Event) -> Stamped:
         self._seq += 1
-        data = event.to_wire()
-        data["seq"] = self._seq
-        data["timestamp"] = now_ms()
-        return data
+        return Stamped(event, self._seq, now_ms())
+
+    def stamp(self, event: Event) -> dict[str, Any]:
+        """``next(event).wire()`` — for producers of plain event lists (history snapshots)."""
+        return self.next(event).wire()

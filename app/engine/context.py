@@ -11,7 +11,7 @@ import httpx
 
 from app.catalog.definitions import AgentDefinition, Catalog, ModelDefinition
 from app.config import Settings
-from app.engine.events import Event
+from app.contract.events import Event
 from app.engine.pricing import points_for
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.catalog.definitions import Stage
-from app.engine import events as ev
+from app.contract import events as ev
 from app.engine.context import Plan, PlanTask, RunContext
-from app.engine.events import now_ms
+from app.contract.events import now_ms
 from app.engine.ids import plan_id
 from app.engine.prompts import system_prompt, task_list_text, task_prompt
 from app.engine.steps import flush_step

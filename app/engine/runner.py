@@ -1,253 +1,69 @@
-"""Starting, streaming and cancelling runs (SPEC §4 query, §5, §6).
+"""Executing one run (SPEC §5, §6): the engine half of the run service.
 
-``RunManager.start`` validates a query (4xx before any stream starts), then starts the
-run as its own task. The run pushes stamped events into its ``Run``'s queue the moment
-they happen; a consumer (the SSE route, the sidecar, the scheduler) iterates
-``Run.events()``. A consumer that goes away cancels the run: the upstream request is
-closed at once and memory records the run as cancelled.
+``RunExecution.run()`` performs the run the service started: it emits ``request.query``,
+``chat.start`` (new chats), ``run.start``, then the mode's events, writes the query, step and
+run lines to chat memory, and ends with exactly one terminal event (``run.complete``,
+``run.error`` or ``run.cancel``). Just before that event it calls ``settle(outcome,
+final_text)`` so the service knows the typed ``RunOutcome`` by the time any watcher sees the
+end. A cancelled run (interrupt, a disconnect in ``cancel`` mode, shutdown) still records
+itself and emits ``run.cancel`` before the ``CancelledError`` propagates.
 
-Every live run holds one slot of ``agent.limits.concurrent-runs`` and one of its owner's
-``agent.limits.user.concurrent-runs`` (SPEC §19) from the moment it is registered until it
-ends — a run parked on a frontend-tool wait still holds its slots. Beyond either cap
-``start`` raises ``RunLimitExceeded`` before anything streams. The check and the
-reservation happen in one synchronous step (no ``await`` between them), and the release is
-idempotent and reached on every path: just before the terminal event is emitted (so a
-client that saw the end of a run can start the next one at once), in ``_execute``'s
-``finally``, and in a done-callback of the task (a task cancelled before its first step
-never runs its ``finally``).
+The service (``app.runs``) owns the task, the event log, limits and retention; this module
+knows nothing of who watches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from app.catalog.definitions import AgentDefinition, Catalog
-from app.engine import events as ev
+from app.contract import events as ev
+from app.contract.bodies import QueryRequest
+from app.contract.events import now_ms
+from app.contract.runs import RunOutcome
 from app.engine.context import RunContext, RunServices
-from app.engine.events import EventNumberer, now_ms
-from app.engine.ids import new_chat_id, new_run_id
 from app.engine.oneshot import run_oneshot
 from app.engine.plan_execute import run_plan_execute, settle_open_task
 from app.engine.react import run_react
 from app.engine.steps import flush_step
-from app.errors import (
-    BudgetExceeded,
-    ForbiddenError,
-    GatewayError,
-    NotFoundError,
-    RequestError,
-    RunLimitExceeded,
-    UpstreamError,
-)
+from app.errors import BudgetExceeded, GatewayError, UpstreamError
 from app.memory.lines import chat_name
 from app.memory.replay import replay_messages
-from app.paths import check_key
 
 logger = logging.getLogger(__name__)
 
 MODES = {"ONESHOT": run_oneshot, "REACT": run_react, "PLAN_EXECUTE": run_plan_execute}
 
 
-class QueryRequest(BaseModel):
-    """The body of ``POST /api/ap/query`` (SPEC §4)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    request_id: str | None = Field(None, alias="requestId", max_length=128)
-    chat_id: str | None = Field(None, alias="chatId", max_length=128)
-    agent_key: str | None = Field(None, alias="agentKey", max_length=128)
-    role: str = Field("user", max_length=32)
-    message: str = Field(max_length=200_000)
-    references: list[Any] | None = None
-    params: dict[str, Any] | None = None
-    scene: Any | None = None
-    stream: bool = True
-
-    @field_validator("message")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("message must not be empty")
-        return value
-
-    @field_validator("role")
-    @classmethod
-    def _role(cls, value: str) -> str:
-        if value not in ("user", "system", "assistant"):
-            raise ValueError("role must be user, system or assistant")
-        return value
-
-    def as_memory(self, chat_id: str, agent_key: str, request_id: str) -> dict[str, Any]:
-        return {
-            "requestId": request_id, "chatId": chat_id, "agentKey": agent_key, "role": self.role,
-            "message": self.message, "references": self.references, "params": self.params,
-            "scene": self.scene, "stream": self.stream,
-        }
-
-
 @dataclass(slots=True)
-class Run:
-    """One live run: its ids, its task, and the queue its events flow through."""
+class RunExecution:
+    """One run to perform: its ids, agent and query, where its events go, and whom to tell how it ended."""
 
+    services: RunServices
+    catalog: Catalog
+    agent: AgentDefinition
+    query: QueryRequest
     run_id: str
     chat_id: str
     request_id: str
     owner: str
-    agent: AgentDefinition
     new_chat: bool
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
-    numberer: EventNumberer = field(default_factory=EventNumberer)
-    task: asyncio.Task[None] | None = None
-    finish_reason: str | None = None
-    final_text: str = ""
+    emit: Callable[[ev.Event], None]
+    #: called once, right before the terminal event, with the outcome and the final answer text
+    settle: Callable[[RunOutcome, str], None]
 
-    def emit(self, event: ev.Event) -> None:
-        self.queue.put_nowait(self.numberer.stamp(event))
+    async def run(self) -> None:
+        """Perform the run while holding the chat's lock (one run at a time per chat)."""
+        async with self.services.chats.lock(self.chat_id):
+            await self._run_locked()
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every event of the run, as it happens, until the terminal one.
-
-        Leaving the iteration early (client gone, consumer cancelled) cancels the run.
-        """
-        try:
-            while True:
-                item = await self.queue.get()
-                yield item
-                if item["type"] in ev.TERMINAL_TYPES:
-                    return
-        finally:
-            self.cancel()
-
-    def cancel(self) -> bool:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            return True
-        return False
-
-    async def wait(self) -> None:
-        if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self.task)
-
-
-class RunManager:
-    """Owns every live run of one gateway (SPEC §5)."""
-
-    def __init__(self, services: RunServices, catalog: Callable[[], Catalog]) -> None:
-        self._services = services
-        self._catalog = catalog
-        self._runs: dict[str, Run] = {}
-        #: owner → how many of ``_runs`` are theirs (the per-user concurrent-runs count)
-        self._per_owner: Counter[str] = Counter()
-
-    def get(self, run_id: str) -> Run | None:
-        return self._runs.get(run_id)
-
-    @property
-    def active(self) -> int:
-        return len(self._runs)
-
-    def active_run_ids(self) -> frozenset[str]:
-        return frozenset(self._runs)
-
-    async def start(self, query: QueryRequest, owner: str) -> Run:
-        """Validate the query and start its run. Raises 4xx errors before anything streams."""
-        catalog = self._catalog()
-        chats = self._services.chats
-        agent_key = query.agent_key
-        if query.chat_id:
-            chat_id = check_key(query.chat_id, "chatId")
-            meta = await asyncio.to_thread(chats.chat_meta, chat_id)
-            if meta is None:
-                raise NotFoundError(f"unknown chat: {chat_id}")
-            if meta.owner not in (None, owner):
-                raise ForbiddenError(f"chat {chat_id} belongs to another user")
-            agent_key = agent_key or meta.first_agent_key
-            new_chat = False
-        else:
-            chat_id, new_chat = new_chat_id(), True
-            if not agent_key:
-                raise RequestError("agentKey is required to start a new chat")
-        if not agent_key:
-            raise RequestError("agentKey is required")
-        check_key(agent_key, "agentKey")
-        agent = catalog.agents.get(agent_key)
-        if agent is None:
-            raise NotFoundError(f"unknown agent: {agent_key}")
-        run_id = new_run_id()
-        request_id = query.request_id or run_id
-        run = Run(run_id=run_id, chat_id=chat_id, request_id=request_id, owner=owner, agent=agent, new_chat=new_chat)
-        # from here to create_task nothing awaits: the check and the reservation are one step
-        self._admit(run)
-        run.task = asyncio.create_task(self._execute(run, query, catalog), name=f"run:{run_id}")
-        run.task.add_done_callback(lambda _: self._release(run))
-        return run
-
-    def _admit(self, run: Run) -> None:
-        """Reserve the run's global and per-user slots, or raise ``RunLimitExceeded`` (SPEC §19)."""
-        limits = self._services.settings.agent.limits
-        retry = limits.retry_after_seconds
-        if self._per_owner[run.owner] >= limits.user.concurrent_runs:
-            raise RunLimitExceeded(
-                f"too many concurrent runs for this user: the limit agent.limits.user.concurrent-runs is "
-                f"{limits.user.concurrent_runs} live runs (runs waiting for a frontend tool count); "
-                f"retry in {retry} s or end one of your runs",
-                limit="agent.limits.user.concurrent-runs", retry_after_seconds=retry)
-        if len(self._runs) >= limits.concurrent_runs:
-            raise RunLimitExceeded(
-                f"the gateway is at its limit agent.limits.concurrent-runs of {limits.concurrent_runs} "
-                f"live runs; retry in {retry} s",
-                limit="agent.limits.concurrent-runs", retry_after_seconds=retry)
-        self._runs[run.run_id] = run
-        self._per_owner[run.owner] += 1
-
-    def _release(self, run: Run) -> None:
-        """Give back the run's slots; safe to call any number of times."""
-        if self._runs.get(run.run_id) is not run:
-            return
-        del self._runs[run.run_id]
-        self._per_owner[run.owner] -= 1
-        if self._per_owner[run.owner] <= 0:
-            del self._per_owner[run.owner]
-
-    async def cancel(self, run_id: str, owner: str) -> bool:
-        run = self._runs.get(run_id)
-        if run is None:
-            return False
-        if run.owner != owner:
-            raise ForbiddenError(f"run {run_id} belongs to another user")
-        cancelled = run.cancel()
-        await run.wait()
-        return cancelled
-
-    async def aclose(self) -> None:
-        """Cancel every live run and wait until each has recorded itself (shutdown)."""
-        runs = list(self._runs.values())
-        for run in runs:
-            run.cancel()
-        for run in runs:
-            await run.wait()
-
-    async def _execute(self, run: Run, query: QueryRequest, catalog: Catalog) -> None:
-        services = self._services
-        chats = services.chats
-        try:
-            async with chats.lock(run.chat_id):
-                await self._run_locked(run, query, catalog)
-        finally:
-            services.submits.close_run(run.run_id)
-            self._release(run)
-
-    async def _run_locked(self, run: Run, query: QueryRequest, catalog: Catalog) -> None:
-        services = self._services
+    async def _run_locked(self) -> None:
+        run, query, catalog = self, self.query, self.catalog
+        services = self.services
         chats = services.chats
         run.emit(ev.RequestQuery(
             request_id=run.request_id, chat_id=run.chat_id, role=query.role, message=query.message,
@@ -292,7 +108,7 @@ class RunManager:
         else:
             await self._finish(ctx, run, "complete", finish, None)
 
-    async def _finish(self, ctx: RunContext, run: Run, status: str, finish: str | None,
+    async def _finish(self, ctx: RunContext, run: RunExecution, status: str, finish: str | None,
                       error: GatewayError | None) -> None:
         """Record the end of the run in memory, then emit its terminal event."""
         line: dict[str, Any] = {"_type": "run", "chatId": run.chat_id, "runId": run.run_id, "updatedAt": now_ms(),
@@ -306,12 +122,16 @@ class RunManager:
             settle_open_task(ctx, "failed" if status == "error" else "canceled", error_body)
         try:
             await flush_step(ctx, ctx.last_system or "")
-            await self._services.chats.append(run.chat_id, line)
+            await self.services.chats.append(run.chat_id, line)
         except OSError:
             logger.exception("run %s: could not record its end in memory", run.run_id)
-        run.finish_reason = finish
-        run.final_text = ctx.final_text
-        self._release(run)  # before the terminal event: whoever sees it may start a new run at once
+        if status == "complete":
+            outcome = RunOutcome("completed", finish_reason=finish)
+        elif status == "cancel":
+            outcome = RunOutcome("cancelled", reason="the run was cancelled")
+        else:
+            outcome = RunOutcome("error", error=error_body)
+        run.settle(outcome, ctx.final_text)  # before the terminal event: whoever sees it knows the outcome
         if status == "complete":
             run.emit(ev.RunComplete(run_id=run.run_id, finish_reason=finish, usage=ctx.usage.as_dict()))
         elif status == "cancel":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.engine.context import RunContext
-from app.engine.events import now_ms
+from app.contract.events import now_ms
 
 
 async def flush_step(ctx: RunContext, system: str) -> None:

@@ -39,6 +39,16 @@ class PendingSubmit:
     tool_id: str
     owner: str
     future: asyncio.Future[Any] = field(repr=False)
+    #: what ``GET /api/ap/run`` shows in ``pendingTools`` (SPEC §15)
+    tool_name: str = ""
+    tool_type: str = "html"
+    tool_key: str = ""
+    #: epoch ms when the wait times out (set again when the run starts waiting)
+    expires_at: int | None = None
+
+    def as_pending_tool(self) -> dict[str, Any]:
+        return {"toolId": self.tool_id, "toolName": self.tool_name, "toolType": self.tool_type,
+                "toolKey": self.tool_key, "expiresAt": self.expires_at}
 
 
 class SubmitRegistry:
@@ -48,13 +58,15 @@ class SubmitRegistry:
         self._pending: dict[tuple[str, str], PendingSubmit] = {}
         self._settled: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    def open(self, run_id: str, tool_id: str, owner: str) -> PendingSubmit:
+    def open(self, run_id: str, tool_id: str, owner: str, *, tool_name: str = "", tool_type: str = "html",
+             tool_key: str = "", expires_at: int | None = None) -> PendingSubmit:
         """Open the wait for ``(run_id, tool_id)``, or return the one already open."""
         existing = self._pending.get((run_id, tool_id))
         if existing is not None:
             return existing
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        pending = PendingSubmit(run_id=run_id, tool_id=tool_id, owner=owner, future=future)
+        pending = PendingSubmit(run_id=run_id, tool_id=tool_id, owner=owner, future=future, tool_name=tool_name,
+                                tool_type=tool_type, tool_key=tool_key, expires_at=expires_at)
         self._pending[(run_id, tool_id)] = pending
         return pending
 
@@ -98,6 +110,10 @@ class SubmitRegistry:
         pending.future.set_result({} if params is None else params)
         self.close(pending, "answered")
         return SubmitOutcome(True, "accepted", f"delivered to tool {tool_id} of run {run_id}")
+
+    def pending_for(self, run_id: str) -> list[PendingSubmit]:
+        """The waits of one run still open, oldest first."""
+        return [p for (rid, _), p in self._pending.items() if rid == run_id]
 
     def pending_count(self) -> int:
         return len(self._pending)

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from app.catalog.definitions import ToolKind
-from app.engine import events as ev
+from app.contract import events as ev
 from app.engine.context import RunContext
-from app.engine.events import now_ms
+from app.contract.events import now_ms
 from app.engine.prompts import skill_disclosure
 from app.engine.turn import ToolCall
 from app.errors import BudgetExceeded, GatewayError, ToolError
@@ -193,6 +193,7 @@ async def _wait_for_submit(ctx: RunContext, call: ToolCall) -> Any:
     services = ctx.services
     timeout_ms = services.settings.agent.tools.frontend.submit_timeout_ms
     pending = services.submits.open(ctx.run_id, call.event_id, ctx.owner)
+    pending.expires_at = now_ms() + timeout_ms  # the wait's clock starts now
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:

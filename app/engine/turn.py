@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.catalog.definitions import ModelDefinition, Stage, ToolDefinition, ToolKind
-from app.engine import events as ev
+from app.contract import events as ev
 from app.engine.context import RunContext
-from app.engine.events import now_ms
+from app.contract.events import now_ms
 from app.engine.ids import action_id, frontend_tool_id, msg_id
 from app.errors import BudgetExceeded, UpstreamError
 from app.llm.client import stream_chat
@@ -118,7 +118,10 @@ def _start_call(ctx: RunContext, tools: dict[str, ToolDefinition], delta: ToolCa
         assert tool is not None
         call = ToolCall(delta.index, call_id, frontend_tool_id(), delta.name, kind, tool)
         # the wait opens with tool.start: a client may answer before the turn has finished streaming
-        ctx.services.submits.open(ctx.run_id, call.event_id, ctx.owner)
+        timeout_ms = ctx.services.settings.agent.tools.frontend.submit_timeout_ms
+        ctx.services.submits.open(ctx.run_id, call.event_id, ctx.owner, tool_name=delta.name,
+                                  tool_type=tool.tool_type or "html", tool_key=tool.tool_key or tool.name,
+                                  expires_at=now_ms() + timeout_ms)
         ctx.emit(ev.ToolStart(
             tool_id=call.event_id, run_id=ctx.run_id, task_id=ctx.task_id, tool_name=delta.name,
             tool_type=tool.tool_type or "html", tool_key=tool.tool_key or tool.name,

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from app.engine.events import (
+from app.contract.events import (
     ActionResult,
     ActionSnapshot,
     ChatStart,

@@ -5,7 +5,7 @@
 ``start()`` re-adds every unfinished spec, every change is written at once.
 
 A firing job runs through the same engine as HTTP and the sidecar
-(``RunManager.start`` + consuming ``Run.events()``), so its run lands in chat memory:
+(``RunService.start`` + ``Run.finished()`` for its typed outcome), so its run lands in chat memory:
 in ``chatId`` when the job names one, else in a new chat per firing. The outcome is
 recorded on the job (``lastRunAt, lastStatus, lastError, lastChatId, lastRunId``);
 ``lastStatus`` is ``running | complete | error | cancelled | missed | interrupted``.
@@ -31,8 +31,9 @@ from pydantic import ValidationError
 
 from app.catalog.definitions import Catalog
 from app.config import Settings
-from app.engine.events import now_ms
-from app.engine.runner import QueryRequest, RunManager
+from app.contract.events import now_ms
+from app.contract.bodies import QueryRequest
+from app.runs import RunService
 from app.errors import (
     ConflictError,
     ForbiddenError,
@@ -56,7 +57,8 @@ from app.scheduler.jobs import (
 
 logger = logging.getLogger(__name__)
 
-_TERMINAL_STATUS = {"run.complete": "complete", "run.error": "error", "run.cancel": "cancelled"}
+#: a run's outcome → the job's ``lastStatus``
+_JOB_STATUS = {"completed": "complete", "error": "error", "cancelled": "cancelled"}
 
 
 def parse_schedule_request(data: Any) -> ScheduleRequest:
@@ -72,7 +74,7 @@ def parse_schedule_request(data: Any) -> ScheduleRequest:
 class ScheduleService:
     """Create, list, remove and fire scheduled runs (SPEC §11). ``start``/``stop`` in the lifespan."""
 
-    def __init__(self, settings: Settings, runs: RunManager, catalog: Callable[[], Catalog],
+    def __init__(self, settings: Settings, runs: RunService, catalog: Callable[[], Catalog],
                  chats: ChatStore) -> None:
         self._settings = settings
         self._runs = runs
@@ -248,12 +250,10 @@ class ScheduleService:
                 {"agentKey": record.agent_key, "message": record.message, "chatId": record.chat_id})
             run = await self._runs.start(query, record.owner)
             record.last_run_id, record.last_chat_id = run.run_id, run.chat_id
-            terminal: dict[str, Any] = {}
-            async for event in run.events():
-                terminal = event
-            record.last_status = _TERMINAL_STATUS.get(terminal.get("type", ""), "error")
-            if terminal.get("type") == "run.error":
-                record.last_error = str((terminal.get("error") or {}).get("message") or "the run failed")
+            outcome = await run.finished()
+            record.last_status = _JOB_STATUS[outcome.status]
+            if outcome.status == "error":
+                record.last_error = str((outcome.error or {}).get("message") or "the run failed")
         except asyncio.CancelledError:
             # the gateway is stopping; the run recorded itself as cancelled. Not re-raised: this
             # task is a leaf owned by the scheduler, and ending normally keeps shutdown quiet.

@@ -25,15 +25,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.api.catalog_routes import agent_detail, agent_summary
-from app.api.run_routes import SubmitRequest
-from app.engine.runner import QueryRequest
+from app.contract.bodies import SubmitRequest
+from app.contract.bodies import QueryRequest
 from app.errors import GatewayError, NotFoundError, RequestError, describe_validation_error
 from app.gateway import Gateway
+from app.runs import Run
 from app.paths import check_key
 from app.scheduler import parse_schedule_request
 from app.sidecar.protocol import APPLICATION_ERROR, INVALID_PARAMS, LineWriter, RpcError, notification
-from app.views import chat_history, chat_list, viewport_data
+from app.views import agent_detail, agent_summary, chat_history, chat_list, viewport_data
 
 #: the one user of a desktop sidecar (as with auth disabled over HTTP)
 OWNER = "anonymous"
@@ -52,6 +52,13 @@ class AgentGetParams(_Params):
 
 class CancelParams(_Params):
     runId: str = Field(min_length=1, max_length=128)
+
+
+class AttachParams(_Params):
+    runId: str = Field(min_length=1, max_length=128)
+    after: int = Field(0, ge=0, le=2**53)
+    #: echoed in every notification of this attachment (tells it from the query's own stream)
+    attachId: str | None = Field(None, min_length=1, max_length=128)
 
 
 class ChatGetParams(_Params):
@@ -93,6 +100,9 @@ class SidecarMethods:
             "agent.query": self.agent_query,
             "agent.submit": self.agent_submit,
             "agent.cancel": self.agent_cancel,
+            "agent.attach": self.agent_attach,
+            "agent.status": self.agent_status,
+            "agent.interrupt": self.agent_interrupt,
             "chat.list": self.chat_list,
             "chat.get": self.chat_get,
             "viewport.get": self.viewport_get,
@@ -126,30 +136,54 @@ class SidecarMethods:
 
     async def agent_query(self, params: dict[str, Any]) -> dict[str, Any]:
         query = _validate(QueryRequest, params)
-        run = await self._gateway.runs.start(query, OWNER)
-        last: dict[str, Any] = {}
+        runs = self._gateway.runs
+        run = await runs.start(query, OWNER)
         events: list[dict[str, Any]] = []
-        async for event in run.events():
-            last = event
+        async for stamped in runs.query_stream(run):
             if query.stream:
                 await self._writer.send(
-                    notification("agent.event", {"requestId": run.request_id, "event": event}))
+                    notification("agent.event", {"requestId": run.request_id, "event": stamped.wire()}))
             else:
-                events.append(event)
-        result: dict[str, Any] = {
-            "runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id,
-            "finishReason": run.finish_reason, "status": str(last.get("type", "run.error")).removeprefix("run."),
-        }
-        if "error" in last:
-            result["error"] = last["error"]
+                events.append(stamped.wire())
+        result = await self._run_result(run)
         if not query.stream:
             result["answer"] = run.final_text
             result["events"] = events
         return result
 
+    async def _run_result(self, run: Run) -> dict[str, Any]:
+        """What ``agent.query`` and ``agent.attach`` answer once the run ended."""
+        outcome = await run.finished()
+        result: dict[str, Any] = {
+            "runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id,
+            "finishReason": outcome.finish_reason, "status": outcome.event_status,
+        }
+        if outcome.error is not None:
+            result["error"] = outcome.error
+        return result
+
+    async def agent_attach(self, params: dict[str, Any]) -> dict[str, Any]:
+        """SPEC §15: every event of the run after ``after`` as ``agent.event`` notifications, live
+        until it ends; the result is the run's outcome. Leaving never cancels the run."""
+        body = _validate(AttachParams, params)
+        runs = self._gateway.runs
+        run = runs.get(body.runId, OWNER)
+        attach_id = body.attachId or f"attach:{run.run_id}"
+        async for stamped in runs.watch(run, body.after):
+            await self._writer.send(notification("agent.event", {
+                "requestId": run.request_id, "attachId": attach_id, "event": stamped.wire()}))
+        return {**await self._run_result(run), "attachId": attach_id}
+
+    async def agent_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        runs = self._gateway.runs
+        return runs.describe(runs.get(_validate(CancelParams, params).runId, OWNER))
+
+    async def agent_interrupt(self, params: dict[str, Any]) -> dict[str, bool]:
+        return {"cancelled": await self._gateway.runs.interrupt(_validate(CancelParams, params).runId, OWNER)}
+
     async def agent_submit(self, params: dict[str, Any]) -> dict[str, Any]:
         body = _validate(SubmitRequest, params)
-        return self._gateway.submits.submit(body.runId, body.toolId, body.params, OWNER).as_dict()
+        return self._gateway.runs.submit(body.runId, body.toolId, body.params, OWNER).as_dict()
 
     async def agent_cancel(self, params: dict[str, Any]) -> dict[str, bool]:
         run_id = _validate(CancelParams, params).runId

@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from app.api.sse import encode_event, heartbeat
+from app.contract.events import ContentDeltaEvent, Stamped
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script, tool_call_script
 from tests.support.deployment import agent, write_agent
@@ -19,7 +20,7 @@ ASK = {"backends": [], "frontends": ["confirm_dialog"], "actions": []}
 
 
 def test_one_event_is_one_message_with_one_data_line() -> None:
-    wire = encode_event({"type": "content.delta", "contentId": "r_c_1", "delta": "a\nb", "seq": 7, "timestamp": 1})
+    wire = encode_event(Stamped(ContentDeltaEvent(content_id="r_c_1", delta="a\nb"), 7, 1))
     text = wire.encode().decode()
     assert text.startswith("id: 7\r\nevent: message\r\ndata: ") or text.startswith("id: 7\nevent: message\ndata: ")
     lines = [line for line in text.splitlines() if line]

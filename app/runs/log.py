@@ -1,0 +1,88 @@
+"""A run's event log: every event with its ``seq``, replayable from any point, live to its end (SPEC §15).
+
+``RunLog`` is the interface the run service depends on; ``MemoryRunLog`` keeps the log in
+this process. A cluster (SPEC §16) swaps in a log backed by a Redis Stream with the same
+four operations — ``append`` (the run's producer, one event at a time), ``read(after)`` (any
+number of watchers, each from any ``seq``: the retained events, then the live ones, until
+the terminal event), ``last_seq`` and ``ended`` — and nothing above it changes.
+
+Zero buffering: ``append`` wakes every waiting reader at once; a reader yields each event
+as soon as it is in the log, never in batches it has to wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from app.contract.events import Stamped
+
+
+class RunLog(Protocol):
+    """The ordered events of one run."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def ended(self) -> bool:
+        """True once the terminal event (``run.complete|error|cancel``) is in the log."""
+        ...
+
+    def append(self, event: Stamped) -> None:
+        """Add the next event (``seq`` = ``last_seq + 1``); after the terminal one nothing is added."""
+        ...
+
+    def read(self, after: int = 0) -> AsyncIterator[Stamped]:
+        """Every event with ``seq > after`` in order, then each new one as it is appended,
+        until the terminal event (included). Ends at once when ``after`` is already past it."""
+        ...
+
+
+class MemoryRunLog:
+    """``RunLog`` in this process's memory."""
+
+    __slots__ = ("_events", "_changed", "_ended")
+
+    def __init__(self) -> None:
+        self._events: list[Stamped] = []
+        self._changed: asyncio.Future[None] | None = None
+        self._ended = False
+
+    @property
+    def last_seq(self) -> int:
+        return len(self._events)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def append(self, event: Stamped) -> None:
+        if self._ended:
+            return
+        assert event.seq == len(self._events) + 1, f"seq {event.seq} after {len(self._events)}"
+        self._events.append(event)
+        if event.terminal:
+            self._ended = True
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            if not changed.done():
+                changed.set_result(None)
+
+    async def read(self, after: int = 0) -> AsyncIterator[Stamped]:
+        index = max(after, 0)
+        events = self._events
+        while True:
+            while index < len(events):
+                event = events[index]
+                index += 1
+                yield event
+                if event.terminal:
+                    return
+            if self._ended:
+                return
+            if self._changed is None:
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)

@@ -1,0 +1,352 @@
+"""The run service: the one place runs are started, watched, answered, interrupted and inspected (SPEC §15).
+
+HTTP, the sidecar and the scheduler are thin edges over ``RunService``:
+
+* ``start(query, owner)`` validates (4xx before anything streams), reserves the run's slots
+  of ``agent.limits.*`` and starts the run as its own task (``engine.runner.RunExecution``);
+* ``watch(run, after, cancel_on_leave)`` yields the run's ``Stamped`` events from any
+  ``seq`` (the log keeps them all), live until the terminal event; a watcher that leaves
+  early cancels the run only when it asked to (the query's own stream in ``cancel`` mode);
+* ``attach`` / ``get`` / ``active_in_chat`` / ``list`` find runs for their owner (404 for an
+  unknown or expired run, 403 for another user's);
+* ``submit`` answers a frontend-tool wait, ``interrupt`` cancels a run (every watcher then
+  receives ``run.cancel``), ``status`` / ``describe`` report ``RunStatus`` and ``pendingTools``.
+
+A run belongs to the service, not to a connection. Each run has a typed ``RunOutcome``
+once it ended, and keeps its event log for ``agent.runs.retention-seconds`` after that.
+The log behind each run is a ``RunLog`` (``app.runs.log``): in one process
+``MemoryRunLog``; a cluster swaps the log factory, nothing else.
+
+Limits (SPEC §19 / issue "sandbox and hardening"): every live run holds one slot of
+``agent.limits.concurrent-runs`` and one of its owner's ``agent.limits.user.concurrent-runs``
+from ``start`` until it ends (a run parked on a frontend tool included); beyond either cap
+``start`` raises ``RunLimitExceeded``. Check and reservation are one synchronous step; the
+release is idempotent and reached on every path (settle, task end, a task cancelled before
+its first step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.catalog.definitions import AgentDefinition, Catalog
+from app.contract import events as ev
+from app.contract.bodies import QueryRequest
+from app.contract.events import EventNumberer, Stamped, now_ms
+from app.contract.runs import RunOutcome, RunStatus
+from app.engine.context import RunServices
+from app.engine.ids import new_chat_id, new_run_id
+from app.engine.runner import RunExecution
+from app.engine.submits import SubmitOutcome
+from app.errors import ForbiddenError, NotFoundError, RequestError, RunLimitExceeded
+from app.paths import check_key
+from app.runs.log import MemoryRunLog, RunLog
+
+logger = logging.getLogger(__name__)
+
+LogFactory = Callable[[str], RunLog]
+
+
+@dataclass(slots=True, eq=False)
+class Run:
+    """One run, live or retained: its ids, its event log, its task and (once ended) its outcome."""
+
+    run_id: str
+    chat_id: str
+    request_id: str
+    owner: str
+    agent: AgentDefinition
+    new_chat: bool
+    log: RunLog
+    on_disconnect: str = "cancel"
+    started_at: int = field(default_factory=now_ms)
+    ended_at: int | None = None
+    outcome: RunOutcome | None = None
+    final_text: str = ""
+    task: asyncio.Task[None] | None = None
+    numberer: EventNumberer = field(default_factory=EventNumberer)
+
+    @property
+    def agent_key(self) -> str:
+        return self.agent.key
+
+    @property
+    def live(self) -> bool:
+        return self.outcome is None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.outcome.finish_reason if self.outcome is not None else None
+
+    def emit(self, event: ev.Event) -> None:
+        self.log.append(self.numberer.next(event))
+
+    def cancel(self) -> bool:
+        """Cancel the run's task (it still records itself and emits ``run.cancel``)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            return True
+        return False
+
+    async def finished(self) -> RunOutcome:
+        """Wait for the run to end and return its outcome. A waiter that is cancelled cancels the
+        run too (and waits until it recorded itself) before the cancellation goes on."""
+        assert self.task is not None, "the run was never started"
+        try:
+            await asyncio.shield(self.task)
+        except asyncio.CancelledError:
+            if not self.task.done():  # it is us who were cancelled, not the run
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
+                raise
+        except Exception:  # the task's own failure is already logged and settled
+            logger.debug("run %s task ended with an exception", self.run_id, exc_info=True)
+        return self.outcome or RunOutcome("error", error={"code": "internal_error", "message": "the run ended abnormally"})
+
+    async def wait(self) -> None:
+        """Until the run's task has finished (never raises the task's cancellation)."""
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self.task)
+
+
+class RunService:
+    """Owns every run of one gateway (see the module docstring)."""
+
+    def __init__(self, services: RunServices, catalog: Callable[[], Catalog],
+                 log_factory: LogFactory | None = None) -> None:
+        self._services = services
+        self._catalog = catalog
+        self._log_factory: LogFactory = log_factory or (lambda run_id: MemoryRunLog())
+        #: live runs (they hold limit slots)
+        self._live: dict[str, Run] = {}
+        #: every run the service still knows: live and retained
+        self._runs: dict[str, Run] = {}
+        self._per_owner: Counter[str] = Counter()
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+
+    # -- counts (health, sidecar shutdown, history) --------------------------------------
+
+    @property
+    def active(self) -> int:
+        return len(self._live)
+
+    def active_run_ids(self) -> frozenset[str]:
+        return frozenset(self._live)
+
+    # -- starting ----------------------------------------------------------------------
+
+    async def start(self, query: QueryRequest, owner: str) -> Run:
+        """Validate the query and start its run. Raises 4xx errors before anything streams."""
+        catalog = self._catalog()
+        chats = self._services.chats
+        agent_key = query.agent_key
+        if query.chat_id:
+            chat_id = check_key(query.chat_id, "chatId")
+            meta = await asyncio.to_thread(chats.chat_meta, chat_id)
+            if meta is None:
+                raise NotFoundError(f"unknown chat: {chat_id}")
+            if meta.owner not in (None, owner):
+                raise ForbiddenError(f"chat {chat_id} belongs to another user")
+            agent_key = agent_key or meta.first_agent_key
+            new_chat = False
+        else:
+            chat_id, new_chat = new_chat_id(), True
+            if not agent_key:
+                raise RequestError("agentKey is required to start a new chat")
+        if not agent_key:
+            raise RequestError("agentKey is required")
+        check_key(agent_key, "agentKey")
+        agent = catalog.agents.get(agent_key)
+        if agent is None:
+            raise NotFoundError(f"unknown agent: {agent_key}")
+        run_id = new_run_id()
+        run = Run(
+            run_id=run_id, chat_id=chat_id, request_id=query.request_id or run_id, owner=owner, agent=agent,
+            new_chat=new_chat, log=self._log_factory(run_id),
+            on_disconnect=query.on_disconnect or self._services.settings.agent.runs.on_disconnect,
+        )
+        # from here to create_task nothing awaits: the check and the reservation are one step
+        self._admit(run)
+        execution = RunExecution(
+            services=self._services, catalog=catalog, agent=agent, query=query, run_id=run_id, chat_id=chat_id,
+            request_id=run.request_id, owner=owner, new_chat=new_chat, emit=run.emit,
+            settle=lambda outcome, text: self._settle(run, outcome, text),
+        )
+        run.task = asyncio.create_task(self._execute(run, execution), name=f"run:{run_id}")
+        run.task.add_done_callback(lambda _: self._task_done(run))
+        return run
+
+    def _admit(self, run: Run) -> None:
+        limits = self._services.settings.agent.limits
+        retry = limits.retry_after_seconds
+        if self._per_owner[run.owner] >= limits.user.concurrent_runs:
+            raise RunLimitExceeded(
+                f"too many concurrent runs for this user: the limit agent.limits.user.concurrent-runs is "
+                f"{limits.user.concurrent_runs} live runs (runs waiting for a frontend tool count); "
+                f"retry in {retry} s or end one of your runs",
+                limit="agent.limits.user.concurrent-runs", retry_after_seconds=retry)
+        if len(self._live) >= limits.concurrent_runs:
+            raise RunLimitExceeded(
+                f"the gateway is at its limit agent.limits.concurrent-runs of {limits.concurrent_runs} "
+                f"live runs; retry in {retry} s",
+                limit="agent.limits.concurrent-runs", retry_after_seconds=retry)
+        self._live[run.run_id] = run
+        self._runs[run.run_id] = run
+        self._per_owner[run.owner] += 1
+
+    def _release(self, run: Run) -> None:
+        """Give back the run's limit slots; safe to call any number of times."""
+        if self._live.get(run.run_id) is not run:
+            return
+        del self._live[run.run_id]
+        self._per_owner[run.owner] -= 1
+        if self._per_owner[run.owner] <= 0:
+            del self._per_owner[run.owner]
+
+    def _settle(self, run: Run, outcome: RunOutcome, final_text: str) -> None:
+        """The run ended (called by the engine right before its terminal event)."""
+        if run.outcome is None:
+            run.outcome = outcome
+            run.final_text = final_text
+            run.ended_at = now_ms()
+        self._release(run)  # whoever sees the terminal event may start a new run at once
+
+    async def _execute(self, run: Run, execution: RunExecution) -> None:
+        try:
+            await execution.run()
+        finally:
+            self._services.submits.close_run(run.run_id)
+            self._task_done(run)
+
+    def _task_done(self, run: Run) -> None:
+        """The task is over: make sure the run is settled, its log ended and its retention set."""
+        if run.outcome is None:  # cancelled before its first step, or a bug below the engine
+            self._settle(run, RunOutcome("cancelled", reason="the run was cancelled before it started"), "")
+            if not run.log.ended:
+                run.emit(ev.RunCancel(run_id=run.run_id))
+        self._release(run)
+        self._retain(run)
+
+    def _retain(self, run: Run) -> None:
+        if run.run_id in self._expiry or self._runs.get(run.run_id) is not run:
+            return
+        seconds = self._services.settings.agent.runs.retention_seconds
+        loop = asyncio.get_running_loop()
+        self._expiry[run.run_id] = loop.call_later(seconds, self._forget, run)
+
+    def _forget(self, run: Run) -> None:
+        self._expiry.pop(run.run_id, None)
+        if self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+
+    # -- watching ----------------------------------------------------------------------
+
+    async def watch(self, run: Run, after: int = 0, *, cancel_on_leave: bool = False) -> AsyncIterator[Stamped]:
+        """Every event of ``run`` with ``seq > after``, live until its terminal event.
+
+        Leaving early (client gone, consumer cancelled) cancels the run only with ``cancel_on_leave``.
+        """
+        finished = False
+        try:
+            async for event in run.log.read(after):
+                yield event
+            finished = True
+        finally:
+            if not finished and cancel_on_leave:
+                run.cancel()
+
+    def query_stream(self, run: Run) -> AsyncIterator[Stamped]:
+        """The stream of the query that started ``run``: its disconnect does what ``onDisconnect`` says."""
+        return self.watch(run, 0, cancel_on_leave=run.on_disconnect == "cancel")
+
+    # -- finding runs ------------------------------------------------------------------
+
+    def get(self, run_id: str, owner: str) -> Run:
+        """A live or retained run of ``owner``: 404 for an unknown or expired run, 403 for another user's."""
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFoundError(f"unknown or expired run: {run_id}")
+        if run.owner != owner:
+            raise ForbiddenError(f"run {run_id} belongs to another user")
+        return run
+
+    def active_in_chat(self, chat_id: str, owner: str) -> Run:
+        """The chat's live run (the newest if several are queued): 404 when it has none."""
+        live = [run for run in self._live.values() if run.chat_id == chat_id]
+        if not live:
+            raise NotFoundError(f"chat {chat_id} has no active run")
+        run = max(live, key=lambda r: r.started_at)
+        if run.owner != owner:
+            raise ForbiddenError(f"chat {chat_id} belongs to another user")
+        return run
+
+    def list(self, owner: str, *, chat_id: str | None = None, status: str | None = None) -> list[Run]:
+        """``owner``'s live and retained runs, newest first."""
+        runs = [run for run in self._runs.values() if run.owner == owner]
+        if chat_id:
+            runs = [run for run in runs if run.chat_id == chat_id]
+        if status:
+            runs = [run for run in runs if self.status(run) == status]
+        return sorted(runs, key=lambda r: r.started_at, reverse=True)
+
+    # -- inspecting --------------------------------------------------------------------
+
+    def status(self, run: Run) -> RunStatus:
+        if run.outcome is not None:
+            return run.outcome.status
+        return "waiting" if self._services.submits.pending_for(run.run_id) else "running"
+
+    def describe(self, run: Run) -> dict[str, Any]:
+        """``GET /api/ap/run`` / ``agent.status``: ``{runId, chatId, agentKey, status, lastSeq, …}``."""
+        data: dict[str, Any] = {
+            "runId": run.run_id, "chatId": run.chat_id, "agentKey": run.agent_key, "requestId": run.request_id,
+            "status": self.status(run), "lastSeq": run.log.last_seq, "startedAt": run.started_at,
+            "onDisconnect": run.on_disconnect,
+            "pendingTools": [p.as_pending_tool() for p in self._services.submits.pending_for(run.run_id)],
+        }
+        if run.ended_at is not None:
+            data["endedAt"] = run.ended_at
+        if run.outcome is not None:
+            if run.outcome.finish_reason is not None:
+                data["finishReason"] = run.outcome.finish_reason
+            if run.outcome.error is not None:
+                data["error"] = run.outcome.error
+        return data
+
+    # -- acting on runs ----------------------------------------------------------------
+
+    def submit(self, run_id: str, tool_id: str, params: Any, owner: str) -> SubmitOutcome:
+        return self._services.submits.submit(run_id, tool_id, params, owner)
+
+    async def interrupt(self, run_id: str, owner: str) -> bool:
+        """Cancel a live run of ``owner`` and wait until it recorded itself; False when it already ended."""
+        run = self.get(run_id, owner)
+        cancelled = run.cancel()
+        await run.wait()
+        return cancelled
+
+    async def cancel(self, run_id: str, owner: str) -> bool:
+        """Like ``interrupt``, but an unknown run is just ``False`` (the sidecar's ``agent.cancel``)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return False
+        return await self.interrupt(run_id, owner)
+
+    async def aclose(self) -> None:
+        """Cancel every live run and wait until each has recorded itself (shutdown)."""
+        runs = list(self._live.values())
+        for run in runs:
+            run.cancel()
+        for run in runs:
+            await run.wait()
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
