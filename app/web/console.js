@@ -1,7 +1,7 @@
 /*
  * Agent Gateway web console: the demo page served at GET / (no build step, no external resources).
  *
- * Protocol handling (SPEC §3.5, §4, §6):
+ * Protocol handling (SPEC §3.5, §4, §6, §15):
  *  - Streaming. POST /api/ap/query answers text/event-stream. The body is read with a
  *    ReadableStream reader and decoded incrementally; readSse() applies the SSE line rules
  *    (LF / CRLF / CR line ends, "field: value" lines, "data" lines joined with "\n", a blank line
@@ -9,11 +9,32 @@
  *    event's data is one JSON object, rendered the moment its blank line arrives: no buffering.
  *  - Rendering. render(event, live) draws live events (*.start / *.delta / *.end) and the
  *    snapshot events of GET /api/ap/chat (*.snapshot) with the same code.
+ *  - Runs outlive the page (§15). Queries are sent with onDisconnect: "continue", so a reload or
+ *    a broken connection does not cancel the run. Every event of a run goes through follow() /
+ *    apply(), which keep the run's "view": its runId and the last seq drawn. An event whose seq
+ *    was already drawn is skipped, so a replay never draws anything twice. The view is mirrored
+ *    in sessionStorage per chat ("agw.console.run.<chatId>" = {runId, lastSeq}) together with
+ *    the chat on screen ("agw.console.chat").
+ *  - Re-attaching. When the query stream breaks before the run's terminal event, attach() shows
+ *    "reconnecting…" and reads GET /api/ap/run/stream?runId=&after=<last seq drawn> (retrying
+ *    with a back-off while the gateway is unreachable); a 404 means the run expired: an error is
+ *    shown. After a reload, the chat on screen is reopened by openChat(), which draws
+ *    the history in two parts (the simple correct approach: no merging of history seqs with run
+ *    seqs): (1) GET /api/ap/chat, split into runs; every run that has ended is drawn from the
+ *    history; (2) every run still open — a history run without a terminal event (the gateway
+ *    leaves those open only for runs it still runs), a running/waiting run of
+ *    GET /api/ap/runs?chatId=, or the run remembered in sessionStorage when the history does not
+ *    show it ended — is NOT drawn from the history but attached from seq 0 and drawn fully
+ *    from its own event log, live events included. A remembered run the gateway no longer
+ *    knows (404) is reported as expired.
  *  - Frontend tools. tool.start with a toolType → GET /api/ap/viewport → the html in a sandboxed
  *    iframe (sandbox="allow-scripts", srcdoc). Once the iframe has loaded AND tool.end has
  *    completed the arguments, the page posts {type:"tool_init", data:{runId, toolId, toolKey,
  *    toolType, toolTimeout, params}}. A {type:"frontend_submit", params} message from THAT iframe
- *    (checked with event.source) becomes POST /api/ap/submit; the same SSE stream then continues.
+ *    (checked with event.source) becomes POST /api/ap/submit; the run's stream then continues.
+ *    A replayed tool.start without its tool.result re-opens the viewport, so after a reload the
+ *    user can still answer; a tool whose result arrived before its viewport loaded gets none.
+ *  - Stop. POST /api/ap/interrupt {runId}; the stream then ends with run.cancel.
  *  - Viewport blocks in the answer (```viewport\ntype=html, key=K\n{json}\n```) become iframes of
  *    viewport K, posted {type:"viewport_init", data:<json>} once loaded.
  *  - Actions. switch_theme toggles <html class="dark|light">; other actions are only shown.
@@ -25,8 +46,12 @@
 
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = "agw.console.token";
+  const CHAT_KEY = "agw.console.chat";
+  const RUN_KEY = "agw.console.run.";   // + chatId → {runId, lastSeq}
+  const TERMINAL = new Set(["run.complete", "run.error", "run.cancel"]);
+  const ATTACH_ATTEMPTS = 6;            // re-attach tries after a break (back-off 1, 2, 4, 8, 8 s)
   const VIEWPORT_BLOCK = /```viewport[ \t]*\r?\n([^\n]*)\n([\s\S]*?)```/g;
-  const state = { chatId: null, busy: false, abort: null };
+  const state = { chatId: null, busy: false, view: null, resumed: false };
   let parts = new Map();       // reasoningId / contentId / toolId / actionId / planId → its DOM state
   let turn = null;             // the assistant turn being drawn
   const frontends = new Map(); // toolId → a frontend tool waiting for its iframe's answer
@@ -42,6 +67,7 @@
   function parseJson(text) {
     try { return JSON.parse(text); } catch (e) { return null; }
   }
+  const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   // ---- HTTP ------------------------------------------------------------------------------------
 
@@ -256,6 +282,7 @@
   // ---- frontend tools --------------------------------------------------------------------------
 
   function startFrontend(part, ev) {
+    if (frontends.has(ev.toolId)) return;
     const fe = {
       runId: ev.runId, toolId: ev.toolId, toolKey: ev.toolKey || ev.toolName, toolType: ev.toolType,
       toolTimeout: ev.toolTimeout, params: null, frame: null, loaded: false, sent: false, submitted: false, part,
@@ -271,6 +298,7 @@
       return;
     }
     loadViewport(fe.toolKey).then((html) => {
+      if (frontends.get(fe.toolId) !== fe) return;  // answered (e.g. earlier in a replay): nothing to show
       fe.frame = makeFrame(html, () => { fe.loaded = true; toolInit(fe); });
       fe.frame.classList.add("frontend");
       part.box.append(fe.frame);
@@ -362,6 +390,7 @@
         }
         break;
       case "request.submit":
+        if (frontends.has(ev.toolId)) frontends.get(ev.toolId).submitted = true;  // answered (maybe in another tab)
         if (parts.has(ev.toolId)) parts.get(ev.toolId).box.append(el("div", "muted", "submitted: " + show(ev.payload)));
         break;
       case "tool.result":
@@ -428,10 +457,140 @@
     scroll();
   }
 
+  // ---- runs: following, remembering, re-attaching (SPEC §15) -----------------------------------
+
+  // A run as this page draws it. lastSeq is the highest seq drawn: every stream of the run
+  // (the query's own, each re-attach) goes through apply(), which skips what was drawn already.
+  function newView(chatId, runId) {
+    return { chatId: chatId || null, runId: runId || null, lastSeq: 0, userShown: false, terminal: false, stopAsked: false };
+  }
+
+  function remembered(chatId) {
+    const record = parseJson(sessionStorage.getItem(RUN_KEY + chatId) || "null");
+    return record && typeof record.runId === "string" ? record : null;
+  }
+  function remember(view) {
+    if (!view.chatId || !view.runId) return;
+    if (view.terminal) sessionStorage.removeItem(RUN_KEY + view.chatId);
+    else sessionStorage.setItem(RUN_KEY + view.chatId, JSON.stringify({ runId: view.runId, lastSeq: view.lastSeq }));
+  }
+  function forget(chatId, runId) {
+    const record = remembered(chatId);
+    if (record && record.runId === runId) sessionStorage.removeItem(RUN_KEY + chatId);
+  }
+
+  function apply(view, ev) {
+    if (typeof ev.seq === "number") {
+      if (ev.seq <= view.lastSeq) return;  // drawn already (a replay overlapping what we have)
+      view.lastSeq = ev.seq;
+    }
+    if (ev.chatId) view.chatId = ev.chatId;
+    if (!view.runId && ev.runId) {
+      view.runId = ev.runId;
+      if (view.stopAsked) interrupt(view);
+    }
+    if (ev.type === "request.query") {
+      if (!view.userShown) addUser(ev.message);  // a re-attached run draws its own question
+      view.userShown = true;
+    } else {
+      render(ev, true);
+    }
+    if (TERMINAL.has(ev.type)) view.terminal = true;
+    remember(view);
+  }
+
+  const follow = (view, body) => readSse(body, (ev) => apply(view, ev));
+
+  function setReconnecting(on) {
+    $("reconnecting").hidden = !on;
+  }
+
+  // One attempt: "ended" (terminal event seen), "broken" (the stream stopped early) or "gone"
+  // (4xx: the gateway will not serve this run; the error is drawn).
+  async function streamRun(view) {
+    const response = await api("/api/ap/run/stream?runId=" + encodeURIComponent(view.runId) + "&after=" + view.lastSeq,
+      { headers: { Accept: "text/event-stream" } });
+    if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
+      const body = await response.json().catch(() => ({}));
+      const why = body.msg || "HTTP " + response.status;
+      showError(response.status === 404
+        ? "✗ run " + view.runId + " has expired or is unknown to the gateway; it can no longer be followed (" + why + ")"
+        : "✗ cannot follow run " + view.runId + ": " + why);
+      return "gone";
+    }
+    if (!response.ok || !response.body) await envelope(response);  // throws with the gateway's msg
+    setReconnecting(false);
+    await follow(view, response.body);
+    return view.terminal ? "ended" : "broken";
+  }
+
+  // Re-attach to view's run after its last drawn seq until the run ends, shown as "reconnecting…".
+  async function attach(view) {
+    let lastError = null;
+    for (let attempt = 0; attempt < ATTACH_ATTEMPTS && !view.terminal; attempt++) {
+      if (attempt > 0) await delay(Math.min(1000 * 2 ** (attempt - 1), 8000));
+      setReconnecting(true);
+      try {
+        const outcome = await streamRun(view);
+        if (outcome === "gone") {
+          forget(view.chatId, view.runId);
+          break;
+        }
+      } catch (err) {
+        if (err instanceof AuthRequired) {
+          setReconnecting(false);
+          showError(err.message);
+          return;
+        }
+        lastError = err;
+      }
+    }
+    setReconnecting(false);
+    if (!view.terminal && lastError) {
+      showError("✗ lost the connection to run " + view.runId + " (" + lastError.message + "); reload the page to try again");
+    }
+  }
+
+  async function interrupt(view) {
+    try {
+      await postData("/api/ap/interrupt", { runId: view.runId });
+    } catch (err) {
+      showError("stop failed: " + err.message);
+    }
+  }
+
+  // History split into runs: each starts at its request.query (or a run.start of its own).
+  function historyRuns(events) {
+    const runs = [];
+    let run = null;
+    for (const ev of events) {
+      if (!run || ev.type === "request.query" || (ev.type === "run.start" && run.runId)) {
+        run = { runId: null, ended: false, events: [] };
+        runs.push(run);
+      }
+      if (ev.type === "run.start") run.runId = ev.runId;
+      if (TERMINAL.has(ev.type)) run.ended = true;
+      run.events.push(ev);
+    }
+    return runs;
+  }
+
+  async function liveRuns(chatId) {
+    try {
+      const runs = await getData("/api/ap/runs?chatId=" + encodeURIComponent(chatId));
+      return runs.filter((run) => run.status === "running" || run.status === "waiting").reverse();  // oldest first
+    } catch (err) {
+      if (err instanceof AuthRequired) throw err;
+      return [];  // an older gateway without §15: nothing to attach to
+    }
+  }
+
   // ---- chats, agents, sending ------------------------------------------------------------------
 
   function setChat(chatId) {
     state.chatId = chatId;
+    if (chatId) sessionStorage.setItem(CHAT_KEY, chatId);
+    else sessionStorage.removeItem(CHAT_KEY);
     $("chat-id").textContent = chatId ? "chat " + chatId : "";
     for (const item of $("chats").children) item.classList.toggle("active", item.dataset.chatId === chatId);
   }
@@ -469,22 +628,50 @@
     }));
   }
 
+  // Show a chat: its ended runs from the history, then each open run attached from seq 0
+  // (see "Re-attaching" at the top).
   async function openChat(chatId, agentKey) {
     if (state.busy) return;
     resetLog();
     setChat(chatId);
     if (agentKey && [...$("agent").options].some((o) => o.value === agentKey)) $("agent").value = agentKey;
+    setBusy(true, null);
+    const open = [];
     try {
       const data = await getData("/api/ap/chat?chatId=" + encodeURIComponent(chatId));
-      (data.events || []).forEach((ev) => render(ev, false));
-      turn = null;
+      const runs = historyRuns(data.events || []);
+      const ended = new Set();
+      for (const run of runs) {
+        if (run.runId && !run.ended) open.push(run.runId);
+        if (run.runId && run.ended) ended.add(run.runId);
+      }
+      for (const run of await liveRuns(chatId)) if (!open.includes(run.runId)) open.push(run.runId);
+      const record = remembered(chatId);
+      if (record && ended.has(record.runId)) forget(chatId, record.runId);
+      else if (record && !open.includes(record.runId)) open.push(record.runId);
+      for (const run of runs) {
+        if (open.includes(run.runId)) continue;
+        run.events.forEach((ev) => render(ev, false));
+        turn = null;
+      }
+      for (const runId of open) {
+        const view = newView(chatId, runId);
+        state.view = view;  // Stop interrupts it
+        await attach(view);
+        turn = null;
+      }
     } catch (err) {
       showError(err.message);
+    } finally {
+      turn = null;
+      setBusy(false, null);
+      if (open.length) loadChats().catch(() => {});
     }
   }
 
-  function setBusy(busy) {
+  function setBusy(busy, view) {
     state.busy = busy;
+    state.view = view;
     $("send").textContent = busy ? "Stop" : "Send";
   }
 
@@ -493,38 +680,60 @@
     if (!message) return;
     addUser(message);
     $("message").value = "";
-    const body = { message, agentKey: $("agent").value || undefined, chatId: state.chatId || undefined };
-    setBusy(true);
-    state.abort = new AbortController();
+    const body = {
+      message, agentKey: $("agent").value || undefined, chatId: state.chatId || undefined, onDisconnect: "continue",
+    };
+    const view = newView(state.chatId, null);
+    view.userShown = true;
+    setBusy(true, view);
+    let failure = null;
     try {
       const response = await api("/api/ap/query", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify(body),
-        signal: state.abort.signal,
       });
       if (!response.ok || !response.body) await envelope(response);  // throws with the gateway's msg
-      await readSse(response.body, (ev) => render(ev, true));
+      await follow(view, response.body);
     } catch (err) {
-      if (err.name === "AbortError") currentTurn().append(el("div", "done", "stopped"));
-      else showError(err.message);
+      failure = err;
+    }
+    try {
+      if (view.runId && !view.terminal) await attach(view);  // the stream broke before the run ended
+      else if (!view.runId) showError(failure ? failure.message : "the stream ended before the run started");
     } finally {
-      state.abort = null;
       turn = null;
-      setBusy(false);
+      setBusy(false, null);
       loadChats().catch(() => {});
     }
   }
 
+  function stop() {
+    const view = state.view;
+    if (!view || view.terminal) return;
+    if (view.runId) interrupt(view);
+    else view.stopAsked = true;  // interrupted as soon as its run.start tells the runId
+  }
+
+  // After a reload: reopen the chat that was on screen (and re-attach to its open run).
+  function resume() {
+    if (state.resumed) return;
+    state.resumed = true;
+    const chatId = sessionStorage.getItem(CHAT_KEY);
+    if (!chatId) return;
+    const item = [...$("chats").children].find((li) => li.dataset.chatId === chatId);
+    openChat(chatId, item ? item.dataset.agentKey : null);
+  }
+
   function init() {
-    Promise.all([loadAgents(), loadChats()]).catch((err) => {
+    Promise.all([loadAgents(), loadChats()]).then(resume, (err) => {
       if (!(err instanceof AuthRequired)) showError(err.message);
     });
   }
 
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
-    if (state.busy) { if (state.abort) state.abort.abort(); } else send();
+    if (state.busy) stop(); else send();
   });
   $("message").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
