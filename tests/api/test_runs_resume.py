@@ -123,11 +123,17 @@ async def test_two_watchers_see_identical_streams(
     first = await first_events(client, f"{gw.url}/api/ap/query", body, until=lambda e: e["type"] == "run.start")
     run_id = first[0]["requestId"]
     url = f"{gw.url}/api/ap/run/stream"
-    watchers = [asyncio.create_task(watch_all(client, url, {"runId": run_id})) for _ in range(2)]
-    chat = asyncio.create_task(watch_all(client, f"{gw.url}/api/ap/chat/stream", {"chatId": first[0]["chatId"]}))
-    await asyncio.sleep(0)  # let them connect; correctness does not depend on it (they replay)
+    streams = [watch(client, url, {"runId": run_id}), watch(client, url, {"runId": run_id}),
+               watch(client, f"{gw.url}/api/ap/chat/stream", {"chatId": first[0]["chatId"]})]
+    # each watcher is connected (it got its first replayed event) before the run may go on
+    heads = [[await stream.__anext__()] for stream in streams]
     upstream.release("g2")
-    one, two, by_chat = await asyncio.gather(*watchers, chat)
+
+    async def rest(head: list[dict[str, Any]], stream: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+        return head + [event async for event in stream]
+
+    watchers = [asyncio.create_task(rest(head, stream)) for head, stream in zip(heads, streams, strict=True)]
+    one, two, by_chat = await asyncio.gather(*watchers)
     assert one == two == by_chat
     assert_contiguous(one)
     assert one[: len(first)] == first and answer_text(one) == "".join(ANSWER)

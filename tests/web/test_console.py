@@ -3,20 +3,24 @@
 Every test drives the page the way a user does (pick an agent, type, press Send) while the fake
 upstream plays a script; assertions wait on the DOM with Playwright's ``expect`` (no sleeps).
 Streaming is checked with gates: the page must show a delta while the upstream is still
-holding back the next one.
+holding back the next one. Runs outlive the page (SPEC §15): reloads and cut connections
+re-attach to the run; requests the test must observe mid-flight are held with ``page.route``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
 
 from app.devtools import FakeUpstream
@@ -232,3 +236,249 @@ async def test_viewport_block_in_the_answer_renders_the_card(
     await expect(answer(page).locator("iframe.viewport")).to_have_count(1)  # after the viewport fetch
     await expect(page.frame_locator(".content iframe.viewport").locator("#root")).to_contain_text("Shanghai")
     await expect(answer(page)).to_have_text("Here you go:\n\nEnjoy.")
+
+
+# ---- runs outlive the page (SPEC §15) -------------------------------------------------------------
+
+CHAT_KEY = "agw.console.chat"
+RUN_KEY = "agw.console.run."
+
+
+class CuttableProxy:
+    """A loopback TCP proxy in front of the gateway; ``cut()`` resets every open connection
+    (what a flaky network does to a long SSE response), new connections keep working."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target_port = target_port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> CuttableProxy:
+        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def cut(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+        self._writers.update((writer, up_writer))
+        pumps = [asyncio.create_task(_pump(reader, up_writer)), asyncio.create_task(_pump(up_reader, writer))]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            for end in (writer, up_writer):
+                self._writers.discard(end)
+                end.transport.abort()
+
+
+async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+
+
+async def hold(page: Page, pattern: str) -> asyncio.Queue[Route]:
+    """Requests matching ``pattern`` wait in the returned queue until the test continues them."""
+    held: asyncio.Queue[Route] = asyncio.Queue()
+    await page.route(pattern, held.put_nowait)
+    return held
+
+
+async def next_held(held: asyncio.Queue[Route]) -> Route:
+    return await asyncio.wait_for(held.get(), WAIT_MS / 1000)
+
+
+async def session_item(page: Page, key: str) -> Any:
+    raw = await page.evaluate("key => sessionStorage.getItem(key)", key)
+    return None if raw is None else orjson.loads(raw) if raw.startswith("{") else raw
+
+
+async def test_reload_while_confirm_dialog_waits_reattaches_and_completes(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    page: Page,
+) -> None:
+    write_agent(deploy, "confirm", agent("REACT", tools={**NO_TOOLS, "frontends": ["confirm_dialog"]}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", {"question": "Proceed?", "options": ["Yes", "No"]}),
+                     text_script(["Confirmed, ", "proceeding."]))
+    await open_console(page, gw, "confirm")
+    await ask(page, "deploy it")
+    await expect(page.frame_locator("iframe.frontend").locator(".question")).to_have_text("Proceed?")
+    record = await session_item(page, RUN_KEY + await session_item(page, CHAT_KEY))
+    assert record["runId"] and record["lastSeq"] > 0  # the page remembers the run it is drawing
+
+    await page.reload()
+    # the run kept waiting: the replay re-opens its dialog (with the arguments) in the same chat
+    dialog = page.frame_locator("iframe.frontend")
+    await expect(dialog.locator(".question")).to_have_text("Proceed?")
+    await expect(page.locator(".msg.user")).to_have_text(["deploy it"])
+    await expect(page.locator("iframe.frontend")).to_have_count(1)
+    await dialog.get_by_role("button", name="Yes").click()
+    await dialog.locator("button.primary").click()
+
+    await expect(page.locator(".done")).to_have_count(1)
+    await expect(page.locator(".content")).to_have_text(["Confirmed, proceeding."])  # once, no repeated deltas
+    await expect(page.locator(".tool")).to_have_count(1)
+    await expect(page.locator(".tool .result")).to_contain_text('"selectedOption": "Yes"')
+    await expect(page.locator("#reconnecting")).to_be_hidden()
+    assert len(upstream.requests) == 2  # one run: the reload neither cancelled nor restarted it
+    run = (await client.get(gw.url + "/api/ap/run", params={"runId": record["runId"]})).json()["data"]
+    assert run["status"] == "completed" and run["pendingTools"] == []
+    assert await session_item(page, RUN_KEY + run["chatId"]) is None  # an ended run is forgotten
+
+
+async def test_reload_during_streaming_reattaches_and_shows_the_full_answer_once(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    write_agent(deploy, "plain", agent())
+    gw = start_gateway()
+    upstream.enqueue([Text("Hello"), Gate("g1"), Text(", world."), Usage(10, 5), Finish()])
+    await open_console(page, gw, "plain")
+    await ask(page, "hi")
+    await expect(answer(page)).to_have_text("Hello")
+
+    attaches = await hold(page, "**/api/ap/run/stream?*")
+    await page.reload()
+    attach = await next_held(attaches)
+    # while re-attaching: the state is shown, and the open run is not drawn from the history
+    await expect(page.locator("#reconnecting")).to_be_visible()
+    assert await page.locator(".msg").count() == 0
+    assert parse_qs(urlsplit(attach.request.url).query)["after"] == ["0"]
+    await attach.continue_()
+    await expect(answer(page)).to_have_text("Hello")
+    await expect(page.locator("#reconnecting")).to_be_hidden()
+    assert await page.locator(".done").count() == 0  # attached to the live run, still streaming
+
+    upstream.release("g1")
+    await expect(page.locator(".done")).to_contain_text("15 tokens")
+    await expect(page.locator(".content")).to_have_text(["Hello, world."])
+    await expect(page.locator(".msg.user")).to_have_text(["hi"])
+    assert len(upstream.requests) == 1
+
+
+async def test_cut_stream_reattaches_after_the_last_drawn_seq_and_skips_replayed_events(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    """The query's connection is reset mid-answer: the page re-attaches with ``after=<last seq
+    drawn>``; even a replay from seq 0 (forced here) draws nothing twice."""
+    write_agent(deploy, "plain", agent())
+    gw = start_gateway()
+    upstream.enqueue([Text("Hello"), Gate("g1"), Text(", world."), Usage(10, 5), Finish()])
+    async with CuttableProxy(gw.port) as proxy:
+        await page.goto(proxy.url + "/")
+        await page.select_option("#agent", "plain")
+        await ask(page, "hi")
+        await expect(answer(page)).to_have_text("Hello")
+        record = await session_item(page, RUN_KEY + await session_item(page, CHAT_KEY))
+
+        attaches = await hold(page, "**/api/ap/run/stream?*")
+        proxy.cut()
+        attach = await next_held(attaches)
+        await expect(page.locator("#reconnecting")).to_be_visible()
+        url = urlsplit(attach.request.url)
+        query = parse_qs(url.query)
+        assert query["runId"] == [record["runId"]] and query["after"] == [str(record["lastSeq"])]
+        assert record["lastSeq"] > 0
+        await attach.continue_(url=urlunsplit(url._replace(query=f"runId={record['runId']}&after=0")))
+        await expect(page.locator("#reconnecting")).to_be_hidden()
+
+        upstream.release("g1")
+        await expect(page.locator(".done")).to_have_count(1)
+        await expect(page.locator(".content")).to_have_text(["Hello, world."])
+        await expect(page.locator(".msg.user")).to_have_text(["hi"])
+        assert len(upstream.requests) == 1
+
+
+async def test_opening_a_chat_whose_run_is_live_attaches_to_it(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    """A second tab (nothing remembered) finds the chat's open run and watches it live with the first."""
+    write_agent(deploy, "plain", agent())
+    gw = start_gateway()
+    upstream.enqueue(text_script(["Earlier answer."]))
+    upstream.enqueue([Text("Hello"), Gate("g1"), Text(", world."), Usage(10, 5), Finish()])
+    await open_console(page, gw, "plain")
+    await ask(page, "first")
+    await expect(page.locator(".done")).to_have_count(1)
+    await ask(page, "second")
+    await expect(answer(page)).to_have_text("Hello")
+
+    other = await page.context.new_page()
+    errors: list[str] = []
+    other.on("pageerror", lambda exc: errors.append(str(exc)))
+    await other.goto(gw.url + "/")
+    await other.locator("#chats li").click()
+    await expect(other.locator(".msg.user")).to_have_text(["first", "second"])
+    await expect(answer(other)).to_have_text("Hello")
+    await expect(other.locator(".done")).to_have_count(1)  # only the ended run is finished
+
+    upstream.release("g1")
+    for tab in (page, other):
+        await expect(tab.locator(".done")).to_have_count(2)
+        await expect(tab.locator(".content")).to_have_text(["Earlier answer.", "Hello, world."])
+    assert errors == []
+
+
+async def test_remembered_run_the_gateway_no_longer_knows_is_reported_expired(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    write_agent(deploy, "plain", agent())
+    gw = start_gateway()
+    upstream.enqueue(text_script(["Done."]))
+    await open_console(page, gw, "plain")
+    await ask(page, "hi")
+    await expect(page.locator(".done")).to_have_count(1)
+    chat_id = await session_item(page, CHAT_KEY)
+    await page.evaluate("([key, value]) => sessionStorage.setItem(key, value)",
+                        [RUN_KEY + chat_id, orjson.dumps({"runId": "run_gone", "lastSeq": 7}).decode()])
+    await page.reload()
+    await expect(page.locator(".msg.assistant .error")).to_contain_text("run_gone has expired")
+    await expect(page.locator(".content")).to_have_text(["Done."])  # the history is still shown
+    await expect(page.locator("#reconnecting")).to_be_hidden()
+    assert await session_item(page, RUN_KEY + chat_id) is None
+
+
+async def test_stop_interrupts_the_run_that_outlives_its_connection(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    page: Page,
+) -> None:
+    """With ``onDisconnect: continue`` closing the stream would not stop the run: Stop interrupts it."""
+    write_agent(deploy, "plain", agent())
+    gw = start_gateway()
+    upstream.enqueue([Text("Hello"), Gate("never"), Text(" unreachable."), Finish()])
+    await open_console(page, gw, "plain")
+    await ask(page, "hi")
+    await expect(answer(page)).to_have_text("Hello")
+    record = await session_item(page, RUN_KEY + await session_item(page, CHAT_KEY))
+    await expect(page.locator("#send")).to_have_text("Stop")
+    await page.click("#send")
+    await expect(page.locator(".done")).to_have_text("cancelled")
+    await expect(page.locator("#send")).to_have_text("Send")
+    run = (await client.get(gw.url + "/api/ap/run", params={"runId": record["runId"]})).json()["data"]
+    assert run["status"] == "cancelled"
