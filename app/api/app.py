@@ -10,7 +10,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import catalog_routes, chat_routes, run_routes, run_watch_routes, schedule_routes, web_routes
+from app.api import (
+    agui_routes,
+    catalog_routes,
+    chat_routes,
+    openai_routes,
+    run_routes,
+    run_watch_routes,
+    schedule_routes,
+    web_routes,
+)
 from app.api.envelope import (
     gateway_error_handler,
     http_error_handler,
@@ -59,6 +68,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(catalog_routes.router)
     app.include_router(run_routes.router)
     app.include_router(run_watch_routes.router)
+    app.include_router(openai_routes.router)  # SPEC §17: /v1/models, /v1/chat/completions
+    app.include_router(agui_routes.router)  # SPEC §17: /ag-ui/{agentKey}
     app.include_router(chat_routes.router)
     app.include_router(schedule_routes.router)
     app.include_router(web_routes.router)  # the web console: GET / and /console/*

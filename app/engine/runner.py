@@ -55,6 +55,8 @@ class RunExecution:
     emit: Callable[[ev.Event], None]
     #: called once, right before the terminal event, with the outcome and the final answer text
     settle: Callable[[RunOutcome, str], None]
+    #: the conversation so far as OpenAI-shaped messages, instead of the chat memory's replay
+    history: list[dict[str, Any]] | None = None
 
     async def run(self) -> None:
         """Perform the run while holding the chat's lock (one run at a time per chat)."""
@@ -72,8 +74,11 @@ class RunExecution:
         ))
         if run.new_chat:
             run.emit(ev.ChatStart(chat_id=run.chat_id, chat_name=chat_name(query.message)))
-        lines = await asyncio.to_thread(chats.read_lines, run.chat_id) if not run.new_chat else []
-        history = replay_messages(lines, services.settings.memory.chat.k)
+        if run.history is not None:
+            history = list(run.history)
+        else:
+            lines = await asyncio.to_thread(chats.read_lines, run.chat_id) if not run.new_chat else []
+            history = replay_messages(lines, services.settings.memory.chat.k)
         await chats.append(run.chat_id, {
             "_type": "query", "chatId": run.chat_id, "runId": run.run_id, "updatedAt": now_ms(),
             "query": query.as_memory(run.chat_id, run.agent.key, run.request_id), "owner": run.owner,

@@ -41,7 +41,8 @@ from app.contract.bodies import QueryRequest
 from app.contract.events import EventNumberer, Stamped, now_ms
 from app.contract.runs import RunOutcome, RunStatus
 from app.engine.context import RunServices
-from app.engine.ids import new_chat_id, new_run_id
+from app.engine.ids import new_chat_id as generate_chat_id
+from app.engine.ids import new_run_id
 from app.engine.runner import RunExecution
 from app.engine.submits import SubmitOutcome
 from app.errors import ForbiddenError, NotFoundError, RequestError, RunLimitExceeded
@@ -143,8 +144,14 @@ class RunService:
 
     # -- starting ----------------------------------------------------------------------
 
-    async def start(self, query: QueryRequest, owner: str) -> Run:
-        """Validate the query and start its run. Raises 4xx errors before anything streams."""
+    async def start(self, query: QueryRequest, owner: str, *, new_chat_id: str | None = None,
+                    history: list[dict[str, Any]] | None = None) -> Run:
+        """Validate the query and start its run. Raises 4xx errors before anything streams.
+
+        Protocol adapters may name the id of a new chat (``new_chat_id``: AG-UI's ``threadId``) and
+        supply the conversation so far (``history``, OpenAI-shaped messages: the OpenAI endpoint's
+        earlier messages) instead of the chat's memory.
+        """
         catalog = self._catalog()
         chats = self._services.chats
         agent_key = query.agent_key
@@ -158,7 +165,9 @@ class RunService:
             agent_key = agent_key or meta.first_agent_key
             new_chat = False
         else:
-            chat_id, new_chat = new_chat_id(), True
+            chat_id, new_chat = (check_key(new_chat_id, "chatId") if new_chat_id else generate_chat_id()), True
+            if new_chat_id and await asyncio.to_thread(chats.chat_meta, chat_id) is not None:
+                raise RequestError(f"chat {chat_id} already exists; continue it with chatId")
             if not agent_key:
                 raise RequestError("agentKey is required to start a new chat")
         if not agent_key:
@@ -177,7 +186,7 @@ class RunService:
         self._admit(run)
         execution = RunExecution(
             services=self._services, catalog=catalog, agent=agent, query=query, run_id=run_id, chat_id=chat_id,
-            request_id=run.request_id, owner=owner, new_chat=new_chat, emit=run.emit,
+            request_id=run.request_id, owner=owner, new_chat=new_chat, emit=run.emit, history=history,
             settle=lambda outcome, text: self._settle(run, outcome, text),
         )
         run.task = asyncio.create_task(self._execute(run, execution), name=f"run:{run_id}")

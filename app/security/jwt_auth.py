@@ -12,7 +12,8 @@ The ``sub`` ``anonymous`` is reserved: it is the one user of auth-off mode, the 
 of every chat written without auth, so no token may claim it (SPEC §9).
 
 ``AuthMiddleware`` is a pure ASGI middleware (it never buffers the SSE responses it
-wraps): on every ``/api/**`` request it verifies ``Authorization: Bearer <JWT>`` and
+wraps): on every ``/api/**`` request (and the protocol adapters' ``/v1/**``, ``/ag-ui/**``,
+``/mcp``) it verifies ``Authorization: Bearer <JWT>`` and
 stores the token's ``sub`` as ``request.state.user``; anything else gets the 401
 envelope ``{"code": 4010, "msg": …}``. With auth disabled every request is the one
 ``anonymous`` user. Exception: with data-link tokens on (SPEC §9 "Data links"),
@@ -195,10 +196,15 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+#: every path tree that runs or reads agents: the native API and the protocol adapters (SPEC §9, §17, §18)
+PROTECTED_ROOTS: tuple[str, ...] = ("/api", "/v1", "/ag-ui", "/mcp")
+
+
 def is_protected(path: str) -> bool:
-    """Whether ``path`` is under ``/api/**`` (compared case-insensitively, slashes collapsed)."""
+    """Whether ``path`` is under ``/api/**``, ``/v1/**``, ``/ag-ui/**`` or ``/mcp``
+    (compared case-insensitively, slashes collapsed)."""
     normal = _SLASHES.sub("/", path).lower()
-    return normal == "/api" or normal.startswith("/api/")
+    return any(normal == root or normal.startswith(root + "/") for root in PROTECTED_ROOTS)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
