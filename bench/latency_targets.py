@@ -74,7 +74,10 @@ def make_deployment(root: Path, upstream_url: str) -> Path:
         "toolConfig": None, "plain": {"systemPrompt": "You are a benchmark agent."},
     }))
     (root / "application.yml").write_text(
-        "agent:\n  auth:\n    enabled: false\n  providers:\n"
+        "agent:\n  auth:\n    enabled: false\n"
+        # one anonymous user with up to hundreds of live streams: lift the run caps (SPEC §19 limits)
+        "  limits:\n    concurrent-runs: 100000\n    user:\n      concurrent-runs: 100000\n"
+        "  providers:\n"
         f"    bench:\n      base-url: {upstream_url}\n      api-key: sk-bench-dummy\n",
         encoding="utf-8",
     )

@@ -400,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         deploy = _deployment(work / "deploy", upstream_url)
         port = free_port()
         gateway = spawn([sys.executable, "-m", "app", "--dir", str(deploy), "--log-level", "WARNING", "serve"],
-                         work / "gateway.log", env=_env(SERVER_PORT=str(port)), cwd=deploy)
+                         work / "gateway.log", cwd=deploy,
+                         # a load test is one anonymous user with up to 1000 live runs: lift the run caps
+                         env=_env(SERVER_PORT=str(port), AGENT_LIMITS_CONCURRENT_RUNS="100000",
+                                  AGENT_LIMITS_USER_CONCURRENT_RUNS="100000"))
         gw_url = f"http://127.0.0.1:{port}"
         wait_http(f"{gw_url}/healthz", gateway, work / "gateway.log", timeout=60)
         report = asyncio.run(_bench(args, gw_url, upstream_url, gateway.pid))
