@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import current_user
 from app.api.body import read_json
-from app.api.envelope import fail, ok
+from app.api.envelope import EnvelopeResponse, fail, ok
 from app.api.sse import event_stream_response
 from app.contract.bodies import QueryRequest, SubmitRequest
+from app.contract.runs import RunOutcome
 from app.errors import RunLimitExceeded
 from app.gateway import Gateway
 from app.paths import check_key
@@ -52,10 +53,32 @@ async def query(request: Request, user: str = Depends(current_user)) -> Response
                                      run.cancel)
     events = [stamped.wire() async for stamped in gateway.runs.query_stream(run)]
     outcome = await run.finished()
-    return ok({
+    data = {
         "runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id,
         "finishReason": outcome.finish_reason, "status": outcome.status, "answer": run.final_text, "events": events,
-    })
+    }
+    if outcome.status == "completed":
+        return ok(data)
+    # SPEC §22: a failed run is a failure — non-2xx, code > 0, the reason in msg, the events still in data
+    status, code, message = failure_of(outcome)
+    return EnvelopeResponse({"code": code, "msg": message, "data": data}, status_code=status)
+
+
+def failure_of(outcome: RunOutcome) -> tuple[int, int, str]:
+    """HTTP status, envelope code and message of a run that did not complete."""
+    if outcome.status == "cancelled":
+        return 409, 4090, f"the run was cancelled: {outcome.reason or 'interrupted'}"
+    error = outcome.error or {}
+    kind = str(error.get("code") or "internal_error")
+    message = f"the run failed ({kind}): {error.get('message') or 'no details'}"
+    if kind == "upstream_timeout":
+        return 504, 5024, message
+    if kind.startswith("upstream_"):
+        return 502, {"upstream_http_error": 5021, "upstream_malformed_chunk": 5022,
+                     "upstream_disconnected": 5023}.get(kind, 5020), message
+    if kind.startswith("budget_"):
+        return (504 if kind.endswith("timeout") else 422), 5030, message
+    return 500, 5050, message
 
 
 @router.post(

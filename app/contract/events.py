@@ -247,12 +247,16 @@ class ToolArgs(Event):
     tool_id: str
     delta: str
     chunk_index: int | None = None
+    #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
+    run_id: str | None = None
 
 
 @dataclass(slots=True)
 class ToolEnd(Event):
     type: ClassVar[str] = "tool.end"
     tool_id: str
+    #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
+    run_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -260,6 +264,8 @@ class ToolResult(Event):
     type: ClassVar[str] = "tool.result"
     tool_id: str
     result: Any
+    #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
+    run_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -292,12 +298,16 @@ class ActionArgs(Event):
     type: ClassVar[str] = "action.args"
     action_id: str
     delta: str
+    #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
+    run_id: str | None = None
 
 
 @dataclass(slots=True)
 class ActionEnd(Event):
     type: ClassVar[str] = "action.end"
     action_id: str
+    #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
+    run_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -305,6 +315,8 @@ class ActionParam(Event):
     type: ClassVar[str] = "action.param"
     action_id: str
     param: Any
+    #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
+    run_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -312,6 +324,8 @@ class ActionResult(Event):
     type: ClassVar[str] = "action.result"
     action_id: str
     result: Any
+    #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
+    run_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -34,9 +34,12 @@ SETTLE_NUDGE = (
 
 
 def _emit_plan(ctx: RunContext, created: bool) -> None:
+    """SPEC §5: a new plan is ``plan.create`` followed at once by ``plan.update`` (the upstream web
+    client draws its plan panel from ``plan.update`` only); every later change is ``plan.update``."""
     assert ctx.plan is not None
-    cls = ev.PlanCreate if created else ev.PlanUpdate
-    ctx.emit(cls(plan_id=ctx.plan.plan_id, chat_id=ctx.chat_id, plan=ctx.plan.as_list()))
+    if created:
+        ctx.emit(ev.PlanCreate(plan_id=ctx.plan.plan_id, chat_id=ctx.chat_id, plan=ctx.plan.as_list()))
+    ctx.emit(ev.PlanUpdate(plan_id=ctx.plan.plan_id, chat_id=ctx.chat_id, plan=ctx.plan.as_list()))
     ctx.plan_dirty = True
 
 

@@ -100,9 +100,9 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
     if not (isinstance(result, dict) and result.get("ok") is False):
         ctx.results_by_tool[call.name] = result
     if call.is_action:
-        ctx.emit(ev.ActionResult(action_id=call.event_id, result=result))
+        ctx.emit(ev.ActionResult(action_id=call.event_id, result=result, run_id=ctx.run_id))
     else:
-        ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result))
+        ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result, run_id=ctx.run_id))
     id_key = "_actionId" if call.is_action or call.name in ctx.services.settings.memory.chat.action_tools else "_toolId"
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
@@ -128,9 +128,9 @@ def refuse_call(ctx: RunContext, call: ToolCall, message: str) -> None:
     if call.kind is ToolKind.FRONTEND:
         ctx.services.submits.discard(ctx.run_id, call.event_id, "the call was refused")
     if call.is_action:
-        ctx.emit(ev.ActionResult(action_id=call.event_id, result=result))
+        ctx.emit(ev.ActionResult(action_id=call.event_id, result=result, run_id=ctx.run_id))
     else:
-        ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result))
+        ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result, run_id=ctx.run_id))
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
         "content": [{"type": "text", "text": result_text(result)}], "ts": now_ms(),
@@ -145,7 +145,7 @@ async def _dispatch(ctx: RunContext, call: ToolCall, args: dict[str, Any], engin
         raise ToolError(f"tool '{call.name}' is not available here; use only the tools offered")
     if call.kind is ToolKind.ACTION:
         if args:
-            ctx.emit(ev.ActionParam(action_id=call.event_id, param=args))
+            ctx.emit(ev.ActionParam(action_id=call.event_id, param=args, run_id=ctx.run_id))
         return "OK"
     if call.kind is ToolKind.FRONTEND:
         return await _wait_for_submit(ctx, call)

@@ -232,9 +232,9 @@ async def _stream_turn(
                     calls[delta.index] = call
                 call.fragments.append(delta.fragment)
                 if call.is_action:
-                    ctx.emit(ev.ActionArgs(action_id=call.event_id, delta=delta.fragment))
+                    ctx.emit(ev.ActionArgs(action_id=call.event_id, delta=delta.fragment, run_id=ctx.run_id))
                 else:
-                    ctx.emit(ev.ToolArgs(tool_id=call.event_id, delta=delta.fragment,
+                    ctx.emit(ev.ToolArgs(tool_id=call.event_id, delta=delta.fragment, run_id=ctx.run_id,
                                          chunk_index=len(call.fragments) - 1))
             elif isinstance(delta, UsageDelta):
                 prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
@@ -251,7 +251,8 @@ async def _stream_turn(
         await stream.aclose()
     blocks.close()
     for call in calls.values():
-        ctx.emit(ev.ActionEnd(action_id=call.event_id) if call.is_action else ev.ToolEnd(tool_id=call.event_id))
+        ctx.emit(ev.ActionEnd(action_id=call.event_id, run_id=ctx.run_id) if call.is_action
+                 else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
     ctx.add_usage(model, prompt_tokens, completion_tokens)
     result.calls = list(calls.values())
     _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens)

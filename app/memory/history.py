@@ -244,14 +244,14 @@ class _Run:
             kind, event_id = self.call_kinds.get(call_id, ("tool", call_id))
             action_id, tool_id = (event_id, None) if kind == "action" else (None, event_id)
         if action_id is not None:
-            self.h.emit(ActionResult(action_id=action_id, result=result), ts)
+            self.h.emit(ActionResult(action_id=action_id, result=result, run_id=self.run_id), ts)
             return
         assert tool_id is not None
         submit = self.pending_submits.pop(tool_id, None)
         if submit is not None:
             self._emit_submit(submit)
         self.results_seen.add(tool_id)
-        self.h.emit(ToolResult(tool_id=tool_id, result=result), ts)
+        self.h.emit(ToolResult(tool_id=tool_id, result=result, run_id=self.run_id), ts)
 
     def _submit(self, line: Mapping[str, Any]) -> None:
         tool_id = _str(line.get("toolId"))

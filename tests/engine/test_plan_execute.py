@@ -72,7 +72,12 @@ async def test_deep_thinking_run_shows_draft_reasoning_plan_tasks_and_summary_in
     assert order == sorted(order)
     assert [e["taskId"] for e in of_type(events, "task.start")] == ["task_1", "task_2"]
     assert [e["taskId"] for e in of_type(events, "task.complete")] == ["task_1", "task_2"]
-    assert kinds.count("plan.create") == 1 and kinds.count("plan.update") == 2
+    # SPEC §5: plan.create is followed at once by plan.update (the upstream client's plan panel
+    # reacts to plan.update only), then one plan.update per task status change
+    assert kinds.count("plan.create") == 1 and kinds.count("plan.update") == 3
+    assert kinds[kinds.index("plan.create") + 1] == "plan.update"
+    created, first_update = first(events, "plan.create"), of_type(events, "plan.update")[0]
+    assert first_update["plan"] == created["plan"] and first_update["planId"] == created["planId"]
     run_id, chat_id = events[2]["runId"], events[0]["chatId"]
     assert all(e["chatId"] == chat_id for e in of_type(events, "plan.create", "plan.update"))
     assert all(e["runId"] == run_id for e in of_type(events, "task.start", "task.complete"))

@@ -89,7 +89,7 @@ def test_event_order_seq_and_fields() -> None:
     assert by_seq[2] == {"type": "chat.start", "chatId": CHAT, "chatName": "Plan my trip to Paris"}
     assert by_seq[3] == {"type": "run.start", "runId": "r1", "chatId": CHAT, "agentKey": "demo"}
     assert by_seq[4] == {"type": "reasoning.snapshot", "reasoningId": "r1_r_1", "text": "need a plan"}
-    assert by_seq[6] == {"type": "tool.result", "toolId": "call_p", "result": {"planId": "p1"}}
+    assert by_seq[6] == {"type": "tool.result", "toolId": "call_p", "result": {"planId": "p1"}, "runId": "r1"}
     assert by_seq[7] == {"type": "plan.create", "planId": "p1", "chatId": CHAT, "plan": PLAN["tasks"]}
     assert by_seq[8] == {"type": "content.snapshot", "contentId": "r1_c_1", "text": "Looking it up.", "taskId": "t1"}
     assert by_seq[9] == {"type": "tool.snapshot", "toolId": "call_w", "toolName": "mock_city_weather",
@@ -99,10 +99,10 @@ def test_event_order_seq_and_fields() -> None:
                           "arguments": '{"question": "Book?"}'}
     assert by_seq[12] == {"type": "request.submit", "requestId": "req_r1", "chatId": CHAT, "runId": "r1",
                           "toolId": FRONTEND_ID, "payload": {"confirmed": True}}
-    assert by_seq[13] == {"type": "tool.result", "toolId": FRONTEND_ID, "result": {"confirmed": True}}
+    assert by_seq[13] == {"type": "tool.result", "toolId": FRONTEND_ID, "result": {"confirmed": True}, "runId": "r1"}
     assert by_seq[14] == {"type": "action.snapshot", "actionId": ACTION_ID, "actionName": "switch_theme",
                           "taskId": "t1", "arguments": '{"theme": "dark"}'}
-    assert by_seq[16] == {"type": "action.result", "actionId": ACTION_ID, "result": "OK"}
+    assert by_seq[16] == {"type": "action.result", "actionId": ACTION_ID, "result": "OK", "runId": "r1"}
     assert by_seq[18] == {"type": "plan.update", "planId": "p1", "chatId": CHAT, "plan": PLAN_DONE["tasks"]}
     assert by_seq[20] == {"type": "run.complete", "runId": "r1", "finishReason": "stop",
                           "usage": {"total_tokens": 42}}
@@ -174,7 +174,7 @@ def test_legacy_plan_snapshot_and_tool_ids_on_the_call() -> None:
     assert [e["type"] for e in events] == ["request.query", "chat.start", "run.start", "action.snapshot",
                                            "action.result", "plan.create", "run.complete"]
     assert events[3]["actionId"] == "action_x" and events[4] == {
-        "type": "action.result", "actionId": "action_x", "result": "OK", "seq": 5, "timestamp": 3}
+        "type": "action.result", "actionId": "action_x", "result": "OK", "runId": "r1", "seq": 5, "timestamp": 3}
     assert events[5]["plan"] == [{"taskId": "t1", "description": "d", "status": "init"}]
 
 
