@@ -9,8 +9,10 @@ folders are resolved against the deployment folder (the working directory).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,9 @@ def _split_list(value: Any) -> Any:
 
 
 class ServerSettings(_Section):
+    #: HTTP port
     port: int = 8080
+    #: bind address (set 0.0.0.0 deliberately, e.g. in a container)
     host: str = "127.0.0.1"
     #: largest accepted JSON request body, bytes (not in the SPEC table; our default)
     max_body_bytes: int = Field(1_048_576, alias="max-body-bytes")
@@ -47,33 +51,43 @@ class FolderSettings(_Section):
     """A definition folder and its fallback rescan interval. Each folder has its own defaults,
     so setting only one key (e.g. ``AGENT_REFRESH_INTERVAL_MS``) keeps the other."""
 
+    #: the folder, relative to the deployment folder unless absolute
     external_dir: str = Field(alias="external-dir")
+    #: fallback rescan interval; the file watcher normally picks a change up within a second
     refresh_interval_ms: int = Field(30000, alias="refresh-interval-ms")
 
 
 class AgentFolderSettings(FolderSettings):
+    #: agent definitions (``<agentKey>.json``)
     external_dir: str = Field("agents", alias="external-dir")
     refresh_interval_ms: int = Field(10000, alias="refresh-interval-ms")
 
 
 class ModelFolderSettings(FolderSettings):
+    #: model definitions (``<modelKey>.json``); the built-in ones are copied in at start
     external_dir: str = Field("models", alias="external-dir")
 
 
 class ViewportFolderSettings(FolderSettings):
+    #: viewports (``<key>.html`` …) rendered by clients
     external_dir: str = Field("viewports", alias="external-dir")
 
 
 class DataFolderSettings(FolderSettings):
+    #: static files served by ``/api/ap/data``; the gateway's own state lives in its hidden ``.agw/``
     external_dir: str = Field("data", alias="external-dir")
 
 
 class ProviderSettings(_Section):
+    #: the provider's base URL (``embedded`` = the built-in scripted local model)
     base_url: str = Field(alias="base-url")
+    #: API key, sent as ``Authorization: Bearer`` (OpenAI kinds) or ``x-api-key`` (Anthropic); never logged
     api_key: str = Field("", alias="api-key")
     #: name of an encrypted credential entry (SPEC §12) used instead of ``api-key``
     api_key_ref: str = Field("", alias="api-key-ref")
+    #: the provider's default model id
     model: str = ""
+    #: request path for protocol ``NEWAPI_OPENAI_COMPATIBLE``
     new_api_path: str = Field("/v1/chat/completions", alias="new-api-path")
 
     def __repr__(self) -> str:  # never let a key reach a log through repr()
@@ -81,13 +95,22 @@ class ProviderSettings(_Section):
 
 
 class BashSettings(_Section):
+    #: working directory of ``_bash_`` with the sandbox off (empty = the deployment folder);
+    #: sandboxed calls work in the chat's workspace
     working_directory: str = Field("", alias="working-directory")
+    #: folders tools may read besides the chat's workspace (never ``.`` or ``/``)
     allowed_paths: list[str] = Field(default_factory=list, alias="allowed-paths")
+    #: commands ``_bash_`` may run (empty = reject all)
     allowed_commands: list[str] = Field(default_factory=list, alias="allowed-commands")
+    #: commands whose path arguments must stay inside the allowed paths (empty = the allowed commands)
     path_checked_commands: list[str] = Field(default_factory=list, alias="path-checked-commands")
+    #: allow pipes, redirects and here-docs (the command then runs through the shell)
     shell_features_enabled: bool = Field(False, alias="shell-features-enabled")
+    #: the shell that runs a command when shell features are on
     shell_executable: str = Field("bash", alias="shell-executable")
+    #: time limit of one command
     shell_timeout_ms: int = Field(10000, alias="shell-timeout-ms")
+    #: longest accepted command
     max_command_chars: int = Field(16000, alias="max-command-chars")
     #: commands allowed to use their exec-capable forms (SPEC §14: ``find -exec``, ``sed e``, ``xargs``…)
     exec_capable_commands: list[str] = Field(default_factory=list, alias="exec-capable-commands")
@@ -104,11 +127,17 @@ class SandboxSettings(_Section):
     mode: str = "bwrap"
     #: the bubblewrap binary (a name looked up on PATH, or an absolute path)
     bwrap_path: str = Field("bwrap", alias="bwrap-path")
+    #: each chat's workspace (the tools' working directory and ``HOME``)
     workspace_dir: str = Field("data/.agw/workspaces", alias="workspace-dir")
+    #: let sandboxed tools reach the network
     network: bool = False
+    #: environment variables passed into the sandbox
     env_passthrough: list[str] = Field(default_factory=list, alias="env-passthrough")
+    #: address-space limit of a sandboxed process, MiB
     memory_mb: int = Field(512, alias="memory-mb", gt=0)
+    #: CPU-time limit of a sandboxed process
     cpu_seconds: int = Field(30, alias="cpu-seconds", gt=0)
+    #: stdout and stderr kept from a sandboxed process, bytes each
     max_output_bytes: int = Field(1_048_576, alias="max-output-bytes", gt=0)
 
     _lists = field_validator("env_passthrough", mode="before")(_split_list)
@@ -124,10 +153,12 @@ class SandboxSettings(_Section):
 
 
 class FrontendToolSettings(_Section):
+    #: how long a frontend tool waits for ``POST /api/ap/submit``
     submit_timeout_ms: int = Field(300000, alias="submit-timeout-ms")
 
 
 class AgentFileCreateSettings(_Section):
+    #: system prompt of an agent written by ``agent_file_create`` when none is given
     default_system_prompt: str = Field(
         "You are a helpful assistant. Answer clearly and concisely.", alias="default-system-prompt"
     )
@@ -141,34 +172,52 @@ class ToolsSettings(_Section):
 
 
 class CapabilitySettings(_Section):
+    #: tool definitions (``*.backend``, ``*.frontend``, ``*.action``)
     tools_external_dir: str = Field("tools", alias="tools-external-dir")
+    #: fallback rescan interval of the tool folder
     refresh_interval_ms: int = Field(30000, alias="refresh-interval-ms")
 
 
 class SkillSettings(_Section):
+    #: skills, one sub-folder with a ``SKILL.md`` each
     external_dir: str = Field("skills", alias="external-dir")
+    #: fallback rescan interval of the skill folder
     refresh_interval_ms: int = Field(30000, alias="refresh-interval-ms")
+    #: a skill body is truncated beyond this in the prompt
     max_prompt_chars: int = Field(8000, alias="max-prompt-chars")
 
 
 class AuthSettings(_Section):
+    #: JWT auth on ``/api/**``; enabled with neither ``jwks-uri`` nor ``local-public-key`` the gateway refuses to start
     enabled: bool = True
+    #: JWKS URL the signing keys are fetched from
     jwks_uri: str = Field("", alias="jwks-uri")
+    #: expected ``iss`` (empty = not checked)
     issuer: str = ""
+    #: how long fetched JWKS keys are reused
     jwks_cache_seconds: int = Field(300, alias="jwks-cache-seconds")
+    #: PEM text of the verifying public key (YAML only)
     local_public_key: str = Field("", alias="local-public-key")
     #: when set, ``aud`` is required and must match (SPEC §9)
     audience: str = ""
 
 
 class CorsSettings(_Section):
+    #: answer CORS requests
     enabled: bool = False
+    #: the paths CORS applies to
     path_pattern: str = Field("/api/**", alias="path-pattern")
+    #: origins allowed (patterns)
     allowed_origin_patterns: list[str] = Field(["http://localhost:8081"], alias="allowed-origin-patterns")
+    #: methods allowed
     allowed_methods: list[str] = Field(["GET", "POST", "DELETE", "OPTIONS"], alias="allowed-methods")
+    #: request headers allowed
     allowed_headers: list[str] = Field(["*"], alias="allowed-headers")
+    #: response headers exposed to the page
     exposed_headers: list[str] = Field(["Content-Type"], alias="exposed-headers")
+    #: allow cookies and credentials
     allow_credentials: bool = Field(False, alias="allow-credentials")
+    #: how long a browser caches a preflight answer
     max_age_seconds: int = Field(3600, alias="max-age-seconds")
 
     _lists = field_validator(
@@ -177,7 +226,9 @@ class CorsSettings(_Section):
 
 
 class InteractionLogSettings(_Section):
+    #: log every upstream delta at DEBUG
     enabled: bool = True
+    #: mask authorization, apiKey, token, secret and password values in that log
     mask_sensitive: bool = Field(True, alias="mask-sensitive")
 
 
@@ -186,14 +237,18 @@ class LlmSettings(_Section):
 
 
 class ImageTokenSettings(_Section):
+    #: HMAC key for data-file links (empty = tokens off)
     secret: str = ""
+    #: earlier keys still accepted (rotation)
     previous_secrets: list[str] = Field(default_factory=list, alias="previous-secrets")
+    #: lifetime of a link token
     ttl_seconds: int = Field(86400, alias="ttl-seconds")
 
     _lists = field_validator("previous_secrets", mode="before")(_split_list)
 
 
 class UserLimitSettings(_Section):
+    #: live runs of one user
     concurrent_runs: int = Field(20, alias="concurrent-runs", gt=0)
 
 
@@ -201,6 +256,7 @@ class LimitSettings(_Section):
     """``agent.limits``: caps on live runs (each includes its pending frontend-tool waits);
     beyond them a query is answered 429 with ``Retry-After``."""
 
+    #: live runs of all users together
     concurrent_runs: int = Field(1000, alias="concurrent-runs", gt=0)
     user: UserLimitSettings = UserLimitSettings()
     #: the ``Retry-After`` seconds sent with the 429
@@ -211,7 +267,9 @@ class RunSettings(_Section):
     """``agent.runs`` (SPEC §15): how long an ended run's event log stays attachable, and what a
     client disconnect does to a run whose query did not say (``onDisconnect``)."""
 
+    #: how long an ended run stays attachable
     retention_seconds: float = Field(300, alias="retention-seconds", ge=0)
+    #: what a client disconnect does to a run whose query did not say: ``cancel`` or ``continue``
     on_disconnect: str = Field("cancel", alias="on-disconnect", pattern="^(cancel|continue)$")
 
 
@@ -233,9 +291,13 @@ class AgentSettings(_Section):
 
 
 class ChatMemorySettings(_Section):
+    #: chat files (JSONL), one per chat
     dir: str = "./chats"
+    #: sliding window of past runs sent to the model
     k: int = 20
+    #: encoding of the chat files
     charset: str = "UTF-8"
+    #: tools recorded as actions in the chat memory
     action_tools: list[str] = Field(default_factory=list, alias="action-tools")
 
     _lists = field_validator("action_tools", mode="before")(_split_list)
@@ -246,8 +308,11 @@ class MemorySettings(_Section):
 
 
 class SchedulerSettings(_Section):
+    #: run the scheduled jobs (SPEC §11)
     enabled: bool = True
+    #: how late a missed job may still run
     misfire_grace_seconds: int = Field(300, alias="misfire-grace-seconds")
+    #: several missed runs of one job run once
     coalesce: bool = True
 
 
@@ -261,6 +326,13 @@ class CredentialSettings(_Section):
     master_secret_file: str = Field("", alias="master-secret-file")
 
 
+class LoggingSettings(_Section):
+    """``logging``: ``format: text`` (default, one human line per record) or ``json`` (one JSON object
+    per line on stderr: ``ts, level, logger, msg`` and ``exc`` when there is a traceback)."""
+
+    format: str = Field("text", pattern="^(text|json)$")
+
+
 class Settings(_Section):
     """Every setting of SPEC §2, typed and frozen. ``base_dir`` is the deployment folder."""
 
@@ -269,6 +341,7 @@ class Settings(_Section):
     memory: MemorySettings = MemorySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     credentials: CredentialSettings = CredentialSettings()
+    logging: LoggingSettings = LoggingSettings()
     base_dir: Path = Field(default_factory=Path.cwd, alias="base-dir")
 
     def resolve(self, folder: str) -> Path:
@@ -363,6 +436,7 @@ ENV_KEYS: Mapping[str, str] = {
     "MEMORY_CHAT_ACTION_TOOLS": "memory.chat.action-tools",
     "AGENT_LLM_INTERACTION_LOG_ENABLED": "agent.llm.interaction-log.enabled",
     "AGENT_LLM_INTERACTION_LOG_MASK_SENSITIVE": "agent.llm.interaction-log.mask-sensitive",
+    "LOGGING_FORMAT": "logging.format",
 }
 
 DEFAULT_FILES: tuple[Path, ...] = (Path("application.yml"), Path("/opt/application.yml"))
@@ -471,3 +545,90 @@ def load_settings(
         return Settings.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {describe_validation_error(exc)}") from exc
+
+
+# -- unknown keys (SPEC §22) ----------------------------------------------------------------
+
+#: fields of ``Settings`` that no configuration file sets (the loader fills them in)
+NOT_CONFIGURABLE: frozenset[str] = frozenset({"base_dir"})
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings class of a nested section field, or None for a leaf."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def map_entry_model(annotation: Any) -> type[BaseModel] | None:
+    """``dict[str, X]`` with a settings class ``X`` (``agent.providers``): ``X``; otherwise None."""
+    if typing.get_origin(annotation) is dict:
+        args = typing.get_args(annotation)
+        if len(args) == 2:
+            return _section_model(args[1])
+    return None
+
+
+def _normalized(key: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", key.lower())
+
+
+def _closest(key: str, spelled: list[str]) -> str | None:
+    """The known spelling closest to ``key``: same letters in another case or separator, else difflib's."""
+    for candidate in spelled:
+        if _normalized(candidate) == _normalized(key):
+            return candidate
+    close = difflib.get_close_matches(key, spelled, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _walk_unknown(tree: Mapping[Any, Any], model: type[BaseModel], prefix: str,
+                  found: list[tuple[str, str | None]]) -> None:
+    fields = {name: field for name, field in model.model_fields.items() if name not in NOT_CONFIGURABLE}
+    known = {key: field for name, field in fields.items() for key in {name, field.alias or name}}
+    spelled = [field.alias or name for name, field in fields.items()]
+    for raw_key, value in tree.items():
+        key = str(raw_key)
+        field = known.get(key)
+        if field is None:
+            suggestion = _closest(key, spelled)
+            found.append((prefix + key, prefix + suggestion if suggestion else None))
+            continue
+        if not isinstance(value, Mapping):
+            continue  # a wrong type is the validator's to report, not an unknown key
+        section = _section_model(field.annotation)
+        if section is not None:
+            _walk_unknown(value, section, f"{prefix}{key}.", found)
+            continue
+        entry = map_entry_model(field.annotation)
+        if entry is not None:  # free-form names (``agent.providers.<name>``); their own keys are checked
+            for name, item in value.items():
+                if isinstance(item, Mapping):
+                    _walk_unknown(item, entry, f"{prefix}{key}.{name}.", found)
+
+
+def unknown_keys(tree: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """Every key of one parsed configuration file that no setting reads, as ``(dotted key,
+    closest known dotted key or None)`` in file order: ``{"sever": …}`` → ``[("sever", "server")]``.
+
+    Keys are checked against the ``Settings`` model (aliases and field names); the names under
+    ``agent.providers`` are free-form, the keys inside each provider are checked. Pydantic ignores
+    unknown keys, so without this a typo silently keeps the default (SPEC §22).
+    """
+    found: list[tuple[str, str | None]] = []
+    _walk_unknown(tree, Settings, "", found)
+    return found
+
+
+def unknown_keys_in_files(
+    base_dir: Path, *, files: tuple[Path, ...] | None = None, env: Mapping[str, str] | None = None
+) -> list[tuple[Path, str, str | None]]:
+    """``unknown_keys`` of every configuration file ``load_settings`` reads (same files, same
+    order), as ``(file, dotted key, suggestion)``. Environment variables map to known keys only."""
+    environ = os.environ if env is None else env
+    found: list[tuple[Path, str, str | None]] = []
+    for file in files if files is not None else DEFAULT_FILES:
+        path = file if file.is_absolute() else base_dir.resolve() / file
+        if path.is_file():
+            found.extend((path, key, suggestion) for key, suggestion in unknown_keys(read_yaml(path, environ)))
+    return found

@@ -20,6 +20,7 @@ from app.credentials import provider_api_keys
 from app.devtools.demo_model import demo_responder
 from app.devtools.fake_upstream import FakeUpstream
 from app.engine.context import RunServices
+from app.logs import apply_format as apply_log_format
 from app.runs import RunService
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
@@ -39,6 +40,7 @@ class Gateway:
         self.local_upstream: FakeUpstream | None = None
         #: provider key → decrypted ``api-key-ref`` credential (SPEC §12); ConfigError when it cannot be read
         self._credential_keys = dict(api_keys) if api_keys is not None else provider_api_keys(settings)
+        apply_log_format(settings.logging.format)
         self.settings = self._with_embedded_model(settings)
         self.catalog = CatalogManager(self.settings, builtin_tool_names())
         self.http = httpx.AsyncClient(

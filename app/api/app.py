@@ -14,6 +14,7 @@ from app.api import (
     agui_routes,
     catalog_routes,
     chat_routes,
+    docs_routes,
     openai_routes,
     run_routes,
     run_watch_routes,
@@ -30,6 +31,7 @@ from app.config import Settings
 from app.errors import GatewayError
 from app.credentials import provider_api_keys
 from app.gateway import Gateway
+from app.logs import apply_format as apply_log_format
 from app.security.access_log import access_log_masking
 from app.security.cors import ScopedCORSMiddleware
 from app.security.jwt_auth import AuthMiddleware, build_verifier
@@ -38,6 +40,7 @@ from app.security.jwt_auth import AuthMiddleware, build_verifier
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     """The HTTP app. With ``gateway`` (the sidecar's ``--http-port``) it serves that running
     gateway and leaves its lifecycle to the caller; otherwise the lifespan builds its own."""
+    apply_log_format(settings.logging.format)  # before uvicorn logs its first line
     verifier = build_verifier(settings)  # SPEC §9 fail closed: ConfigError when auth has no key source
     # decrypt api-key-ref credentials now, so a wrong master secret stops `agw serve` with a clear
     # configuration error instead of a failed lifespan (SPEC §12)
@@ -58,8 +61,10 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app = FastAPI(
         title="Agent Gateway",
         version=__version__,
-        description="Definition-driven streaming agent gateway. See SPEC.md §4 for the contract.",
+        description="Definition-driven streaming agent gateway. The contract: docs/API.md in the repository.",
         lifespan=lifespan,
+        docs_url=None,  # SPEC §22: /docs and /redoc are served offline by docs_routes
+        redoc_url=None,
     )
     app.add_exception_handler(GatewayError, gateway_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -73,6 +78,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(chat_routes.router)
     app.include_router(schedule_routes.router)
     app.include_router(web_routes.router)  # the web console: GET / and /console/*
+    app.include_router(docs_routes.router)  # SPEC §22: /docs, /redoc offline; /asyncapi.json
+    app.openapi = docs_routes.openapi_with_events(app)  # type: ignore[method-assign]
     # SPEC §9: auth on /api/**. CORS is added last so it is outermost: preflights are answered
     # before auth, and 401s carry CORS headers.
     app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))

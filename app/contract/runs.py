@@ -24,6 +24,8 @@ class RunOutcome:
     finish_reason: str | None = None
     error: dict[str, Any] | None = None
     reason: str | None = None
+    #: ``{promptTokens, completionTokens, totalTokens, modelCalls, points}`` (as on ``run.complete``)
+    usage: dict[str, Any] | None = None
 
     @property
     def event_status(self) -> str:

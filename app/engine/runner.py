@@ -130,12 +130,13 @@ class RunExecution:
             await self.services.chats.append(run.chat_id, line)
         except OSError:
             logger.exception("run %s: could not record its end in memory", run.run_id)
+        usage = ctx.usage.as_dict()
         if status == "complete":
-            outcome = RunOutcome("completed", finish_reason=finish)
+            outcome = RunOutcome("completed", finish_reason=finish, usage=usage)
         elif status == "cancel":
-            outcome = RunOutcome("cancelled", reason="the run was cancelled")
+            outcome = RunOutcome("cancelled", reason="the run was cancelled", usage=usage)
         else:
-            outcome = RunOutcome("error", error=error_body)
+            outcome = RunOutcome("error", error=error_body, usage=usage)
         run.settle(outcome, ctx.final_text)  # before the terminal event: whoever sees it knows the outcome
         if status == "complete":
             run.emit(ev.RunComplete(run_id=run.run_id, finish_reason=finish, usage=ctx.usage.as_dict()))

@@ -27,6 +27,7 @@ delta are logged with the trace id and stage; ``mask_sensitive`` masks credentia
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -120,9 +121,26 @@ def _mask_error(exc: UpstreamError, api_key: str) -> None:
 
 
 async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncGenerator[Delta, None]:
-    """Stream one chat call as ``Delta``s (see the module docstring for the error mapping)."""
+    """Stream one chat call as ``Delta``s (see the module docstring for the error mapping).
+
+    Every failure is logged once at WARNING with the provider, model, URL and HTTP status (the
+    message is already masked: never the key), so operators see it at the default log level.
+    """
+    url = resolve_endpoint(request.model.protocol, request.provider)
+    try:
+        async with contextlib.aclosing(_stream_chat(client, request, url)) as deltas:
+            async for delta in deltas:
+                yield delta
+    except UpstreamError as exc:
+        logger.warning(
+            "upstream failure trace=%s provider=%s model=%s url=%s status=%s: %s", request.trace_id,
+            request.model.provider, request.model.key, url, getattr(exc, "http_status", None) or "-", exc.message,
+        )
+        raise
+
+
+async def _stream_chat(client: httpx.AsyncClient, request: ChatRequest, url: str) -> AsyncGenerator[Delta, None]:
     protocol = request.model.protocol
-    url = resolve_endpoint(protocol, request.provider)
     headers = build_headers(protocol, request.api_key)
     body = build_request_body(request)
     translate = _translator(request)

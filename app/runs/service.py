@@ -191,6 +191,8 @@ class RunService:
         )
         run.task = asyncio.create_task(self._execute(run, execution), name=f"run:{run_id}")
         run.task.add_done_callback(lambda _: self._task_done(run))
+        logger.info("run %s started: chat=%s agent=%s owner=%s new_chat=%s on_disconnect=%s", run_id, chat_id,
+                    agent.key, owner, new_chat, run.on_disconnect)
         return run
 
     def _admit(self, run: Run) -> None:
@@ -226,6 +228,15 @@ class RunService:
             run.outcome = outcome
             run.final_text = final_text
             run.ended_at = now_ms()
+            usage = outcome.usage or {}
+            detail = (outcome.finish_reason if outcome.status == "completed"
+                      else (outcome.error or {}).get("code") if outcome.status == "error" else outcome.reason)
+            logger.log(
+                logging.WARNING if outcome.status == "error" else logging.INFO,
+                "run %s ended: status=%s (%s) chat=%s agent=%s duration_ms=%d tokens=%s/%s points=%s",
+                run.run_id, outcome.status, detail, run.chat_id, run.agent_key, run.ended_at - run.started_at,
+                usage.get("promptTokens", 0), usage.get("completionTokens", 0), usage.get("points", 0),
+            )
         self._release(run)  # whoever sees the terminal event may start a new run at once
 
     async def _execute(self, run: Run, execution: RunExecution) -> None:

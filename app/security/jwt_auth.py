@@ -254,6 +254,8 @@ class AuthMiddleware:
             token = bearer_token(_header(scope, b"authorization"))
             state["user"] = await self._verifier.verify_async(token)
         except AuthError as exc:
+            client = scope.get("client") or ("?", 0)
+            logger.info("auth refused %s %s from %s: %s", scope.get("method", "WS"), path, client[0], exc.message)
             if scope["type"] != "http":
                 await send({"type": "websocket.close", "code": 1008})
                 return
