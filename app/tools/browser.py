@@ -9,7 +9,8 @@ the HTTP status, the visible text (truncated to ``maxChars``, default 8000) and 
 ``/api/ap/data?file=screenshots/<name>.png`` link to the PNG saved in the data folder
 (signed with ``&token=`` when data-link tokens are on).
 
-Browser: Playwright's own Chromium when it is installed (``playwright install
+Playwright is the optional extra ``[browser]``; without it the tool answers a clear error
+saying how to enable it. Browser: Playwright's own Chromium when it is installed (``playwright install
 chromium``), else the system one (``/usr/bin/chromium``, Debian ``apt-get install
 chromium``). Neither → a clear ``ToolError``.
 """
@@ -23,13 +24,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from playwright.async_api import Browser, Playwright, async_playwright
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import TimeoutError as PlaywrightTimeout
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from app.errors import ToolError
 from app.security.data_tokens import issue_data_token
 from app.tools.base import ToolContext
+
+if TYPE_CHECKING:  # Playwright is the optional extra ``[browser]`` (SPEC §22): imported on use
+    from playwright.async_api import Browser, Playwright
+
+#: what the tool answers when the extra is not installed
+MISSING_PLAYWRIGHT = (
+    "browser_open needs Playwright, which is not installed: pip install 'agent-gateway[browser]' "
+    "(and a Chromium: apt-get install chromium, or playwright install chromium)"
+)
 
 PAGE_LOAD_TIMEOUT_MS = 30_000
 DEFAULT_MAX_CHARS = 8000
@@ -99,7 +108,8 @@ async def _open(url: str, ctx: ToolContext, full_page: bool, max_chars: int) -> 
     folder = ctx.settings.data_dir / SCREENSHOT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     name = f"shot_{uuid.uuid4().hex[:16]}.png"
-    async with async_playwright() as playwright:
+    api = _playwright()
+    async with api.async_playwright() as playwright:
         browser = await launch_chromium(playwright)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
@@ -123,9 +133,18 @@ async def _open(url: str, ctx: ToolContext, full_page: bool, max_chars: int) -> 
     }
 
 
+def _playwright() -> ModuleType:
+    try:
+        import playwright.async_api as api
+    except ImportError as exc:
+        raise ToolError(MISSING_PLAYWRIGHT) from exc
+    return api
+
+
 async def browser_open(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """The built-in ``browser_open`` tool (SPEC §13)."""
     url = check_url(args.get("url"))
+    api = _playwright()
     max_chars = _max_chars(args.get("maxChars"))
     full_page = bool(args.get("fullPage", False))
     try:
@@ -134,8 +153,8 @@ async def browser_open(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]
     except TimeoutError as exc:
         raise ToolError(f"browser_open did not finish within the tool budget ({ctx.timeout_s:g} s): {url[:200]}") \
             from exc
-    except PlaywrightTimeout as exc:
+    except api.TimeoutError as exc:
         raise ToolError(f"the page did not load within {PAGE_LOAD_TIMEOUT_MS // 1000} s: {url[:200]}") from exc
-    except PlaywrightError as exc:
+    except api.Error as exc:
         first_line = (exc.message or str(exc)).strip().splitlines()[0] if (exc.message or str(exc)).strip() else ""
         raise ToolError(f"the browser could not open {url[:200]}: {first_line[:300]}") from exc

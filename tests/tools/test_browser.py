@@ -102,3 +102,22 @@ async def test_the_whole_call_is_bounded_by_the_tool_budget(
 ) -> None:
     with pytest.raises(ToolError, match="tool budget"):
         await browser_open({"url": f"{site}/hang"}, make_ctx(timeout_s=3))
+
+
+async def test_without_the_browser_extra_the_tool_says_how_to_enable_it(
+    make_ctx: ContextFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "playwright.async_api", None)  # as if the extra were not installed
+    with pytest.raises(ToolError, match=r"pip install 'agent-gateway\[browser\]'"):
+        await browser_open({"url": "http://127.0.0.1:9/"}, make_ctx())
+
+
+def test_playwright_is_an_optional_extra_not_a_core_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not any(dep.lower().startswith("playwright") for dep in project["dependencies"])
+    assert any(dep.startswith("playwright") for dep in project["optional-dependencies"]["browser"])
+    assert any(dep.startswith("playwright") for dep in project["optional-dependencies"]["test"])
