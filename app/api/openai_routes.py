@@ -1,7 +1,222 @@
-"""Placeholder router (filled by the protocol adapter work)."""
+"""The OpenAI-compatible endpoints (SPEC §17 "OpenAI") — thin edges over the run service.
+
+| endpoint | what |
+|---|---|
+| ``GET /v1/models`` | every agent as a model (``id`` = agentKey) |
+| ``GET /v1/models/{model}`` | one agent as a model; 404 ``model_not_found`` |
+| ``POST /v1/chat/completions`` | run the agent ``model``: ``chat.completion`` or, with ``stream``, SSE chunks |
+
+The translation (request → run, events → chunks, errors → OpenAI's error shape) is
+``app.adapters.openai_chat``. Header ``X-Chat-Id`` continues a stored chat (ownership as on
+``/api/**``); every answer carries ``X-Chat-Id`` and ``X-Run-Id``. A client disconnect
+cancels the run, streaming or not. Errors raised here answer OpenAI's error shape; the 401
+of the auth middleware (before any route) is still the JSON envelope — the SDK raises
+``AuthenticationError`` on its status all the same. A run that fails after it started is
+answered (non-streaming) with ``x-should-retry: false``: the SDK must not re-run an agent
+whose tools may already have acted.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import cast
+
+import anyio
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
+
+from app.adapters.openai_chat import (
+    ChatCompletionRequest,
+    ChunkStream,
+    CompletionFold,
+    Frame,
+    error_of,
+    model_entry,
+    to_run_request,
+)
+from app.api.auth import current_user
+from app.api.body import read_json
+from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, heartbeat
+from app.catalog.definitions import AgentDefinition
+from app.contract.events import Stamped
+from app.errors import GatewayError, NotFoundError, RequestError, RunLimitExceeded, describe_validation_error
+from app.gateway import Gateway
+from app.runs import Run
 
 router = APIRouter()
+
+
+class OpenAIJSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content)
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def _refusal(exc: GatewayError, *, param: str | None = None, code: str | None = None) -> Response:
+    status, body = error_of(exc, param=param, code=code)
+    response = OpenAIJSON(body, status_code=status)
+    if isinstance(exc, RunLimitExceeded):
+        response.headers["Retry-After"] = str(exc.retry_after_seconds)
+    return response
+
+
+def _unknown_model(model: str) -> Response:
+    return _refusal(NotFoundError(f"The model '{model}' does not exist: no agent has that key"),
+                    param="model", code="model_not_found")
+
+
+def _created(agents: list[AgentDefinition]) -> list[int]:
+    """Each agent's ``created``: its definition file's modification time (0 when it has none)."""
+    stamps = []
+    for agent in agents:
+        try:
+            stamps.append(int(agent.source.stat().st_mtime) if agent.source is not None else 0)
+        except OSError:  # removed since it was loaded
+            stamps.append(0)
+    return stamps
+
+
+@router.get("/v1/models", summary="Every agent as an OpenAI model (id = agentKey)")
+async def list_models(request: Request) -> Response:
+    agents = list(_gateway(request).catalog.snapshot.agents.values())
+    stamps = await asyncio.to_thread(_created, agents)
+    return OpenAIJSON({"object": "list", "data": [model_entry(a.key, t) for a, t in zip(agents, stamps, strict=True)]})
+
+
+@router.get("/v1/models/{model}", summary="One agent as an OpenAI model")
+async def retrieve_model(request: Request, model: str) -> Response:
+    agent = _gateway(request).catalog.snapshot.agents.get(model)
+    if agent is None:
+        return _unknown_model(model)
+    (stamp,) = await asyncio.to_thread(_created, [agent])
+    return OpenAIJSON(model_entry(agent.key, stamp))
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="Run the agent `model`: one chat.completion, or chat.completion.chunk SSE with stream=true",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": ChatCompletionRequest.model_json_schema()}}}},
+)
+async def chat_completions(request: Request, user: str = Depends(current_user)) -> Response:
+    gateway = _gateway(request)
+    try:
+        body = await read_json(request, ChatCompletionRequest, gateway.settings.server.max_body_bytes)
+        if body.model not in gateway.catalog.snapshot.agents:
+            return _unknown_model(body.model)
+        try:
+            turn = to_run_request(body, request.headers.get("x-chat-id", "").strip() or None)
+        except ValidationError as exc:
+            raise RequestError(f"invalid request: {describe_validation_error(exc, 'body')}") from exc
+        run = await gateway.runs.start(turn.query, user, history=turn.history)
+    except GatewayError as exc:
+        return _refusal(exc)
+    headers = {"X-Chat-Id": run.chat_id, "X-Run-Id": run.run_id}
+    chunks = ChunkStream(run.run_id, run.started_at // 1000, body.model, body.include_usage)
+    if body.stream:
+        return _chunk_stream(gateway, run, chunks, headers)
+    return CompletionResponse(gateway, run, chunks, headers)
+
+
+def _watching(gateway: Gateway, run: Run) -> contextlib.aclosing[AsyncGenerator[Stamped, None]]:
+    """The run's events from the start; leaving early (disconnect, close) cancels the run. Closed
+    on exit, so the cancellation happens now even when the consumer is closed between events."""
+    events = cast(AsyncGenerator[Stamped, None], gateway.runs.watch(run, 0, cancel_on_leave=True))
+    return contextlib.aclosing(events)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _encode(frame: Frame) -> ServerSentEvent:
+    return ServerSentEvent(data=frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+
+async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
+    await event.wait()
+    callback()
+
+
+async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream,
+                  shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+    # server shutdown cancels the run, so the client still gets its end within the grace period
+    watcher = asyncio.create_task(_call_on(shutdown, run.cancel))
+    try:
+        yield _encode(chunks.opening())
+        async with _watching(gateway, run) as events:
+            async for stamped in events:
+                for frame in chunks.translate(stamped.event):
+                    yield _encode(frame)
+    finally:
+        watcher.cancel()
+
+
+def _chunk_stream(gateway: Gateway, run: Run, chunks: ChunkStream, headers: dict[str, str]) -> Response:
+    """SSE ``data:`` frames without ``event:`` lines, as OpenAI sends them; heartbeat comments
+    (which the SDK skips) while nothing flows; no buffering (``app.api.sse``)."""
+    shutdown = anyio.Event()
+    return EventSourceResponse(
+        _frames(gateway, run, chunks, shutdown),
+        headers={**SSE_HEADERS, **headers},
+        ping=gateway.settings.server.sse_heartbeat_seconds,
+        ping_message_factory=heartbeat,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+    )
+
+
+# ------------------------------------------------------------------------- non-streaming
+
+
+class CompletionResponse(Response):
+    """One ``chat.completion`` once the run ended. While it runs, the client's disconnect is
+    watched in the same task group: whichever ends first cancels the other, and a client that
+    went away cancels the run (Starlette's streaming pattern, for a response sent at the end)."""
+
+    def __init__(self, gateway: Gateway, run: Run, chunks: ChunkStream, headers: dict[str, str]) -> None:
+        super().__init__()
+        self._gateway, self._run, self._chunks, self._extra_headers = gateway, run, chunks, headers
+
+    async def _fold(self) -> CompletionFold:
+        fold = CompletionFold()
+        async with _watching(self._gateway, self._run) as events:
+            async for stamped in events:
+                fold.add(stamped.event)
+        return fold
+
+    async def _response(self) -> Response:
+        fold = await self._fold()
+        failure = fold.failure()
+        if failure is not None:
+            status, body = failure
+            return OpenAIJSON(body, status_code=status, headers={**self._extra_headers, "x-should-retry": "false"})
+        chunks = self._chunks
+        return OpenAIJSON(fold.completion(run_id=chunks.run_id, created=chunks.created, model=chunks.model,
+                                          answer=self._run.final_text), headers=self._extra_headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer: list[Response] = []
+
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()  # the run's watch is cancelled with it, and cancels the run
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(until_disconnect)
+            answer.append(await self._response())
+            group.cancel_scope.cancel()
+        if answer:
+            await answer[0](scope, receive, send)

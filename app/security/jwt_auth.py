@@ -259,8 +259,13 @@ class AuthMiddleware:
             if scope["type"] != "http":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            response = Response(encode_body(failure_body(exc.code, exc.message)), status_code=exc.status,
-                                media_type="application/json")
+            if _SLASHES.sub("/", path).lower().startswith("/v1/"):  # OpenAI clients expect their error shape
+                body = {"error": {"message": exc.message, "type": "authentication_error", "code": "invalid_token",
+                                  "param": None}}
+                response = Response(encode_body(body), status_code=exc.status, media_type="application/json")
+            else:
+                response = Response(encode_body(failure_body(exc.code, exc.message)), status_code=exc.status,
+                                    media_type="application/json")
             response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             await response(scope, receive, send)
             return
