@@ -198,6 +198,8 @@ class AuthSettings(_Section):
     jwks_cache_seconds: int = Field(300, alias="jwks-cache-seconds")
     #: PEM text of the verifying public key (YAML only)
     local_public_key: str = Field("", alias="local-public-key")
+    #: a JWT whose ``roles`` (or ``role``) claim holds this value sees every user's usage (SPEC §19)
+    admin_role: str = Field("admin", alias="admin-role")
     #: when set, ``aud`` is required and must match (SPEC §9)
     audience: str = ""
 
@@ -232,8 +234,19 @@ class InteractionLogSettings(_Section):
     mask_sensitive: bool = Field(True, alias="mask-sensitive")
 
 
+class BreakerSettings(_Section):
+    """``agent.llm.breaker`` (SPEC §19): a model that failed this many calls in a row is skipped for a while."""
+
+    #: consecutive failed calls that open a model's circuit breaker
+    failures: int = Field(5, gt=0)
+    #: how long an open breaker skips the model before one trial call (half-open)
+    open_seconds: float = Field(30, alias="open-seconds", gt=0)
+
+
 class LlmSettings(_Section):
     interaction_log: InteractionLogSettings = Field(InteractionLogSettings(), alias="interaction-log")
+    #: per-model circuit breaker of model groups and single models
+    breaker: BreakerSettings = BreakerSettings()
 
 
 class ImageTokenSettings(_Section):
@@ -250,6 +263,12 @@ class ImageTokenSettings(_Section):
 class UserLimitSettings(_Section):
     #: live runs of one user
     concurrent_runs: int = Field(20, alias="concurrent-runs", gt=0)
+    #: model calls per minute of one user (0 = unlimited)
+    rpm: int = Field(0, ge=0)
+    #: tokens (prompt + completion) per minute of one user (0 = unlimited)
+    tpm: int = Field(0, ge=0)
+    #: tokens per UTC day of one user (0 = unlimited)
+    daily_tokens: int = Field(0, alias="daily-tokens", ge=0)
 
 
 class LimitSettings(_Section):
@@ -419,6 +438,12 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_RUNS_ON_DISCONNECT": "agent.runs.on-disconnect",
     "AGENT_LIMITS_CONCURRENT_RUNS": "agent.limits.concurrent-runs",
     "AGENT_LIMITS_USER_CONCURRENT_RUNS": "agent.limits.user.concurrent-runs",
+    "AGENT_LIMITS_USER_RPM": "agent.limits.user.rpm",
+    "AGENT_LIMITS_USER_TPM": "agent.limits.user.tpm",
+    "AGENT_LIMITS_USER_DAILY_TOKENS": "agent.limits.user.daily-tokens",
+    "AGENT_LLM_BREAKER_FAILURES": "agent.llm.breaker.failures",
+    "AGENT_LLM_BREAKER_OPEN_SECONDS": "agent.llm.breaker.open-seconds",
+    "AGENT_AUTH_ADMIN_ROLE": "agent.auth.admin-role",
     "AGENT_SKILL_EXTERNAL_DIR": "agent.skill.external-dir",
     "AGENT_SKILL_REFRESH_INTERVAL_MS": "agent.skill.refresh-interval-ms",
     "AGENT_SKILL_MAX_PROMPT_CHARS": "agent.skill.max-prompt-chars",

@@ -16,6 +16,7 @@ this hierarchy where they are caught, with ``raise X(...) from exc``.
     ├── NotFoundError                 4040  404
     ├── ConflictError                 4090  409
     ├── RunLimitExceeded              4290  429   too many live runs (agent.limits.*); Retry-After
+    │   └── RateLimited               4291  429   rpm/tpm/daily-tokens (SPEC §19); run.error rate_limited
     ├── UpstreamError                 5020  502   the model provider misbehaved
     │   ├── UpstreamHTTPError         5021        non-2xx before streaming
     │   ├── UpstreamProtocolError     5022        malformed chunk
@@ -100,6 +101,14 @@ class RunLimitExceeded(GatewayError):
         self.limit = limit
         #: sent as the ``Retry-After`` header
         self.retry_after_seconds = retry_after_seconds
+
+
+class RateLimited(RunLimitExceeded):
+    """A request or token limit of SPEC §19 (per model, per user). Before a run: HTTP 429 with
+    ``Retry-After``; between model calls of a run: ``run.error`` with code ``rate_limited``."""
+
+    code = 4291
+    error_code = "rate_limited"
 
 
 class UpstreamError(GatewayError):

@@ -20,6 +20,8 @@ from app.credentials import provider_api_keys
 from app.devtools.demo_model import demo_responder
 from app.devtools.fake_upstream import FakeUpstream
 from app.engine.context import RunServices
+from app.engine.limits import RateLimiter
+from app.engine.routing import ModelRouter
 from app.logs import apply_format as apply_log_format
 from app.runs import RunService
 from app.engine.submits import SubmitRegistry
@@ -52,6 +54,7 @@ class Gateway:
         self.services = RunServices(
             settings=self.settings, http=self.http, chats=self.chats, submits=self.submits,
             builtin_tools=builtin_tools(), api_key_for=self.api_key_for, sandbox=Sandbox(self.settings),
+            router=ModelRouter(self.settings.agent.llm.breaker), limiter=RateLimiter(self.settings.agent.limits.user),
         )
         if self.settings.agent.tools.sandbox.mode == "off":
             logger.warning(

@@ -47,8 +47,34 @@ class Pricing:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """A model's own ``limits`` (SPEC §19): requests and tokens per minute; 0 = unlimited."""
+
+    rpm: int = 0
+    tpm: int = 0
+
+
+GroupStrategy = Literal["fallback", "round-robin", "weighted"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    model: ModelDefinition
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGroup:
+    """A model file that names other models instead of a provider model (SPEC §19)."""
+
+    strategy: GroupStrategy
+    members: tuple[GroupMember, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ModelDefinition:
-    """``models/<key>.json``."""
+    """``models/<key>.json``. A group model (``group`` set) carries its first member's connection
+    fields so code that only needs the protocol shape keeps working; calls go to the members."""
 
     key: str
     provider: str
@@ -61,6 +87,13 @@ class ModelDefinition:
     max_output_tokens: int | None = None
     pricing: Pricing = Pricing()
     source: Path | None = None
+    limits: ModelLimits = ModelLimits()
+    group: ModelGroup | None = None
+
+    @property
+    def members(self) -> tuple[ModelDefinition, ...]:
+        """The models a call may go to: the group's members, or the model itself."""
+        return tuple(m.model for m in self.group.members) if self.group is not None else (self,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from app.catalog.definitions import (
     ToolDefinition,
     ViewportDefinition,
 )
-from app.catalog.models import load_model
+from app.catalog._edge import read_object
+from app.catalog.models import is_group_file, parse_group, parse_model
 from app.catalog.skills import load_skill
 from app.catalog.tools import load_tool_file, tool_kind
 from app.catalog.viewports import load_viewport, viewport_type
@@ -74,11 +75,24 @@ def _files(folder: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
 
 
 def load_models(settings: Settings, rejections: _Rejections) -> dict[str, ModelDefinition]:
+    """Provider models first, then groups (SPEC §19) resolved against them."""
     providers = frozenset(settings.agent.providers)
     models: dict[str, ModelDefinition] = {}
+    groups: list[tuple[Path, dict[str, object]]] = []
     for path in _files(settings.models_dir, [".json"]):
         try:
-            models[path.stem] = load_model(path, providers)
+            data = read_object(path)
+            if is_group_file(data):
+                groups.append((path, data))
+                continue
+            models[path.stem] = parse_model(data, path.stem, providers, source=path)
+        except DefinitionError as exc:
+            rejections.add("model", path, exc.message)
+    plain = dict(models)
+    group_keys = frozenset(path.stem for path, _ in groups)
+    for path, data in groups:
+        try:
+            models[path.stem] = parse_group(data, path.stem, plain, source=path, group_keys=group_keys)
         except DefinitionError as exc:
             rejections.add("model", path, exc.message)
     return models

@@ -16,6 +16,8 @@ from app.engine.pricing import points_for
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
 from app.tools.base import BuiltinTool
+from app.engine.limits import RateLimiter
+from app.engine.routing import ModelRouter
 from app.tools.sandbox import Sandbox
 
 
@@ -32,6 +34,10 @@ class RunServices:
     api_key_for: Callable[[str], str]
     #: runs every process tool (SPEC §14)
     sandbox: Sandbox
+    #: group member order and circuit breakers (SPEC §19)
+    router: ModelRouter
+    #: request/token limits (SPEC §19)
+    limiter: RateLimiter
 
 
 @dataclass(slots=True)
@@ -41,15 +47,20 @@ class Usage:
     total_tokens: int = 0
     model_calls: int = 0
     points: float = 0.0
+    #: the provider model that answered the last call (a group's member, SPEC §19)
+    model_key: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "promptTokens": self.prompt_tokens,
             "completionTokens": self.completion_tokens,
             "totalTokens": self.total_tokens,
             "modelCalls": self.model_calls,
             "points": round(self.points, 4),
         }
+        if self.model_key is not None:
+            data["modelKey"] = self.model_key
+        return data
 
 
 @dataclass(slots=True)
@@ -111,6 +122,8 @@ class RunContext:
     #: the run's deadline; frontend waits push it back by the time they waited
     deadline: asyncio.Timeout | None = None
     final_text: str = ""
+    #: prompt + completion tokens of the last model call (for the token limits)
+    last_call_tokens: int = 0
 
     def next_reasoning_id(self) -> str:
         self.reasoning_blocks += 1
@@ -126,6 +139,7 @@ class RunContext:
         self.pending.append(message)
 
     def add_usage(self, model: ModelDefinition, prompt: int, completion: int) -> None:
+        self.usage.model_key = model.key
         self.usage.prompt_tokens += prompt
         self.usage.completion_tokens += completion
         self.usage.total_tokens += prompt + completion

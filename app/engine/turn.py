@@ -154,42 +154,76 @@ async def model_turn(
     reasoning = model.reasoning
     if reasoning_enabled is not None and reasoning_enabled != reasoning.enabled:
         reasoning = type(reasoning)(enabled=reasoning_enabled, effort=reasoning.effort)
-    provider = ctx.services.settings.agent.providers.get(model.model.provider)
-    if provider is None:
-        raise UpstreamError(f"provider '{model.model.provider}' of model '{model.model.key}' is not configured")
-    request = ChatRequest(
-        model=model.model,
-        provider=provider,
-        api_key=ctx.services.api_key_for(model.model.provider),
-        messages=model_messages(ctx, system),
-        tools=[tool.openai_schema() for tool in tools],
-        tool_choice=tool_choice if tools else None,
-        allowed_tools=allowed_tools,
-        reasoning=reasoning,
-        temperature=model.temperature,
-        top_p=model.top_p,
-        max_tokens=model.max_tokens,
-        timeout_s=budget.timeout_ms / 1000,
-        trace_id=ctx.run_id,
-        stage=ctx.stage,
-        interaction_log=ctx.services.settings.agent.llm.interaction_log.enabled,
-        mask_sensitive=ctx.services.settings.agent.llm.interaction_log.mask_sensitive,
-    )
+    services = ctx.services
+    group = model.model
+    candidates = services.router.candidates(group)
+    usable = [m for m in candidates if services.limiter.usable(m)] if group.group is not None else candidates
+    if not usable:  # every member is over its own limits: the first one says why
+        services.limiter.before_call(ctx.owner, group, candidates[0])
     by_name = {tool.name: tool for tool in tools}
-    attempts = budget.retry_count + 1
-    for attempt in range(attempts):
-        ctx.usage.model_calls += 1
-        try:
-            return await _stream_turn(ctx, request, by_name, model.model)
-        except _Forwarded as wrapped:
-            raise wrapped.error from wrapped.error.__cause__
-        except UpstreamError as exc:
-            if attempt + 1 >= attempts:
-                raise
-            logger.warning("run %s: model call failed before any delta (%s); retrying", ctx.run_id, exc.message)
+    messages = model_messages(ctx, system)
+    attempts = budget.retry_count + 1 if len(usable) == 1 else 1
+    last_error: UpstreamError | None = None
+    for member in usable:
+        provider = services.settings.agent.providers.get(member.provider)
+        if provider is None:
+            raise UpstreamError(f"provider '{member.provider}' of model '{member.key}' is not configured")
+        request = ChatRequest(
+            model=member,
+            provider=provider,
+            api_key=services.api_key_for(member.provider),
+            messages=messages,
+            tools=[tool.openai_schema() for tool in tools],
+            tool_choice=tool_choice if tools else None,
+            allowed_tools=allowed_tools,
+            reasoning=reasoning,
+            temperature=model.temperature,
+            top_p=model.top_p,
+            max_tokens=model.max_tokens,
+            timeout_s=budget.timeout_ms / 1000,
+            trace_id=ctx.run_id,
+            stage=ctx.stage,
+            interaction_log=services.settings.agent.llm.interaction_log.enabled,
+            mask_sensitive=services.settings.agent.llm.interaction_log.mask_sensitive,
+        )
+        for attempt in range(attempts):
             if ctx.usage.model_calls >= budget.max_calls:
-                raise
-    raise AssertionError("unreachable")
+                if last_error is not None:
+                    raise last_error
+                raise BudgetExceeded(f"model call budget of {budget.max_calls} calls exhausted",
+                                     budget="model_calls")
+            services.limiter.before_call(ctx.owner, group, member)
+            ctx.usage.model_calls += 1
+            services.router.started(member.key)
+            try:
+                result = await _stream_turn(ctx, request, by_name, member)
+            except _Forwarded as wrapped:
+                services.router.failed(member.key)
+                raise wrapped.error from wrapped.error.__cause__
+            except UpstreamError as exc:
+                if not _moves_on(exc):
+                    raise
+                services.router.failed(member.key)
+                last_error = exc
+                if attempt + 1 < attempts:
+                    logger.warning("run %s: model %s failed before any delta (%s); retrying",
+                                   ctx.run_id, member.key, exc.message)
+                elif group.group is not None:
+                    logger.warning("run %s: group %s member %s failed before any delta (%s); trying the next",
+                                   ctx.run_id, group.key, member.key, exc.message)
+                continue
+            services.router.succeeded(member.key)
+            services.limiter.after_call(ctx.owner, group, member, ctx.last_call_tokens)
+            return result
+    assert last_error is not None
+    raise last_error
+
+
+def _moves_on(error: UpstreamError) -> bool:
+    """SPEC §19: a failure before the first delta that another try (or member) may not have —
+    connect error, timeout, 429, 5xx, a broken or malformed stream; not a 4xx of the request itself."""
+    status = getattr(error, "http_status", None)
+    return status is None or status == 429 or status >= 500
 
 
 class _Forwarded(Exception):
@@ -243,7 +277,7 @@ async def _stream_turn(
     except BaseException as exc:  # cancelled or failed mid-stream: keep what the client already saw
         blocks.close()
         result.calls = list(calls.values())
-        _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens)
+        _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
         if isinstance(exc, UpstreamError) and first_delta_at is not None:
             raise _Forwarded(exc) from exc
         raise
@@ -254,17 +288,19 @@ async def _stream_turn(
         ctx.emit(ev.ActionEnd(action_id=call.event_id, run_id=ctx.run_id) if call.is_action
                  else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
     ctx.add_usage(model, prompt_tokens, completion_tokens)
+    ctx.last_call_tokens = prompt_tokens + completion_tokens
     result.calls = list(calls.values())
-    _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens)
+    _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
     return result
 
 
 def _record_response(ctx: RunContext, result: TurnResult, blocks: _Blocks, started: int,
-                     first_delta_at: int | None, prompt_tokens: int, completion_tokens: int) -> None:
+                     first_delta_at: int | None, prompt_tokens: int, completion_tokens: int,
+                     model_key: str) -> None:
     """Write the response into memory shape: one message per block and per tool call (SPEC §8)."""
     ts = now_ms()
     timing = {"startedAt": started, "firstDeltaAt": first_delta_at, "endedAt": ts}
-    usage = {"promptTokens": prompt_tokens, "completionTokens": completion_tokens}
+    usage = {"promptTokens": prompt_tokens, "completionTokens": completion_tokens, "modelKey": model_key}
     extras: dict[str, Any] = {"_msgId": result.msg_id, "ts": ts}
     if ctx.task_id:
         extras["_taskId"] = ctx.task_id
