@@ -33,11 +33,13 @@ WINDOW_SECONDS = 60.0
 
 
 class Counters(Protocol):
-    def add(self, key: str, amount: int, now: float) -> None: ...
+    """Async so a cluster can keep the windows in Redis (SPEC §16)."""
 
-    def total(self, key: str, since: float) -> int: ...
+    async def add(self, key: str, amount: int, now: float) -> None: ...
 
-    def oldest(self, key: str, since: float) -> float | None:
+    async def total(self, key: str, since: float) -> int: ...
+
+    async def oldest(self, key: str, since: float) -> float | None:
         """When the oldest amount still counted after ``since`` was added (for ``Retry-After``)."""
         ...
 
@@ -48,7 +50,7 @@ class MemoryCounters:
     def __init__(self) -> None:
         self._entries: dict[str, deque[tuple[float, int]]] = {}
 
-    def add(self, key: str, amount: int, now: float) -> None:
+    async def add(self, key: str, amount: int, now: float) -> None:
         self._entries.setdefault(key, deque()).append((now, amount))
 
     def _pruned(self, key: str, since: float) -> deque[tuple[float, int]]:
@@ -61,10 +63,10 @@ class MemoryCounters:
             del self._entries[key]
         return entries
 
-    def total(self, key: str, since: float) -> int:
+    async def total(self, key: str, since: float) -> int:
         return sum(amount for _, amount in self._pruned(key, since))
 
-    def oldest(self, key: str, since: float) -> float | None:
+    async def oldest(self, key: str, since: float) -> float | None:
         entries = self._pruned(key, since)
         return entries[0][0] if entries else None
 
@@ -80,81 +82,81 @@ class RateLimiter:
 
     # -- checks -----------------------------------------------------------------------------
 
-    def _window(self, key: str, limit: int, amount_needed: int, what: str, setting: str) -> None:
+    async def _window(self, key: str, limit: int, amount_needed: int, what: str, setting: str) -> None:
         if limit <= 0:
             return
         now = self._clock()
         since = now - WINDOW_SECONDS
-        used = self._counters.total(key, since)
+        used = await self._counters.total(key, since)
         if used + amount_needed > limit:
-            oldest = self._counters.oldest(key, since) or now
+            oldest = await self._counters.oldest(key, since) or now
             retry = max(1, math.ceil(oldest + WINDOW_SECONDS - now))
             raise RateLimited(f"rate limited: {what} is over {setting} = {limit} per minute; retry in {retry} s",
                               limit=setting, retry_after_seconds=retry)
 
-    def _daily(self, owner: str) -> None:
+    async def _daily(self, owner: str) -> None:
         limit = self._user.daily_tokens
         if limit <= 0:
             return
         now = self._clock()
-        used = self._counters.total(_daily_key(owner, now), _day_start(now) - 1e-6)
+        used = await self._counters.total(_daily_key(owner, now), _day_start(now) - 1e-6)
         if used >= limit:
             retry = max(1, math.ceil(_day_start(now) + 86400 - now))
             raise RateLimited(f"rate limited: today's tokens are over agent.limits.user.daily-tokens = {limit}",
                               limit="agent.limits.user.daily-tokens", retry_after_seconds=retry)
 
-    def _check_user(self, owner: str, requests: int) -> None:
-        self._window(f"user:{owner}:req", self._user.rpm, requests, "this user's model calls",
+    async def _check_user(self, owner: str, requests: int) -> None:
+        await self._window(f"user:{owner}:req", self._user.rpm, requests, "this user's model calls",
                      "agent.limits.user.rpm")
-        self._window(f"user:{owner}:tok", self._user.tpm, 0 if requests == 0 else 1, "this user's tokens",
+        await self._window(f"user:{owner}:tok", self._user.tpm, 0 if requests == 0 else 1, "this user's tokens",
                      "agent.limits.user.tpm")
-        self._daily(owner)
+        await self._daily(owner)
 
-    def _check_model(self, model: ModelDefinition, requests: int) -> None:
-        self._window(f"model:{model.key}:req", model.limits.rpm, requests, f"model {model.key}'s calls",
+    async def _check_model(self, model: ModelDefinition, requests: int) -> None:
+        await self._window(f"model:{model.key}:req", model.limits.rpm, requests, f"model {model.key}'s calls",
                      f"models/{model.key}.json limits.rpm")
-        self._window(f"model:{model.key}:tok", model.limits.tpm, 1, f"model {model.key}'s tokens",
+        await self._window(f"model:{model.key}:tok", model.limits.tpm, 1, f"model {model.key}'s tokens",
                      f"models/{model.key}.json limits.tpm")
 
-    def usable(self, model: ModelDefinition) -> bool:
+    async def usable(self, model: ModelDefinition) -> bool:
         try:
-            self._check_model(model, 1)
+            await self._check_model(model, 1)
         except RateLimited:
             return False
         return True
 
-    def admit(self, owner: str, model: ModelDefinition | None, members: Iterable[ModelDefinition] = ()) -> None:
+    async def admit(self, owner: str, model: ModelDefinition | None, members: Iterable[ModelDefinition] = ()) -> None:
         """Before a run starts: the user's limits, then the model (a group: any member) must be usable."""
-        self._check_user(owner, 1)
+        await self._check_user(owner, 1)
         if model is None:
             return
-        self._check_model(model, 1)  # the group's own limits (a plain model: its limits)
+        await self._check_model(model, 1)  # the group's own limits (a plain model: its limits)
         candidates = list(members) or [model]
-        if model.group is not None and not any(self.usable(member) for member in candidates):
-            self._check_model(candidates[0], 1)  # raises with that member's reason
+        if model.group is not None and not any([await self.usable(member) for member in candidates]):
+            await self._check_model(candidates[0], 1)  # raises with that member's reason
 
-    def before_call(self, owner: str, group: ModelDefinition, model: ModelDefinition) -> None:
+    async def before_call(self, owner: str, group: ModelDefinition, model: ModelDefinition) -> None:
         """A model call is about to start: check, then count it (the group's and the member's)."""
-        self._check_user(owner, 1)
+        await self._check_user(owner, 1)
         if group.key != model.key:
-            self._check_model(group, 1)
-        self._check_model(model, 1)
+            await self._check_model(group, 1)
+        await self._check_model(model, 1)
         now = self._clock()
-        self._counters.add(f"user:{owner}:req", 1, now)
-        self._counters.add(f"model:{model.key}:req", 1, now)
+        await self._counters.add(f"user:{owner}:req", 1, now)
+        await self._counters.add(f"model:{model.key}:req", 1, now)
         if group.key != model.key:
-            self._counters.add(f"model:{group.key}:req", 1, now)
+            await self._counters.add(f"model:{group.key}:req", 1, now)
 
-    def after_call(self, owner: str, group: ModelDefinition, model: ModelDefinition, tokens: int) -> None:
+    async def after_call(self, owner: str, group: ModelDefinition, model: ModelDefinition, tokens: int) -> None:
         if tokens <= 0:
             return
         now = self._clock()
-        self._counters.add(f"user:{owner}:tok", tokens, now)
-        self._counters.add(f"model:{model.key}:tok", tokens, now)
+        await self._counters.add(f"user:{owner}:tok", tokens, now)
+        await self._counters.add(f"model:{model.key}:tok", tokens, now)
         if group.key != model.key:
-            self._counters.add(f"model:{group.key}:tok", tokens, now)
+            await self._counters.add(f"model:{group.key}:tok", tokens, now)
         if self._user.daily_tokens > 0:
-            self._counters.add(_daily_key(owner, now), tokens, now)
+            await self._counters.add(_daily_key(owner, now), tokens, now)
 
 
 def _day_start(now: float) -> float:

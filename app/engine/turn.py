@@ -157,9 +157,9 @@ async def model_turn(
     services = ctx.services
     group = model.model
     candidates = services.router.candidates(group)
-    usable = [m for m in candidates if services.limiter.usable(m)] if group.group is not None else candidates
+    usable = [m for m in candidates if await services.limiter.usable(m)] if group.group is not None else candidates
     if not usable:  # every member is over its own limits: the first one says why
-        services.limiter.before_call(ctx.owner, group, candidates[0])
+        await services.limiter.before_call(ctx.owner, group, candidates[0])
     by_name = {tool.name: tool for tool in tools}
     messages = model_messages(ctx, system)
     attempts = budget.retry_count + 1 if len(usable) == 1 else 1
@@ -192,7 +192,7 @@ async def model_turn(
                     raise last_error
                 raise BudgetExceeded(f"model call budget of {budget.max_calls} calls exhausted",
                                      budget="model_calls")
-            services.limiter.before_call(ctx.owner, group, member)
+            await services.limiter.before_call(ctx.owner, group, member)
             ctx.usage.model_calls += 1
             services.router.started(member.key)
             try:
@@ -213,7 +213,7 @@ async def model_turn(
                                    ctx.run_id, group.key, member.key, exc.message)
                 continue
             services.router.succeeded(member.key)
-            services.limiter.after_call(ctx.owner, group, member, ctx.last_call_tokens)
+            await services.limiter.after_call(ctx.owner, group, member, ctx.last_call_tokens)
             return result
     assert last_error is not None
     raise last_error

@@ -179,7 +179,7 @@ class RunService:
         first_stage = next(iter(agent.stages.values()), None)
         first_model = first_stage.model.model if first_stage is not None else None
         # SPEC §19: over a request/token limit before the stream starts → 429 with Retry-After
-        self._services.limiter.admit(owner, first_model, first_model.members if first_model is not None else ())
+        await self._services.limiter.admit(owner, first_model, first_model.members if first_model is not None else ())
         run_id = new_run_id()
         run = Run(
             run_id=run_id, chat_id=chat_id, request_id=query.request_id or run_id, owner=owner, agent=agent,
