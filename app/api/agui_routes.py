@@ -1,7 +1,204 @@
-"""Placeholder router (filled by the protocol adapter work)."""
+"""``POST /ag-ui/{agentKey}`` (SPEC §17 "AG-UI") — a thin edge over the run service.
+
+The body is an AG-UI ``RunAgentInput``; the answer is AG-UI events as SSE (``data:`` frames
+of ``ag_ui.encoder.EventEncoder``), translated by ``app.adapters.agui``. ``threadId`` is the
+chat id: a stored chat of the caller is continued, an unknown one is started under that id.
+Every answer carries ``X-Run-Id`` (the gateway's run) and ``X-Chat-Id``.
+
+* Last message ``user`` → a new run of ``agentKey``. A run of the thread still waiting for
+  the client's tool calls is cancelled first: the client moved on without answering them.
+* Last messages ``tool`` → the answers to the client tool calls the thread's run waits for
+  (``runs.submit``); the continuation streams as a new AG-UI run. A call no run of the
+  thread waits for is answered with ``RUN_STARTED`` + ``RUN_ERROR``.
+
+A frontend tool call ends the AG-UI run (``RUN_FINISHED`` with ``pendingToolCallIds``) while
+the gateway run keeps waiting; a client that goes away in the middle of a stream cancels the
+run. Refusals before the stream (bad input 400, unknown agent 404, another user's chat 403,
+limits 429 with ``Retry-After``) use the JSON envelope.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Annotated, cast
+
+import anyio
+from ag_ui.core import BaseEvent, RunAgentInput
+from ag_ui.encoder import EventEncoder
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.adapters.agui import AguiTranslator, ToolAnswers, UserTurn, query_of, read_turn, resume_after
+from app.api.auth import current_user
+from app.api.body import read_json
+from app.api.envelope import fail
+from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS
+from app.contract.events import Stamped
+from app.errors import NotFoundError, RequestError, RunLimitExceeded
+from app.gateway import Gateway
+from app.paths import check_key
+from app.runs import Run, RunService
 
 router = APIRouter()
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+@router.post(
+    "/ag-ui/{agentKey}",
+    summary="Run an agent with the AG-UI protocol: RunAgentInput in, AG-UI events out (SSE)",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": RunAgentInput.model_json_schema(by_alias=True)}}}},
+)
+async def run_agent(request: Request, agent_key: Annotated[str, Path(alias="agentKey")],
+                    user: str = Depends(current_user)) -> Response:
+    gateway = _gateway(request)
+    check_key(agent_key, "agentKey")
+    if agent_key not in gateway.catalog.snapshot.agents:
+        raise NotFoundError(f"unknown agent: {agent_key}")
+    body = await read_json(request, RunAgentInput, gateway.settings.server.max_body_bytes)
+    thread_id = check_key(body.thread_id, "threadId")
+    turn = read_turn(body)
+    if isinstance(turn, ToolAnswers):
+        return await _answer(gateway, agent_key, thread_id, body.run_id, turn, user)
+    try:
+        run = await _start(gateway, agent_key, thread_id, turn, user)
+    except RunLimitExceeded as exc:
+        refused = fail(exc.status, exc.code, exc.message)
+        refused.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return refused
+    return _stream(gateway, run, AguiTranslator(thread_id), body.run_id, after=0)
+
+
+async def _start(gateway: Gateway, agent_key: str, thread_id: str, turn: UserTurn, user: str) -> Run:
+    if await asyncio.to_thread(gateway.chats.chat_meta, thread_id) is None:
+        return await gateway.runs.start(query_of(agent_key, None, turn.text), user, new_chat_id=thread_id,
+                                        history=turn.history or None)
+    await _abandon_client_wait(gateway.runs, thread_id, user)
+    return await gateway.runs.start(query_of(agent_key, thread_id, turn.text), user)
+
+
+async def _abandon_client_wait(runs: RunService, thread_id: str, user: str) -> None:
+    """A new user message on a thread whose run waits for client tool results cancels that run."""
+    try:
+        live = runs.active_in_chat(thread_id, user)
+    except NotFoundError:
+        return
+    if runs.status(live) == "waiting":
+        await runs.interrupt(live.run_id, user)
+
+
+async def _answer(gateway: Gateway, agent_key: str, thread_id: str, client_run_id: str, turn: ToolAnswers,
+                  user: str) -> Response:
+    runs = gateway.runs
+    ids = ", ".join(turn.tool_call_ids)
+    try:
+        run = runs.active_in_chat(thread_id, user)
+    except NotFoundError:
+        return _refused(thread_id, client_run_id, f"no run of thread {thread_id} is waiting for tool call(s) {ids}: "
+                        "the run ended, its wait timed out, or the thread is unknown")
+    if run.agent_key != agent_key:
+        raise RequestError(f"thread {thread_id} is running agent {run.agent_key}, not {agent_key}")
+    found = resume_after(thread_id, await _logged(runs, run), turn.tool_call_ids)
+    if found is None:
+        return _refused(thread_id, client_run_id, f"run {run.run_id} of thread {thread_id} is not waiting for "
+                        f"tool call(s) {ids}")
+    translator, after = found
+    waiting = set(translator.pending_tool_calls)
+    outcomes = [(answer.tool_call_id, runs.submit(run.run_id, answer.tool_call_id, answer.params, user))
+                for answer in turn.answers if answer.tool_call_id in waiting]
+    accepted = [tool_call_id for tool_call_id, outcome in outcomes if outcome.accepted]
+    if not accepted:
+        return _refused(thread_id, client_run_id, "; ".join(outcome.detail for _, outcome in outcomes))
+    translator.answered(accepted)
+    return _stream(gateway, run, translator, client_run_id, after=after)
+
+
+def _watching(runs: RunService, run: Run, after: int) -> contextlib.aclosing[AsyncGenerator[Stamped, None]]:
+    """The run's events after ``after``; closed on exit. Leaving never cancels the run by itself."""
+    return contextlib.aclosing(cast(AsyncGenerator[Stamped, None], runs.watch(run, after)))
+
+
+async def _logged(runs: RunService, run: Run) -> list[Stamped]:
+    """The events the run's log holds now (without waiting for more)."""
+    last = run.log.last_seq
+    logged: list[Stamped] = []
+    if last == 0:
+        return logged
+    async with _watching(runs, run, 0) as events:
+        async for stamped in events:
+            logged.append(stamped)
+            if stamped.seq >= last:
+                break
+    return logged
+
+
+def _refused(thread_id: str, client_run_id: str, message: str) -> Response:
+    """An AG-UI run that fails at once (the client sees ``RUN_ERROR``, not an HTTP error)."""
+    translator = AguiTranslator(thread_id)
+    events = [*translator.begin(client_run_id), *translator.error(message, "tool_call_not_waiting")]
+    encoder = EventEncoder()
+    return Response("".join(encoder.encode(event) for event in events), media_type=encoder.get_content_type(),
+                    headers=SSE_HEADERS)
+
+
+# ---------------------------------------------------------------------------------- streaming
+
+
+def _heartbeat() -> ServerSentEvent:
+    return ServerSentEvent(comment="heartbeat", sep="\n")
+
+
+async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
+    await event.wait()
+    callback()
+
+
+def _frame(encoder: EventEncoder, event: BaseEvent) -> bytes:
+    return encoder.encode(event).encode()
+
+
+async def _frames(gateway: Gateway, run: Run, translator: AguiTranslator, client_run_id: str, after: int,
+                  shutdown: anyio.Event) -> AsyncIterator[bytes]:
+    encoder = EventEncoder()
+    # server shutdown cancels the run, so the client still gets its end within the grace period
+    watcher = asyncio.create_task(_call_on(shutdown, run.cancel))
+    settled = False  # the AG-UI run ended properly: the gateway run ended, or it waits for the client
+    try:
+        for event in translator.begin(client_run_id):
+            yield _frame(encoder, event)
+        async with _watching(gateway.runs, run, after) as events:
+            async for stamped in events:
+                for event in translator.translate(stamped):
+                    yield _frame(encoder, event)
+                if translator.paused:
+                    for event in translator.pause():
+                        yield _frame(encoder, event)
+                    settled = True
+                    return
+        settled = True
+    finally:
+        watcher.cancel()
+        if not settled:  # the client went away in the middle of the stream
+            run.cancel()
+
+
+def _stream(gateway: Gateway, run: Run, translator: AguiTranslator, client_run_id: str, *, after: int) -> Response:
+    """One AG-UI run as SSE: ``data:`` frames only, ``\\n`` line ends (what AG-UI clients split on),
+    heartbeat comments while nothing flows, no buffering (``app.api.sse``)."""
+    shutdown = anyio.Event()
+    return EventSourceResponse(
+        _frames(gateway, run, translator, client_run_id, after, shutdown),
+        headers={**SSE_HEADERS, "X-Run-Id": run.run_id, "X-Chat-Id": run.chat_id},
+        ping=gateway.settings.server.sse_heartbeat_seconds,
+        ping_message_factory=_heartbeat,
+        sep="\n",
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+    )
