@@ -19,6 +19,7 @@ from app.api import (
     run_routes,
     run_watch_routes,
     schedule_routes,
+    usage_routes,
     web_routes,
 )
 from app.api.envelope import (
@@ -77,6 +78,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(agui_routes.router)  # SPEC §17: /ag-ui/{agentKey}
     app.include_router(chat_routes.router)
     app.include_router(schedule_routes.router)
+    app.include_router(usage_routes.router)  # SPEC §19: GET /api/ap/usage
     app.include_router(web_routes.router)  # the web console: GET / and /console/*
     app.include_router(docs_routes.router)  # SPEC §22: /docs, /redoc offline; /asyncapi.json
     app.openapi = docs_routes.openapi_with_events(app)  # type: ignore[method-assign]

@@ -44,8 +44,32 @@ def hostile_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
             yield server
 
 
-def check_answer(status: int, content_type: str, body: bytes) -> None:
+def check_protocol_answer(path: str, status: int, content_type: str, body: bytes) -> None:
+    """The protocol adapters (SPEC §17) answer in their protocol's own shapes: OpenAI's objects and
+    ``{"error": {...}}`` under /v1, AG-UI events under /ag-ui (refusals there are our envelope)."""
+    assert status < 500, (status, body[:500])
+    assert b"Traceback" not in body
+    if content_type.startswith("text/event-stream"):
+        frames = [line[6:] for line in body.decode().splitlines() if line.startswith("data: ")]
+        assert frames, body[:500]
+        for frame in frames:
+            if frame != "[DONE]":
+                assert isinstance(orjson.loads(frame), dict)
+    elif content_type.startswith("application/json"):
+        data = orjson.loads(body)
+        assert isinstance(data, dict), body[:500]
+        if status >= 400:
+            if path.startswith("/v1"):
+                assert isinstance(data["error"]["message"], str), data
+            else:
+                assert isinstance(data.get("code"), int) and data["code"] > 0, data
+
+
+def check_answer(status: int, content_type: str, body: bytes, path: str = "/api") -> None:
     """The properties every answer of the gateway has, whatever the input."""
+    if path.startswith(("/v1", "/ag-ui")):
+        check_protocol_answer(path, status, content_type, body)
+        return
     assert status < 500, (status, body[:500])
     if content_type.startswith("text/event-stream"):
         assert status == 200
@@ -77,7 +101,7 @@ def test_openapi_operations_never_fail_server_side(hostile_gateway: GatewayServe
             def run(case: Any) -> None:
                 response = case.call(timeout=30)
                 content_type = (response.headers.get("content-type") or [""])[0]  # schemathesis: name → values
-                check_answer(response.status_code, content_type, response.content)
+                check_answer(response.status_code, content_type, response.content, operation.path)
 
             try:
                 run()
