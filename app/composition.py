@@ -8,17 +8,17 @@ API. Only the command line (``app.cli``) imports this module.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import uvicorn
 
 from app.api.app import create_app
+from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level, log_unknown_keys
 from app.config import Settings, load_settings
 from app.gateway import Gateway
 from app.sidecar.protocol import take_stdout
@@ -57,20 +57,25 @@ def http_api(settings: Settings, port: int) -> ExtraService:
     return serve
 
 
-def _sidecar(args: argparse.Namespace) -> int:
+def sidecar(
+    ctx: typer.Context,
+    dir: DirOption = None,
+    log_level: LogLevelOption = None,
+    http_port: Annotated[int | None, typer.Option(
+        "--http-port", help="Also serve the HTTP API of the same gateway on 127.0.0.1:PORT.")] = None,
+) -> int:
+    """Run the gateway as JSON-RPC 2.0 over stdin/stdout (SPEC §10)."""
+    effective_log_level(ctx)  # logs go to stderr
     out = take_stdout()  # from here on only protocol lines reach the real stdout
-    settings = load_settings(Path(args.dir))
-    services = [http_api(settings, args.http_port)] if args.http_port is not None else []
+    settings = load_settings(deployment_dir(ctx, dir))
+    log_unknown_keys(settings.base_dir)
+    services = [http_api(settings, http_port)] if http_port is not None else []
     return asyncio.run(run_sidecar(settings, out, extra_services=services))
 
 
-def add_sidecar_command(commands: Any) -> None:
-    """Register ``sidecar`` (``agw sidecar`` / ``python -m app sidecar``) on the ``agw`` sub-command parser."""
-    parser = commands.add_parser("sidecar", help="run the gateway as JSON-RPC 2.0 over stdin/stdout")
-    parser.add_argument("--dir", default=argparse.SUPPRESS, help="deployment folder")
-    parser.add_argument("--http-port", type=int, default=None,
-                        help="also serve the HTTP API of the same gateway on 127.0.0.1:PORT")
-    parser.set_defaults(handler=_sidecar)
+def add_sidecar_command(app: typer.Typer) -> None:
+    """Register ``sidecar`` (``agw sidecar`` / ``python -m app sidecar``) on the ``agw`` Typer app."""
+    app.command("sidecar")(sidecar)
 
 
 __all__ = ["add_sidecar_command", "http_api"]

@@ -282,6 +282,17 @@ class LimitSettings(_Section):
     retry_after_seconds: int = Field(5, alias="retry-after-seconds", gt=0)
 
 
+class ClusterSettings(_Section):
+    """``agent.cluster`` (SPEC §16): several instances on one Redis; empty ``redis-url`` = one instance."""
+
+    #: ``redis://host:port/db`` shared by every instance (empty = single instance, no Redis)
+    redis_url: str = Field("", alias="redis-url")
+    #: an instance whose heartbeat is older than this is lost: its runs end with ``instance_lost``
+    lease_seconds: float = Field(15, alias="lease-seconds", gt=0)
+    #: a readable prefix of this instance's id in logs and run records
+    instance_name: str = Field("", alias="instance-name", max_length=40)
+
+
 class RunSettings(_Section):
     """``agent.runs`` (SPEC §15): how long an ended run's event log stays attachable, and what a
     client disconnect does to a run whose query did not say (``onDisconnect``)."""
@@ -290,6 +301,16 @@ class RunSettings(_Section):
     retention_seconds: float = Field(300, alias="retention-seconds", ge=0)
     #: what a client disconnect does to a run whose query did not say: ``cancel`` or ``continue``
     on_disconnect: str = Field("cancel", alias="on-disconnect", pattern="^(cancel|continue)$")
+
+
+class TelemetrySettings(_Section):
+    """``agent.telemetry`` (SPEC §19): OpenTelemetry spans of runs, model and tool calls, exported with
+    the optional extra ``otel`` (``pip install 'agent-gateway[otel]'``)."""
+
+    #: OTLP/HTTP base URL of the collector (spans go to ``<url>/v1/traces``); empty = no spans
+    otlp_endpoint: str = Field("", alias="otlp-endpoint")
+    #: ``service.name`` of the exported spans
+    service_name: str = Field("agent-gateway", alias="service-name")
 
 
 class AgentSettings(_Section):
@@ -307,6 +328,8 @@ class AgentSettings(_Section):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     limits: LimitSettings = LimitSettings()
     runs: RunSettings = RunSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
 
 class ChatMemorySettings(_Section):
@@ -434,6 +457,9 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_TOOLS_SANDBOX_NETWORK": "agent.tools.sandbox.network",
     "AGENT_TOOLS_SANDBOX_WORKSPACE_DIR": "agent.tools.sandbox.workspace-dir",
     "AGENT_TOOLS_SANDBOX_ENV_PASSTHROUGH": "agent.tools.sandbox.env-passthrough",
+    "AGENT_CLUSTER_REDIS_URL": "agent.cluster.redis-url",
+    "AGENT_CLUSTER_LEASE_SECONDS": "agent.cluster.lease-seconds",
+    "AGENT_CLUSTER_INSTANCE_NAME": "agent.cluster.instance-name",
     "AGENT_RUNS_RETENTION_SECONDS": "agent.runs.retention-seconds",
     "AGENT_RUNS_ON_DISCONNECT": "agent.runs.on-disconnect",
     "AGENT_LIMITS_CONCURRENT_RUNS": "agent.limits.concurrent-runs",
@@ -462,6 +488,8 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_LLM_INTERACTION_LOG_ENABLED": "agent.llm.interaction-log.enabled",
     "AGENT_LLM_INTERACTION_LOG_MASK_SENSITIVE": "agent.llm.interaction-log.mask-sensitive",
     "LOGGING_FORMAT": "logging.format",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "agent.telemetry.otlp-endpoint",
+    "OTEL_SERVICE_NAME": "agent.telemetry.service-name",
 }
 
 DEFAULT_FILES: tuple[Path, ...] = (Path("application.yml"), Path("/opt/application.yml"))

@@ -3,63 +3,40 @@
 ``set`` reads the value from ``--value`` or, without it, from stdin (one trailing
 newline stripped). ``list`` prints entry names only, one per line. The master secret
 comes from the configured environment variable or file (``credentials.*`` settings).
+A credential error is one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Annotated, ParamSpec
 
+import typer
+
+from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level
 from app.config import load_settings
 from app.credentials.store import CredentialError, CredentialStore, check_name, master_secret, store_path
 
+P = ParamSpec("P")
 
-def _open(args: argparse.Namespace, *, create: bool) -> CredentialStore:
-    settings = load_settings(Path(args.dir))
+
+def _open(folder: Path, *, create: bool) -> CredentialStore:
+    settings = load_settings(folder)
     secret = master_secret(settings.credentials, settings.base_dir)
     path = store_path(settings)
     return CredentialStore.open_or_create(path, secret) if create else CredentialStore.open(path, secret)
 
 
-def _set(args: argparse.Namespace) -> int:
-    name = check_name(args.name)
-    value: str = args.value if args.value is not None else sys.stdin.read()
-    if args.value is None and value.endswith("\n"):
-        value = value[:-1].removesuffix("\r")
-    if not value:
-        raise CredentialError("refusing to store an empty value")
-    store = _open(args, create=True)
-    store.set(name, value)
-    store.save()
-    print(f"stored credential {name!r} in {store.path}", file=sys.stderr)
-    return 0
+def _clean_errors(command: Callable[P, int]) -> Callable[P, int]:
+    """A ``CredentialError`` becomes ``agw: <message>`` on stderr and exit code 1."""
 
-
-def _list(args: argparse.Namespace) -> int:
-    settings = load_settings(Path(args.dir))
-    if not store_path(settings).exists():
-        return 0
-    for name in _open(args, create=False).names():
-        print(name)
-    return 0
-
-
-def _delete(args: argparse.Namespace) -> int:
-    store = _open(args, create=False)
-    if not store.delete(args.name):
-        print(f"agw: no credential named {args.name!r}", file=sys.stderr)
-        return 1
-    store.save()
-    print(f"deleted credential {args.name!r}", file=sys.stderr)
-    return 0
-
-
-def _run(handler: Any) -> Any:
-    def wrapped(args: argparse.Namespace) -> int:
+    @wraps(command)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> int:
         try:
-            return int(handler(args))
+            return command(*args, **kwargs)
         except CredentialError as exc:
             print(f"agw: {exc.message}", file=sys.stderr)
             return 1
@@ -67,19 +44,68 @@ def _run(handler: Any) -> Any:
     return wrapped
 
 
-def add_credentials_command(commands: Any) -> None:
-    """Register ``credentials`` on the ``agw`` sub-command parser."""
-    parser = commands.add_parser("credentials", help="manage encrypted provider credentials (SPEC §12)")
-    parser.add_argument("--dir", default=argparse.SUPPRESS, help="deployment folder")
-    actions = parser.add_subparsers(dest="credentials_command", required=True)
-    set_cmd = actions.add_parser("set", help="store NAME (value from --value or stdin)")
-    set_cmd.add_argument("name")
-    set_cmd.add_argument("--value", default=None, help="the secret (default: read from stdin)")
-    set_cmd.set_defaults(handler=_run(_set))
-    list_cmd = actions.add_parser("list", help="list entry names")
-    list_cmd.set_defaults(handler=_run(_list))
-    delete_cmd = actions.add_parser("delete", help="delete NAME")
-    delete_cmd.add_argument("name")
-    delete_cmd.set_defaults(handler=_run(_delete))
-    for sub in (set_cmd, list_cmd, delete_cmd):
-        sub.add_argument("--dir", default=argparse.SUPPRESS, help="deployment folder")
+@_clean_errors
+def set_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Entry name.")],
+    value: Annotated[str | None, typer.Option("--value", help="The secret (default: read from stdin).")] = None,
+    dir: DirOption = None,
+    log_level: LogLevelOption = None,
+) -> int:
+    """Store NAME (the value from --value or stdin)."""
+    effective_log_level(ctx)
+    name = check_name(name)
+    secret: str = value if value is not None else sys.stdin.read()
+    if value is None and secret.endswith("\n"):
+        secret = secret[:-1].removesuffix("\r")
+    if not secret:
+        raise CredentialError("refusing to store an empty value")
+    store = _open(deployment_dir(ctx, dir), create=True)
+    store.set(name, secret)
+    store.save()
+    print(f"stored credential {name!r} in {store.path}", file=sys.stderr)
+    return 0
+
+
+@_clean_errors
+def list_(ctx: typer.Context, dir: DirOption = None, log_level: LogLevelOption = None) -> int:
+    """List entry names, one per line."""
+    effective_log_level(ctx)
+    folder = deployment_dir(ctx, dir)
+    if not store_path(load_settings(folder)).exists():
+        return 0
+    for name in _open(folder, create=False).names():
+        print(name)
+    return 0
+
+
+@_clean_errors
+def delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Entry name.")],
+    dir: DirOption = None,
+    log_level: LogLevelOption = None,
+) -> int:
+    """Delete NAME."""
+    effective_log_level(ctx)
+    store = _open(deployment_dir(ctx, dir), create=False)
+    if not store.delete(name):
+        print(f"agw: no credential named {name!r}", file=sys.stderr)
+        return 1
+    store.save()
+    print(f"deleted credential {name!r}", file=sys.stderr)
+    return 0
+
+
+def _group(dir: DirOption = None, log_level: LogLevelOption = None) -> None:
+    """Manage encrypted provider credentials (SPEC §12)."""
+
+
+def add_credentials_command(app: typer.Typer) -> None:
+    """Register ``credentials set|list|delete`` on the ``agw`` Typer app."""
+    group = typer.Typer(no_args_is_help=True)
+    group.callback()(_group)
+    group.command("set")(set_)
+    group.command("list")(list_)
+    group.command("delete")(delete)
+    app.add_typer(group, name="credentials")

@@ -1,0 +1,71 @@
+"""``agw serve``: the HTTP gateway (SPEC §4) on ``server.host``:``server.port``.
+
+The listening socket is bound before the app starts, so a busy port is a one-line error
+(exit 2) instead of a started-then-failed gateway.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from app.api.app import create_app
+from app.cli.options import (
+    DirOption,
+    LogLevelOption,
+    deployment_dir,
+    effective_log_level,
+    fail,
+    log_unknown_keys,
+)
+from app.config import load_settings
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` and listening; ``OSError`` when the port is taken."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(
+    ctx: typer.Context,
+    dir: DirOption = None,
+    log_level: LogLevelOption = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default: server.port).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address (default: server.host).")] = None,
+) -> int:
+    """Run the HTTP gateway."""
+    level = effective_log_level(ctx)
+    overrides: dict[str, dict[str, object]] = {"server": {}}
+    if port is not None:
+        overrides["server"]["port"] = port
+    if host is not None:
+        overrides["server"]["host"] = host
+    settings = load_settings(deployment_dir(ctx, dir), overrides=overrides)
+    log_unknown_keys(settings.base_dir)
+    app = create_app(settings)  # ConfigError (SPEC §9 fail closed, §12 master secret) stops here
+    where = f"{settings.server.host}:{settings.server.port}"
+    try:
+        sock = listening_socket(settings.server.host, settings.server.port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {where}: {exc.strerror or exc}", 2) from None
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
+                                           log_level=level.lower(), log_config=None))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 3
