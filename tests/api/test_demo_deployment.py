@@ -1,7 +1,8 @@
 """The README promise: `agw serve` in a fresh checkout serves the demo agents on the built-in local model.
 
 Runs the real CLI (`python -m app serve`) as a subprocess on a copy of the repository's own
-deployment files, with no API key, and drives every demo agent to `run.complete`.
+deployment files, with no API key, and drives every demo agent to `run.complete`; the embedded
+demo model follows the question (the city, the theme, the plan) and shows the weather card.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.support.deployment import REPO
-from tests.support.sse import stream_events
+from tests.support.sse import collect, stream_events
 
 DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction"]
 
@@ -95,3 +98,63 @@ async def test_demo_agent_streams_to_completion(demo_server: str, agent_key: str
         assert "action.start" in seen
     if agent_key == "demoConfirm":
         assert "request.submit" in seen
+
+
+async def _run(demo_server: str, agent_key: str, message: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        events = await collect(client, f"{demo_server}/api/ap/query", {"agentKey": agent_key, "message": message})
+    assert events[-1]["type"] == "run.complete", events[-1]
+    return events
+
+
+def _tool_calls(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
+    """(tool name, arguments, result) of each backend tool call, in call order."""
+    names = {e["toolId"]: e["toolName"] for e in events if e["type"] == "tool.start"}
+    args: dict[str, str] = {}
+    for event in events:
+        if event["type"] == "tool.args":
+            args[event["toolId"]] = args.get(event["toolId"], "") + event["delta"]
+    results = {e["toolId"]: e["result"] for e in events if e["type"] == "tool.result"}
+    return [(names[tid], orjson.loads(args.get(tid) or "{}"), results.get(tid)) for tid in names]
+
+
+def _answer(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "content.delta")
+
+
+async def test_weather_demo_follows_the_city_and_shows_the_card(demo_server: str) -> None:
+    """No API key, no upstream: the demo asks both tools about Tokyo and answers with their results."""
+    events = await _run(demo_server, "demoReact", "What's the weather in Tokyo?")
+    calls = _tool_calls(events)
+    assert [(name, args["city"]) for name, args, _ in calls] == [("city_datetime", "Tokyo"), ("mock_city_weather", "Tokyo")]
+    weather = calls[1][2]
+    assert weather["city"] == "Tokyo" and weather["mock"] is True
+    answer = _answer(events)
+    assert f"Weather in Tokyo on {weather['date']}: {weather['weatherEn']}, {weather['temperatureC']}°C" in answer
+    assert "In Tokyo it is " in answer
+    assert f"```viewport\ntype=html, key=show_weather_card\n{orjson.dumps(weather).decode()}\n```" in answer
+
+
+async def test_action_demo_switches_to_the_theme_asked_for(demo_server: str) -> None:
+    for message, theme in (("switch to dark", "dark"), ("back to the light theme please", "light")):
+        events = await _run(demo_server, "demoAction", message)
+        assert [e["param"] for e in events if e["type"] == "action.param"] == [{"theme": theme}]
+        assert f"theme={theme}" in _answer(events)
+
+
+async def test_plan_demo_plans_for_the_city_asked_about(demo_server: str) -> None:
+    events = await _run(demo_server, "demoPlanExecute", "Plan an afternoon in Paris")
+    plan = next(e["plan"] for e in events if e["type"] == "plan.create")
+    assert [task["description"] for task in plan] == [
+        "Look up the current date and time in Paris with city_datetime",
+        "Check the weather in Paris with mock_city_weather",
+    ]
+    assert [(name, args["city"]) for name, args, _ in _tool_calls(events) if not name.startswith("_")] == [
+        ("city_datetime", "Paris"), ("mock_city_weather", "Paris")]
+    assert "Weather in Paris on " in _answer(events)
+
+
+async def test_demo_tool_descriptions_are_english(demo_server: str) -> None:
+    events = await _run(demo_server, "demoReact", "What's the weather in Berlin?")
+    descriptions = [e["description"] for e in events if e["type"] == "tool.start"]
+    assert descriptions and all(d.isascii() for d in descriptions), descriptions
