@@ -17,6 +17,7 @@ this hierarchy where they are caught, with ``raise X(...) from exc``.
     ├── ConflictError                 4090  409
     ├── RunLimitExceeded              4290  429   too many live runs (agent.limits.*); Retry-After
     │   └── RateLimited               4291  429   rpm/tpm/daily-tokens (SPEC §19); run.error rate_limited
+    ├── ServiceUnavailable            5031  503   e.g. the cluster's Redis is unreachable (SPEC §16)
     ├── UpstreamError                 5020  502   the model provider misbehaved
     │   ├── UpstreamHTTPError         5021        non-2xx before streaming
     │   ├── UpstreamProtocolError     5022        malformed chunk
@@ -101,6 +102,13 @@ class RunLimitExceeded(GatewayError):
         self.limit = limit
         #: sent as the ``Retry-After`` header
         self.retry_after_seconds = retry_after_seconds
+
+
+class ServiceUnavailable(GatewayError):
+    """The gateway cannot take new work right now (e.g. its cluster store is unreachable)."""
+
+    code = 5031
+    status = 503
 
 
 class RateLimited(RunLimitExceeded):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -27,8 +28,13 @@ from app.runs import RunService
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
 from app.scheduler import ScheduleService
+from app.telemetry import Telemetry
 from app.tools.registry import builtin_tool_names, builtin_tools
 from app.tools.sandbox import Sandbox
+from app.usage import UsageLedger
+
+if TYPE_CHECKING:
+    from app.cluster import ClusterNode
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +61,27 @@ class Gateway:
             settings=self.settings, http=self.http, chats=self.chats, submits=self.submits,
             builtin_tools=builtin_tools(), api_key_for=self.api_key_for, sandbox=Sandbox(self.settings),
             router=ModelRouter(self.settings.agent.llm.breaker), limiter=RateLimiter(self.settings.agent.limits.user),
+            ledger=UsageLedger(self.settings.state_dir / "usage"),
         )
         if self.settings.agent.tools.sandbox.mode == "off":
             logger.warning(
                 "UNSAFE: the tool sandbox is off (agent.tools.sandbox.mode: off): _bash_ and skill scripts run "
                 "unconfined with the gateway's file access; set mode: bwrap in production"
             )
-        self.runs = RunService(self.services, lambda: self.catalog.snapshot)
+        #: SPEC §19: trace ids on the runs' log lines, spans when an OTLP endpoint is set (built in open())
+        self.telemetry = Telemetry(self.settings.agent.telemetry)
+        #: SPEC §16: several instances on one Redis (None = this process alone)
+        self.cluster: ClusterNode | None = None
+        directory = None
+        if self.settings.agent.cluster.redis_url:
+            from app.cluster import ClusterDirectory, ClusterNode  # the optional extra [cluster] (redis)
+
+            self.cluster = ClusterNode(self.settings.agent.cluster, self.settings.agent.runs.retention_seconds)
+            directory = ClusterDirectory(self.cluster, self.chats)
+            self.services.chat_lease = directory.chat_lease
+        self._directory = directory
+        self.runs = RunService(self.services, lambda: self.catalog.snapshot, telemetry=self.telemetry,
+                               directory=directory)
         self.scheduler = ScheduleService(self.settings, self.runs, lambda: self.catalog.snapshot, self.chats)
 
     def _with_embedded_model(self, settings: Settings) -> Settings:
@@ -87,7 +107,10 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         self.settings.chats_dir.mkdir(parents=True, exist_ok=True)
         await self.catalog.start()
+        if self.cluster is not None and self._directory is not None:
+            await self.cluster.start(self.runs.handle_command, self._directory.lost_run)
         await self.scheduler.start()
+        self.telemetry.open()
         return self
 
     async def __aexit__(
@@ -95,8 +118,12 @@ class Gateway:
     ) -> None:
         await self.scheduler.stop()
         await self.runs.aclose()
+        if self.cluster is not None:
+            await self.cluster.stop()  # after the runs recorded their end in Redis
+        await self.telemetry.aclose()  # every run's span has ended: flush them
         await self.catalog.stop()
         await self.http.aclose()
         if self.local_upstream is not None:
             self.local_upstream.stop()
         self.chats.close()  # waits for pending appends: memory is flushed
+        self.services.ledger.close()  # writes the queued usage lines

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -144,5 +144,17 @@ async def list_rejections(request: Request) -> EnvelopeResponse:
 
 @router.get("/healthz")
 async def healthz(request: Request) -> EnvelopeResponse:
-    """Liveness: always ``UP`` while the process serves requests."""
-    return ok({"status": "UP", "version": __version__, "catalogVersion": _catalog(request).version})
+    """Liveness: ``UP`` while the process serves requests. In a cluster (SPEC §16) it also reports
+    this instance and its Redis connection; with Redis unreachable it answers 503 ``DOWN`` (new
+    runs are refused meanwhile), so a load balancer sends work elsewhere."""
+    data: dict[str, Any] = {"status": "UP", "version": __version__, "catalogVersion": _catalog(request).version}
+    cluster = getattr(request.app.state.gateway, "cluster", None)
+    if cluster is None:
+        return ok(data)
+    data["cluster"] = {"instance": cluster.instance_id, "redis": "up" if cluster.healthy else "down"}
+    if cluster.healthy:
+        return ok(data)
+    data["status"] = "DOWN"
+    data["cluster"]["error"] = cluster.last_error
+    return EnvelopeResponse({"code": 5031, "msg": f"the cluster store (Redis) is unreachable: {cluster.last_error}",
+                             "data": data}, status_code=503)

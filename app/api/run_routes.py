@@ -43,7 +43,8 @@ async def query(request: Request, user: str = Depends(current_user)) -> Response
     gateway = gateway_of(request)
     body = await read_json(request, QueryRequest, gateway.settings.server.max_body_bytes)
     try:
-        run = await gateway.runs.start(body, user)
+        # SPEC §19: a W3C traceparent makes the run part of the caller's trace
+        run = await gateway.runs.start(body, user, traceparent=request.headers.get("traceparent"))
     except RunLimitExceeded as exc:
         refused = fail(exc.status, exc.code, exc.message)
         refused.headers["Retry-After"] = str(exc.retry_after_seconds)
@@ -90,7 +91,7 @@ def failure_of(outcome: RunOutcome) -> tuple[int, int, str]:
 async def submit(request: Request, user: str = Depends(current_user)) -> Response:
     gateway = gateway_of(request)
     body = await read_json(request, SubmitRequest, gateway.settings.server.max_body_bytes)
-    outcome = gateway.runs.submit(body.runId, body.toolId, body.params, user)
+    outcome = await gateway.runs.deliver_submit(body.runId, body.toolId, body.params, user)
     return ok(outcome.as_dict())
 
 

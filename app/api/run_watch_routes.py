@@ -25,6 +25,7 @@ from app.errors import RequestError
 from app.gateway import Gateway
 from app.paths import check_key
 from app.runs import Run
+from app.runs.remote import RemoteRun
 
 router = APIRouter()
 
@@ -47,7 +48,7 @@ def resume_point(after: str | None, last_event_id: str | None) -> int:
     return int(text)
 
 
-def _stream(gateway: Gateway, run: Run, after: int) -> Response:
+def _stream(gateway: Gateway, run: Run | RemoteRun, after: int) -> Response:
     return event_stream_response(gateway.runs.watch(run, after), gateway.settings.server.sse_heartbeat_seconds,
                                  run.cancel)
 
@@ -61,7 +62,7 @@ async def run_stream(
 ) -> Response:
     gateway = _gateway(request)
     start = resume_point(after, request.headers.get("last-event-id"))
-    run = gateway.runs.get(check_key(run_id, "runId"), user)
+    run = await gateway.runs.locate(check_key(run_id, "runId"), user)
     return _stream(gateway, run, start)
 
 
@@ -74,7 +75,7 @@ async def chat_stream(
 ) -> Response:
     gateway = _gateway(request)
     start = resume_point(after, request.headers.get("last-event-id"))
-    run = gateway.runs.active_in_chat(check_key(chat_id, "chatId"), user)
+    run = await gateway.runs.locate_active_in_chat(check_key(chat_id, "chatId"), user)
     return _stream(gateway, run, start)
 
 
@@ -85,7 +86,7 @@ async def run_status(
     user: str = Depends(current_user),
 ) -> Response:
     runs = _gateway(request).runs
-    return ok(runs.describe(runs.get(check_key(run_id, "runId"), user)))
+    return ok(await runs.describe_any(await runs.locate(check_key(run_id, "runId"), user)))
 
 
 @router.get("/api/ap/runs", summary="The caller's live and retained runs")
@@ -99,4 +100,4 @@ async def run_list(
         raise RequestError(f"status must be one of {', '.join(RUN_STATUSES)}")
     runs = _gateway(request).runs
     chat = check_key(chat_id, "chatId") if chat_id else None
-    return ok([runs.describe(run) for run in runs.list(user, chat_id=chat, status=status)])
+    return ok(await runs.list_all(user, chat_id=chat, status=status))

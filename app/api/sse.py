@@ -16,14 +16,14 @@ import anyio
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.contract.events import Stamped
+from app.runs.log import LogEvent
 
 #: how long a stream may go on after shutdown began, to deliver its terminal event
 SHUTDOWN_GRACE_SECONDS = 3.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
-def encode_event(event: Stamped) -> ServerSentEvent:
+def encode_event(event: LogEvent) -> ServerSentEvent:
     """One run event → one SSE message (pure; testable without a server)."""
     return ServerSentEvent(
         data=orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS).decode(),
@@ -42,7 +42,7 @@ async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
 
 
 async def _encoded(
-    events: AsyncIterator[Stamped], shutdown: anyio.Event, on_shutdown: Callable[[], object]
+    events: AsyncIterator[LogEvent], shutdown: anyio.Event, on_shutdown: Callable[[], object]
 ) -> AsyncIterator[ServerSentEvent]:
     watcher = asyncio.create_task(_call_on(shutdown, on_shutdown))
     try:
@@ -53,7 +53,7 @@ async def _encoded(
 
 
 def event_stream_response(
-    events: AsyncIterator[Stamped], heartbeat_seconds: float, on_shutdown: Callable[[], object]
+    events: AsyncIterator[LogEvent], heartbeat_seconds: float, on_shutdown: Callable[[], object]
 ) -> EventSourceResponse:
     shutdown = anyio.Event()
     return EventSourceResponse(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.tools.base import BuiltinTool
 from app.engine.limits import RateLimiter
 from app.engine.routing import ModelRouter
 from app.tools.sandbox import Sandbox
+from app.usage.ledger import UsageLedger
 
 
 @dataclass(slots=True)
@@ -38,6 +40,10 @@ class RunServices:
     router: ModelRouter
     #: request/token limits (SPEC §19)
     limiter: RateLimiter
+    #: one line per model call in data/.agw/usage (SPEC §19)
+    ledger: UsageLedger
+    #: a cluster-wide lease on a chat (SPEC §16), held with the local chat lock; None = one instance
+    chat_lease: Callable[[str], AbstractAsyncContextManager[None]] | None = None
 
 
 @dataclass(slots=True)

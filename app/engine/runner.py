@@ -57,11 +57,19 @@ class RunExecution:
     settle: Callable[[RunOutcome, str], None]
     #: the conversation so far as OpenAI-shaped messages, instead of the chat memory's replay
     history: list[dict[str, Any]] | None = None
+    #: SPEC §19: the run's W3C trace id, carried by ``run.start``
+    trace_id: str | None = None
 
     async def run(self) -> None:
-        """Perform the run while holding the chat's lock (one run at a time per chat)."""
+        """Perform the run while holding the chat's lock (one run at a time per chat; in a cluster
+        also the chat's lease, so no other instance runs the same chat meanwhile)."""
         async with self.services.chats.lock(self.chat_id):
-            await self._run_locked()
+            lease = self.services.chat_lease
+            if lease is None:
+                await self._run_locked()
+                return
+            async with lease(self.chat_id):
+                await self._run_locked()
 
     async def _run_locked(self) -> None:
         run, query, catalog = self, self.query, self.catalog
@@ -83,7 +91,7 @@ class RunExecution:
             "_type": "query", "chatId": run.chat_id, "runId": run.run_id, "updatedAt": now_ms(),
             "query": query.as_memory(run.chat_id, run.agent.key, run.request_id), "owner": run.owner,
         })
-        run.emit(ev.RunStart(run_id=run.run_id, chat_id=run.chat_id, agent_key=run.agent.key))
+        run.emit(ev.RunStart(run_id=run.run_id, chat_id=run.chat_id, agent_key=run.agent.key, trace_id=run.trace_id))
         ctx = RunContext(
             services=services, catalog=catalog, agent=run.agent, run_id=run.run_id, chat_id=run.chat_id,
             request_id=run.request_id, owner=run.owner, emit=run.emit, history=history,

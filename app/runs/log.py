@@ -14,9 +14,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.contract.events import Stamped
+
+
+class LogEvent(Protocol):
+    """One event as a log yields it: ``Stamped`` on the instance that produced it, a wire-only
+    event read back from a cluster store elsewhere. The edges need only these members."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def terminal(self) -> bool: ...
+
+    def wire(self) -> dict[str, Any]: ...
 
 
 class RunLog(Protocol):
@@ -34,7 +47,7 @@ class RunLog(Protocol):
         """Add the next event (``seq`` = ``last_seq + 1``); after the terminal one nothing is added."""
         ...
 
-    def read(self, after: int = 0) -> AsyncIterator[Stamped]:
+    def read(self, after: int = 0) -> AsyncIterator[LogEvent]:
         """Every event with ``seq > after`` in order, then each new one as it is appended,
         until the terminal event (included). Ends at once when ``after`` is already past it."""
         ...

@@ -28,12 +28,13 @@ its first step).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from app.catalog.definitions import AgentDefinition, Catalog
 from app.contract import events as ev
@@ -47,7 +48,9 @@ from app.engine.runner import RunExecution
 from app.engine.submits import SubmitOutcome
 from app.errors import ForbiddenError, NotFoundError, RequestError, RunLimitExceeded
 from app.paths import check_key
-from app.runs.log import MemoryRunLog, RunLog
+from app.runs.log import LogEvent, MemoryRunLog, RunLog
+from app.runs.remote import RemoteRun, RunDirectory
+from app.telemetry import Telemetry, TraceParent, new_trace_id, parse_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,9 @@ class Run:
     final_text: str = ""
     task: asyncio.Task[None] | None = None
     numberer: EventNumberer = field(default_factory=EventNumberer)
+    #: SPEC §19: the run's W3C trace id, and the caller's span its own span is a child of
+    trace_id: str = ""
+    trace_parent: TraceParent | None = None
 
     @property
     def agent_key(self) -> str:
@@ -122,10 +128,15 @@ class RunService:
     """Owns every run of one gateway (see the module docstring)."""
 
     def __init__(self, services: RunServices, catalog: Callable[[], Catalog],
-                 log_factory: LogFactory | None = None) -> None:
+                 log_factory: LogFactory | None = None, telemetry: Telemetry | None = None,
+                 directory: RunDirectory | None = None) -> None:
         self._services = services
         self._catalog = catalog
-        self._log_factory: LogFactory = log_factory or (lambda run_id: MemoryRunLog())
+        #: the cluster's side (SPEC §16): runs of other instances; None = one instance
+        self._directory = directory
+        self._log_factory: LogFactory = log_factory or (
+            directory.log_for if directory is not None else (lambda run_id: MemoryRunLog()))
+        self._telemetry = telemetry or Telemetry()
         #: live runs (they hold limit slots)
         self._live: dict[str, Run] = {}
         #: every run the service still knows: live and retained
@@ -145,13 +156,15 @@ class RunService:
     # -- starting ----------------------------------------------------------------------
 
     async def start(self, query: QueryRequest, owner: str, *, new_chat_id: str | None = None,
-                    history: list[dict[str, Any]] | None = None) -> Run:
+                    history: list[dict[str, Any]] | None = None, traceparent: str | None = None) -> Run:
         """Validate the query and start its run. Raises 4xx errors before anything streams.
 
         Protocol adapters may name the id of a new chat (``new_chat_id``: AG-UI's ``threadId``) and
         supply the conversation so far (``history``, OpenAI-shaped messages: the OpenAI endpoint's
         earlier messages) instead of the chat's memory.
         """
+        if self._directory is not None:
+            self._directory.check_healthy()  # 503 while the cluster store is unreachable
         catalog = self._catalog()
         chats = self._services.chats
         agent_key = query.agent_key
@@ -186,17 +199,22 @@ class RunService:
             new_chat=new_chat, log=self._log_factory(run_id),
             on_disconnect=query.on_disconnect or self._services.settings.agent.runs.on_disconnect,
         )
+        # SPEC §19: the caller's trace (a malformed traceparent is ignored), else a new one
+        run.trace_parent = parse_traceparent(traceparent)
+        run.trace_id = run.trace_parent.trace_id if run.trace_parent is not None else new_trace_id()
         # from here to create_task nothing awaits: the check and the reservation are one step
         self._admit(run)
         execution = RunExecution(
             services=self._services, catalog=catalog, agent=agent, query=query, run_id=run_id, chat_id=chat_id,
             request_id=run.request_id, owner=owner, new_chat=new_chat, emit=run.emit, history=history,
-            settle=lambda outcome, text: self._settle(run, outcome, text),
+            settle=lambda outcome, text: self._settle(run, outcome, text), trace_id=run.trace_id,
         )
+        if self._directory is not None:
+            self._directory.registered(run)  # queued before the run's first event: findable cluster-wide
         run.task = asyncio.create_task(self._execute(run, execution), name=f"run:{run_id}")
         run.task.add_done_callback(lambda _: self._task_done(run))
         logger.info("run %s started: chat=%s agent=%s owner=%s new_chat=%s on_disconnect=%s", run_id, chat_id,
-                    agent.key, owner, new_chat, run.on_disconnect)
+                    agent.key, owner, new_chat, run.on_disconnect, extra={"trace_id": run.trace_id})
         return run
 
     def _admit(self, run: Run) -> None:
@@ -240,15 +258,20 @@ class RunService:
                 "run %s ended: status=%s (%s) chat=%s agent=%s duration_ms=%d tokens=%s/%s points=%s",
                 run.run_id, outcome.status, detail, run.chat_id, run.agent_key, run.ended_at - run.started_at,
                 usage.get("promptTokens", 0), usage.get("completionTokens", 0), usage.get("points", 0),
+                extra={"trace_id": run.trace_id},
             )
         self._release(run)  # whoever sees the terminal event may start a new run at once
 
     async def _execute(self, run: Run, execution: RunExecution) -> None:
-        try:
-            await execution.run()
-        finally:
-            self._services.submits.close_run(run.run_id)
-            self._task_done(run)
+        # SPEC §19: inside, the run's trace id is on every log record (and its span is open)
+        with self._telemetry.run(run.trace_id, run.trace_parent, agent_key=run.agent_key, chat_id=run.chat_id,
+                                 run_id=run.run_id) as trace:
+            try:
+                await execution.run()
+            finally:
+                self._services.submits.close_run(run.run_id)
+                self._task_done(run)
+                trace.ended(run.outcome)
 
     def _task_done(self, run: Run) -> None:
         """The task is over: make sure the run is settled, its log ended and its retention set."""
@@ -273,7 +296,8 @@ class RunService:
 
     # -- watching ----------------------------------------------------------------------
 
-    async def watch(self, run: Run, after: int = 0, *, cancel_on_leave: bool = False) -> AsyncIterator[Stamped]:
+    async def watch(self, run: Run | RemoteRun, after: int = 0, *,
+                    cancel_on_leave: bool = False) -> AsyncIterator[LogEvent]:
         """Every event of ``run`` with ``seq > after``, live until its terminal event.
 
         Leaving early (client gone, consumer cancelled) cancels the run only with ``cancel_on_leave``.
@@ -288,8 +312,9 @@ class RunService:
                 run.cancel()
 
     def query_stream(self, run: Run) -> AsyncIterator[Stamped]:
-        """The stream of the query that started ``run``: its disconnect does what ``onDisconnect`` says."""
-        return self.watch(run, 0, cancel_on_leave=run.on_disconnect == "cancel")
+        """The stream of the query that started ``run``: its disconnect does what ``onDisconnect`` says.
+        (A local run's log holds ``Stamped`` events: the typed event is there for the adapters.)"""
+        return cast(AsyncIterator[Stamped], self.watch(run, 0, cancel_on_leave=run.on_disconnect == "cancel"))
 
     # -- finding runs ------------------------------------------------------------------
 
@@ -321,6 +346,72 @@ class RunService:
             runs = [run for run in runs if self.status(run) == status]
         return sorted(runs, key=lambda r: r.started_at, reverse=True)
 
+    # -- finding runs anywhere in the cluster (SPEC §16) ---------------------------------
+
+    async def locate(self, run_id: str, owner: str) -> Run | RemoteRun:
+        """``get``, or a run of another instance: 404 unknown/expired, 403 another user's."""
+        run: Run | RemoteRun | None = self._runs.get(run_id)
+        if run is None and self._directory is not None:
+            run = await self._directory.locate(run_id)
+        if run is None:
+            raise NotFoundError(f"unknown or expired run: {run_id}")
+        if run.owner != owner:
+            raise ForbiddenError(f"run {run_id} belongs to another user")
+        return run
+
+    async def locate_active_in_chat(self, chat_id: str, owner: str) -> Run | RemoteRun:
+        try:
+            return self.active_in_chat(chat_id, owner)
+        except NotFoundError:
+            if self._directory is None:
+                raise
+        run_id = await self._directory.active_run_of_chat(chat_id)
+        if run_id is None:
+            raise NotFoundError(f"chat {chat_id} has no active run")
+        return await self.locate(run_id, owner)
+
+    async def list_all(self, owner: str, *, chat_id: str | None = None,
+                       status: str | None = None) -> builtins.list[dict[str, Any]]:
+        """``describe`` of every live and retained run of ``owner``, this instance's and the cluster's."""
+        found = {run.run_id: self.describe(run) for run in self.list(owner, chat_id=chat_id)}
+        if self._directory is not None:
+            for remote in await self._directory.runs_of(owner):
+                if remote.run_id not in found and (chat_id is None or remote.chat_id == chat_id):
+                    found[remote.run_id] = await self.describe_any(remote)
+        runs = [d for d in found.values() if status is None or d["status"] == status]
+        return sorted(runs, key=lambda d: d["startedAt"], reverse=True)
+
+    async def describe_any(self, run: Run | RemoteRun) -> dict[str, Any]:
+        if isinstance(run, Run):
+            return self.describe(run)
+        assert self._directory is not None
+        data: dict[str, Any] = await self._directory.call(run, "describe", {"runId": run.run_id, "owner": run.owner})
+        return data
+
+    async def deliver_submit(self, run_id: str, tool_id: str, params: Any, owner: str) -> SubmitOutcome:
+        """``submit`` wherever the run lives (SPEC §16: the same answer as on one instance)."""
+        if self._directory is None or run_id in self._runs or self._services.submits.pending_for(run_id):
+            return self.submit(run_id, tool_id, params, owner)
+        remote = await self._directory.locate(run_id)
+        if remote is None:
+            return self.submit(run_id, tool_id, params, owner)  # unmatched / expired, as locally
+        if remote.owner != owner:
+            raise ForbiddenError(f"run {run_id} belongs to another user")
+        data = await self._directory.call(remote, "submit", {"runId": run_id, "toolId": tool_id, "params": params,
+                                                              "owner": owner})
+        return SubmitOutcome(accepted=data["accepted"], status=data["status"], detail=data["detail"])
+
+    async def handle_command(self, op: str, payload: dict[str, Any]) -> Any:
+        """What another instance asks of a run this one owns (``ClusterNode`` inbox)."""
+        run_id, owner = str(payload["runId"]), str(payload["owner"])
+        if op == "describe":
+            return self.describe(self.get(run_id, owner))
+        if op == "submit":
+            return self.submit(run_id, str(payload["toolId"]), payload.get("params"), owner).as_dict()
+        if op == "interrupt":
+            return {"cancelled": await self.interrupt(run_id, owner)}
+        raise RequestError(f"unknown cluster command {op!r}")
+
     # -- inspecting --------------------------------------------------------------------
 
     def status(self, run: Run) -> RunStatus:
@@ -351,8 +442,15 @@ class RunService:
         return self._services.submits.submit(run_id, tool_id, params, owner)
 
     async def interrupt(self, run_id: str, owner: str) -> bool:
-        """Cancel a live run of ``owner`` and wait until it recorded itself; False when it already ended."""
-        run = self.get(run_id, owner)
+        """Cancel a live run of ``owner`` and wait until it recorded itself; False when it already ended.
+        In a cluster the run's own instance does it (SPEC §16)."""
+        located = await self.locate(run_id, owner)
+        if isinstance(located, RemoteRun):
+            if located.outcome is not None or self._directory is None:
+                return False
+            data = await self._directory.call(located, "interrupt", {"runId": run_id, "owner": owner})
+            return bool(data["cancelled"])
+        run = located
         cancelled = run.cancel()
         await run.wait()
         return cancelled

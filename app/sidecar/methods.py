@@ -11,6 +11,9 @@
 | ``chat.list`` / ``chat.get`` | — / ``{chatId, includeRawMessages?}`` | as HTTP |
 | ``viewport.get`` | ``{viewportKey}`` | as HTTP |
 | ``scheduler.add`` / ``.list`` / ``.remove`` | SPEC §11 body / — / ``{jobId}`` | the job / the jobs / ``{jobId, removed}`` |
+| ``llm.usage`` | ``{from?, to?, groupBy?}`` | as ``GET /api/ap/usage`` (SPEC §19) |
+| ``llm.providers`` | — | ``[{providerKey, baseUrl, hasKey}]`` (never a key) |
+| ``llm.models`` | — | ``[{modelKey, provider, protocol, modelId, group?, limits, breaker}]`` |
 
 The caller is always ``anonymous``: a desktop app is single-user. ``agent.query`` with
 ``stream: false`` sends no notifications and returns ``answer`` and ``events`` too.
@@ -33,6 +36,7 @@ from app.runs import Run
 from app.paths import check_key
 from app.scheduler import parse_schedule_request
 from app.sidecar.protocol import APPLICATION_ERROR, INVALID_PARAMS, LineWriter, RpcError, notification
+from app.usage import model_list, provider_list, usage_report
 from app.views import agent_detail, agent_summary, chat_history, chat_list, viewport_data
 
 #: the one user of a desktop sidecar (as with auth disabled over HTTP)
@@ -109,6 +113,9 @@ class SidecarMethods:
             "scheduler.add": self.scheduler_add,
             "scheduler.list": self.scheduler_list,
             "scheduler.remove": self.scheduler_remove,
+            "llm.usage": self.llm_usage,
+            "llm.providers": self.llm_providers,
+            "llm.models": self.llm_models,
         }
 
     @property
@@ -167,7 +174,7 @@ class SidecarMethods:
         until it ends; the result is the run's outcome. Leaving never cancels the run."""
         body = _validate(AttachParams, params)
         runs = self._gateway.runs
-        run = runs.get(body.runId, OWNER)
+        run = runs.get(body.runId, OWNER)  # a desktop sidecar is one process: its runs are its own
         attach_id = body.attachId or f"attach:{run.run_id}"
         async for stamped in runs.watch(run, body.after):
             await self._writer.send(notification("agent.event", {
@@ -176,7 +183,7 @@ class SidecarMethods:
 
     async def agent_status(self, params: dict[str, Any]) -> dict[str, Any]:
         runs = self._gateway.runs
-        return runs.describe(runs.get(_validate(CancelParams, params).runId, OWNER))
+        return await runs.describe_any(await runs.locate(_validate(CancelParams, params).runId, OWNER))
 
     async def agent_interrupt(self, params: dict[str, Any]) -> dict[str, bool]:
         return {"cancelled": await self._gateway.runs.interrupt(_validate(CancelParams, params).runId, OWNER)}
@@ -209,3 +216,13 @@ class SidecarMethods:
 
     async def scheduler_remove(self, params: dict[str, Any]) -> dict[str, Any]:
         return self._gateway.scheduler.remove(_validate(JobParams, params).jobId, OWNER)
+
+    async def llm_usage(self, params: dict[str, Any]) -> dict[str, Any]:
+        """SPEC §19: as ``GET /api/ap/usage``; the desktop user owns the gateway and sees every line."""
+        return await usage_report(self._gateway.services.ledger, params, None)
+
+    async def llm_providers(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return provider_list(self._gateway.settings.agent.providers, self._gateway.api_key_for)
+
+    async def llm_models(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return model_list(self._gateway.catalog.snapshot.models, self._gateway.services.router.state)

@@ -1,0 +1,90 @@
+"""Run logs in a cluster (SPEC §16): local readers stay in memory, every event also goes to Redis.
+
+* ``ClusterRunLog`` — the log of a run THIS instance executes: a ``MemoryRunLog`` (local
+  watchers keep the zero-buffer path) whose every appended event is also queued, in order, for
+  the run's Redis Stream; after the terminal event a follow-up action writes the run's end.
+* ``StreamRunLog`` — the log of a run another instance executes (or executed), read from its
+  Redis Stream: replay after a seq, then live, until the terminal event.
+* ``WireEvent`` — an event read back from Redis: ``seq``, ``wire()``, ``terminal``, like
+  ``Stamped`` for the encoders (the typed event stays on the instance that produced it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from app.cluster.node import ClusterNode
+from app.contract.events import TERMINAL_TYPES, Stamped
+from app.runs.log import MemoryRunLog
+
+
+class WireEvent:
+    """An event as stored in Redis (its wire dict), with the members the edges use."""
+
+    __slots__ = ("seq", "_wire")
+
+    def __init__(self, seq: int, wire: dict[str, Any]) -> None:
+        self.seq = seq
+        self._wire = wire
+
+    @property
+    def type(self) -> str:
+        return str(self._wire.get("type", ""))
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def wire(self) -> dict[str, Any]:
+        return self._wire
+
+
+class ClusterRunLog(MemoryRunLog):
+    """A local run's log, mirrored to its Redis Stream."""
+
+    __slots__ = ("_node", "_run_id", "on_end")
+
+    def __init__(self, node: ClusterNode, run_id: str) -> None:
+        super().__init__()
+        self._node = node
+        self._run_id = run_id
+        #: set by the run service: what to write once the terminal event is in Redis
+        self.on_end: Callable[[], Awaitable[None]] | None = None
+
+    def append(self, event: Stamped) -> None:
+        if self.ended:
+            return
+        super().append(event)
+        self._node.enqueue((self._run_id, event.seq, orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS)))
+        if event.terminal and self.on_end is not None:
+            self._node.enqueue((self._run_id, self.on_end))
+
+
+class StreamRunLog:
+    """A remote run's log, read from Redis (``append`` is never called on it)."""
+
+    def __init__(self, node: ClusterNode, run_id: str, last_seq: int, ended: bool) -> None:
+        self._node = node
+        self._run_id = run_id
+        self._last_seq = last_seq
+        self._ended = ended
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def append(self, event: Stamped) -> None:
+        raise AssertionError("a remote run's log is written by its own instance")
+
+    async def read(self, after: int = 0) -> AsyncIterator[WireEvent]:
+        async for seq, data in self._node.read_events(self._run_id, after):
+            event = WireEvent(seq, orjson.loads(data))
+            self._last_seq = max(self._last_seq, seq)
+            yield event
