@@ -7,6 +7,7 @@ while nothing of it has been forwarded yet.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from app.contract import events as ev
 from app.engine.context import RunContext
 from app.contract.events import now_ms
 from app.engine.ids import action_id, frontend_tool_id, msg_id
+from app.engine.pricing import points_for
 from app.errors import BudgetExceeded, UpstreamError
 from app.llm.client import stream_chat
 from app.llm.deltas import (
@@ -29,6 +31,7 @@ from app.llm.deltas import (
 )
 from app.llm.request import ChatRequest
 from app.memory.replay import replay_messages
+from app.telemetry import model_call_span
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ class TurnResult:
     calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     msg_id: str = ""
+    #: this call's usage (SPEC §19 spans)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def model_messages(ctx: RunContext, system: str) -> list[dict[str, Any]]:
@@ -196,7 +202,11 @@ async def model_turn(
             ctx.usage.model_calls += 1
             services.router.started(member.key)
             try:
-                result = await _stream_turn(ctx, request, by_name, member)
+                with model_call_span(request) as call_span:  # SPEC §19: one span per model call
+                    result = await _stream_turn(ctx, request, by_name, member,
+                                                group.key if group.group is not None else None)
+                    call_span.response(finish_reason=result.finish_reason, input_tokens=result.prompt_tokens,
+                                       output_tokens=result.completion_tokens)
             except _Forwarded as wrapped:
                 services.router.failed(member.key)
                 raise wrapped.error from wrapped.error.__cause__
@@ -235,7 +245,8 @@ class _Forwarded(Exception):
 
 
 async def _stream_turn(
-    ctx: RunContext, request: ChatRequest, tools: dict[str, ToolDefinition], model: ModelDefinition
+    ctx: RunContext, request: ChatRequest, tools: dict[str, ToolDefinition], model: ModelDefinition,
+    group_key: str | None = None,
 ) -> TurnResult:
     result = TurnResult(msg_id=msg_id())
     blocks = _Blocks(ctx)
@@ -278,6 +289,7 @@ async def _stream_turn(
         blocks.close()
         result.calls = list(calls.values())
         _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
+        _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, exc)
         if isinstance(exc, UpstreamError) and first_delta_at is not None:
             raise _Forwarded(exc) from exc
         raise
@@ -289,9 +301,34 @@ async def _stream_turn(
                  else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
     ctx.add_usage(model, prompt_tokens, completion_tokens)
     ctx.last_call_tokens = prompt_tokens + completion_tokens
+    result.prompt_tokens, result.completion_tokens = prompt_tokens, completion_tokens
     result.calls = list(calls.values())
     _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
+    _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, None)
     return result
+
+
+def _to_ledger(ctx: RunContext, model: ModelDefinition, group_key: str | None, started: int,
+               first_delta_at: int | None, prompt_tokens: int, completion_tokens: int,
+               error: BaseException | None) -> None:
+    """SPEC §19 usage ledger: one line per model call, only queued here (the writer thread does the disk)."""
+    ended = now_ms()
+    entry: dict[str, Any] = {
+        "ts": ended, "runId": ctx.run_id, "chatId": ctx.chat_id, "agentKey": ctx.agent.key,
+        "modelKey": model.key, "provider": model.provider, "user": ctx.owner,
+        "promptTokens": prompt_tokens, "completionTokens": completion_tokens,
+        "points": points_for(model.pricing, prompt_tokens, completion_tokens)
+        if error is None or prompt_tokens or completion_tokens else 0.0,
+        "durationMs": ended - started,
+        "ttftMs": first_delta_at - started if first_delta_at is not None else None,
+        "status": "ok" if error is None else "error",
+    }
+    if group_key is not None:
+        entry["groupKey"] = group_key
+    if error is not None:
+        entry["errorCode"] = ("cancelled" if isinstance(error, asyncio.CancelledError)
+                              else getattr(error, "error_code", None) or "internal_error")
+    ctx.services.ledger.record(entry)
 
 
 def _record_response(ctx: RunContext, result: TurnResult, blocks: _Blocks, started: int,

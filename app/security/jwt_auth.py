@@ -14,7 +14,8 @@ of every chat written without auth, so no token may claim it (SPEC §9).
 ``AuthMiddleware`` is a pure ASGI middleware (it never buffers the SSE responses it
 wraps): on every ``/api/**`` request (and the protocol adapters' ``/v1/**``, ``/ag-ui/**``,
 ``/mcp``) it verifies ``Authorization: Bearer <JWT>`` and
-stores the token's ``sub`` as ``request.state.user``; anything else gets the 401
+stores the token's ``sub`` as ``request.state.user`` and its ``roles``/``role`` claim as
+``request.state.roles`` (SPEC §19: the admin role sees every user's usage); anything else gets the 401
 envelope ``{"code": 4010, "msg": …}``. With auth disabled every request is the one
 ``anonymous`` user. Exception: with data-link tokens on (SPEC §9 "Data links"),
 ``GET /api/ap/data`` carrying a ``token`` parameter is authorised by that signed
@@ -135,6 +136,10 @@ class JwtVerifier:
 
     def verify(self, token: str) -> str:
         """The token's ``sub``; ``AuthError`` (401) for anything not fully valid. Blocking (JWKS fetch)."""
+        return str(self.verify_claims(token)["sub"])
+
+    def verify_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a fully valid token (``sub`` checked as in ``verify``); else ``AuthError``."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -174,13 +179,29 @@ class JwtVerifier:
             raise AuthError("invalid token: 'sub' must be a non-empty string")
         if subject == ANONYMOUS:
             raise AuthError(f"invalid token: 'sub' {ANONYMOUS!r} is reserved for the user of auth-off mode")
-        return subject
+        return claims
+
+    async def verify_claims_async(self, token: str) -> dict[str, Any]:
+        """``verify_claims`` off the event loop when a JWKS fetch may block."""
+        if self._local_key is not None:
+            return self.verify_claims(token)
+        return await asyncio.to_thread(self.verify_claims, token)
 
     async def verify_async(self, token: str) -> str:
         """``verify`` off the event loop when a JWKS fetch may block."""
         if self._local_key is not None:
             return self.verify(token)
         return await asyncio.to_thread(self.verify, token)
+
+
+def roles_of(claims: dict[str, Any]) -> frozenset[str]:
+    """The roles a token names in its ``roles`` (list or string) or ``role`` (string or list) claim."""
+    roles: set[str] = set()
+    for name in ("roles", "role"):
+        value = claims.get(name)
+        items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        roles.update(item for item in items if isinstance(item, str) and item)
+    return frozenset(roles)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -252,7 +273,8 @@ class AuthMiddleware:
             return
         try:
             token = bearer_token(_header(scope, b"authorization"))
-            state["user"] = await self._verifier.verify_async(token)
+            claims = await self._verifier.verify_claims_async(token)
+            state["user"], state["roles"] = claims["sub"], roles_of(claims)
         except AuthError as exc:
             client = scope.get("client") or ("?", 0)
             logger.info("auth refused %s %s from %s: %s", scope.get("method", "WS"), path, client[0], exc.message)
@@ -280,4 +302,5 @@ __all__ = [
     "bearer_token",
     "build_verifier",
     "is_protected",
+    "roles_of",
 ]
