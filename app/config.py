@@ -313,6 +313,13 @@ class TelemetrySettings(_Section):
     service_name: str = Field("agent-gateway", alias="service-name")
 
 
+class McpSettings(_Section):
+    """``agent.mcp`` (SPEC §18): MCP servers as tool sources."""
+
+    #: MCP server definitions, one ``<serverKey>.json`` each (hot-reloaded like agents)
+    servers_dir: str = Field("mcp-servers", alias="servers-dir")
+
+
 class AgentSettings(_Section):
     catalog: AgentFolderSettings = AgentFolderSettings()
     model: ModelFolderSettings = ModelFolderSettings()
@@ -330,6 +337,7 @@ class AgentSettings(_Section):
     runs: RunSettings = RunSettings()
     cluster: ClusterSettings = ClusterSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    mcp: McpSettings = McpSettings()
 
 
 class ChatMemorySettings(_Section):
@@ -428,6 +436,10 @@ class Settings(_Section):
     def workspaces_dir(self) -> Path:
         return self.resolve(self.agent.tools.sandbox.workspace_dir)
 
+    @property
+    def mcp_servers_dir(self) -> Path:
+        return self.resolve(self.agent.mcp.servers_dir)
+
 
 #: environment variable → dotted key (SPEC §2 table)
 ENV_KEYS: Mapping[str, str] = {
@@ -490,6 +502,7 @@ ENV_KEYS: Mapping[str, str] = {
     "LOGGING_FORMAT": "logging.format",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "agent.telemetry.otlp-endpoint",
     "OTEL_SERVICE_NAME": "agent.telemetry.service-name",
+    "AGENT_MCP_SERVERS_DIR": "agent.mcp.servers-dir",
 }
 
 DEFAULT_FILES: tuple[Path, ...] = (Path("application.yml"), Path("/opt/application.yml"))

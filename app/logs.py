@@ -14,7 +14,7 @@ import orjson
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", "exc"?}`` per record, one line, UTF-8."""
+    """``{"ts", "level", "logger", "msg", "traceId"?, "exc"?}`` per record, one line, UTF-8."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, object] = {
@@ -23,6 +23,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        trace_id = getattr(record, "trace_id", None)  # SPEC §19: set on the records of a run
+        if trace_id:
+            data["traceId"] = trace_id
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(data, default=str).decode()

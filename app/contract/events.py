@@ -106,6 +106,8 @@ class RunStart(Event):
     run_id: str
     chat_id: str
     agent_key: str | None = None
+    #: SPEC §19: the run's W3C trace id (the incoming ``traceparent``'s, else a fresh one)
+    trace_id: str | None = None
 
 
 @dataclass(slots=True)

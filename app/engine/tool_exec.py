@@ -23,6 +23,7 @@ from app.engine.turn import ToolCall
 from app.errors import BudgetExceeded, GatewayError, ToolError
 from app.tools.base import ToolContext
 from app.tools.http_tool import call_http_tool
+from app.telemetry import tool_call_span
 from app.tools.templates import resolve_templates
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
     try:
         args = _parse_arguments(call)
         args = resolve_templates(args, ctx.results_by_tool)
-        result = await _dispatch(ctx, call, args, engine_tools)
+        with tool_call_span(call.name, call.call_id):  # SPEC §19: one span per tool call
+            result = await _dispatch(ctx, call, args, engine_tools)
     except ToolError as exc:
         result = error_result(exc.message)
     if not (isinstance(result, dict) and result.get("ok") is False):

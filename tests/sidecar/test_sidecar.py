@@ -222,7 +222,7 @@ async def test_eof_cancels_running_runs_flushes_memory_and_exits_zero(
 
 # -- parity with the HTTP endpoint ------------------------------------------------------
 
-_IDS = ("runId", "chatId", "requestId", "contentId", "reasoningId", "toolId", "timestamp")
+_IDS = ("runId", "chatId", "requestId", "contentId", "reasoningId", "toolId", "timestamp", "traceId")
 
 
 def _normalise(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
