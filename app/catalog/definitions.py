@@ -14,11 +14,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
+from app.catalog.expressions import Expression, Query, Template, ValueTemplate
+
 Protocol = Literal["OPENAI", "ANTHROPIC", "NEWAPI_OPENAI_COMPATIBLE"]
-Mode = Literal["ONESHOT", "REACT", "PLAN_EXECUTE"]
+Mode = Literal["ONESHOT", "REACT", "PLAN_EXECUTE", "GRAPH"]
 ToolChoice = Literal["NONE", "AUTO", "REQUIRED"]
 Effort = Literal["LOW", "MEDIUM", "HIGH"]
-StageName = Literal["plain", "react", "plan", "execute", "summary"]
+StageName = Literal["plain", "react", "plan", "execute", "summary", "graph"]
 
 
 class ToolKind(str, Enum):
@@ -82,6 +84,8 @@ class ModelDefinition:
     model_id: str
     is_reasoner: bool = False
     is_function: bool = True
+    #: SPEC §23: the model takes images (image references are sent as image parts)
+    is_vision: bool = False
     max_tokens: int | None = None
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
@@ -211,6 +215,81 @@ class RuntimePrompts:
     after_call_hint_title: str = "After-call instructions"
 
 
+GraphNodeKind = Literal["llm", "tool", "agent", "human", "router"]
+#: the pseudo-nodes every graph starts from and ends at
+GRAPH_START = "START"
+GRAPH_END = "END"
+
+
+@dataclass(frozen=True, slots=True)
+class GraphField:
+    """One declared input (``required``, ``default``) or state key (``initial``) of a graph."""
+
+    name: str
+    type: str = "any"
+    required: bool = False
+    #: an input's default, or a state key's initial value
+    default: Any = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNode:
+    """One node of a GRAPH agent (SPEC §21), its templates and expressions compiled.
+
+    Per kind: ``llm`` — ``prompt``, ``stage`` (model, system prompt, tools), ``output_format``,
+    ``max_steps``, ``history``; ``tool`` / ``human`` — ``tool`` (backend / frontend) and
+    ``params``; ``agent`` — ``agent`` (a ONESHOT or REACT agent) and ``message``; ``router`` —
+    nothing. Any kind: ``output`` (the node's result into one state key), ``outputs`` (state
+    key → JMESPath over the result), ``update`` (state key → expression), ``optional``.
+    """
+
+    name: str
+    kind: GraphNodeKind
+    description: str
+    optional: bool = False
+    prompt: Template | None = None
+    system_prompt: Template | None = None
+    stage: Stage | None = None
+    output_format: Literal["text", "json"] = "text"
+    max_steps: int = 6
+    history: bool = False
+    tool: ToolDefinition | None = None
+    params: ValueTemplate | None = None
+    agent: AgentDefinition | None = None
+    message: Template | None = None
+    output: str | None = None
+    outputs: tuple[tuple[str, Query], ...] = ()
+    update: tuple[tuple[str, Expression], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GraphEdge:
+    source: str
+    target: str
+    condition: Expression | None = None
+    parallel: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GraphDefinition:
+    """The ``graph`` block of a GRAPH agent after validation (SPEC §21)."""
+
+    inputs: tuple[GraphField, ...]
+    state: tuple[GraphField, ...]
+    #: in file order
+    nodes: Mapping[str, GraphNode]
+    #: in file order (the first matching edge of a node wins)
+    edges: tuple[GraphEdge, ...]
+    answer: Template | None = None
+    max_steps: int = 20
+    #: a node (or START) whose edges are parallel → the node its branches meet at (or END)
+    joins: Mapping[str, str] = field(default_factory=dict)
+
+    def edges_from(self, name: str) -> tuple[GraphEdge, ...]:
+        return tuple(edge for edge in self.edges if edge.source == name)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentDefinition:
     """``agents/<key>.json`` after validation and inheritance (SPEC §3.2)."""
@@ -228,6 +307,8 @@ class AgentDefinition:
     skills: tuple[SkillDefinition, ...] = ()
     runtime_prompts: RuntimePrompts = RuntimePrompts()
     source: Path | None = None
+    #: GRAPH mode only (SPEC §21)
+    graph: GraphDefinition | None = None
 
     def stage(self, name: StageName) -> Stage | None:
         return self.stages.get(name)

@@ -59,6 +59,7 @@ class RawModel(_Strict):
     model_id: str = Field(alias="modelId", min_length=1)
     is_reasoner: bool = Field(False, alias="isReasoner")
     is_function: bool = Field(True, alias="isFunction")
+    is_vision: bool = Field(False, alias="isVision")
     max_tokens: PositiveInt | None = Field(None, alias="maxTokens")
     max_input_tokens: PositiveInt | None = Field(None, alias="maxInputTokens")
     max_output_tokens: PositiveInt | None = Field(None, alias="maxOutputTokens")
@@ -133,6 +134,7 @@ def parse_model(data: object, stem: str, providers: Collection[str], source: Pat
         model_id=raw.model_id,
         is_reasoner=raw.is_reasoner,
         is_function=raw.is_function,
+        is_vision=raw.is_vision,
         max_tokens=raw.max_tokens,
         max_input_tokens=raw.max_input_tokens,
         max_output_tokens=raw.max_output_tokens,

@@ -351,6 +351,21 @@ class SourceSnapshot(Event):
     url: str | None = None
 
 
+# ---- files (SPEC §23) ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ArtifactPublish(Event):
+    """A file of the chat's workspace published by ``_artifact_publish_``: ``artifact`` is
+    ``{type, name, mimeType, sizeBytes, url, sha256, description?}``; ``url`` downloads it."""
+
+    type: ClassVar[str] = "artifact.publish"
+    artifact_id: str
+    chat_id: str
+    run_id: str
+    artifact: dict[str, Any]
+
+
 #: every concrete event class, by wire name — the closed union
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
@@ -362,7 +377,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ContentStart, ContentDeltaEvent, ContentEnd, ContentSnapshot,
         ToolStart, ToolArgs, ToolEnd, ToolResult, ToolSnapshot,
         ActionStart, ActionArgs, ActionEnd, ActionParam, ActionResult, ActionSnapshot,
-        SourceSnapshot,
+        SourceSnapshot, ArtifactPublish,
     )
 }  # fmt: skip
 

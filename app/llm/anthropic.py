@@ -4,6 +4,7 @@
 
 * every ``system`` message → the top-level ``system`` string (joined by blank lines);
 * user / assistant content (string or text parts) → ``text`` blocks (empty text dropped);
+* user ``image_url`` parts (data URLs of uploaded images, SPEC §23) → ``image`` blocks (base64);
 * assistant ``tool_calls`` → ``tool_use`` blocks (arguments parsed; invalid JSON → ``{}``);
 * ``role: tool`` messages → ``tool_result`` blocks in a user message;
 * consecutive messages of the same role are merged (Anthropic requires alternation);
@@ -74,6 +75,31 @@ def _text_blocks(content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
+def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
+    """An OpenAI ``image_url`` part (SPEC §23: a data URL, or an http(s) URL) as an ``image`` block."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        return None
+    if url.startswith("data:") and ";base64," in url:
+        media_type, _, data = url[5:].partition(";base64,")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    return None
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    """User content: text blocks, and ``image_url`` parts as ``image`` blocks (in order)."""
+    if not isinstance(content, list):
+        return _text_blocks(content)
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        image = _image_block(part) if isinstance(part, dict) and part.get("type") == "image_url" else None
+        blocks.extend([image] if image is not None else _text_blocks([part]))
+    return blocks
+
+
 def _plain_text(content: Any) -> str:
     return "".join(block["text"] for block in _text_blocks(content))
 
@@ -113,7 +139,7 @@ def translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[s
             blocks += [_tool_use_block(call) for call in message.get("tool_calls") or [] if isinstance(call, dict)]
             target_role = "assistant"
         else:
-            blocks = _text_blocks(content)
+            blocks = _user_blocks(content)
             target_role = "user"
         if not blocks:
             continue

@@ -10,6 +10,11 @@ submit line, placed just before the result of its tool; finally ``run.complete``
 ``interrupted`` when the run has none (the process stopped mid-run) — unless the run
 is listed as still running. ``seq`` numbers the whole list from 1; ``timestamp`` is the
 message's ``ts`` or the line's ``updatedAt``. Task events are not rebuilt.
+
+Files (SPEC §23): an ``upload`` line (outside any run) becomes a ``request.upload`` event at its
+place between runs, and its reference is listed under ``references``; the result of an
+``_artifact_publish_`` call brings back its ``artifact.publish`` events, just before its
+``tool.result``, and every published artifact is listed under ``artifact.items``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import orjson
 
 from app.contract.events import (
     ActionResult,
+    ArtifactPublish,
     ActionSnapshot,
     ChatStart,
     ContentSnapshot,
@@ -31,6 +37,7 @@ from app.contract.events import (
     ReasoningSnapshot,
     RequestQuery,
     RequestSubmit,
+    RequestUpload,
     RunCancel,
     RunComplete,
     RunError,
@@ -43,6 +50,7 @@ from app.memory.lines import (
     LINE_RUN,
     LINE_STEP,
     LINE_SUBMIT,
+    LINE_UPLOAD,
     chat_name,
     group_runs,
     messages_of,
@@ -54,6 +62,10 @@ from app.memory.lines import (
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = {"code": "interrupted", "message": "the run ended without a final record (the gateway stopped)"}
+#: the built-in tool whose results carry published artifacts (SPEC §23)
+ARTIFACT_TOOL = "_artifact_publish_"
+#: the fields of a reference that ``request.upload`` repeats as its ``upload``
+_UPLOAD_FIELDS = ("id", "type", "name", "sizeBytes", "mimeType", "sha256")
 
 
 def _str(value: Any) -> str | None:
@@ -85,6 +97,9 @@ class _History:
         self.running = running
         self.events: list[dict[str, Any]] = []
         self.chat_started = False
+        #: SPEC §23: the chat's uploads and published artifacts, in order
+        self.uploads: list[dict[str, Any]] = []
+        self.artifacts: list[dict[str, Any]] = []
 
     def emit(self, event: Event, timestamp: int) -> None:
         data = event.to_wire()
@@ -94,6 +109,28 @@ class _History:
 
     def run(self, run_id: str, lines: Sequence[Mapping[str, Any]], name: str) -> None:
         _Run(self, run_id, lines).build(name)
+
+    def upload(self, line: Mapping[str, Any]) -> None:
+        """An upload line: its ``request.upload`` event, its reference listed."""
+        reference = line.get("reference")
+        if not isinstance(reference, Mapping) or not _str(reference.get("id")):
+            return
+        self.uploads.append(dict(reference))
+        upload = {key: reference[key] for key in _UPLOAD_FIELDS if key in reference}
+        self.emit(RequestUpload(request_id=_str(line.get("requestId")) or str(reference["id"]), upload=upload,
+                                chat_id=self.chat_id), timestamp_of(line.get("updatedAt"), 0))
+
+    def artifacts_of(self, run_id: str, result: Any, ts: int) -> None:
+        """The ``artifact.publish`` events of one ``_artifact_publish_`` result."""
+        items = result.get("artifacts") if isinstance(result, Mapping) else None
+        for item in items if isinstance(items, list) else []:
+            artifact = item.get("artifact") if isinstance(item, Mapping) else None
+            artifact_id = _str(item.get("artifactId")) if isinstance(item, Mapping) else None
+            if artifact_id is None or not isinstance(artifact, Mapping):
+                continue
+            self.emit(ArtifactPublish(artifact_id=artifact_id, chat_id=self.chat_id, run_id=run_id,
+                                      artifact=dict(artifact)), ts)
+            self.artifacts.append({"artifactId": artifact_id, "runId": run_id, **artifact})
 
 
 class _Run:
@@ -250,6 +287,8 @@ class _Run:
         submit = self.pending_submits.pop(tool_id, None)
         if submit is not None:
             self._emit_submit(submit)
+        if message.get("name") == ARTIFACT_TOOL:
+            self.h.artifacts_of(self.run_id, result, ts)
         self.results_seen.add(tool_id)
         self.h.emit(ToolResult(tool_id=tool_id, result=result, run_id=self.run_id), ts)
 
@@ -307,7 +346,7 @@ def build_history(
     *,
     running: Collection[str] = frozenset(),
 ) -> dict[str, Any]:
-    """``{chatId, chatName, events, references, rawMessages?}`` of one chat (SPEC §8).
+    """``{chatId, chatName, events, references, artifact: {items}, rawMessages?}`` of one chat (SPEC §8, §23).
 
     ``running`` holds the ids of runs still in progress: they get no terminal event
     instead of the ``interrupted`` error of a run that lost its process.
@@ -319,17 +358,28 @@ def build_history(
     ]  # fmt: skip
     name = chat_name(queries[0].get("message")) if queries else ""
     history = _History(chat_id, running)
-    for run_id, run_lines in runs.items():
-        history.run(run_id, run_lines, name)
-    references: list[Any] = []
-    for query in queries:
-        if isinstance(query.get("references"), list):
-            references.extend(query["references"])
+    for line in lines:  # runs in order of their first line; uploads at their place between them
+        run_id = line.get("runId")
+        if isinstance(run_id, str) and run_id:
+            if run_id in runs:
+                history.run(run_id, runs.pop(run_id), name)
+        elif line.get("_type") == LINE_UPLOAD:
+            history.upload(line)
+    references: list[Any] = list(history.uploads)
+    listed = {reference["id"] for reference in history.uploads}
+    for query in queries:  # references a query carried that are not (or no longer) uploads of the chat
+        for reference in query.get("references") if isinstance(query.get("references"), list) else []:
+            ref_id = reference.get("id") if isinstance(reference, Mapping) else None
+            if not isinstance(ref_id, str) or ref_id not in listed:
+                references.append(reference)
+                if isinstance(ref_id, str):
+                    listed.add(ref_id)
     out: dict[str, Any] = {
         "chatId": chat_id,
         "chatName": name,
         "events": history.events,
         "references": references,
+        "artifact": {"items": history.artifacts},
     }
     if include_raw:
         out["rawMessages"] = [

@@ -7,6 +7,8 @@ A chat file is a sequence of JSON objects, one per line, told apart by ``_type``
 * ``run``    — our extension, written when a run ends: ``status`` (``complete`` |
   ``error`` | ``cancel``), ``finishReason?``, ``error?``, ``usage?``, ``points?``;
 * ``submit`` — our extension, a frontend-tool submission: ``toolId, payload``.
+* ``upload`` — our extension (SPEC §23), outside any run: ``chatId, updatedAt, owner, requestId,
+  reference{…}``; a chat an upload created starts with it.
 
 Everything here is pure (no I/O) and tolerant: a field of the wrong type is ignored,
 never raised for, because chat files outlive the code that wrote them.
@@ -21,6 +23,7 @@ LINE_QUERY = "query"
 LINE_STEP = "step"
 LINE_RUN = "run"
 LINE_SUBMIT = "submit"
+LINE_UPLOAD = "upload"
 
 #: the owner of chats written while auth was off (and of legacy files without ``owner``)
 ANONYMOUS_OWNER = "anonymous"

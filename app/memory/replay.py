@@ -6,7 +6,8 @@ last ``k`` runs:
 * runs are grouped by ``runId`` in order of first appearance; messages keep file order;
 * ``reasoning_content`` is never replayed; system messages are not memory (the engine
   sets the system prompt per call);
-* text parts are joined into plain strings; ``ts`` and every ``_``-prefixed field go;
+* text parts are joined into plain strings; ``ts`` and every ``_``-prefixed field go, except a
+  user message's ``_references`` (SPEC §23: its images reach vision models; adapters drop it);
 * the one-call-per-message assistant messages of one response (same ``_msgId``) are
   merged back into one ``{role: "assistant", content, tool_calls}``;
 * consistency repair: a tool call without its result (cancelled / crashed run) is
@@ -88,7 +89,10 @@ def _convert(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if role == "user":
             text = text_of(message.get("content"))
             if text:
-                blocks.append({"role": "user", "content": text})
+                user: dict[str, Any] = {"role": "user", "content": text}
+                if isinstance(message.get("_references"), list):  # SPEC §23: kept for image parts (vision)
+                    user["_references"] = message["_references"]
+                blocks.append(user)
         elif role == "assistant":
             text = text_of(message.get("content"))
             raw_calls = message.get("tool_calls")

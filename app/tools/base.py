@@ -16,6 +16,7 @@ import httpx
 
 from app.catalog.definitions import AgentDefinition, Catalog
 from app.config import Settings
+from app.contract.events import Event
 from app.tools.sandbox import Sandbox
 
 
@@ -34,6 +35,8 @@ class ToolContext:
     timeout_s: float
     #: the gateway's process sandbox (SPEC §14); ``None`` = a new one from ``settings``
     sandbox: Sandbox | None = None
+    #: sends a run event (SPEC §23: ``artifact.publish``); ``None`` outside a run
+    emit: Callable[[Event], None] | None = None
 
     def process_sandbox(self) -> Sandbox:
         return self.sandbox if self.sandbox is not None else Sandbox(self.settings)

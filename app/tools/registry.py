@@ -7,10 +7,13 @@ implemented by the engine (they act on the run's plan), so they are only *names*
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
+from app.catalog.mcp import WILDCARD, split_mcp_name
 from app.tools.agent_file_create import agent_file_create
-from app.tools.base import BuiltinTool
+from app.tools.artifact_publish import artifact_publish
+from app.tools.base import BuiltinTool, ToolContext
 from app.tools.browser import browser_open
 from app.tools.bash import bash_tool
 from app.tools.city_datetime import city_datetime
@@ -31,6 +34,7 @@ ENGINE_TOOLS: frozenset[str] = frozenset({"_plan_add_tasks_", "_plan_update_task
 def builtin_tools() -> Mapping[str, BuiltinTool]:
     """A fresh name → implementation mapping (no shared mutable state)."""
     return {
+        "_artifact_publish_": artifact_publish,
         "_bash_": bash_tool,
         "_skill_run_script_": run_skill_script,
         "agent_file_create": agent_file_create,
@@ -48,3 +52,41 @@ def builtin_tools() -> Mapping[str, BuiltinTool]:
 def builtin_tool_names() -> frozenset[str]:
     """Every name the gateway implements itself: the built-ins and the engine's plan tools."""
     return frozenset(builtin_tools()) | ENGINE_TOOLS
+
+
+#: SPEC §18: ``(serverKey, tool, arguments)`` → the result of that MCP server's tool (``McpManager.call_tool``)
+McpCall = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+class _WithMcpTools(Mapping[str, BuiltinTool]):
+    """The built-in table, plus an implementation for every ``mcp__<serverKey>__<tool>`` name that
+    hands the call to the MCP client (SPEC §18). Iterating lists the built-ins only."""
+
+    def __init__(self, tools: Mapping[str, BuiltinTool], call: McpCall) -> None:
+        self._tools = tools
+        self._call = call
+
+    def __getitem__(self, name: str) -> BuiltinTool:
+        if name in self._tools:
+            return self._tools[name]
+        parts = split_mcp_name(name)
+        if parts is None or parts[1] == WILDCARD:
+            raise KeyError(name)
+        server_key, tool = parts
+        call = self._call
+
+        async def mcp_tool(args: dict[str, Any], ctx: ToolContext) -> Any:
+            return await call(server_key, tool, args)
+
+        return mcp_tool
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tools)
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+def with_mcp_tools(tools: Mapping[str, BuiltinTool], call: McpCall) -> Mapping[str, BuiltinTool]:
+    """``tools`` plus the MCP servers' tools, dispatched to ``call``."""
+    return _WithMcpTools(tools, call)

@@ -180,4 +180,5 @@ def test_legacy_plan_snapshot_and_tool_ids_on_the_call() -> None:
 
 def test_empty_chat() -> None:
     assert build_history(CHAT, [], include_raw=True) == {
-        "chatId": CHAT, "chatName": "", "events": [], "references": [], "rawMessages": []}
+        "chatId": CHAT, "chatName": "", "events": [], "references": [], "artifact": {"items": []},
+        "rawMessages": []}
