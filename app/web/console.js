@@ -52,6 +52,13 @@
  *    that message itself. The message is taken only from one of our viewport iframes (checked
  *    with event.source); the height is capped by the CSS max-height, beyond which it scrolls.
  *  - Actions. switch_theme toggles <html class="dark|light">; other actions are only shown.
+ *  - Files (SPEC §23). The 📎 button or a drop of files anywhere on the page uploads each file at
+ *    once with POST /api/ap/upload (multipart: file, chatId of the chat on screen), one after the
+ *    other, so an upload that creates the chat is followed by the others into the same chat. The
+ *    pending files show above the composer; Send waits for uploads still running and sends the
+ *    ready ones as references: [{id}]. The question's bubble lists its files (live and from the
+ *    history's request.query.references). artifact.publish draws a download card; its link is
+ *    fetched with the bearer token (a plain link cannot carry it) and saved from a blob URL.
  *  - Auth. A 401 from /api/** shows a token field; the token is kept in sessionStorage and sent
  *    as "Authorization: Bearer <token>".
  */
@@ -65,7 +72,7 @@
   const TERMINAL = new Set(["run.complete", "run.error", "run.cancel"]);
   const ATTACH_ATTEMPTS = 6;            // re-attach tries after a break (back-off 1, 2, 4, 8, 8 s)
   const VIEWPORT_BLOCK = /```viewport[ \t]*\r?\n([^\n]*)\n([\s\S]*?)```/g;
-  const state = { chatId: null, busy: false, view: null, resumed: false, stick: true };
+  const state = { chatId: null, busy: false, view: null, resumed: false, stick: true, uploading: false };
   let parts = new Map();       // reasoningId / contentId / toolId / actionId / planId → its DOM state
   let turn = null;             // the assistant turn being drawn
   const frontends = new Map(); // toolId → a frontend tool waiting for its iframe's answer
@@ -181,8 +188,14 @@
 
   // ---- rendering -------------------------------------------------------------------------------
 
-  function addUser(text) {
-    $("log").append(el("div", "msg user", text));
+  function addUser(text, references) {
+    const bubble = el("div", "msg user", text);
+    if (Array.isArray(references) && references.length) {
+      const list = el("div", "refs");
+      for (const ref of references) list.append(el("span", "ref", "📎 " + ((ref && (ref.name || ref.id)) || "file")));
+      bubble.append(list);
+    }
+    $("log").append(bubble);
     turn = null;
     state.stick = true;
     scroll();
@@ -437,13 +450,148 @@
     }
   });
 
+  // ---- files: attachments and artifacts (SPEC §23) ---------------------------------------------
+
+  const attachments = [];            // files above the composer: {name, status, reference, el}
+  let uploads = Promise.resolve();   // uploads run one after the other (see "Files" at the top)
+
+  function formatSize(bytes) {
+    if (typeof bytes !== "number") return "";
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(1) + " KB";
+    return (bytes / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  function drawAttachments() {
+    const list = $("attachments");
+    list.replaceChildren(...attachments.map((item) => item.el));
+    list.hidden = attachments.length === 0;
+  }
+  function clearAttachments() {
+    attachments.length = 0;
+    drawAttachments();
+  }
+  // The references to send with the next question; the list is emptied.
+  function takeAttachments() {
+    const ready = attachments.filter((item) => item.status === "ready").map((item) => item.reference);
+    clearAttachments();
+    return ready;
+  }
+
+  async function uploadFile(file) {
+    const form = new FormData();
+    if (state.chatId) form.append("chatId", state.chatId);
+    form.append("file", file, file.name);
+    const data = await envelope(await api("/api/ap/upload", { method: "POST", body: form }));
+    if (data.chatId !== state.chatId) {  // the upload started a new chat: the question goes there
+      setChat(data.chatId);
+      loadChats().catch(() => {});
+    }
+    return data.reference;
+  }
+
+  function attachFiles(files) {
+    for (const file of files) {
+      const item = { name: file.name, status: "uploading", reference: null, el: el("li", "attachment uploading") };
+      const status = el("span", "muted status", "uploading…");
+      const remove = el("button", "remove", "✕");
+      remove.type = "button";
+      remove.title = "Remove " + file.name;
+      remove.addEventListener("click", () => {
+        const at = attachments.indexOf(item);
+        if (at >= 0) attachments.splice(at, 1);
+        drawAttachments();
+      });
+      item.el.append(el("span", "name", "📎 " + file.name), status, remove);
+      attachments.push(item);
+      uploads = uploads.then(async () => {
+        state.uploading = true;
+        try {
+          item.reference = await uploadFile(file);
+          item.status = "ready";
+          item.el.dataset.referenceId = item.reference.id;
+          status.textContent = formatSize(item.reference.sizeBytes);
+        } catch (err) {
+          item.status = "failed";
+          status.textContent = "✗ " + err.message;
+        } finally {
+          state.uploading = false;
+          item.el.classList.remove("uploading");
+          item.el.classList.add(item.status);
+        }
+      });
+    }
+    drawAttachments();
+  }
+
+  // A download link of ours (GET /api/ap/artifact) fetched with the token, saved from a blob URL.
+  async function download(url, name, card) {
+    try {
+      const response = await api(url);
+      if (!response.ok) await envelope(response);  // throws with the gateway's msg
+      const href = URL.createObjectURL(await response.blob());
+      const save = el("a");
+      save.href = href;
+      save.download = name || "download";
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(href), 60000);
+    } catch (err) {
+      card.append(el("div", "error", "download failed: " + err.message));
+    }
+  }
+
+  function artifactCard(ev) {
+    const artifact = ev.artifact || {};
+    const card = el("div", "artifact");
+    card.dataset.artifactId = ev.artifactId;
+    card.append(el("span", "name", (artifact.type === "image" ? "🖼 " : "📄 ") + (artifact.name || ev.artifactId)));
+    card.append(el("span", "muted", [formatSize(artifact.sizeBytes), artifact.mimeType].filter(Boolean).join(" · ")));
+    if (artifact.description) card.append(el("div", "muted description", artifact.description));
+    if (typeof artifact.url === "string" && artifact.url.startsWith("/api/ap/artifact?")) {  // only our own links
+      const link = el("a", "download", "Download");
+      link.href = artifact.url;
+      link.download = artifact.name || "";
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        download(artifact.url, artifact.name, card);
+      });
+      card.append(link);
+    }
+    return card;
+  }
+
+  const draggingFiles = (event) => !!event.dataTransfer && [...event.dataTransfer.types].includes("Files");
+  let dragDepth = 0;
+  document.addEventListener("dragenter", (event) => {
+    if (!draggingFiles(event)) return;
+    dragDepth += 1;
+    document.body.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!draggingFiles(event)) return;
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) document.body.classList.remove("dragging");
+  });
+  document.addEventListener("dragover", (event) => {
+    if (draggingFiles(event)) event.preventDefault();  // allows the drop
+  });
+  document.addEventListener("drop", (event) => {
+    if (!draggingFiles(event)) return;
+    event.preventDefault();  // never navigate to the dropped file
+    dragDepth = 0;
+    document.body.classList.remove("dragging");
+    attachFiles(event.dataTransfer.files);
+  });
+
   // ---- the event renderer (live and history) ---------------------------------------------------
 
   function render(ev, live) {
     let part;
     switch (ev.type) {
       case "request.query":
-        if (!live) addUser(ev.message);
+        if (!live) addUser(ev.message, ev.references);
         break;
       case "chat.start":
       case "run.start":
@@ -567,6 +715,9 @@
         endAllReasoning();
         currentTurn().append(el("div", "done", "cancelled"));
         break;
+      case "artifact.publish":
+        currentTurn().append(artifactCard(ev));
+        break;
       default:
         break;  // other events (request.upload, …) have nothing to draw
     }
@@ -606,7 +757,7 @@
       if (view.stopAsked) interrupt(view);
     }
     if (ev.type === "request.query") {
-      if (!view.userShown) addUser(ev.message);  // a re-attached run draws its own question
+      if (!view.userShown) addUser(ev.message, ev.references);  // a re-attached run draws its own question
       view.userShown = true;
     } else {
       render(ev, true);
@@ -704,6 +855,7 @@
   // ---- chats, agents, sending ------------------------------------------------------------------
 
   function setChat(chatId) {
+    if (chatId !== state.chatId && !state.uploading) clearAttachments();  // they belong to the chat left
     state.chatId = chatId;
     if (chatId) sessionStorage.setItem(CHAT_KEY, chatId);
     else sessionStorage.removeItem(CHAT_KEY);
@@ -795,11 +947,18 @@
   async function send() {
     const message = $("message").value.trim();
     if (!message) return;
-    addUser(message);
+    if (attachments.some((item) => item.status === "uploading")) {  // send what the user sees attached
+      setBusy(true, null);
+      await uploads;
+      setBusy(false, null);
+    }
+    const references = takeAttachments();
+    addUser(message, references);
     $("message").value = "";
     const body = {
       message, agentKey: $("agent").value || undefined, chatId: state.chatId || undefined, onDisconnect: "continue",
     };
+    if (references.length) body.references = references.map((ref) => ({ id: ref.id }));
     const view = newView(state.chatId, null);
     view.userShown = true;
     setBusy(true, view);
@@ -861,6 +1020,11 @@
       event.preventDefault();
       if (!state.busy) $("composer").requestSubmit();
     }
+  });
+  $("attach").addEventListener("click", () => $("attach-input").click());
+  $("attach-input").addEventListener("change", () => {
+    attachFiles($("attach-input").files);
+    $("attach-input").value = "";  // the same file may be attached again
   });
   $("new-chat").addEventListener("click", () => {
     if (state.busy) return;
