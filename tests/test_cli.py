@@ -30,7 +30,8 @@ from tests.support.deployment import REPO, agent, write_agent
 from tests.support.server import GatewayServer
 from tests.support.sse import collect
 
-DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction"]
+DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction",
+               "demoGraphWeather", "demoGraphReview"]
 QUESTION = {"question": "Which city?", "options": ["Paris", "Rome"], "allowFreeText": False}
 #: bounds that only turn a hang into a failure
 HANG = 120

@@ -18,12 +18,16 @@ Inheritance rules:
   ``"toolConfig": null`` means no ordinary tools. PLAN_EXECUTE forces
   ``_plan_add_tasks_`` into the plan stage and ``_plan_update_task_`` into the execute
   stage regardless.
+
+GRAPH mode (SPEC §21): the ``graph`` block is validated by ``app.catalog.graph``; each ``llm``
+node is a stage (its ``modelConfig`` over the outer one, its ``tools`` by name). GRAPH agents
+load after every other agent (``load_agent_files``) so an ``agent`` node can name one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +37,7 @@ from app.catalog._edge import read_object, validate
 from app.catalog.definitions import (
     AgentDefinition,
     Budget,
+    GraphDefinition,
     CallBudget,
     Effort,
     Mode,
@@ -47,6 +52,9 @@ from app.catalog.definitions import (
     ToolDefinition,
     ToolKind,
 )
+from app.catalog.graph import GraphRefs, parse_graph
+from app.catalog.mcp import PREFIX as MCP_PREFIX
+from app.catalog.mcp import McpTools, resolve_mcp_tools
 from app.errors import DefinitionError, PathEscapeError
 from app.paths import check_key
 
@@ -276,6 +284,8 @@ class RawAgent(_Strict):
     react: RawReactStage | None = None
     plan_execute: RawPlanExecute | None = Field(None, alias="planExecute")
     runtime_prompts: RawRuntimePrompts | None = Field(None, alias="runtimePrompts")
+    #: GRAPH mode (SPEC §21): validated by ``app.catalog.graph``
+    graph: dict[str, Any] | None = None
 
     _upper_enums = field_validator("mode", "tool_choice", mode="before")(_upper)
 
@@ -292,6 +302,10 @@ class AgentRefs:
     skills: Mapping[str, SkillDefinition]
     #: names of backend tools the gateway implements itself
     builtin_tools: frozenset[str]
+    #: SPEC §18: each MCP server file's tools (``mcp__<serverKey>__<tool>``), by server key
+    mcp: Mapping[str, McpTools] = field(default_factory=dict)
+    #: SPEC §21: the agents a GRAPH agent's ``agent`` nodes may name (those loaded before it)
+    agents: Mapping[str, AgentDefinition] = field(default_factory=dict)
 
 
 def _merge_model_config(outer: RawModelConfig | None, own: RawModelConfig | None) -> RawModelConfig:
@@ -366,6 +380,10 @@ def _stage_tools(
         for field_name, kind in _LIST_KINDS:
             where = f"toolConfig.{field_name} of stage '{stage}'"
             for name in getattr(config, field_name):
+                if kind is ToolKind.BACKEND and name.startswith(MCP_PREFIX):
+                    for mcp_tool in resolve_mcp_tools(name, where, refs.mcp):  # SPEC §18
+                        chosen.setdefault(mcp_tool.name, mcp_tool)
+                    continue
                 chosen.setdefault(name, _resolve_tool(name, kind, where, refs))
     if forced is not None and forced not in chosen:
         tool = refs.tools.get(forced)
@@ -404,6 +422,8 @@ def _require_prompt(raw: RawStage | None, where: str) -> RawStage:
 
 
 def _stages(agent: RawAgent, refs: AgentRefs) -> dict[str, Stage]:
+    if agent.mode == "GRAPH":
+        return {}  # its stages are its llm nodes' (see ``_graph``)
     if agent.mode == "ONESHOT":
         plain = _require_prompt(agent.plain, "plain")
         return {"plain": _build_stage("plain", plain, agent, refs)}
@@ -476,6 +496,62 @@ def _skills(agent: RawAgent, refs: AgentRefs) -> tuple[SkillDefinition, ...]:
     return tuple(resolved.values())
 
 
+def _graph_tool(name: str, kind: ToolKind | None, where: str, refs: AgentRefs) -> ToolDefinition:
+    """A tool a graph node names: a ``tool`` node's backend (or MCP) tool, a ``human`` node's frontend tool."""
+    if name.startswith(MCP_PREFIX) and kind in (ToolKind.BACKEND, None):
+        if name.endswith("__*"):
+            raise DefinitionError(f"{where}: a tool node calls one tool, not all of a server's ('{name}')")
+        found = resolve_mcp_tools(name, where, refs.mcp)
+        if found:
+            return found[0]
+        # listed server, tool not (yet) listed: the agent loads, a call is an error result (SPEC §18)
+        return ToolDefinition(name=name, kind=ToolKind.BACKEND, description=f"MCP tool {name}",
+                              parameters={"type": "object"})
+    if kind is None:
+        tool = refs.tools.get(name)
+        if tool is None:
+            raise DefinitionError(f"unknown tool '{name}' ({where})")
+        kind = tool.kind
+    return _resolve_tool(name, kind, where, refs)
+
+
+def _graph_stage(agent: RawAgent, refs: AgentRefs, where: str, model_cfg: Mapping[str, Any] | None,
+                 tools: Sequence[str], system: str) -> Stage:
+    """An ``llm`` node's stage: the node's modelConfig over the agent's, its ``tools`` by name (any kind)."""
+    own = validate(RawModelConfig, dict(model_cfg), prefix=f"{where} modelConfig.") if model_cfg is not None else None
+    merged = _merge_model_config(agent.model_cfg, own)
+    if merged.model_key is None:
+        raise DefinitionError(f"{where} has no model: set modelConfig.modelKey at the top level or in the node")
+    if merged.model_key not in refs.models:
+        raise DefinitionError(f"unknown model '{merged.model_key}' ({where})")
+    lists: dict[ToolKind, list[str]] = {kind: [] for kind in ToolKind}
+    for name in tools:
+        kind = ToolKind.BACKEND if name.startswith(MCP_PREFIX) else _graph_tool(name, None, f"{where} tools", refs).kind
+        lists[kind].append(name)
+    return Stage(name="graph", system_prompt=system, model=_stage_model(where, merged, refs),
+                 tools=_stage_tools(where, RawToolConfig(backends=lists[ToolKind.BACKEND],
+                                                         frontends=lists[ToolKind.FRONTEND],
+                                                         actions=lists[ToolKind.ACTION]), None, refs))
+
+
+def _graph(agent: RawAgent, refs: AgentRefs) -> GraphDefinition | None:
+    """SPEC §21: the ``graph`` block, required in GRAPH mode and refused in the others."""
+    if agent.mode != "GRAPH":
+        if agent.graph is not None:
+            raise DefinitionError(f"'graph' is only read in GRAPH mode (this agent is {agent.mode})")
+        return None
+    if agent.graph is None:
+        raise DefinitionError("'graph' is required for this mode")
+    for block, given in (("plain", agent.plain), ("react", agent.react), ("planExecute", agent.plan_execute)):
+        if given is not None:
+            raise DefinitionError(f"'{block}' is not read in GRAPH mode; put prompts in the graph's llm nodes")
+    return parse_graph(agent.graph, GraphRefs(
+        stage=lambda where, cfg, tools, system: _graph_stage(agent, refs, where, cfg, tools, system),
+        tool=lambda name, kind, where: _graph_tool(name, kind, where, refs),
+        agents=refs.agents,
+    ))
+
+
 def parse_agent(data: object, stem: str, refs: AgentRefs, source: Path | None = None) -> AgentDefinition:
     """Validate a parsed agent file whose file name stem is ``stem``."""
     try:
@@ -488,13 +564,18 @@ def parse_agent(data: object, stem: str, refs: AgentRefs, source: Path | None = 
     raw = validate(RawAgent, data)
     if raw.key is not None and raw.key != key:
         raise DefinitionError(f"key {raw.key!r} does not match the file name {key!r}")
+    graph = _graph(raw, refs)
+    stages = _stages(raw, refs)
+    if graph is not None:  # SPEC §21: an llm node is a stage (the detail view and the limits read them)
+        stages = {name: node.stage for name, node in graph.nodes.items() if node.stage is not None}
     return AgentDefinition(
         key=key,
         name=raw.name or key,
         icon=raw.icon,
         description=raw.description or "",
         mode=raw.mode,
-        stages=_stages(raw, refs),
+        stages=stages,
+        graph=graph,
         tool_choice=raw.tool_choice,
         budget=_budget(raw.budget),
         react_max_steps=raw.react.max_steps if raw.react else 6,
@@ -508,3 +589,30 @@ def parse_agent(data: object, stem: str, refs: AgentRefs, source: Path | None = 
 def load_agent(path: Path, refs: AgentRefs) -> AgentDefinition:
     """Read and validate ``agents/<key>.json``; raises ``DefinitionError`` with the reason."""
     return parse_agent(read_object(path), path.stem, refs, source=path)
+
+
+def load_agent_files(paths: Sequence[Path], refs: AgentRefs,
+                     reject: Callable[[Path, str], None]) -> dict[str, AgentDefinition]:
+    """Load every agent file; ``reject(path, reason)`` for each one that does not validate.
+
+    GRAPH agents load last, against the agents loaded before them (an ``agent`` node names a
+    ONESHOT or REACT agent, SPEC §21). The result keeps the files' order."""
+    loaded: dict[str, AgentDefinition] = {}
+    graphs: list[tuple[Path, dict[str, Any]]] = []
+    for path in paths:
+        try:
+            data = read_object(path)
+            if str(data.get("mode", "")).upper() == "GRAPH":
+                graphs.append((path, data))
+                continue
+            loaded[path.stem] = parse_agent(data, path.stem, refs, source=path)
+        except DefinitionError as exc:
+            reject(path, exc.message)
+    with_agents = replace(refs, agents=dict(loaded))
+    for path, data in graphs:
+        try:
+            loaded[path.stem] = parse_agent(data, path.stem, with_agents, source=path)
+        except DefinitionError as exc:
+            reject(path, exc.message)
+    order = {path.stem: index for index, path in enumerate(paths)}
+    return dict(sorted(loaded.items(), key=lambda item: order[item[0]]))

@@ -10,10 +10,10 @@ ignored; files are read in sorted order so duplicates resolve deterministically
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from app.catalog.agents import AgentRefs, load_agent
+from app.catalog.agents import AgentRefs, load_agent_files
 from app.catalog.definitions import (
     AgentDefinition,
     Catalog,
@@ -24,6 +24,7 @@ from app.catalog.definitions import (
     ViewportDefinition,
 )
 from app.catalog._edge import read_object
+from app.catalog.mcp import McpTools
 from app.catalog.models import is_group_file, parse_group, parse_model
 from app.catalog.skills import load_skill
 from app.catalog.tools import load_tool_file, tool_kind
@@ -171,23 +172,23 @@ def load_viewports(settings: Settings, rejections: _Rejections) -> dict[str, Vie
 
 
 def load_agents(settings: Settings, refs: AgentRefs, rejections: _Rejections) -> dict[str, AgentDefinition]:
-    agents: dict[str, AgentDefinition] = {}
-    for path in _files(settings.agents_dir, [".json"]):
-        try:
-            agents[path.stem] = load_agent(path, refs)
-        except DefinitionError as exc:
-            rejections.add("agent", path, exc.message)
-    return agents
+    """Every agent file; GRAPH agents after the others, which their agent nodes may name (SPEC §21)."""
+    return load_agent_files(_files(settings.agents_dir, [".json"]), refs,
+                            lambda path, reason: rejections.add("agent", path, reason))
 
 
-def build_catalog(settings: Settings, builtin_tools: frozenset[str], version: int = 0) -> Catalog:
-    """Read every definition folder into a new ``Catalog``; never raises for a bad file."""
+def build_catalog(settings: Settings, builtin_tools: frozenset[str], version: int = 0,
+                  mcp: Mapping[str, McpTools] | None = None) -> Catalog:
+    """Read every definition folder into a new ``Catalog``; never raises for a bad file.
+
+    ``mcp``: the MCP servers' tools at this moment (SPEC §18), for agents that list them."""
     rejections = _Rejections(settings.base_dir.resolve())
     models = load_models(settings, rejections)
     tools = load_tools(settings, rejections)
     skills = load_skills(settings, rejections)
     viewports = load_viewports(settings, rejections)
-    refs = AgentRefs(models=models, tools=tools, skills=skills, builtin_tools=frozenset(builtin_tools))
+    refs = AgentRefs(models=models, tools=tools, skills=skills, builtin_tools=frozenset(builtin_tools),
+                     mcp=mcp or {})
     agents = load_agents(settings, refs, rejections)
     return Catalog(
         models=models,

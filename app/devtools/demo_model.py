@@ -9,7 +9,12 @@ Decisions, in order:
 1. reasoning requested (``enable_thinking: true`` or ``reasoning_effort``) → a few
    reasoning deltas first (whatever follows);
 2. ``tool_choice: "none"`` or no tools → text: the plan draft when ``_plan_add_tasks_``
-   is offered (one numbered task per relevant tool), else the answer (step 6);
+   is offered (one numbered task per relevant tool); a JSON object when the system prompt
+   asks for one JSON value (a GRAPH ``outputFormat: "json"`` node, SPEC §21: a review verdict
+   when the prompt names ``"passed"``, the city and date when it names ``"city"``); a short
+   text when the request starts with "Write " (a workflow's writing step: the weather it is
+   given, else a paragraph about the topic after "about:", with an example once feedback
+   asks for one); else the answer (step 6);
 3. ``tool_choice: "required"`` and ``_plan_add_tasks_`` offered → call it: the tasks of
    the draft above (from the offered tools, else the numbered lines of the draft the
    model wrote before, else two generic tasks about the question);
@@ -320,6 +325,10 @@ def _decide(body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], toda
         if PLAN_ADD_TASKS in names:
             lines = [f"{n}. {task}" for n, task in enumerate(_plan_tasks(question, ordinary), start=1)]
             return f'Plan for "{question}":\n' + "\n".join(lines) + "\n\n"
+        if _JSON_REQUEST in _system_text(messages):
+            return orjson.dumps(_workflow_json(question, today)).decode()
+        if question.startswith("Write "):
+            return _written(question)
         return _answer(question, messages, asked_at)
     if tool_choice == "required" and PLAN_ADD_TASKS in names:
         tasks = (_plan_tasks(question, ordinary) if ordinary else _drafted_tasks(messages, asked_at)) or _plan_tasks(
@@ -339,6 +348,69 @@ def _decide(body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], toda
         if tool_choice == "required":
             return _call_of(relevant[0], question, today)
     return _answer(question, messages, asked_at)
+
+
+#: what the engine's JSON instruction says (``app.engine.graph.nodes.JSON_INSTRUCTION``)
+_JSON_REQUEST = "JSON value only"
+_FEEDBACK = re.compile(r"feedback to address:\s*(.+)", re.IGNORECASE)
+_NO_FEEDBACK = ("", "none", "none yet", "null")
+_EXAMPLE = "for example"
+
+
+def _system_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
+
+
+def _workflow_json(prompt: str, today: str) -> dict[str, Any]:
+    """A workflow step's JSON answer: a review verdict (passed once the text gives an example),
+    the city and date a request is about, else the request itself."""
+    if '"passed"' in prompt:
+        passed = _EXAMPLE in prompt.casefold()
+        feedback = "Clear, and the example makes it concrete." if passed else "Add a concrete example."
+        return {"passed": passed, "feedback": feedback}
+    if '"city"' in prompt:
+        return {"city": city_of(prompt), "date": date_of(prompt, today)}
+    return {"answer": prompt[:200]}
+
+
+def _written(prompt: str) -> str:
+    """A workflow's writing step: a note about the weather data it is given, else a paragraph
+    about the topic after "about:" (with an example when reviewer feedback asks for changes)."""
+    weather = next((data for data in _json_objects(prompt) if "temperatureC" in data), None)
+    if weather is not None:
+        sentence = describe_result("mock_city_weather", {}, orjson.dumps(weather).decode())
+        temperature = weather.get("temperatureC")
+        if isinstance(temperature, (int, float)) and temperature < 10:
+            advice = "Dress warmly if you go out."
+        elif isinstance(temperature, (int, float)) and temperature > 28:
+            advice = "Stay in the shade and drink plenty of water."
+        else:
+            advice = "A pleasant day to spend some time outside."
+        return f"{sentence} {advice}"
+    first_line = prompt.split("\n", 1)[0]
+    topic = (first_line.split("about:", 1)[1] if "about:" in first_line else first_line[len("Write "):]).strip()
+    topic = topic.rstrip(".?!") or "the topic"
+    text = (f"{topic[:1].upper()}{topic[1:]} is worth a closer look: it shapes how people plan, decide and work "
+            "every day, and knowing its basics makes those choices easier.")
+    feedback = _FEEDBACK.search(prompt)
+    if feedback and feedback.group(1).strip().strip(".").casefold() not in _NO_FEEDBACK:
+        text += f" For example, a small team that looked into {topic} for one afternoon saved hours the next week."
+    return text
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects written on lines of their own in ``text``."""
+    found: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                found.append(value)
+    return found
 
 
 def _answer(question: str, messages: Sequence[Mapping[str, Any]], asked_at: int) -> str:

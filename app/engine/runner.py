@@ -26,17 +26,19 @@ from app.contract.bodies import QueryRequest
 from app.contract.events import now_ms
 from app.contract.runs import RunOutcome
 from app.engine.context import RunContext, RunServices
+from app.engine.graph import run_graph
 from app.engine.oneshot import run_oneshot
 from app.engine.plan_execute import run_plan_execute, settle_open_task
 from app.engine.react import run_react
 from app.engine.steps import flush_step
 from app.errors import BudgetExceeded, GatewayError, UpstreamError
+from app.files.references import attach_references
 from app.memory.lines import chat_name
 from app.memory.replay import replay_messages
 
 logger = logging.getLogger(__name__)
 
-MODES = {"ONESHOT": run_oneshot, "REACT": run_react, "PLAN_EXECUTE": run_plan_execute}
+MODES = {"ONESHOT": run_oneshot, "REACT": run_react, "PLAN_EXECUTE": run_plan_execute, "GRAPH": run_graph}
 
 
 @dataclass(slots=True)
@@ -74,6 +76,7 @@ class RunExecution:
     async def _run_locked(self) -> None:
         run, query, catalog = self, self.query, self.catalog
         services = self.services
+        query, attachments = await attach_references(services.settings, run.chat_id, query)  # SPEC §23
         chats = services.chats
         run.emit(ev.RequestQuery(
             request_id=run.request_id, chat_id=run.chat_id, role=query.role, message=query.message,
@@ -96,11 +99,12 @@ class RunExecution:
             services=services, catalog=catalog, agent=run.agent, run_id=run.run_id, chat_id=run.chat_id,
             request_id=run.request_id, owner=run.owner, emit=run.emit, history=history,
         )
-        ctx.record({"role": query.role, "content": [{"type": "text", "text": query.message}], "ts": now_ms()})
+        ctx.record(attachments.user_message(query.role, query.message, now_ms()))
         try:
             async with asyncio.timeout(run.agent.budget.run_timeout_ms / 1000) as deadline:
                 ctx.deadline = deadline
                 try:
+                    attachments.check()  # an unknown reference ends the run here
                     finish = await MODES[run.agent.mode](ctx)
                 except TimeoutError:
                     if deadline.expired():

@@ -24,7 +24,8 @@ import pytest
 from tests.support.deployment import REPO
 from tests.support.sse import collect, stream_events
 
-DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction"]
+DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction",
+               "demoGraphWeather", "demoGraphReview"]
 
 
 def _free_port() -> int:
@@ -72,7 +73,7 @@ def test_agents_lists_the_demo_agents(demo_server: str) -> None:
     keys = {a["key"] for a in envelope["data"]}
     assert set(DEMO_AGENTS) <= keys
     modes = {a["mode"] for a in envelope["data"]}
-    assert modes == {"ONESHOT", "REACT", "PLAN_EXECUTE"}
+    assert modes == {"ONESHOT", "REACT", "PLAN_EXECUTE", "GRAPH"}
     assert httpx.get(f"{demo_server}/api/ap/catalog/rejections").json()["data"] == []
 
 
@@ -158,3 +159,49 @@ async def test_demo_tool_descriptions_are_english(demo_server: str) -> None:
     events = await _run(demo_server, "demoReact", "What's the weather in Berlin?")
     descriptions = [e["description"] for e in events if e["type"] == "tool.start"]
     assert descriptions and all(d.isascii() for d in descriptions), descriptions
+
+
+# --------------------------------------------------------------------------- GRAPH demos (SPEC §21)
+
+
+async def _run_confirming(demo_server: str, agent_key: str, message: str) -> list[dict[str, Any]]:
+    """Stream a query; answer every frontend tool like the browser would (Publish)."""
+    events: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        async for event in stream_events(client, f"{demo_server}/api/ap/query", {"agentKey": agent_key, "message": message}):
+            events.append(event)
+            if event["type"] == "tool.start" and event.get("toolType"):
+                answer = {"runId": event["runId"], "toolId": event["toolId"],
+                          "params": {"confirmed": True, "answer": "Publish"}}
+                assert (await client.post(f"{demo_server}/api/ap/submit", json=answer)).json()["data"]["accepted"]
+    assert events[-1]["type"] == "run.complete", events[-1]
+    return events
+
+
+async def test_graph_weather_demo_finds_the_city_fetches_and_writes_with_the_card(demo_server: str) -> None:
+    events = await _run(demo_server, "demoGraphWeather", "What's the weather in Tokyo?")
+    assert [e["taskId"] for e in events if e["type"] == "task.start"] == ["find_place", "fetch_weather", "write_note"]
+    assert [e["taskId"] for e in events if e["type"] == "task.complete"] == ["find_place", "fetch_weather", "write_note"]
+    ((name, args, weather),) = _tool_calls(events)
+    assert name == "mock_city_weather" and args["city"] == "Tokyo" and weather["city"] == "Tokyo"
+    answer_id = [e for e in events if e["type"] == "content.start"][-1]
+    assert "taskId" not in answer_id  # the workflow's answer streams outside its tasks
+    answer = "".join(e["delta"] for e in events if e["type"] == "content.delta" and e["contentId"] == answer_id["contentId"])
+    assert answer.startswith(f"Weather in Tokyo on {weather['date']}: {weather['weatherEn']}, {weather['temperatureC']}°C")
+    assert answer.endswith(f"```viewport\ntype=html, key=show_weather_card\n{orjson.dumps(weather).decode()}\n```")
+
+
+async def test_graph_review_demo_revises_until_the_review_passes_then_asks(demo_server: str) -> None:
+    events = await _run_confirming(demo_server, "demoGraphReview", "the history of tea")
+    assert [e["taskId"] for e in events if e["type"] == "task.start"] == [
+        "write", "review", "write#2", "review#2", "approve"]
+    verdicts = [orjson.loads("".join(e["delta"] for e in events if e["type"] == "content.delta"
+                                     and e["contentId"] == start["contentId"]))
+                for start in events if start["type"] == "content.start" and str(start.get("taskId")).startswith("review")]
+    assert [v["passed"] for v in verdicts] == [False, True]
+    assert "request.submit" in [e["type"] for e in events]
+    answer_start = [e for e in events if e["type"] == "content.start"][-1]
+    answer = "".join(e["delta"] for e in events if e["type"] == "content.delta"
+                     and e["contentId"] == answer_start["contentId"])
+    assert answer.startswith("The history of tea is worth a closer look")
+    assert "For example" in answer and answer.endswith("(Reviewed in 2 round(s).)")
