@@ -320,6 +320,17 @@ class McpSettings(_Section):
     servers_dir: str = Field("mcp-servers", alias="servers-dir")
 
 
+class UploadSettings(_Section):
+    """``agent.upload`` (SPEC §23): files users upload into a chat's workspace."""
+
+    #: largest upload (and largest published artifact), bytes; beyond it ``POST /api/ap/upload`` answers 413
+    max_bytes: int = Field(20 * 1024 * 1024, alias="max-bytes", gt=0)
+    #: accepted types: MIME types (``text/csv``), families (``image/*``) or extensions (``.csv``); empty = any
+    allowed_types: list[str] = Field(default_factory=list, alias="allowed-types")
+
+    _lists = field_validator("allowed_types", mode="before")(_split_list)
+
+
 class AgentSettings(_Section):
     catalog: AgentFolderSettings = AgentFolderSettings()
     model: ModelFolderSettings = ModelFolderSettings()
@@ -338,6 +349,7 @@ class AgentSettings(_Section):
     cluster: ClusterSettings = ClusterSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     mcp: McpSettings = McpSettings()
+    upload: UploadSettings = UploadSettings()
 
 
 class ChatMemorySettings(_Section):
@@ -503,6 +515,8 @@ ENV_KEYS: Mapping[str, str] = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": "agent.telemetry.otlp-endpoint",
     "OTEL_SERVICE_NAME": "agent.telemetry.service-name",
     "AGENT_MCP_SERVERS_DIR": "agent.mcp.servers-dir",
+    "AGENT_UPLOAD_MAX_BYTES": "agent.upload.max-bytes",
+    "AGENT_UPLOAD_ALLOWED_TYPES": "agent.upload.allowed-types",
 }
 
 DEFAULT_FILES: tuple[Path, ...] = (Path("application.yml"), Path("/opt/application.yml"))

@@ -7,6 +7,7 @@ embedded local model when a provider asks for it — and closes them in order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from types import TracebackType
@@ -16,6 +17,7 @@ import httpx
 
 from app import __version__
 from app.catalog.manager import CatalogManager
+from app.collector import CollectorTuning
 from app.config import EMBEDDED_BASE_URL, ProviderSettings, Settings
 from app.credentials import provider_api_keys
 from app.devtools.demo_model import demo_responder
@@ -24,12 +26,14 @@ from app.engine.context import RunServices
 from app.engine.limits import RateLimiter
 from app.engine.routing import ModelRouter
 from app.logs import apply_format as apply_log_format
+from app.llm.network import streaming_transport
 from app.runs import RunService
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
 from app.scheduler import ScheduleService
 from app.telemetry import Telemetry
-from app.tools.registry import builtin_tool_names, builtin_tools
+from app.mcp import AgentsMcpServer, McpManager
+from app.tools.registry import builtin_tool_names, builtin_tools, with_mcp_tools
 from app.tools.sandbox import Sandbox
 from app.usage import UsageLedger
 
@@ -50,16 +54,21 @@ class Gateway:
         self._credential_keys = dict(api_keys) if api_keys is not None else provider_api_keys(settings)
         apply_log_format(settings.logging.format)
         self.settings = self._with_embedded_model(settings)
-        self.catalog = CatalogManager(self.settings, builtin_tool_names())
+        #: SPEC §18: MCP servers as tool sources (their tools reach the catalog and the engine)
+        self.mcp = McpManager(self.settings, Sandbox(self.settings))
+        self.catalog = CatalogManager(self.settings, builtin_tool_names(), mcp_tools=self.mcp.catalog_tools)
+        self._collector = CollectorTuning()
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+        # issue 13: httpx over a lean network backend and a linear pool (app/llm/network.py)
         self.http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
-            timeout=httpx.Timeout(60.0, connect=10.0),
+            limits=limits, timeout=httpx.Timeout(60.0, connect=10.0), transport=streaming_transport(limits),
         )
         self.chats = ChatStore(self.settings.chats_dir, self.settings.memory.chat.charset)
         self.submits = SubmitRegistry()
         self.services = RunServices(
             settings=self.settings, http=self.http, chats=self.chats, submits=self.submits,
-            builtin_tools=builtin_tools(), api_key_for=self.api_key_for, sandbox=Sandbox(self.settings),
+            builtin_tools=with_mcp_tools(builtin_tools(), self.mcp.call_tool), api_key_for=self.api_key_for,
+            sandbox=Sandbox(self.settings),
             router=ModelRouter(self.settings.agent.llm.breaker), limiter=RateLimiter(self.settings.agent.limits.user),
             ledger=UsageLedger(self.settings.state_dir / "usage"),
         )
@@ -72,17 +81,23 @@ class Gateway:
         self.telemetry = Telemetry(self.settings.agent.telemetry)
         #: SPEC §16: several instances on one Redis (None = this process alone)
         self.cluster: ClusterNode | None = None
-        directory = None
+        directory, schedules = None, None
         if self.settings.agent.cluster.redis_url:
-            from app.cluster import ClusterDirectory, ClusterNode  # the optional extra [cluster] (redis)
+            # the optional extra [cluster] (redis)
+            from app.cluster import ClusterDirectory, ClusterNode, ClusterSchedules, RedisCounters
 
             self.cluster = ClusterNode(self.settings.agent.cluster, self.settings.agent.runs.retention_seconds)
-            directory = ClusterDirectory(self.cluster, self.chats)
+            directory = ClusterDirectory(self.cluster, self.chats, self.settings.agent.limits)
             self.services.chat_lease = directory.chat_lease
+            self.services.limiter = RateLimiter(self.settings.agent.limits.user, RedisCounters(self.cluster))
+            schedules = ClusterSchedules(self.cluster)
         self._directory = directory
         self.runs = RunService(self.services, lambda: self.catalog.snapshot, telemetry=self.telemetry,
                                directory=directory)
-        self.scheduler = ScheduleService(self.settings, self.runs, lambda: self.catalog.snapshot, self.chats)
+        self.scheduler = ScheduleService(self.settings, self.runs, lambda: self.catalog.snapshot, self.chats,
+                                         cluster=schedules)
+        #: SPEC §18: /mcp, every agent as the MCP tool ask_<agentKey>
+        self.agents_mcp = AgentsMcpServer(self.runs, lambda: self.catalog.snapshot)
 
     def _with_embedded_model(self, settings: Settings) -> Settings:
         """Start the scripted local model for providers configured with ``base-url: embedded``."""
@@ -106,18 +121,24 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         self.settings.chats_dir.mkdir(parents=True, exist_ok=True)
+        await self.mcp.start()  # first: the catalog's first build sees the MCP servers' tools
         await self.catalog.start()
+        await self.mcp.follow(lambda: asyncio.to_thread(self.catalog.reload))
+        await self.agents_mcp.start()
         if self.cluster is not None and self._directory is not None:
             await self.cluster.start(self.runs.handle_command, self._directory.lost_run)
         await self.scheduler.start()
         self.telemetry.open()
+        self._collector.apply()  # issue 13: start-up is done: freeze its heap, fewer young collections
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.scheduler.stop()
+        await self.agents_mcp.stop()
         await self.runs.aclose()
+        await self.mcp.stop()  # after the runs: none calls an MCP tool any more
         if self.cluster is not None:
             await self.cluster.stop()  # after the runs recorded their end in Redis
         await self.telemetry.aclose()  # every run's span has ended: flush them
@@ -127,3 +148,4 @@ class Gateway:
             self.local_upstream.stop()
         self.chats.close()  # waits for pending appends: memory is flushed
         self.services.ledger.close()  # writes the queued usage lines
+        self._collector.restore()

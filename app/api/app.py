@@ -15,6 +15,9 @@ from app.api import (
     catalog_routes,
     chat_routes,
     docs_routes,
+    file_routes,
+    fork_routes,
+    mcp_routes,
     openai_routes,
     run_routes,
     run_watch_routes,
@@ -77,8 +80,11 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(openai_routes.router)  # SPEC §17: /v1/models, /v1/chat/completions
     app.include_router(agui_routes.router)  # SPEC §17: /ag-ui/{agentKey}
     app.include_router(chat_routes.router)
+    app.include_router(fork_routes.router)  # SPEC §20: POST /api/ap/chat/fork
+    app.include_router(file_routes.router)  # SPEC §23: POST /api/ap/upload, GET /api/ap/artifact
     app.include_router(schedule_routes.router)
     app.include_router(usage_routes.router)  # SPEC §19: GET /api/ap/usage
+    app.include_router(mcp_routes.router)  # SPEC §18: GET /api/ap/mcp-servers, /mcp
     app.include_router(web_routes.router)  # the web console: GET / and /console/*
     app.include_router(docs_routes.router)  # SPEC §22: /docs, /redoc offline; /asyncapi.json
     app.openapi = docs_routes.openapi_with_events(app)  # type: ignore[method-assign]

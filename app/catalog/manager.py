@@ -25,13 +25,14 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from watchfiles import DefaultFilter, awatch
 
 from app.catalog.definitions import Catalog
 from app.catalog.loader import build_catalog
+from app.catalog.mcp import McpTools
 from app.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -121,11 +122,14 @@ class CatalogManager:
         *,
         builtin_models_dir: Path = BUILTIN_MODELS_DIR,
         debounce_ms: int = 50,
+        mcp_tools: Callable[[], Mapping[str, McpTools]] | None = None,
     ) -> None:
         self.settings = settings
         self.builtin_tools: frozenset[str] = frozenset(builtin_tools)
         self._builtin_models_dir = builtin_models_dir
         self._debounce_ms = debounce_ms
+        #: SPEC §18: the MCP servers' tools now (``McpManager.catalog_tools``), read at every build
+        self._mcp_tools = mcp_tools
         self._snapshot = Catalog()
         self._fingerprint: Fingerprint = frozenset()
         self._reload_lock = threading.Lock()
@@ -147,7 +151,8 @@ class CatalogManager:
         """Rebuild the catalog from disk and swap it in; returns the new snapshot."""
         with self._reload_lock:
             current = fingerprint(self.folders)
-            catalog = build_catalog(self.settings, self.builtin_tools, version=self._snapshot.version + 1)
+            mcp = self._mcp_tools() if self._mcp_tools is not None else None
+            catalog = build_catalog(self.settings, self.builtin_tools, version=self._snapshot.version + 1, mcp=mcp)
             self._fingerprint = current
             self._snapshot = catalog
         logger.info(

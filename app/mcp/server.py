@@ -1,0 +1,162 @@
+"""Every agent as an MCP tool: the gateway's ``/mcp`` endpoint (SPEC §18, streamable HTTP).
+
+``AgentsMcpServer`` is the SDK's low-level ``Server`` behind its ``StreamableHTTPSessionManager``:
+
+* ``tools/list`` → one tool ``ask_<agentKey>`` per agent of the current catalog, arguments
+  ``{message, chatId?}``;
+* ``tools/call`` → a run through the run service (``runs.start`` + ``runs.query_stream``, the same
+  path as ``POST /api/ap/query``): every ``content.delta`` is sent as a progress notification
+  (``progress`` = characters so far, ``message`` = the delta) while the run streams; the result is
+  the final answer text with ``{chatId, runId}`` as ``structuredContent``. A run that fails or is
+  cancelled is an ``isError`` result (with the ids); a refused start (unknown chat, another user's
+  chat, a limit) is an ``isError`` result with the reason. ``chatId`` continues a chat.
+
+The caller is the user the auth middleware put on the request (``/mcp`` is protected like
+``/api/**``). The session manager runs **stateless**: every POST is self-contained, so any
+instance of a cluster answers any request (SPEC §16) and a client that goes away cancels its run
+(the query stream's ``cancel`` default). The manager's task group lives in one task started by
+``start()`` and ended by ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
+
+import mcp_types as types
+from mcp import MCPError
+from mcp.server import Server, ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
+
+from app import __version__
+from app.catalog.definitions import AgentDefinition, Catalog
+from app.contract import events as ev
+from app.contract.bodies import QueryRequest
+from app.contract.events import Stamped
+from app.contract.identity import ANONYMOUS
+from app.errors import GatewayError, describe_validation_error
+from app.runs import Run, RunService
+
+logger = logging.getLogger(__name__)
+
+TOOL_PREFIX = "ask_"
+ASK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string", "description": "What to ask the agent"},
+        "chatId": {"type": "string", "description": "Continue this chat (from an earlier answer's chatId)"},
+    },
+    "required": ["message"],
+}
+
+
+def ask_tool(agent: AgentDefinition) -> types.Tool:
+    description = agent.description or agent.name
+    return types.Tool(
+        name=f"{TOOL_PREFIX}{agent.key}",
+        title=agent.name,
+        description=f"Ask the agent '{agent.name}' ({agent.mode}): {description}".rstrip(": "),
+        input_schema=ASK_SCHEMA,
+    )
+
+
+def _caller(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The authenticated subject of the HTTP request behind ``ctx`` (the anonymous user with auth off)."""
+    request = ctx.request
+    state = getattr(request, "state", None)
+    return str(getattr(state, "user", ANONYMOUS)) if state is not None else ANONYMOUS
+
+
+def _error(message: str, ids: dict[str, str] | None = None) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True,
+                                structured_content=ids)
+
+
+class AgentsMcpServer:
+    """The ``/mcp`` endpoint's MCP server (see the module docstring). Built once per ``Gateway``."""
+
+    def __init__(self, runs: RunService, catalog: Callable[[], Catalog]) -> None:
+        self._runs = runs
+        self._catalog = catalog
+        self.server: Server[Any] = Server(
+            "agent-gateway", version=__version__,
+            instructions="Each tool asks one agent of this gateway; pass chatId to continue a conversation.",
+            on_list_tools=self._list_tools, on_call_tool=self._call_tool,
+        )
+        self._manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=False)
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        ready = asyncio.Event()
+
+        async def serve() -> None:
+            async with self._manager.run():
+                ready.set()
+                await self._stop.wait()
+
+        self._task = asyncio.create_task(serve(), name="mcp-endpoint")
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self._task.done():
+            self._task.result()  # raises what stopped it
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request of ``/mcp`` (already authenticated by the middleware)."""
+        await self._manager.handle_request(scope, receive, send)
+
+    # -- handlers
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[ask_tool(agent) for agent in self._catalog().agents.values()])
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        key = params.name[len(TOOL_PREFIX):] if params.name.startswith(TOOL_PREFIX) else ""
+        if not key or key not in self._catalog().agents:
+            raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}: each agent is ask_<agentKey>")
+        arguments = params.arguments or {}
+        try:
+            query = QueryRequest.model_validate({**arguments, "agentKey": key})
+        except ValidationError as exc:
+            return _error(f"invalid arguments: {describe_validation_error(exc)}")
+        try:
+            run = await self._runs.start(query, _caller(ctx))
+        except GatewayError as exc:
+            return _error(exc.message)
+        return await self._answer(ctx, run)
+
+    async def _answer(self, ctx: ServerRequestContext[Any, Any], run: Run) -> types.CallToolResult:
+        ids = {"chatId": run.chat_id, "runId": run.run_id}
+        streamed = 0
+        events = cast(AsyncGenerator[Stamped, None], self._runs.query_stream(run))
+        async with contextlib.aclosing(events):  # leaving early (client gone) cancels the run
+            async for stamped in events:
+                event = stamped.event
+                if isinstance(event, ev.ContentDeltaEvent) and event.delta:
+                    streamed += len(event.delta)
+                    await ctx.session.report_progress(streamed, None, event.delta)
+        outcome = await run.finished()
+        if outcome.status == "completed":
+            return types.CallToolResult(content=[types.TextContent(type="text", text=run.final_text)],
+                                        structured_content=ids)
+        if outcome.status == "error":
+            error = outcome.error or {}
+            return _error(f"the run failed: {error.get('message') or error.get('code') or 'unknown error'}", ids)
+        return _error(f"the run was cancelled: {outcome.reason or 'cancelled'}", ids)
