@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.catalog.definitions import AgentDefinition, Budget, CallBudget, Stage, ToolDefinition
+from app.catalog.definitions import AgentDefinition, Budget, CallBudget, GraphDefinition, Stage, ToolDefinition
 from app.errors import ForbiddenError, NotFoundError
 from app.gateway import Gateway
 from app.memory.history import build_history
@@ -122,4 +122,23 @@ def agent_detail(agent: AgentDefinition) -> dict[str, Any]:
         detail["maxSteps"] = agent.react_max_steps
     elif agent.mode == "PLAN_EXECUTE":
         detail["maxSteps"] = agent.plan_max_steps
+    if agent.graph is not None:  # SPEC §20/§21: what the studio draws the graph from
+        detail["maxSteps"] = agent.graph.max_steps
+        detail["graph"] = graph_view(agent.graph)
     return detail
+
+
+def graph_view(graph: GraphDefinition) -> dict[str, Any]:
+    """A GRAPH agent's nodes and edges (file order; conditions as written), for drawing it."""
+    nodes = []
+    for node in graph.nodes.values():
+        view: dict[str, Any] = {"name": node.name, "kind": node.kind, "description": node.description,
+                                "optional": node.optional}
+        if node.tool is not None:
+            view["tool"] = node.tool.name
+        if node.agent is not None:
+            view["agentKey"] = node.agent.key
+        nodes.append(view)
+    edges = [{"from": edge.source, "to": edge.target, "condition": edge.condition.source if edge.condition else None,
+              "parallel": edge.parallel} for edge in graph.edges]
+    return {"nodes": nodes, "edges": edges}

@@ -116,6 +116,8 @@ class RunComplete(Event):
     run_id: str
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
+    #: SPEC §20: in history replay (``GET /api/ap/chat``) only — the whole run, in ms
+    duration_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -194,6 +196,8 @@ class ReasoningSnapshot(Event):
     reasoning_id: str
     text: str
     task_id: str | None = None
+    #: SPEC §20: in history replay (``GET /api/ap/chat``) only — the model call that wrote it, in ms
+    duration_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -223,6 +227,8 @@ class ContentSnapshot(Event):
     content_id: str
     text: str
     task_id: str | None = None
+    #: SPEC §20: in history replay (``GET /api/ap/chat``) only — the model call that wrote it, in ms
+    duration_ms: int | None = None
 
 
 # ---- tools and actions ----------------------------------------------------------
@@ -268,6 +274,8 @@ class ToolResult(Event):
     result: Any
     #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
     run_id: str | None = None
+    #: SPEC §20: in history replay (``GET /api/ap/chat``) only — the tool call (a frontend tool: the wait for its submit), in ms
+    duration_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -328,6 +336,8 @@ class ActionResult(Event):
     result: Any
     #: SPEC §6 / issue 12: clients key tool rows by runId + toolId
     run_id: str | None = None
+    #: SPEC §20: in history replay (``GET /api/ap/chat``) only — the action call, in ms
+    duration_ms: int | None = None
 
 
 @dataclass(slots=True)

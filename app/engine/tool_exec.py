@@ -92,6 +92,7 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
     if ctx.tool_calls >= budget.max_calls:
         raise BudgetExceeded(f"tool call budget of {budget.max_calls} calls exhausted", budget="tool_calls")
     ctx.tool_calls += 1
+    started = now_ms()  # SPEC §20: the result's _timing
     try:
         args = _parse_arguments(call)
         args = resolve_templates(args, ctx.results_by_tool)
@@ -106,9 +107,11 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
     else:
         ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result, run_id=ctx.run_id))
     id_key = "_actionId" if call.is_action or call.name in ctx.services.settings.memory.chat.action_tools else "_toolId"
+    ended = now_ms()
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
-        "content": [{"type": "text", "text": result_text(result)}], "ts": now_ms(), id_key: call.event_id,
+        "content": [{"type": "text", "text": result_text(result)}], "ts": ended, id_key: call.event_id,
+        "_timing": {"startedAt": started, "endedAt": ended},
     })
     if call.name == SKILL_TOOL and isinstance(args, dict):
         skill_id = str(args.get("skill", "")).lower()
@@ -133,10 +136,12 @@ def refuse_call(ctx: RunContext, call: ToolCall, message: str) -> None:
         ctx.emit(ev.ActionResult(action_id=call.event_id, result=result, run_id=ctx.run_id))
     else:
         ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result, run_id=ctx.run_id))
+    ended = now_ms()
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
-        "content": [{"type": "text", "text": result_text(result)}], "ts": now_ms(),
+        "content": [{"type": "text", "text": result_text(result)}], "ts": ended,
         ("_actionId" if call.is_action else "_toolId"): call.event_id,
+        "_timing": {"startedAt": ended, "endedAt": ended},  # SPEC §20: refused at once
     })
 
 
@@ -162,7 +167,7 @@ async def _run_backend(ctx: RunContext, call: ToolCall, args: dict[str, Any]) ->
     tool_ctx = ToolContext(
         settings=ctx.services.settings, catalog=ctx.catalog, agent=ctx.agent, run_id=ctx.run_id,
         chat_id=ctx.chat_id, http=ctx.services.http, timeout_s=budget.timeout_ms / 1000,
-        sandbox=ctx.services.sandbox,
+        sandbox=ctx.services.sandbox, emit=ctx.emit,
     )
     implementation = ctx.services.builtin_tools.get(call.name)
     for attempt in range(budget.retry_count + 1):

@@ -15,6 +15,11 @@ Files (SPEC §23): an ``upload`` line (outside any run) becomes a ``request.uplo
 place between runs, and its reference is listed under ``references``; the result of an
 ``_artifact_publish_`` call brings back its ``artifact.publish`` events, just before its
 ``tool.result``, and every published artifact is listed under ``artifact.items``.
+
+Timings (SPEC §20): ``reasoning.snapshot`` / ``content.snapshot`` carry ``durationMs``, the duration
+of the model call that wrote them (the ``_timing`` of the response's first message, found through
+``_msgId``); ``tool.result`` / ``action.result`` that of the call (the result's ``_timing``);
+``run.complete`` the whole run (its query line to its run line). Files without timings get none.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from app.contract.events import (
     ToolResult,
     ToolSnapshot,
 )
+from app.memory.fork import fork_source
 from app.memory.lines import (
     LINE_QUERY,
     LINE_RUN,
@@ -80,6 +86,19 @@ def _parse_result(text: str | None) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
+
+
+def duration_of(message: Mapping[str, Any]) -> int | None:
+    """``endedAt - startedAt`` of a message's ``_timing`` (SPEC §20), or ``None`` without a usable one."""
+    timing = message.get("_timing")
+    if not isinstance(timing, Mapping):
+        return None
+    started, ended = timing_ms(timing.get("startedAt")), timing_ms(timing.get("endedAt"))
+    return ended - started if started is not None and ended is not None and ended >= started else None
+
+
+def timing_ms(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _arguments(function: Mapping[str, Any]) -> str | None:
@@ -147,6 +166,8 @@ class _Run:
         self.pending_submits: dict[str, Mapping[str, Any]] = {}
         self.results_seen: set[str] = set()
         self.request_id = run_id
+        #: SPEC §20: _msgId → duration of that model call (its first message carries ``_timing``)
+        self.call_ms: dict[str, int] = {}
 
     def build(self, name: str) -> None:
         query_line = next((line for line in self.lines if line.get("_type") == LINE_QUERY), None)
@@ -222,14 +243,20 @@ class _Run:
         return f"{self.run_id}_{kind}_{self.counters[kind]}"
 
     def _assistant(self, message: Mapping[str, Any], ts: int, task_id: str | None) -> None:
+        msg_id, call_ms = _str(message.get("_msgId")), duration_of(message)
+        if msg_id is not None and call_ms is not None:
+            self.call_ms.setdefault(msg_id, call_ms)
+        elif msg_id is not None:
+            call_ms = self.call_ms.get(msg_id)
         if "reasoning_content" in message:
             reasoning_id = _str(message.get("_reasoningId")) or self._next_id("r")
             reasoning = text_of(message.get("reasoning_content")) or ""
-            self.h.emit(ReasoningSnapshot(reasoning_id=reasoning_id, text=reasoning, task_id=task_id), ts)
+            self.h.emit(ReasoningSnapshot(reasoning_id=reasoning_id, text=reasoning, task_id=task_id,
+                                          duration_ms=call_ms), ts)
         text = text_of(message.get("content"))
         if text is not None and (text or _str(message.get("_contentId"))):
             content_id = _str(message.get("_contentId")) or self._next_id("c")
-            self.h.emit(ContentSnapshot(content_id=content_id, text=text, task_id=task_id), ts)
+            self.h.emit(ContentSnapshot(content_id=content_id, text=text, task_id=task_id, duration_ms=call_ms), ts)
         calls = message.get("tool_calls")
         for call in calls if isinstance(calls, list) else []:
             if isinstance(call, Mapping):
@@ -280,8 +307,10 @@ class _Run:
                 return
             kind, event_id = self.call_kinds.get(call_id, ("tool", call_id))
             action_id, tool_id = (event_id, None) if kind == "action" else (None, event_id)
+        duration_ms = duration_of(message)
         if action_id is not None:
-            self.h.emit(ActionResult(action_id=action_id, result=result, run_id=self.run_id), ts)
+            self.h.emit(ActionResult(action_id=action_id, result=result, run_id=self.run_id, duration_ms=duration_ms),
+                        ts)
             return
         assert tool_id is not None
         submit = self.pending_submits.pop(tool_id, None)
@@ -290,7 +319,7 @@ class _Run:
         if message.get("name") == ARTIFACT_TOOL:
             self.h.artifacts_of(self.run_id, result, ts)
         self.results_seen.add(tool_id)
-        self.h.emit(ToolResult(tool_id=tool_id, result=result, run_id=self.run_id), ts)
+        self.h.emit(ToolResult(tool_id=tool_id, result=result, run_id=self.run_id, duration_ms=duration_ms), ts)
 
     def _submit(self, line: Mapping[str, Any]) -> None:
         tool_id = _str(line.get("toolId"))
@@ -323,10 +352,14 @@ class _Run:
         status = run_line.get("status")
         if status == "complete":
             usage = run_line.get("usage")
+            started, ended = timing_ms(self.lines[0].get("updatedAt")), timing_ms(run_line.get("updatedAt"))
             event: Event = RunComplete(
                 run_id=self.run_id,
                 finish_reason=_str(run_line.get("finishReason")),
                 usage=usage if isinstance(usage, dict) else None,
+                # SPEC §20: the whole run, from its first line (the query) to its run line
+                duration_ms=ended - started if started is not None and ended is not None and ended >= started
+                else None,
             )
         elif status == "cancel":
             event = RunCancel(run_id=self.run_id)
@@ -346,7 +379,8 @@ def build_history(
     *,
     running: Collection[str] = frozenset(),
 ) -> dict[str, Any]:
-    """``{chatId, chatName, events, references, artifact: {items}, rawMessages?}`` of one chat (SPEC §8, §23).
+    """``{chatId, chatName, events, references, artifact: {items}, forkedFrom?, rawMessages?}`` of one chat
+    (SPEC §8, §20, §23).
 
     ``running`` holds the ids of runs still in progress: they get no terminal event
     instead of the ``interrupted`` error of a run that lost its process.
@@ -381,6 +415,9 @@ def build_history(
         "references": references,
         "artifact": {"items": history.artifacts},
     }
+    forked_from = fork_source(lines)
+    if forked_from is not None:  # SPEC §20: a fork names the chat and run it was copied from
+        out["forkedFrom"] = forked_from
     if include_raw:
         out["rawMessages"] = [
             {**message, "runId": line["runId"]}

@@ -6,15 +6,21 @@ newline, so every later line starts clean. Runs on one chat never interleave
 because the engine holds ``ChatStore.lock(chat_id)`` for a whole run.
 
 Appends run on one worker thread per store, so the event loop never waits for the
-disk and the lines of a chat reach the file in the order they were appended. The
-read methods are synchronous (call them with ``asyncio.to_thread`` from a handler
-when the file may be large). Writing and reading go through ``jsonlines``.
+disk and the lines of a chat reach the file in the order they were appended. Each
+line is one ``write(2)`` of the whole line on an ``O_APPEND`` descriptor, so a crash
+cuts at most the last line. While a run holds the chat's lock, the chat's file stays
+open on the writer thread (one ``open`` per run instead of one per line: issue 13);
+it is closed when the lock is released. An append outside a run opens and closes the
+file itself. Opening refuses a symbolic link (``O_NOFOLLOW``) and ends a cut-short last
+line. The read methods are synchronous (call them with ``asyncio.to_thread`` from a
+handler when the file may be large); reading goes through ``jsonlines``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import json
 import logging
 import os
@@ -38,6 +44,9 @@ _SUFFIX = ".json"
 #: how much of a file's end is read to find the last line's ``updatedAt``
 _TAIL_BYTES = 64 * 1024
 _UTF8_NAMES = frozenset({"utf-8", "utf-8-sig"})
+#: at most this many chat files are kept open for running runs (beyond it: open per line)
+MAX_OPEN_FILES = 512
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +63,20 @@ class ChatMeta:
     created_at: int
     updated_at: int
     owner: str
+    #: SPEC §20: ``{chatId, runId, position, node?}`` of the chat a fork was copied from (its first line)
+    forked_from: dict[str, Any] | None = None
 
     def payload(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "chatId": self.chat_id,
             "chatName": self.chat_name,
             "firstAgentKey": self.first_agent_key,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }
+        if self.forked_from is not None:
+            data["forkedFrom"] = self.forked_from
+        return data
 
 
 class ChatStore:
@@ -78,8 +92,10 @@ class ChatStore:
         self._charset = codecs.lookup(charset).name  # LookupError for a bogus charset
         self._utf8 = self._charset in _UTF8_NAMES
         # a lock lives as long as someone holds or awaits it, then it is dropped
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: weakref.WeakValueDictionary[str, _RunLock] = weakref.WeakValueDictionary()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-store")
+        #: chat id → descriptor of its file, kept open while a run holds the chat's lock (writer thread only)
+        self._open: dict[str, int] = {}
 
     @property
     def directory(self) -> Path:
@@ -96,11 +112,15 @@ class ChatStore:
         return path
 
     def lock(self, chat_id: str) -> asyncio.Lock:
-        """The one lock of this chat; the engine holds it for a whole run."""
+        """The one lock of this chat; the engine holds it for a whole run.
+
+        While it is held, the chat's file stays open for the run's appends; releasing it
+        closes the file (after the appends already queued).
+        """
         check_key(chat_id, "chatId")
         lock = self._locks.get(chat_id)
         if lock is None:
-            lock = asyncio.Lock()
+            lock = _RunLock(self, chat_id)
             self._locks[chat_id] = lock
         return lock
 
@@ -108,14 +128,28 @@ class ChatStore:
         return self.path(chat_id).is_file()
 
     async def append(self, chat_id: str, line: dict[str, Any]) -> None:
-        """Append one line (flushed, not fsynced). Raises ``TypeError`` for unserialisable data."""
-        path = self.path(chat_id)
+        """Append one line (written, not fsynced). Raises ``TypeError`` for unserialisable data,
+        ``PathEscapeError`` for an invalid id or a chat file that is a symbolic link."""
+        check_key(chat_id, "chatId")
+        lock = self._locks.get(chat_id)
+        keep_open = lock is not None and lock.locked()  # a run is on: its next lines follow soon
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._append_sync, path, line)
+        await loop.run_in_executor(self._writer, self._append_sync, chat_id, line, keep_open)
 
     def close(self) -> None:
-        """Wait for pending appends and stop the writer thread."""
+        """Wait for pending appends, close the files and stop the writer thread."""
+        try:
+            self._writer.submit(self._close_all)
+        except RuntimeError:  # closed already
+            return
         self._writer.shutdown(wait=True)
+
+    def _run_ended(self, chat_id: str) -> None:
+        """The chat's lock was released: close its file once the queued appends are written."""
+        try:
+            self._writer.submit(self._close_file, chat_id)
+        except RuntimeError:  # the store is closed: so are its files
+            pass
 
     def read_lines(self, chat_id: str) -> list[dict[str, Any]]:
         """Every well-formed line of the chat, in order; ``[]`` for a chat with no file.
@@ -153,9 +187,11 @@ class ChatStore:
             return None
         query = query_line.get("query") if query_line else None
         query = query if isinstance(query, dict) else {}
-        owner = query_line.get("owner") if query_line else None
+        # the first run's owner; a chat an upload created (SPEC §23) has its owner on its first line
+        owner = (query_line or first or {}).get("owner")
         agent_key = query.get("agentKey")
         created_at = timestamp_of(first.get("updatedAt"), mtime) if first else mtime
+        source = first.get("source") if first is not None and first.get("_type") == "fork" else None
         return ChatMeta(
             chat_id=chat_id,
             chat_name=chat_name(query.get("message")),
@@ -163,6 +199,7 @@ class ChatStore:
             created_at=created_at,
             updated_at=max(created_at, updated_at if updated_at is not None else mtime),
             owner=owner if isinstance(owner, str) and owner else ANONYMOUS_OWNER,
+            forked_from=dict(source) if isinstance(source, dict) else None,
         )
 
     def list_chats(self, owner: str | None) -> list[ChatMeta]:
@@ -196,17 +233,56 @@ class ChatStore:
         except UnicodeEncodeError:  # a character the charset lacks: escape everything
             return json.dumps(orjson.loads(data), ensure_ascii=True, separators=(",", ":")).encode(self._charset)
 
-    def _append_sync(self, path: Path, line: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a+b") as fp:
-            end = fp.seek(0, os.SEEK_END)
-            if end > 0:
-                fp.seek(end - 1)
-                if fp.read(1) != b"\n":
-                    logger.warning("%s: last line was cut short (crash?); starting a new line", path.name)
-                    fp.write(b"\n")
-            with jsonlines.Writer(fp, dumps=self._dumps, flush=True) as writer:
-                writer.write(line)
+    def _append_sync(self, chat_id: str, line: dict[str, Any], keep_open: bool) -> None:
+        data = self._dumps(line) + b"\n"  # TypeError here leaves the file untouched
+        fd = self._open.get(chat_id)
+        if fd is not None and os.fstat(fd).st_nlink == 0:  # the file was removed meanwhile: a new one
+            self._close_file(chat_id)
+            fd = None
+        if fd is None:
+            fd = self._open_file(chat_id)
+            if keep_open and len(self._open) < MAX_OPEN_FILES:
+                self._open[chat_id] = fd
+            else:
+                keep_open = False
+        else:
+            keep_open = True
+        try:
+            _write_all(fd, data)
+        finally:
+            if not keep_open:
+                os.close(fd)
+
+    def _open_file(self, chat_id: str) -> int:
+        """Open the chat's file for appending; end a last line a crash cut short."""
+        path = self._dir / f"{chat_id}{_SUFFIX}"
+        try:
+            fd = os.open(path, _OPEN_FLAGS, 0o666)
+        except FileNotFoundError:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, _OPEN_FLAGS, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PathEscapeError(f"invalid chatId: {chat_id!r} (its file is a symbolic link)") from None
+            raise
+        try:
+            end = os.fstat(fd).st_size
+            if end > 0 and os.pread(fd, 1, end - 1) != b"\n":
+                logger.warning("%s: last line was cut short (crash?); starting a new line", path.name)
+                _write_all(fd, b"\n")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _close_file(self, chat_id: str) -> None:
+        fd = self._open.pop(chat_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _close_all(self) -> None:
+        for chat_id in list(self._open):
+            self._close_file(chat_id)
 
     def _iter_lines(self, fp: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
         decoded = (raw.decode(self._charset, errors="replace") for raw in fp)
@@ -220,6 +296,26 @@ class ChatStore:
                 logger.warning("%s: line %d skipped: %s", path.name, exc.lineno, exc)
                 continue
             yield value
+
+
+class _RunLock(asyncio.Lock):
+    """A chat's lock that tells its store when it is released (so the run's file is closed)."""
+
+    def __init__(self, store: ChatStore, chat_id: str) -> None:
+        super().__init__()
+        self._store = store
+        self._chat_id = chat_id
+
+    def release(self) -> None:
+        super().release()
+        self._store._run_ended(self._chat_id)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One ``write(2)`` in practice (``O_APPEND``: the line lands whole at the end); loops on a short write."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _last_updated_at(fp: IO[bytes], size: int, charset: str) -> int | None:

@@ -61,6 +61,11 @@
  *    fetched with the bearer token (a plain link cannot carry it) and saved from a blob URL.
  *  - Auth. A 401 from /api/** shows a token field; the token is kept in sessionStorage and sent
  *    as "Authorization: Bearer <token>".
+ *  - Studio (SPEC §20, studio.js). The page keeps the exact events of every run it followed
+ *    (per runId) and tells the studio when a run starts (its question gets "✎ Edit") and ends
+ *    (its answer gets Timeline / Events / Re-run). runQuery() is the one way a question is sent,
+ *    by the composer and by the studio's re-runs (in the forked chat, with the run's agent,
+ *    references and params).
  */
 (function () {
   "use strict";
@@ -72,7 +77,11 @@
   const TERMINAL = new Set(["run.complete", "run.error", "run.cancel"]);
   const ATTACH_ATTEMPTS = 6;            // re-attach tries after a break (back-off 1, 2, 4, 8, 8 s)
   const VIEWPORT_BLOCK = /```viewport[ \t]*\r?\n([^\n]*)\n([\s\S]*?)```/g;
-  const state = { chatId: null, busy: false, view: null, resumed: false, stick: true, uploading: false };
+  const state = { chatId: null, busy: false, view: null, resumed: false, stick: true, uploading: false,
+                  lastUser: null, query: null };
+  const CAPTURED_RUNS = 50;     // runs whose events the page keeps for the studio's inspector
+  const captured = new Map();  // runId → the events of that run as this page received them
+  const runInfo = new Map();   // runId → {runId, chatId, agentKey, query} of the runs on screen
   let parts = new Map();       // reasoningId / contentId / toolId / actionId / planId → its DOM state
   let turn = null;             // the assistant turn being drawn
   const frontends = new Map(); // toolId → a frontend tool waiting for its iframe's answer
@@ -196,9 +205,38 @@
       bubble.append(list);
     }
     $("log").append(bubble);
+    state.lastUser = bubble;
     turn = null;
     state.stick = true;
     scroll();
+  }
+
+  // ---- runs on screen: what the studio needs to know about them --------------------------------
+
+  function noteQuery(ev) {
+    state.query = { message: ev.message, agentKey: ev.agentKey, references: ev.references, params: ev.params };
+  }
+  function tagRun(ev) {
+    const info = { runId: ev.runId, chatId: ev.chatId || state.chatId, agentKey: ev.agentKey || (state.query && state.query.agentKey) || null,
+                   query: state.query || {} };
+    state.query = null;
+    runInfo.set(ev.runId, info);
+    const turnEl = currentTurn();
+    turnEl.dataset.runId = ev.runId;
+    const userEl = state.lastUser && !state.lastUser.dataset.runId ? state.lastUser : null;
+    if (userEl) userEl.dataset.runId = ev.runId;
+    if (studio) studio.runStarted(info, userEl, turnEl);
+  }
+  function endRun(ev) {
+    const info = runInfo.get(ev.runId) || { runId: ev.runId, chatId: state.chatId, agentKey: null, query: {} };
+    if (studio) studio.runEnded(info, currentTurn(), ev);
+  }
+  function capture(view, ev) {
+    if (!view.runId) return;
+    if (!captured.has(view.runId)) {
+      captured.set(view.runId, view.events);
+      if (captured.size > CAPTURED_RUNS) captured.delete(captured.keys().next().value);
+    }
   }
   function currentTurn() {
     if (!turn) {
@@ -592,10 +630,14 @@
     switch (ev.type) {
       case "request.query":
         if (!live) addUser(ev.message, ev.references);
+        noteQuery(ev);
         break;
       case "chat.start":
+        if (ev.chatId) setChat(ev.chatId);
+        break;
       case "run.start":
         if (ev.chatId) setChat(ev.chatId);
+        tagRun(ev);
         break;
       case "reasoning.start":
         reasoning(ev.reasoningId);
@@ -700,7 +742,9 @@
         const bits = ["✓ " + (ev.finishReason || "done")];
         if (usage.totalTokens != null) bits.push(usage.totalTokens + " tokens (" + usage.promptTokens + " in / " + usage.completionTokens + " out)");
         if (usage.points != null) bits.push(usage.points + " points");
+        if (ev.durationMs != null) bits.push(formatMs(ev.durationMs));
         currentTurn().append(el("div", "done", bits.join(" · ")));
+        endRun(ev);
         break;
       }
       case "run.error": {
@@ -708,12 +752,14 @@
         endAllReasoning();
         const error = ev.error || {};
         showError("✗ run failed" + (error.code != null ? " [" + error.code + "]" : "") + ": " + (error.message || "unknown error"));
+        endRun(ev);
         break;
       }
       case "run.cancel":
         paintPending();
         endAllReasoning();
         currentTurn().append(el("div", "done", "cancelled"));
+        endRun(ev);
         break;
       case "artifact.publish":
         currentTurn().append(artifactCard(ev));
@@ -729,7 +775,8 @@
   // A run as this page draws it. lastSeq is the highest seq drawn: every stream of the run
   // (the query's own, each re-attach) goes through apply(), which skips what was drawn already.
   function newView(chatId, runId) {
-    return { chatId: chatId || null, runId: runId || null, lastSeq: 0, userShown: false, terminal: false, stopAsked: false };
+    return { chatId: chatId || null, runId: runId || null, lastSeq: 0, userShown: false, terminal: false, stopAsked: false,
+             events: [] };
   }
 
   function remembered(chatId) {
@@ -756,9 +803,12 @@
       view.runId = ev.runId;
       if (view.stopAsked) interrupt(view);
     }
+    view.events.push(ev);
+    capture(view, ev);
     if (ev.type === "request.query") {
       if (!view.userShown) addUser(ev.message, ev.references);  // a re-attached run draws its own question
       view.userShown = true;
+      noteQuery(ev);
     } else {
       render(ev, true);
     }
@@ -860,7 +910,11 @@
     if (chatId) sessionStorage.setItem(CHAT_KEY, chatId);
     else sessionStorage.removeItem(CHAT_KEY);
     $("chat-id").textContent = chatId ? "chat " + chatId : "";
-    for (const item of $("chats").children) item.classList.toggle("active", item.dataset.chatId === chatId);
+    for (const item of $("chats").children) {
+      item.classList.toggle("active", item.dataset.chatId === chatId);
+      if (item.dataset.chatId === chatId) item.setAttribute("aria-current", "true");
+      else item.removeAttribute("aria-current");
+    }
   }
 
   function resetLog() {
@@ -869,6 +923,9 @@
     frontends.clear();
     turn = null;
     state.stick = true;
+    state.lastUser = null;
+    state.query = null;
+    if (studio) studio.reset();
   }
 
   async function loadAgents() {
@@ -891,8 +948,19 @@
       item.title = chat.chatId + (chat.updatedAt ? " · " + new Date(chat.updatedAt).toLocaleString() : "");
       item.dataset.chatId = chat.chatId;
       item.dataset.agentKey = chat.firstAgentKey || "";
+      if (chat.forkedFrom) {  // SPEC §20: a fork (time travel) of another chat
+        item.classList.add("fork");
+        item.title = "fork of " + chat.forkedFrom.chatId + " · " + item.title;
+      }
       item.classList.toggle("active", chat.chatId === state.chatId);
+      item.tabIndex = 0;  // keyboard: Tab to a chat, Enter or Space opens it
       item.addEventListener("click", () => openChat(chat.chatId, chat.firstAgentKey));
+      item.addEventListener("keydown", (event) => {
+        if (event.key !== "Enter" && event.key !== " ") return;
+        event.preventDefault();
+        setSidebar(false);
+        openChat(chat.chatId, chat.firstAgentKey);
+      });
       return item;
     }));
   }
@@ -908,6 +976,8 @@
     const open = [];
     try {
       const data = await getData("/api/ap/chat?chatId=" + encodeURIComponent(chatId));
+      const banner = studio ? await studio.chatOpened(chatId, data) : null;
+      if (banner) $("log").prepend(banner);
       const runs = historyRuns(data.events || []);
       const ended = new Set();
       for (const run of runs) {
@@ -953,12 +1023,21 @@
       setBusy(false, null);
     }
     const references = takeAttachments();
-    addUser(message, references);
     $("message").value = "";
+    await runQuery(message, { agentKey: $("agent").value || undefined, references });
+  }
+
+  // Send one question to the chat on screen (a new chat when none) and follow its run to the end.
+  // options: {agentKey, references: [{id, name?}], params}. Resolves to the run's view.
+  async function runQuery(message, options) {
+    const references = options.references || [];
+    if (options.agentKey && [...$("agent").options].some((o) => o.value === options.agentKey)) $("agent").value = options.agentKey;
+    addUser(message, references);
     const body = {
-      message, agentKey: $("agent").value || undefined, chatId: state.chatId || undefined, onDisconnect: "continue",
+      message, agentKey: options.agentKey || undefined, chatId: state.chatId || undefined, onDisconnect: "continue",
     };
     if (references.length) body.references = references.map((ref) => ({ id: ref.id }));
+    if (options.params && typeof options.params === "object") body.params = options.params;
     const view = newView(state.chatId, null);
     view.userShown = true;
     setBusy(true, view);
@@ -982,6 +1061,7 @@
       setBusy(false, null);
       loadChats().catch(() => {});
     }
+    return view;
   }
 
   function stop() {
@@ -1054,6 +1134,30 @@
     $("auth").hidden = true;
     init();
   });
+
+  // ---- the studio (studio.js) ------------------------------------------------------------------
+
+  function formatMs(ms) {
+    return ms < 1000 ? Math.round(ms) + " ms" : (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
+  }
+  // Markdown of untrusted text, rendered like an answer (see "Markdown" at the top).
+  function markdownNode(text) {
+    const node = el("div", markdown ? "md" : "md plain");
+    if (markdown) node.innerHTML = markdown.render(text || "");
+    else node.textContent = text || "";
+    return node;
+  }
+  const studio = typeof window.agwStudio === "function" ? window.agwStudio({
+    el, api, getData, postData, readSse, markdownNode, runQuery,
+    busy: () => state.busy,
+    openChat: (chatId, agentKey) => {
+      setSidebar(false);
+      return openChat(chatId, agentKey);
+    },
+    loadChats: () => loadChats().catch(() => {}),
+    captured: (runId) => captured.get(runId) || null,
+    showError: (message) => showError(message),
+  }) : null;
 
   init();
 })();

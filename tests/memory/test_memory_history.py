@@ -105,7 +105,7 @@ def test_event_order_seq_and_fields() -> None:
     assert by_seq[16] == {"type": "action.result", "actionId": ACTION_ID, "result": "OK", "runId": "r1"}
     assert by_seq[18] == {"type": "plan.update", "planId": "p1", "chatId": CHAT, "plan": PLAN_DONE["tasks"]}
     assert by_seq[20] == {"type": "run.complete", "runId": "r1", "finishReason": "stop",
-                          "usage": {"total_tokens": 42}}
+                          "usage": {"total_tokens": 42}, "durationMs": 14}  # SPEC §20: query line to run line
     assert by_seq[24] == {"type": "run.error", "runId": "r2",
                           "error": {"code": "interrupted", "message": by_seq[24]["error"]["message"]}}
     assert "rawEvent" not in str(events)

@@ -74,7 +74,7 @@ def resume_point(lines: Sequence[Mapping[str, Any]], run_id: str, node: str, *, 
         raise LookupError(f"run {run_id} has no graph checkpoints")
     start = checkpoints[0]
     before: Mapping[str, Any] | None = None
-    seen = 0
+    seen = announced = 0
     for line in checkpoints:
         if line.get("node") == node and line.get("status") not in ("joined",):
             seen += 1
@@ -82,9 +82,9 @@ def resume_point(lines: Sequence[Mapping[str, Any]], run_id: str, node: str, *, 
                 break
         following = line.get("next")
         if isinstance(following, list) and node in following:
-            before = line
-    if before is None:
-        raise LookupError(f"run {run_id} never reached node '{node}'")
+            before, announced = line, announced + 1
+    if before is None or announced < visit:  # each visit was announced by the checkpoint before it
+        raise LookupError(f"run {run_id} never reached node '{node}'" + (f" (visit {visit})" if visit > 1 else ""))
     merged = dict(before.get("state") or {})
     merged.update(state or {})
     inputs = start.get("inputs") if isinstance(start.get("inputs"), Mapping) else {}

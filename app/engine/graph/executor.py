@@ -48,6 +48,7 @@ from app.engine.graph.context import NodeContext
 from app.engine.graph.nodes import NodeFailed, NodeResult, run_node
 from app.engine.ids import msg_id, plan_id
 from app.errors import BudgetExceeded, GatewayError, RunFailed, ToolError, UpstreamError
+from app.memory.fork import pending_resume
 from app.memory.lines import LINE_QUERY
 
 #: failures that are the node's own: an optional node is skipped past them
@@ -125,8 +126,12 @@ class GraphRun:
         ctx, graph = self.ctx, self.graph
         ctx.stage = "graph"
         query = await self._query()
+        resume = resume or await self._forked_resume()
+        params = query.get("params")
+        if resume is not None:  # SPEC §20: the forked run's inputs stand in for the query's params
+            params = {**(params if isinstance(params, dict) else {}), **resume.inputs}
         self.message = str(query.get("message") or self._first_user_text())
-        self.inputs = self._inputs(query.get("params"))
+        self.inputs = self._inputs(params)
         state = {item.name: copy.deepcopy(item.default) for item in graph.state}
         if resume is not None:
             self.inputs = {**self.inputs, **resume.inputs}
@@ -344,6 +349,17 @@ class GraphRun:
             if line.get("_type") == LINE_QUERY and line.get("runId") == ctx.run_id and isinstance(query, dict):
                 return query
         return {}
+
+    async def _forked_resume(self) -> GraphResume | None:
+        """SPEC §20: the node checkpoint a fork from a node left for the chat's next run (``app.memory.fork``)."""
+        lines = await asyncio.to_thread(self.ctx.services.chats.read_lines, self.ctx.chat_id)
+        found = pending_resume(lines)
+        if found is None or found.get("node") not in self.graph.nodes:
+            return None
+        state, inputs, message = found.get("state"), found.get("inputs"), found.get("message")
+        return GraphResume(node=str(found["node"]), state=state if isinstance(state, dict) else {},
+                           inputs=inputs if isinstance(inputs, dict) else {},
+                           message=message if isinstance(message, str) else None)
 
     def _first_user_text(self) -> str:
         for message in self.ctx.messages:
