@@ -12,6 +12,15 @@ recorded on the job (``lastRunAt, lastStatus, lastError, lastChatId, lastRunId``
 Misfires follow ``settings.scheduler``: ``misfire-grace-seconds`` and ``coalesce``
 (a job whose time passed while the gateway was down runs at start when it is within
 the grace time, otherwise it is recorded as ``missed``).
+
+Every firing, and every miss, ends with one ``ScheduledRunEvent`` handed to the listeners
+registered with ``on_outcome`` (the sidecar's ``scheduler.event`` notification, SPEC §10
+"Desktop additions"): ``completed`` when the run completed, else ``failed`` with the error
+(a run error, a cancelled run, an agent gone since the job was added, a missed run time).
+
+In a cluster (SPEC §16, ``ScheduleCluster``) every instance schedules every job: a firing is
+claimed in Redis so that one instance runs it, ``schedules.json`` is written merged under a
+lock, and each instance ``reload()``s it when another one changed it.
 """
 
 from __future__ import annotations
@@ -21,8 +30,10 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
@@ -61,6 +72,46 @@ logger = logging.getLogger(__name__)
 _JOB_STATUS = {"completed": "complete", "error": "error", "cancelled": "cancelled"}
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduledRunEvent:
+    """One scheduled run's outcome: the params of the sidecar's ``scheduler.event`` (SPEC §10).
+
+    ``run_id`` is ``None`` when no run started (the agent is gone, the run time was missed)."""
+
+    job_id: str
+    run_id: str | None
+    chat_id: str | None
+    status: Literal["completed", "failed"]
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"jobId": self.job_id, "runId": self.run_id, "chatId": self.chat_id,
+                                "status": self.status}
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+#: called with every ``ScheduledRunEvent`` (``ScheduleService.on_outcome``)
+OutcomeListener = Callable[[ScheduledRunEvent], Awaitable[None]]
+
+
+class ScheduleCluster(Protocol):
+    """Several instances share ``schedules.json`` and fire each job once (SPEC §16, ``app.cluster.schedules``)."""
+
+    def shared_file(self, path: Path) -> ScheduleFile:
+        """The file, written so that concurrent writers merge instead of overwriting each other."""
+        ...
+
+    async def claim(self, job_id: str, firing: str) -> bool:
+        """True for exactly one of the instances firing ``job_id`` at ``firing``."""
+        ...
+
+    def watch(self, reload: Callable[[], None]) -> None:
+        """Call ``reload`` whenever another instance may have changed the file."""
+        ...
+
+
 def parse_schedule_request(data: Any) -> ScheduleRequest:
     """Validate a create body; problems → ``RequestError`` (400 / JSON-RPC -32602)."""
     if not isinstance(data, dict):
@@ -75,15 +126,19 @@ class ScheduleService:
     """Create, list, remove and fire scheduled runs (SPEC §11). ``start``/``stop`` in the lifespan."""
 
     def __init__(self, settings: Settings, runs: RunService, catalog: Callable[[], Catalog],
-                 chats: ChatStore) -> None:
+                 chats: ChatStore, *, cluster: ScheduleCluster | None = None) -> None:
         self._settings = settings
         self._runs = runs
         self._catalog = catalog
         self._chats = chats
-        self._file = ScheduleFile(settings.data_dir / FILE_NAME)
+        #: SPEC §16: other instances share the file and the firings (None = this process alone)
+        self._cluster = cluster
+        path = settings.data_dir / FILE_NAME
+        self._file = ScheduleFile(path) if cluster is None else cluster.shared_file(path)
         self._records: dict[str, JobRecord] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self._firing: set[asyncio.Task[Any]] = set()
+        self._listeners: list[OutcomeListener] = []
 
     @property
     def enabled(self) -> bool:
@@ -103,13 +158,15 @@ class ScheduleService:
         self._scheduler = scheduler
         records = await asyncio.to_thread(self._file.load)
         for record in records:
-            if record.last_status == "running":
+            if record.last_status == "running" and not await self._running_elsewhere(record):
                 record.last_status, record.last_error = "interrupted", "the gateway stopped during this run"
             self._records[record.job_id] = record
             if not record.finished:
                 self._add_to_scheduler(record, validate_past=False)
         scheduler.start()
         self._save()
+        if self._cluster is not None:
+            self._cluster.watch(self.reload)
         logger.info("scheduler started with %d job(s) from %s", len(self._records), self._file.path)
 
     async def stop(self) -> None:
@@ -127,6 +184,18 @@ class ScheduleService:
         self._save()
 
     # -- API -------------------------------------------------------------------------
+
+    def on_outcome(self, listener: OutcomeListener) -> Callable[[], None]:
+        """Await ``listener`` with the outcome of every firing and every miss; returns its remover.
+
+        Register before ``start()`` to also hear about jobs that are due at start-up."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
 
     def add(self, request: ScheduleRequest, owner: str) -> dict[str, Any]:
         """Validate and schedule a job; returns its view. 400 on bad input, 409 on a taken id."""
@@ -172,7 +241,49 @@ class ScheduleService:
         self._save()
         return {"jobId": record.job_id, "removed": True}
 
+    def reload(self) -> None:
+        """Another instance changed ``schedules.json`` (SPEC §16): write what changed here, then take
+        the file's jobs — new ones are scheduled, removed and finished ones unscheduled, outcomes updated."""
+        if self._scheduler is None:
+            return
+        self._save()
+        on_disk = {record.job_id: record for record in self._file.load()}
+        for job_id in [job_id for job_id in self._records if job_id not in on_disk]:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(job_id)
+            del self._records[job_id]
+        for job_id, fresh in on_disk.items():
+            record = self._records.get(job_id)
+            if record is None:
+                self._records[job_id] = fresh
+                if not fresh.finished:
+                    self._add_to_scheduler(fresh, validate_past=False)
+                continue
+            was_finished = record.finished
+            for name in JobRecord.__slots__:  # in place: a firing in progress holds this object
+                setattr(record, name, getattr(fresh, name))
+            if record.finished and not was_finished:
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.remove_job(job_id)
+
     # -- internals -------------------------------------------------------------------
+
+    async def _running_elsewhere(self, record: JobRecord) -> bool:
+        """In a cluster, a job recorded as running may be running on another instance right now."""
+        if self._cluster is None or record.last_run_id is None:
+            return False
+        try:
+            return (await self._runs.locate(record.last_run_id, record.owner)).live
+        except GatewayError:
+            return False
+
+    @staticmethod
+    def _firing_name(record: JobRecord) -> str:
+        """The same name on every instance for one firing of ``record``: its run time (a cron job
+        fires on minute boundaries, so the current minute)."""
+        when = record.trigger.get("runAt") if record.trigger.get("type") == "date" \
+            else f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M}"
+        return f"{record.created_at}:{when}"
 
     def _owned(self, job_id: str, owner: str) -> JobRecord:
         record = self._records.get(check_key(job_id, "jobId"))
@@ -230,12 +341,26 @@ class ScheduleService:
         if record.trigger.get("type") == "date":
             record.finished = True
         self._save()
+        if self._listeners:  # called in the event loop (APScheduler's asyncio scheduler processes jobs there)
+            event = ScheduledRunEvent(record.job_id, None, record.chat_id, "failed", record.last_error)
+            task = asyncio.get_running_loop().create_task(self._emit(event))
+            self._firing.add(task)
+            task.add_done_callback(self._firing.discard)
+
+    async def _emit(self, event: ScheduledRunEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                await listener(event)
+            except Exception:  # a listener's failure must not lose the job's record or other listeners
+                logger.exception("scheduler: an outcome listener failed for job %s", event.job_id)
 
     async def _fire(self, job_id: str) -> None:
         """One firing: start the run, consume its events, record the outcome."""
         record = self._records.get(job_id)
         if record is None:
             return
+        if self._cluster is not None and not await self._cluster.claim(job_id, self._firing_name(record)):
+            return  # SPEC §16: another instance fires this one
         task = asyncio.current_task()
         assert task is not None
         self._firing.add(task)
@@ -245,11 +370,15 @@ class ScheduleService:
         if record.trigger.get("type") == "date":
             record.finished = True
         self._save()
+        run_id, chat_id = None, record.chat_id
         try:
             query = QueryRequest.model_validate(
                 {"agentKey": record.agent_key, "message": record.message, "chatId": record.chat_id})
             run = await self._runs.start(query, record.owner)
             record.last_run_id, record.last_chat_id = run.run_id, run.chat_id
+            run_id, chat_id = run.run_id, run.chat_id
+            if self._cluster is not None:
+                self._save()  # the run id tells other instances that this job is running (SPEC §16)
             outcome = await run.finished()
             record.last_status = _JOB_STATUS[outcome.status]
             if outcome.status == "error":
@@ -266,6 +395,13 @@ class ScheduleService:
             logger.exception("scheduled job %s failed unexpectedly", job_id)
             record.last_status, record.last_error = "error", "internal error while running the job"
         finally:
-            self._firing.discard(task)
             if job_id in self._records:
                 self._save()
+        try:
+            if record.last_status == "complete":
+                await self._emit(ScheduledRunEvent(job_id, run_id, chat_id, "completed"))
+            else:
+                error = record.last_error or f"the run ended with status {record.last_status}"
+                await self._emit(ScheduledRunEvent(job_id, run_id, chat_id, "failed", error))
+        finally:
+            self._firing.discard(task)

@@ -11,6 +11,9 @@
 * EOF (or SIGTERM/SIGINT) shuts down cleanly: running runs are cancelled (their
   queries answer with ``status: "cancel"``), the remaining requests finish, the
   gateway closes (memory flushed), exit status 0.
+* Every scheduled run's outcome is a ``scheduler.event`` notification ``{jobId, runId, chatId,
+  status: "completed" | "failed", error?}`` (SPEC §10 "Desktop additions"); the listener is
+  registered before the gateway starts, so jobs due at start-up are reported too.
 * ``extra_services`` run beside the stdin loop around the *same* gateway: ``agw sidecar
   --http-port`` passes the HTTP API that way (composed in ``app.composition``, because the
   sidecar never imports ``app.api``).
@@ -32,6 +35,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.errors import GatewayError
 from app.gateway import Gateway
+from app.scheduler.service import OutcomeListener, ScheduledRunEvent
 from app.sidecar.methods import SidecarMethods, map_error
 from app.sidecar.protocol import (
     INTERNAL_ERROR,
@@ -43,6 +47,7 @@ from app.sidecar.protocol import (
     Reply,
     RpcError,
     error_message,
+    notification,
     parse_line,
     result_message,
 )
@@ -200,6 +205,15 @@ class SidecarServer:
             raise RpcError(INTERNAL_ERROR, f"internal error in {call.method}") from exc
 
 
+def scheduler_events(writer: LineWriter) -> OutcomeListener:
+    """The listener that sends each scheduled run's outcome as a ``scheduler.event`` notification."""
+
+    async def send(event: ScheduledRunEvent) -> None:
+        await writer.send(notification("scheduler.event", event.to_json()))
+
+    return send
+
+
 async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_services: Sequence[ExtraService] = (),
                       stdin: IO[bytes] | None = None) -> int:
     """Run the sidecar (and ``extra_services``) until EOF on stdin; returns the exit status (0)."""
@@ -210,7 +224,10 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_serv
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with Gateway(settings) as gateway, contextlib.AsyncExitStack() as services:
+        gateway = Gateway(settings)
+        # before the gateway starts: a job due at start-up fires as soon as the scheduler runs
+        gateway.scheduler.on_outcome(scheduler_events(writer))
+        async with gateway, contextlib.AsyncExitStack() as services:
             for service in extra_services:
                 await services.enter_async_context(service(gateway, stop))
             reader = await open_stdin(stdin if stdin is not None else sys.stdin.buffer)

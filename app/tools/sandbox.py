@@ -31,7 +31,6 @@ import logging
 import os
 import resource
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from app.config import Settings
 from app.errors import PathEscapeError, ToolError
 from app.paths import check_key
 from app.tools._process import ProcessResult, minimal_env, run_process
+from app.tools.interpreter import python_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ class Sandbox:
         self._verified = True
 
     def _python_prefixes(self) -> list[Path]:
-        prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.exec_prefix).resolve()}
-        return sorted(prefixes)
+        return python_prefixes()  # the one-file executable: the system python3's (app.tools.interpreter)
 
     def _limits(self) -> Callable[[], None]:
         memory = self.config.memory_mb * 1024 * 1024

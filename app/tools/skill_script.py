@@ -2,7 +2,8 @@
 
 ``{skill, script | pythonCode, args[], timeoutMs}``. The skill must be one of the
 running agent's skills. ``script`` is confined to the skill folder (no ``..``, no
-absolute path, no symlink out) and must be ``.py`` (run with the gateway's Python) or
+absolute path, no symlink out) and must be ``.py`` (run with the gateway's Python; in the one-file
+executable with ``python3`` from the PATH, see ``app.tools.interpreter``) or
 ``.sh`` (run with bash). ``pythonCode`` is written to a file in a private temporary
 folder, bound read-only into the sandbox, run, and always removed. Everything runs in
 the tool sandbox (SPEC §14): the chat's workspace is the working directory, the skill's
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 import tempfile
+from collections.abc import Callable
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,14 @@ from app.catalog.definitions import SkillDefinition
 from app.errors import PathEscapeError, ToolError
 from app.paths import check_key, confine
 from app.tools.base import ToolContext
+from app.tools.interpreter import python_command
 from app.tools.sandbox import Mount
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_TIMEOUT_MS = 120_000
-_INTERPRETERS = {".py": (sys.executable,), ".sh": ("bash",)}
+_INTERPRETERS: dict[str, Callable[[], str]] = {".py": python_command, ".sh": lambda: "bash"}
 
 
 def _find_skill(name: Any, ctx: ToolContext) -> SkillDefinition:
@@ -98,7 +100,7 @@ async def run_skill_script(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
 
     if has_script:
         path = _script_path(skill, script.strip())
-        argv = [*_INTERPRETERS[path.suffix], str(path), *script_args]
+        argv = [_INTERPRETERS[path.suffix](), str(path), *script_args]
         logger.info("run %s: skill %s script %s", ctx.run_id, skill.id, path.relative_to(folder))
         result = await sandbox.run(
             argv, workspace=workspace, timeout_s=timeout_s, read_only=(folder,), env=env, cwd_off=folder
@@ -113,7 +115,7 @@ async def run_skill_script(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
             inside = Path("/run/agw") / name if sandbox.enabled else path
             logger.info("run %s: skill %s inline python (%d chars)", ctx.run_id, skill.id, len(code))
             result = await sandbox.run(
-                [sys.executable, str(inside), *script_args], workspace=workspace, timeout_s=timeout_s,
+                [python_command(), str(inside), *script_args], workspace=workspace, timeout_s=timeout_s,
                 read_only=(folder,), mounts=(Mount(path, inside),), env=env, cwd_off=folder,
             )
         finally:

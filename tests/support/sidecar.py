@@ -17,14 +17,20 @@ from tests.support.deployment import REPO
 
 class SidecarProcess:
     """A running sidecar. Replies are matched by ``id``; ``agent.event`` notifications are
-    queued per ``requestId``; ``log`` keeps every message in arrival order."""
+    queued per ``requestId``; ``log`` keeps every message in arrival order.
+
+    ``command`` replaces ``python -m app`` (the one-file executable: tests/sidecar/test_executable.py);
+    ``clean_env`` starts it with ``env`` alone instead of this process's environment plus ``env``."""
 
     def __init__(self, deploy: Path, stderr_path: Path, *, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, command: tuple[str, ...] = (sys.executable, "-m", "app"),
+                 clean_env: bool = False, cwd: Path = REPO) -> None:
         self._deploy = deploy
         self._stderr_path = stderr_path
         self._args = extra_args
-        self._env = {**os.environ, **(env or {})}
+        self._env = dict(env or {}) if clean_env else {**os.environ, **(env or {})}
+        self._command = command
+        self._cwd = cwd
         self._ids = itertools.count(1)
         self._replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self._orphans: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -37,9 +43,9 @@ class SidecarProcess:
     async def start(self) -> SidecarProcess:
         self._stderr = open(self._stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app", "sidecar", "--dir", str(self._deploy), *self._args,
+            *self._command, "sidecar", "--dir", str(self._deploy), *self._args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._stderr,
-            cwd=str(REPO), env=self._env, limit=64 * 1024 * 1024,
+            cwd=str(self._cwd), env=self._env, limit=64 * 1024 * 1024,
         )
         self._reader = asyncio.create_task(self._read())
         return self
