@@ -3,20 +3,33 @@
 ``ClusterNode`` is built in the gateway lifespan when ``agent.cluster.redis-url`` is set. It
 owns the redis-py asyncio client and, per instance:
 
-* a heartbeat (``agw:inst:<id>`` with a TTL of ``lease-seconds``) and the set of the runs it
-  owns (``agw:inst:<id>:runs``);
+* a heartbeat (``agw:inst:<id>``, renewed every ``lease/4`` with a TTL of ``3/4 lease``) and the
+  set of the runs it owns (``agw:inst:<id>:runs``);
+* its live-run counts (``agw:inst:<id>:live``: ``*`` and ``u:<owner>``, expiring with the
+  heartbeat): ``admit_run`` checks ``agent.limits.concurrent-runs`` and
+  ``agent.limits.user.concurrent-runs`` against the sum over every live instance and registers
+  the run, in one Lua script; a dead instance's counts expire with it;
 * a command inbox (Redis list ``agw:inbox:<id>``, read with ``BLPOP``): other instances send
   ``submit`` / ``interrupt`` / ``describe`` for runs this instance owns and get the answer on a
   reply list — the same envelopes as on one instance;
 * the run records: ``agw:run:<runId>`` (hash: owner, chat, agent, instance, status, times,
-  outcome) and ``agw:run:<runId>:events`` (a Stream, one entry per event, id ``<seq>-0``,
-  bounded, expiring ``retention-seconds`` after the run ends);
-* the chat lease (``agw:chat:<chatId>:lease``): one run per chat across the cluster;
-* the reaper: runs of an instance whose heartbeat expired end for their watchers with
-  ``run.error`` ``instance_lost`` (and their chat file gets the matching end line) — exactly
-  once, whoever notices first;
+  outcome), ``agw:owner:<owner>:runs`` (a sorted set, the index of ``GET /api/ap/runs``) and
+  ``agw:run:<runId>:events`` (a Stream: one entry per batch the publisher wrote, its id the
+  ``seq`` of the batch's last event, the events' JSON one per line; bounded, expiring
+  ``retention-seconds`` after the run ends);
+* the chat lease (``agw:chat:<chatId>:lease``, TTL ``2 × lease``): one run per chat across the
+  cluster; its token names the instance, so the reaper can take over a dead instance's lease;
+* the reaper (every ``lease/8``): runs of an instance whose heartbeat expired end for their
+  watchers with ``run.error`` ``instance_lost`` (and their chat file gets the matching end
+  line) — exactly once, whoever notices first, and only by an instance that has itself been
+  connected for a whole heartbeat TTL (after a Redis outage every heartbeat looks expired);
+* the outbox: run events, run ends, slot releases and counter updates are queued in order and
+  written by one publisher task, each drain in one pipeline (retried while Redis is away);
 * health: a lost Redis connection is reported by ``/healthz`` and new runs are refused (503)
   until it is back; the client reconnects by itself.
+
+Timing: an instance that dies is noticed at most ``3/4 + 1/8`` of ``lease-seconds`` after its
+last heartbeat, so its watchers hear ``instance_lost`` within the lease.
 """
 
 from __future__ import annotations
@@ -25,13 +38,17 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, ResponseError
 
 from app.config import ClusterSettings
 from app.contract.events import now_ms
@@ -41,10 +58,66 @@ logger = logging.getLogger(__name__)
 
 #: bound of one run's event stream (approximate trimming)
 STREAM_MAXLEN = 100_000
+#: how long the per-owner run index lives after the owner's last run started
+OWNER_INDEX_SECONDS = 7 * 86400
+#: Redis connections of one instance at most
+MAX_CONNECTIONS = 4096
+#: the set of every instance that joined (members are dropped by the reaper once dead and empty)
+INSTANCES = "agw:instances"
+
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+# renew our lease, or take it back when Redis lost it (restart without persistence)
+_RENEW = """
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] or not v then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 else return 0 end
+"""
+# take a chat lease that is free or held by a dead instance (ARGV[1] = its token prefix)
+_TAKE_OVER = """
+local v = redis.call('get', KEYS[1])
+if (not v) or string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+# admission of a new run: the caps over every instance's live counts, then the run's registration.
+# ARGV: me, owner, my total, my owner count (both with the new run), global cap, user cap, counts TTL ms,
+#       run id, chat id, startedAt, owner-index TTL s, then the record's field/value pairs
+_ADMIT = """
+local total, mine = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ufield = 'u:' .. ARGV[2]
+for _, inst in ipairs(redis.call('smembers', 'agw:instances')) do
+  if inst ~= ARGV[1] then
+    local v = redis.call('hmget', 'agw:inst:' .. inst .. ':live', '*', ufield)
+    total = total + (tonumber(v[1]) or 0)
+    mine = mine + (tonumber(v[2]) or 0)
+  end
+end
+if mine > tonumber(ARGV[6]) then return {1, mine} end
+if total > tonumber(ARGV[5]) then return {2, total} end
+local live = 'agw:inst:' .. ARGV[1] .. ':live'
+redis.call('hset', live, '*', ARGV[3], ufield, ARGV[4])
+redis.call('pexpire', live, ARGV[7])
+redis.call('hset', 'agw:run:' .. ARGV[8], unpack(ARGV, 12))
+redis.call('sadd', 'agw:inst:' .. ARGV[1] .. ':runs', ARGV[8])
+redis.call('set', 'agw:chat:' .. ARGV[9] .. ':active', ARGV[8], 'EX', ARGV[11])
+local index = 'agw:owner:' .. ARGV[2] .. ':runs'
+redis.call('zadd', index, ARGV[10], ARGV[8])
+redis.call('expire', index, ARGV[11])
+return {0, 0}
+"""
 
 CommandHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+#: adds commands to the publisher's pipeline (plain commands, safe to apply again when a write is retried)
+PipelineOps = Callable[[Any], None]
+#: what the outbox carries, in order: ``("event", run id, seq, wire json)``, ``("ops", apply, done, locked)``
+#: (commands written in the same pipeline as the events before them; ``done`` once written) or
+#: ``("action", coroutine factory)`` (its own round trips, after everything queued before it is written)
+OutboxItem = tuple[Any, ...]
+
+#: ``admit_run`` refusals
+REFUSED_USER = 1
+REFUSED_GLOBAL = 2
 
 
 def run_key(run_id: str) -> str:
@@ -55,6 +128,14 @@ def events_key(run_id: str) -> str:
     return f"agw:run:{run_id}:events"
 
 
+def chat_lease_key(chat_id: str) -> str:
+    return f"agw:chat:{chat_id}:lease"
+
+
+def active_key(chat_id: str) -> str:
+    return f"agw:chat:{chat_id}:active"
+
+
 class ClusterNode:
     """This instance in the cluster (see the module docstring)."""
 
@@ -62,43 +143,82 @@ class ClusterNode:
         self.settings = settings
         self.instance_id = f"{settings.instance_name or 'gw'}-{uuid.uuid4().hex[:10]}"
         self.retention_seconds = retention_seconds
+        # a command waits for a free connection rather than failing; every remote watcher holds one while
+        # it blocks on its stream (XREAD), so the bound is generous (Redis's own default maxclients is 10000)
+        # a connection found dead (Redis restarted) is replaced and the command sent again: every command and
+        # script here may run twice without harm (ids, members and written values are fixed by the caller)
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=MAX_CONNECTIONS, timeout=20, decode_responses=False,
+            health_check_interval=5, socket_keepalive=True, socket_connect_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3))
         # redis-py's annotations are loose (bytes | str for everything): treat replies as bytes here
-        self.redis: Any = redis.Redis.from_url(settings.redis_url, decode_responses=False,
-                                                       health_check_interval=5, socket_keepalive=True)
+        self.redis: Any = redis.Redis.from_pool(pool)
+        # sent by SHA (EVALSHA), loaded on first use
+        self._release: Any = self.redis.register_script(_RELEASE)
+        self._renew: Any = self.redis.register_script(_RENEW)
+        self._take_over: Any = self.redis.register_script(_TAKE_OVER)
+        self._admit: Any = self.redis.register_script(_ADMIT)
         self.healthy = False
         self.last_error: str | None = None
+        self._healthy_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._answering: set[asyncio.Task[None]] = set()
         self._handler: CommandHandler | None = None
-        self._on_lost_run: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
-        self._outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._on_lost_run: Callable[[str, dict[str, str]], Awaitable[None]] | None = None
+        self._outbox: asyncio.Queue[OutboxItem] = asyncio.Queue()
+        #: this instance's runs holding a slot of the cluster-wide caps: run id → owner
+        self._live: dict[str, str] = {}
+        self._live_per_owner: Counter[str] = Counter()
+        #: owners whose count dropped to zero since the counts were last written, and whether a write is queued
+        self._zeroed: set[str] = set()
+        self._counts_queued = False
+        #: count writes go out one at a time, so Redis always ends with this instance's latest counts
+        self._counts_lock = asyncio.Lock()
+
+    # -- timing ---------------------------------------------------------------------------
 
     @property
     def lease_ms(self) -> int:
         return int(self.settings.lease_seconds * 1000)
 
+    @property
+    def beat_seconds(self) -> float:
+        return max(self.settings.lease_seconds / 4, 0.02)
+
+    @property
+    def beat_ttl_ms(self) -> int:
+        return max(int(self.lease_ms * 3 / 4), 10)
+
+    @property
+    def chat_lease_ms(self) -> int:
+        return 2 * self.lease_ms
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self, handler: CommandHandler,
-                    on_lost_run: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+                    on_lost_run: Callable[[str, dict[str, str]], Awaitable[None]]) -> None:
         self._handler = handler
         self._on_lost_run = on_lost_run
         await self._beat()
         for coro in (self._heartbeat_loop(), self._inbox_loop(), self._reaper_loop(), self._publisher_loop()):
-            self._tasks.append(asyncio.create_task(coro))
+            self.spawn(coro)
         logger.info("cluster: instance %s joined via %s", self.instance_id, _safe_url(self.settings.redis_url))
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` until ``stop()`` (a background loop of this instance)."""
+        self._tasks.append(asyncio.create_task(coro))
+
     async def stop(self) -> None:
-        for _ in range(100):  # let the publisher write what the runs logged before shutdown
-            if self._outbox.empty():
-                break
-            await asyncio.sleep(0.02)
-        for task in self._tasks:
+        # let the publisher write what the runs logged before shutdown (bounded)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), timeout=max(2.0, self.settings.lease_seconds))
+        for task in [*self._tasks, *self._answering]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._answering]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.delete(f"agw:inst:{self.instance_id}")
+            await self.redis.delete(f"agw:inst:{self.instance_id}", f"agw:inst:{self.instance_id}:live")
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
 
@@ -107,45 +227,123 @@ class ClusterNode:
         if not self.healthy:
             raise ServiceUnavailable(f"the cluster store (Redis) is unreachable: {self.last_error or 'not connected'}")
 
+    def _unhealthy(self, exc: BaseException) -> None:
+        if self.healthy or self.last_error is None:
+            logger.error("cluster: Redis unreachable: %s", exc)
+        self.healthy, self.last_error, self._healthy_since = False, str(exc) or type(exc).__name__, None
+
     async def _beat(self) -> None:
+        """Heartbeat, and this instance's live counts rewritten whole (they survive a Redis restart)."""
+        live = f"agw:inst:{self.instance_id}:live"
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(f"agw:inst:{self.instance_id}", now_ms(), px=self.lease_ms)
-                pipe.sadd("agw:instances", self.instance_id)
+            async with self._counts_lock, self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"agw:inst:{self.instance_id}", now_ms(), px=self.beat_ttl_ms)
+                pipe.sadd(INSTANCES, self.instance_id)
+                pipe.delete(live)
+                pipe.hset(live, mapping={"*": len(self._live),
+                                         **{f"u:{owner}": n for owner, n in self._live_per_owner.items()}})
+                pipe.pexpire(live, self.beat_ttl_ms)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            if self.healthy or self.last_error is None:
-                logger.error("cluster: Redis unreachable: %s", exc)
-            self.healthy, self.last_error = False, str(exc)
+            self._unhealthy(exc)
             return
-        if not self.healthy and self.last_error is not None:
-            logger.warning("cluster: Redis reachable again")
+        if not self.healthy:
+            if self.last_error is not None:
+                logger.warning("cluster: Redis reachable again")
+            self._healthy_since = time.monotonic()
         self.healthy, self.last_error = True, None
 
     async def _heartbeat_loop(self) -> None:
-        interval = max(self.settings.lease_seconds / 3, 0.05)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.beat_seconds)
             await self._beat()
 
-    # -- run records ------------------------------------------------------------------------
+    def _settled(self) -> bool:
+        """Connected for a whole heartbeat TTL: every live instance has beaten since."""
+        return self._healthy_since is not None and \
+            time.monotonic() - self._healthy_since >= self.beat_ttl_ms / 1000 + self.beat_seconds
 
-    async def register_run(self, run_id: str, fields: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(run_key(run_id), mapping={**_encode(fields), "instance": self.instance_id, "status": "running"})
-            pipe.sadd(f"agw:inst:{self.instance_id}:runs", run_id)
-            pipe.set(f"agw:chat:{fields['chatId']}:active", run_id)
-            await pipe.execute()
+    # -- admission and run records ----------------------------------------------------------
 
-    async def end_run(self, run_id: str, chat_id: str, fields: dict[str, Any]) -> None:
-        seconds = max(int(self.retention_seconds), 1)
+    async def admit_run(self, run_id: str, owner: str, chat_id: str, started_at: int, fields: dict[str, Any],
+                        *, user_cap: int, global_cap: int) -> tuple[int, int]:
+        """Count the run against the cluster-wide caps and register it, in one step.
+
+        Returns ``(0, 0)`` when admitted, else ``(REFUSED_USER | REFUSED_GLOBAL, live runs counted)``.
+        Redis unreachable → ``ServiceUnavailable``."""
+        record = {**_encode(fields), "instance": self.instance_id, "status": "running"}
+        async with self._counts_lock:
+            self._hold(run_id, owner)
+            argv: list[Any] = [self.instance_id, owner, len(self._live), self._live_per_owner[owner], global_cap,
+                               user_cap, self.beat_ttl_ms, run_id, chat_id, started_at, OWNER_INDEX_SECONDS]
+            for name, value in record.items():
+                argv += [name, value]
+            try:
+                code, counted = await self._admit(keys=[], args=argv)
+            except BaseException as exc:
+                self._unhold(run_id)
+                # the script may have run before the reply was lost: undo it once Redis answers
+                self.enqueue_action(functools.partial(self._discard_run, run_id, owner, chat_id))
+                self._queue_counts()
+                if isinstance(exc, RedisError | OSError):
+                    self._unhealthy(exc)
+                    raise ServiceUnavailable(f"the cluster store (Redis) is unreachable: {exc}") from exc
+                raise
+            if code:
+                self._unhold(run_id)
+        return int(code), int(counted)
+
+    def release_run(self, run_id: str) -> None:
+        """The run ended: its slot is free on this instance now, and in Redis once written (idempotent)."""
+        if self._unhold(run_id) is not None:
+            self._queue_counts()
+
+    def _hold(self, run_id: str, owner: str) -> None:
+        self._live[run_id] = owner
+        self._live_per_owner[owner] += 1
+
+    def _unhold(self, run_id: str) -> str | None:
+        owner = self._live.pop(run_id, None)
+        if owner is not None:
+            self._live_per_owner[owner] -= 1
+            if self._live_per_owner[owner] <= 0:
+                del self._live_per_owner[owner]
+                self._zeroed.add(owner)
+        return owner
+
+    def _queue_counts(self) -> None:
+        if not self._counts_queued:
+            self._counts_queued = True
+            self.enqueue_ops(self._counts_ops, locked=True)
+
+    def _counts_ops(self, pipe: Any) -> None:
+        """This instance's counts as they are now (written under the counts lock): set, then drop the zeros
+        (in between a dropped owner still shows its old count — on the safe side)."""
+        self._counts_queued = False
+        live = f"agw:inst:{self.instance_id}:live"
+        pipe.hset(live, mapping={"*": len(self._live), **{f"u:{o}": n for o, n in self._live_per_owner.items()}})
+        zeroed = [f"u:{owner}" for owner in self._zeroed if owner not in self._live_per_owner]
+        self._zeroed.clear()
+        if zeroed:
+            pipe.hdel(live, *zeroed)
+        pipe.pexpire(live, self.beat_ttl_ms)
+
+    async def _discard_run(self, run_id: str, owner: str, chat_id: str) -> None:
+        """Forget a run whose admission did not complete."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(run_key(run_id), mapping=_encode(fields))
-            pipe.expire(run_key(run_id), seconds)
-            pipe.expire(events_key(run_id), seconds)
+            pipe.delete(run_key(run_id))
             pipe.srem(f"agw:inst:{self.instance_id}:runs", run_id)
+            pipe.zrem(f"agw:owner:{owner}:runs", run_id)
+            await self._release(keys=[active_key(chat_id)], args=[run_id], client=pipe)
             await pipe.execute()
-        await self.redis.eval(_RELEASE, 1, f"agw:chat:{chat_id}:active", run_id)
+
+    def end_run_ops(self, pipe: Any, run_id: str, fields: dict[str, Any]) -> None:
+        """The run ended: its record says how, and it and its Stream expire after the retention."""
+        seconds = max(int(self.retention_seconds), 1)
+        pipe.hset(run_key(run_id), mapping=_encode(fields))
+        pipe.expire(run_key(run_id), seconds)
+        pipe.expire(events_key(run_id), seconds)
+        pipe.srem(f"agw:inst:{self.instance_id}:runs", run_id)
 
     async def run_record(self, run_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(run_key(run_id))
@@ -154,88 +352,161 @@ class ClusterNode:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def active_run_of_chat(self, chat_id: str) -> str | None:
-        value = await self.redis.get(f"agw:chat:{chat_id}:active")
+        """The chat's newest run, live or not (the pointer is not cleared when a run ends)."""
+        value = await self.redis.get(active_key(chat_id))
         return value.decode() if value else None
 
     async def runs_of(self, owner: str) -> list[dict[str, str]]:
         """Every run record of ``owner`` the cluster still keeps (live and retained)."""
-        found = []
-        async for key in self.redis.scan_iter(match=b"agw:run:*", count=500):
-            if key.endswith(b":events"):
-                continue
-            record = await self.run_record(key.decode().removeprefix("agw:run:"))
-            if record and record.get("owner") == owner:
-                found.append(record)
-        return found
+        index = f"agw:owner:{owner}:runs"
+        run_ids = [raw.decode() for raw in await self.redis.zrange(index, 0, -1)]
+        if not run_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hgetall(run_key(run_id))
+            replies = await pipe.execute()
+        found, gone = [], []
+        for run_id, raw in zip(run_ids, replies, strict=True):
+            if raw:
+                found.append({k.decode(): v.decode() for k, v in raw.items()})
+            else:
+                gone.append(run_id)
+        if gone:  # expired records: keep the index small
+            await self.redis.zrem(index, *gone)
+        return [record for record in found if record.get("owner") == owner]
 
     async def instance_alive(self, instance_id: str) -> bool:
         return bool(await self.redis.exists(f"agw:inst:{instance_id}"))
 
     # -- event streams ------------------------------------------------------------------
 
-    def enqueue(self, item: tuple[str, int, bytes] | tuple[str, Callable[[], Awaitable[None]]]) -> None:
-        """Queue an event ``(run_id, seq, wire json)`` — or a follow-up action ``(run_id, coroutine
-        factory)`` — for Redis, in order; the publisher drains whatever is queued in one pipeline."""
-        self._outbox.put_nowait(item)
+    # The outbox: whatever the runs queue is written in order by one publisher task. It drains the
+    # queue at once: the events and ops queued meanwhile go out in one pipeline (one round trip,
+    # however many runs), so the busier the instance, the fewer round trips per event.
+
+    def enqueue_event(self, run_id: str, seq: int, data: bytes) -> None:
+        self._outbox.put_nowait(("event", run_id, seq, data))
+
+    def enqueue_ops(self, apply: PipelineOps, done: Callable[[], None] | None = None, *, locked: bool = False) -> None:
+        """Queue commands for the pipeline that writes the events queued before them; ``locked``: write it
+        under the counts lock."""
+        self._outbox.put_nowait(("ops", apply, done, locked))
+
+    def enqueue_action(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Queue a coroutine to run once everything queued before it is written."""
+        self._outbox.put_nowait(("action", action))
 
     async def _publisher_loop(self) -> None:
         while True:
             items = [await self._outbox.get()]
             while not self._outbox.empty():
                 items.append(self._outbox.get_nowait())
-            batch: dict[str, list[tuple[int, bytes]]] = {}
-            for item in items:
-                if len(item) == 3:
-                    run_id, seq, data = item
-                    batch.setdefault(run_id, []).append((seq, data))
-                    continue
-                await self._flush(batch)  # events before an action are in Redis first
-                batch = {}
-                await self._retrying(item[1])
-            await self._flush(batch)
+            try:
+                batch: list[Any] = []
+                for item in items:
+                    if item[0] != "action":
+                        batch.append(item)
+                        continue
+                    await self._flush(batch)  # what was queued before an action is in Redis first
+                    batch = []
+                    await self._retrying(item[1])
+                await self._flush(batch)
+            finally:
+                for _ in items:
+                    self._outbox.task_done()
 
-    async def _flush(self, batch: dict[str, list[tuple[int, bytes]]]) -> None:
-        for run_id, events in batch.items():
-            await self._retrying(functools.partial(self.publish, run_id, events))
+    async def _flush(self, batch: list[Any]) -> None:
+        if batch:
+            await self._retrying(functools.partial(self._write, batch))
+
+    async def _write(self, batch: list[Any]) -> None:
+        """One pipeline: the counts, one Stream entry per run for its events of the batch, then the other ops."""
+        per_run: dict[str, list[tuple[int, bytes]]] = {}
+        ops = [item for item in batch if item[0] == "ops"]
+        for item in batch:
+            if item[0] == "event":
+                per_run.setdefault(item[1], []).append((item[2], item[3]))
+        lock = self._counts_lock if any(op[3] for op in ops) else contextlib.nullcontext()
+        async with lock, self.redis.pipeline(transaction=False) as pipe:
+            for op in ops:  # the counts first: a slot is free before anyone sees the end of its run
+                if op[3]:
+                    op[1](pipe)
+            first = len(pipe)
+            for run_id, events in per_run.items():
+                _xadd(pipe, run_id, events)
+            for op in ops:
+                if not op[3]:
+                    op[1](pipe)
+            results = await pipe.execute(raise_on_error=False)
+        _check([""] * first + list(per_run), results)
+        for op in ops:
+            if op[2] is not None:
+                op[2]()
 
     async def _retrying(self, action: Callable[[], Awaitable[None]]) -> None:
         delay = 0.05
-        for _ in range(200):  # bounded: about a minute of Redis being away
+        for _ in range(200):  # bounded: about three minutes of Redis being away
             try:
                 await action()
                 return
+            except ResponseError as exc:  # the command itself was refused: retrying cannot help
+                logger.error("cluster: Redis refused a write: %s", exc)
+                return
             except (RedisError, OSError) as exc:
-                self.healthy, self.last_error = False, str(exc)
+                self._unhealthy(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            except Exception:  # a bug in one action must not stop the publisher
+                logger.exception("cluster: a write to Redis failed")
+                return
         logger.error("cluster: gave up writing to Redis after repeated failures: %s", self.last_error)
 
-
-    async def publish(self, run_id: str, batch: list[tuple[int, bytes]]) -> None:
+    async def publish(self, run_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        """Write ``(seq, wire json)`` events of a run now (the reaper's terminal event)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for seq, data in batch:
-                pipe.xadd(events_key(run_id), {b"d": data}, id=f"{seq}-0", maxlen=STREAM_MAXLEN, approximate=True)
-            await pipe.execute()
+            _xadd(pipe, run_id, events)
+            results = await pipe.execute(raise_on_error=False)
+        _check([run_id], results)
 
-    async def read_events(self, run_id: str, after: int) -> AsyncIterator[tuple[int, bytes]]:
-        """``(seq, wire json)`` of the run's stream after ``after``, then live until the terminal event."""
+    async def last_event(self, run_id: str) -> dict[str, Any] | None:
+        """The last event in the run's Stream (its wire dict), if any."""
+        entries = await self.redis.xrevrange(events_key(run_id), count=1)
+        if not entries:
+            return None
+        wire: dict[str, Any] = orjson.loads(entries[0][1][b"d"].rsplit(b"\n", 1)[-1])
+        return wire
+
+    async def read_events(self, run_id: str, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """``(seq, wire dict)`` of the run's stream after ``after``, then live until the terminal event.
+        A Redis outage is waited out (bounded), then reported as ``ServiceUnavailable``."""
         key = events_key(run_id)
-        last = f"{after}-0" if after > 0 else "0-0"
+        last = f"{after}-0" if after > 0 else "0-0"  # an entry's id is the seq of its last event
+        failures = 0
         while True:
-            reply = await self.redis.xread({key: last}, count=500, block=1000)
-            if not reply:
-                record = await self.run_record(run_id)
-                if record is None:
+            try:
+                reply = await self.redis.xread({key: last}, count=500, block=1000)
+                if not reply and await self.run_record(run_id) is None:
                     return  # expired while we waited
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if failures > 60:
+                    raise ServiceUnavailable(f"the cluster store (Redis) is unreachable: {exc}") from exc
+                await asyncio.sleep(0.5)
                 continue
-            for _, entries in reply:
+            failures = 0
+            for _, entries in reply or ():
                 for entry_id, values in entries:
-                    seq = int(entry_id.split(b"-", 1)[0])
                     last = entry_id.decode()
-                    data = values[b"d"]
-                    yield seq, data
-                    if orjson.loads(data).get("type") in ("run.complete", "run.error", "run.cancel"):
-                        return
+                    for line in values[b"d"].split(b"\n"):
+                        wire = orjson.loads(line)
+                        seq = int(wire["seq"])
+                        if seq <= after:
+                            continue
+                        after = seq
+                        yield seq, wire
+                        if wire.get("type") in ("run.complete", "run.error", "run.cancel"):
+                            return
 
     async def last_seq(self, run_id: str) -> int:
         entries = await self.redis.xrevrange(events_key(run_id), count=1)
@@ -245,18 +516,24 @@ class ClusterNode:
 
     @contextlib.asynccontextmanager
     async def chat_lease(self, chat_id: str) -> AsyncIterator[None]:
-        """One run per chat across the cluster: wait for the chat's lease, renew it, release it."""
-        key, token = f"agw:chat:{chat_id}:lease", uuid.uuid4().hex
-        delay = 0.02
-        while not await self.redis.set(key, token, nx=True, px=self.lease_ms):
+        """One run per chat across the cluster: wait for the chat's lease, renew it, release it.
+        While Redis is unreachable the wait goes on (the run can still be interrupted)."""
+        key, token = chat_lease_key(chat_id), f"{self.instance_id}/{uuid.uuid4().hex}"
+        delay = 0.01
+        while True:
+            try:
+                if await self.redis.set(key, token, nx=True, px=self.chat_lease_ms):
+                    break
+            except (RedisError, OSError) as exc:
+                self._unhealthy(exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, 0.25)
 
         async def renew() -> None:
             while True:
-                await asyncio.sleep(max(self.settings.lease_seconds / 3, 0.05))
+                await asyncio.sleep(self.beat_seconds)
                 with contextlib.suppress(RedisError, OSError):
-                    await self.redis.eval(_RENEW, 1, key, token, self.lease_ms)
+                    await self._renew(keys=[key], args=[token, self.chat_lease_ms])
 
         renewer = asyncio.create_task(renew())
         try:
@@ -264,7 +541,17 @@ class ClusterNode:
         finally:
             renewer.cancel()
             with contextlib.suppress(RedisError, OSError):
-                await asyncio.shield(self.redis.eval(_RELEASE, 1, key, token))
+                await asyncio.shield(self._release(keys=[key], args=[token]))
+
+    async def take_over_chat_lease(self, chat_id: str, dead_instance: str) -> str | None:
+        """The chat's lease for the reaper, when it is free or held by ``dead_instance``: its token."""
+        token = f"{self.instance_id}/{uuid.uuid4().hex}"
+        taken = await self._take_over(keys=[chat_lease_key(chat_id)],
+                                      args=[f"{dead_instance}/", token, self.chat_lease_ms])
+        return token if taken else None
+
+    async def release_chat_lease(self, chat_id: str, token: str) -> None:
+        await self._release(keys=[chat_lease_key(chat_id)], args=[token])
 
     # -- commands between instances --------------------------------------------------------
 
@@ -272,9 +559,14 @@ class ClusterNode:
         """Ask ``instance_id`` to run ``op`` and wait for its answer (``GatewayError`` re-raised here)."""
         reply_key = f"agw:reply:{uuid.uuid4().hex}"
         message = orjson.dumps({"op": op, "payload": payload, "reply": reply_key})
-        await self.redis.rpush(f"agw:inbox:{instance_id}", message)
-        await self.redis.expire(f"agw:inbox:{instance_id}", max(int(timeout_s) * 2, 5))
-        answer = await self.redis.blpop([reply_key], timeout=timeout_s)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(f"agw:inbox:{instance_id}", message)
+                pipe.expire(f"agw:inbox:{instance_id}", max(int(timeout_s) * 2, 5))
+                await pipe.execute()
+            answer = await self.redis.blpop([reply_key], timeout=timeout_s)
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"the cluster store (Redis) is unreachable: {exc}") from exc
         if answer is None:
             raise ServiceUnavailable(f"instance {instance_id} did not answer {op} in time")
         data = orjson.loads(answer[1])
@@ -286,16 +578,17 @@ class ClusterNode:
 
     async def _inbox_loop(self) -> None:
         inbox = f"agw:inbox:{self.instance_id}"
-        listener = redis.Redis(connection_pool=self.redis.connection_pool)
         while True:
             try:
-                item = await listener.blpop([inbox], timeout=1)
+                item = await self.redis.blpop([inbox], timeout=1)
             except (RedisError, OSError):
                 await asyncio.sleep(0.2)
                 continue
             if item is None:
                 continue
-            asyncio.create_task(self._answer(orjson.loads(item[1])))
+            task = asyncio.create_task(self._answer(orjson.loads(item[1])))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
 
     async def _answer(self, message: dict[str, Any]) -> None:
         assert self._handler is not None
@@ -307,22 +600,30 @@ class ClusterNode:
             logger.exception("cluster: command %s failed", message.get("op"))
             reply = {"error": {"message": f"internal error: {type(exc).__name__}", "code": 5000, "status": 500}}
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.rpush(message["reply"], orjson.dumps(reply))
-            await self.redis.expire(message["reply"], 30)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(message["reply"], orjson.dumps(reply))
+                pipe.expire(message["reply"], 30)
+                await pipe.execute()
 
     # -- lost instances -------------------------------------------------------------------------
 
     async def _reaper_loop(self) -> None:
-        interval = max(self.settings.lease_seconds / 3, 0.05)
+        interval = max(self.settings.lease_seconds / 8, 0.02)
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(RedisError, OSError):
+            try:
                 await self.reap()
+            except (RedisError, OSError) as exc:
+                logger.debug("cluster: reaper skipped a round: %s", exc)
+            except Exception:  # keep reaping: a lost run left now is retried after its claim expires
+                logger.exception("cluster: the reaper failed")
 
     async def reap(self) -> None:
         """End the runs of every instance whose heartbeat expired (once cluster-wide)."""
         assert self._on_lost_run is not None
-        for raw in await self.redis.smembers("agw:instances"):
+        if not self._settled():
+            return
+        for raw in await self.redis.smembers(INSTANCES):
             instance = raw.decode()
             if instance == self.instance_id or await self.instance_alive(instance):
                 continue
@@ -336,7 +637,28 @@ class ClusterNode:
                     await self._on_lost_run(run_id, record)
                 await self.redis.srem(f"agw:inst:{instance}:runs", run_id)
             if not await self.redis.scard(f"agw:inst:{instance}:runs"):
-                await self.redis.srem("agw:instances", instance)
+                await self.redis.srem(INSTANCES, instance)
+                await self.redis.delete(f"agw:inbox:{instance}")
+
+
+def _xadd(pipe: Any, run_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+    """One Stream entry for ``events``: id = the ``seq`` of the last, the events' JSON one per line."""
+    pipe.xadd(events_key(run_id), {b"d": b"\n".join(data for _, data in events)}, id=f"{events[-1][0]}-0",
+              maxlen=STREAM_MAXLEN, approximate=True)
+
+
+def _check(run_ids: list[str], results: list[Any]) -> None:
+    """Raise a connection failure (the write is retried); an entry already written (a retried write) is
+    fine; any other refusal is logged. ``run_ids[i]``: the run whose XADD is command ``i`` ("" for others)."""
+    for index, result in enumerate(results):
+        if not isinstance(result, Exception):
+            continue
+        if not isinstance(result, ResponseError):
+            raise result
+        run_id = run_ids[index] if index < len(run_ids) else ""
+        if run_id and "equal or smaller" in str(result):
+            continue
+        logger.warning("cluster: %s not written: %s", f"events of run {run_id}" if run_id else "a write", result)
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
@@ -349,4 +671,3 @@ def _safe_url(url: str) -> str:
         scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
-

@@ -2,7 +2,7 @@
 
 * ``ClusterRunLog`` — the log of a run THIS instance executes: a ``MemoryRunLog`` (local
   watchers keep the zero-buffer path) whose every appended event is also queued, in order, for
-  the run's Redis Stream; after the terminal event a follow-up action writes the run's end.
+  the run's Redis Stream; the run's end is written in the same pipeline as its terminal event.
 * ``StreamRunLog`` — the log of a run another instance executes (or executed), read from its
   Redis Stream: replay after a seq, then live, until the terminal event.
 * ``WireEvent`` — an event read back from Redis: ``seq``, ``wire()``, ``terminal``, like
@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
-from app.cluster.node import ClusterNode
+from app.cluster.node import ClusterNode, PipelineOps
 from app.contract.events import TERMINAL_TYPES, Stamped
 from app.runs.log import MemoryRunLog
 
@@ -51,16 +51,16 @@ class ClusterRunLog(MemoryRunLog):
         super().__init__()
         self._node = node
         self._run_id = run_id
-        #: set by the run service: what to write once the terminal event is in Redis
-        self.on_end: Callable[[], Awaitable[None]] | None = None
+        #: set by the directory: the commands that record the run's end, written with its terminal event
+        self.on_end: PipelineOps | None = None
 
     def append(self, event: Stamped) -> None:
         if self.ended:
             return
         super().append(event)
-        self._node.enqueue((self._run_id, event.seq, orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS)))
+        self._node.enqueue_event(self._run_id, event.seq, orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS))
         if event.terminal and self.on_end is not None:
-            self._node.enqueue((self._run_id, self.on_end))
+            self._node.enqueue_ops(self.on_end)
 
 
 class StreamRunLog:
@@ -84,7 +84,6 @@ class StreamRunLog:
         raise AssertionError("a remote run's log is written by its own instance")
 
     async def read(self, after: int = 0) -> AsyncIterator[WireEvent]:
-        async for seq, data in self._node.read_events(self._run_id, after):
-            event = WireEvent(seq, orjson.loads(data))
+        async for seq, wire in self._node.read_events(self._run_id, after):
             self._last_seq = max(self._last_seq, seq)
-            yield event
+            yield WireEvent(seq, wire)

@@ -52,8 +52,17 @@ class RunDirectory(Protocol):
 
     def log_for(self, run_id: str) -> RunLog: ...
 
+    async def admit(self, run: Run) -> None:
+        """Hold a slot of the cluster-wide concurrent-run caps for a new local run and make it findable
+        by every instance; ``RunLimitExceeded`` beyond a cap."""
+        ...
+
+    def release(self, run: Run) -> None:
+        """The run ended: give its slot back (idempotent)."""
+        ...
+
     def registered(self, run: Run) -> None:
-        """A local run started: make it findable by every instance (queued in order before its events)."""
+        """A local run started: its end is recorded cluster-wide after its terminal event."""
         ...
 
     async def locate(self, run_id: str) -> RemoteRun | None: ...

@@ -202,8 +202,15 @@ class RunService:
         # SPEC §19: the caller's trace (a malformed traceparent is ignored), else a new one
         run.trace_parent = parse_traceparent(traceparent)
         run.trace_id = run.trace_parent.trace_id if run.trace_parent is not None else new_trace_id()
-        # from here to create_task nothing awaits: the check and the reservation are one step
+        # the local check and reservation are one step; in a cluster the caps then count every instance
         self._admit(run)
+        if self._directory is not None:  # SPEC §16: and the run is findable cluster-wide from here on
+            try:
+                await self._directory.admit(run)
+            except BaseException:
+                self._release(run)
+                del self._runs[run.run_id]
+                raise
         execution = RunExecution(
             services=self._services, catalog=catalog, agent=agent, query=query, run_id=run_id, chat_id=chat_id,
             request_id=run.request_id, owner=owner, new_chat=new_chat, emit=run.emit, history=history,
@@ -240,6 +247,8 @@ class RunService:
         if self._live.get(run.run_id) is not run:
             return
         del self._live[run.run_id]
+        if self._directory is not None:
+            self._directory.release(run)
         self._per_owner[run.owner] -= 1
         if self._per_owner[run.owner] <= 0:
             del self._per_owner[run.owner]
