@@ -10,6 +10,7 @@ this hierarchy where they are caught, with ``raise X(...) from exc``.
     ├── DefinitionError               1002  422   a definition file that does not validate
     ├── RequestError                  4000  400   bad client input
     │   ├── PayloadTooLarge           4013  413
+    │   ├── UnsupportedMediaType      4015  415   an upload of a type that is refused or mislabelled
     │   └── PathEscapeError           4003  400   a name that tries to leave its folder
     ├── AuthError                     4010  401
     ├── ForbiddenError                4030  403
@@ -63,6 +64,14 @@ class RequestError(GatewayError):
 class PayloadTooLarge(RequestError):
     code = 4013
     status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    """An upload whose type ``agent.upload.allowed-types`` refuses, or whose content is not what its
+    name or declared type says (SPEC §23)."""
+
+    code = 4015
+    status = 415
 
 
 class PathEscapeError(RequestError):

@@ -29,6 +29,7 @@ from app.llm.deltas import (
     ToolCallStart,
     UsageDelta,
 )
+from app.files.references import ReferenceImages
 from app.llm.request import ChatRequest
 from app.memory.replay import replay_messages
 from app.telemetry import model_call_span
@@ -168,6 +169,7 @@ async def model_turn(
         await services.limiter.before_call(ctx.owner, group, candidates[0])
     by_name = {tool.name: tool for tool in tools}
     messages = model_messages(ctx, system)
+    images = ReferenceImages(services.settings, ctx.chat_id, messages)  # SPEC §23: image parts for isVision
     attempts = budget.retry_count + 1 if len(usable) == 1 else 1
     last_error: UpstreamError | None = None
     for member in usable:
@@ -178,7 +180,7 @@ async def model_turn(
             model=member,
             provider=provider,
             api_key=services.api_key_for(member.provider),
-            messages=messages,
+            messages=await images.for_model(member),
             tools=[tool.openai_schema() for tool in tools],
             tool_choice=tool_choice if tools else None,
             allowed_tools=allowed_tools,

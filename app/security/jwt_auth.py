@@ -18,8 +18,9 @@ stores the token's ``sub`` as ``request.state.user`` and its ``roles``/``role`` 
 ``request.state.roles`` (SPEC §19: the admin role sees every user's usage); anything else gets the 401
 envelope ``{"code": 4010, "msg": …}``. With auth disabled every request is the one
 ``anonymous`` user. Exception: with data-link tokens on (SPEC §9 "Data links"),
-``GET /api/ap/data`` carrying a ``token`` parameter is authorised by that signed
-token instead (browsers cannot put a header on ``<img src>``); the route verifies it.
+``GET /api/ap/data`` (and ``GET /api/ap/artifact``, SPEC §23) carrying a ``token`` parameter is
+authorised by that signed token instead (browsers cannot put a header on ``<img src>``); the
+route verifies it.
 
 Fail closed: auth enabled with neither ``jwks-uri`` nor ``local-public-key`` raises
 ``ConfigError`` when the verifier is built, so the app refuses to start. Tokens are
@@ -60,8 +61,8 @@ ASYMMETRIC_ALGORITHMS: tuple[str, ...] = RSA_ALGORITHMS + EC_ALGORITHMS + OKP_AL
 LEEWAY_SECONDS = 30
 #: longest bearer token we even look at
 MAX_TOKEN_CHARS = 16_384
-#: the data-file route, which a signed data link may authorise instead of a JWT
-_DATA_ROUTE = "/api/ap/data"
+#: the routes a signed link may authorise instead of a JWT: data files, and (SPEC §23) chat files
+_SIGNED_ROUTES = ("/api/ap/data", "/api/ap/artifact")
 _SLASHES = re.compile(r"/{2,}")
 
 
@@ -267,7 +268,7 @@ class AuthMiddleware:
         if not is_protected(path):
             await self.app(scope, receive, send)
             return
-        if self._data_tokens and _SLASHES.sub("/", path) == _DATA_ROUTE and _has_data_token(scope):
+        if self._data_tokens and _SLASHES.sub("/", path) in _SIGNED_ROUTES and _has_data_token(scope):
             state["user"] = ANONYMOUS  # the signed data link authorises this request (checked by the route)
             await self.app(scope, receive, send)
             return

@@ -9,6 +9,7 @@
 | ``agent.submit`` | ``{runId, toolId, params}`` | as ``POST /api/ap/submit`` |
 | ``agent.cancel`` | ``{runId}`` | ``{cancelled}`` |
 | ``chat.list`` / ``chat.get`` | — / ``{chatId, includeRawMessages?}`` | as HTTP |
+| ``chat.upload`` | ``{path, chatId?, requestId?}`` (a file on the desktop's disk) | as ``POST /api/ap/upload``: ``{chatId, reference}`` (SPEC §23) |
 | ``viewport.get`` | ``{viewportKey}`` | as HTTP |
 | ``scheduler.add`` / ``.list`` / ``.remove`` | SPEC §11 body / — / ``{jobId}`` | the job / the jobs / ``{jobId, removed}`` |
 | ``llm.usage`` | ``{from?, to?, groupBy?}`` | as ``GET /api/ap/usage`` (SPEC §19) |
@@ -36,6 +37,7 @@ from app.runs import Run
 from app.paths import check_key
 from app.scheduler import parse_schedule_request
 from app.sidecar.protocol import APPLICATION_ERROR, INVALID_PARAMS, LineWriter, RpcError, notification
+from app.files.uploads import Uploads
 from app.usage import model_list, provider_list, usage_report
 from app.views import agent_detail, agent_summary, chat_history, chat_list, viewport_data
 
@@ -63,6 +65,12 @@ class AttachParams(_Params):
     after: int = Field(0, ge=0, le=2**53)
     #: echoed in every notification of this attachment (tells it from the query's own stream)
     attachId: str | None = Field(None, min_length=1, max_length=128)
+
+
+class ChatUploadParams(_Params):
+    path: str = Field(min_length=1, max_length=4096)
+    chatId: str | None = Field(None, min_length=1, max_length=128)
+    requestId: str | None = Field(None, min_length=1, max_length=128)
 
 
 class ChatGetParams(_Params):
@@ -109,6 +117,7 @@ class SidecarMethods:
             "agent.interrupt": self.agent_interrupt,
             "chat.list": self.chat_list,
             "chat.get": self.chat_get,
+            "chat.upload": self.chat_upload,
             "viewport.get": self.viewport_get,
             "scheduler.add": self.scheduler_add,
             "scheduler.list": self.scheduler_list,
@@ -198,6 +207,13 @@ class SidecarMethods:
 
     async def chat_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         return await chat_list(self._gateway, OWNER)
+
+    async def chat_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        """SPEC §23: a file of the desktop's disk into a chat (a new one without ``chatId``)."""
+        body = _validate(ChatUploadParams, params)
+        gateway = self._gateway
+        uploads = Uploads(gateway.settings, gateway.chats, gateway.services.sandbox.workspace_for)
+        return await uploads.from_path(body.path, owner=OWNER, chat_id=body.chatId, request_id=body.requestId)
 
     async def chat_get(self, params: dict[str, Any]) -> dict[str, Any]:
         if "includeEvents" in params:
