@@ -1,0 +1,301 @@
+"""The lean network layer under httpx (``app/llm/network.py``, issue 13).
+
+Through ``stream_chat`` against the real fake upstream: deltas, the error mapping (timeout,
+refused, broken stream, HTTP error), cancellation and connection reuse; TLS against a local
+server with a self-signed certificate; read back-pressure on the protocol; and the linear
+pool checked against httpcore's own pool on random pool states (same decisions, same order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import random
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpcore
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from app.devtools import FakeUpstream
+from app.devtools.script import Disconnect, Finish, Stall, Text, Usage, http_error_script, text_script
+from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, UpstreamTimeout
+from app.llm.client import stream_chat
+from app.llm.deltas import ContentDelta
+from app.llm.network import HIGH_WATER, LOW_WATER, LeanStream, LinearPool, StreamingTransport, _Protocol
+from tests.llm.support import make_request
+
+LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+
+
+@pytest.fixture
+async def lean() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=StreamingTransport(LIMITS)) as client:
+        yield client
+
+
+async def _texts(client: httpx.AsyncClient, url: str, **overrides: Any) -> list[str]:
+    return [d.text for d in [d async for d in stream_chat(client, make_request(url, **overrides))]
+            if isinstance(d, ContentDelta)]
+
+
+# -- through stream_chat ----------------------------------------------------------------------
+
+
+async def test_deltas_stream_through_and_the_connection_is_reused(lean: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(text_script(["a", "b", "c"]), text_script(["d"]), text_script(["e"]))
+    assert await _texts(lean, fake.url) == ["a", "b", "c"]
+    assert await _texts(lean, fake.url) == ["d"]
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    streams = []
+    for _ in range(2):
+        response = await lean.post(f"{fake.url}/v1/chat/completions", json=body)
+        assert b"data:" in response.content
+        streams.append(response.extensions["network_stream"])
+        fake.enqueue(text_script(["f"]))
+    assert isinstance(streams[0], LeanStream)
+    assert streams[0] is streams[1]  # the second request went over the kept-alive connection
+
+
+async def test_stall_past_the_read_timeout(lean: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Stall()])
+    with pytest.raises(UpstreamTimeout):
+        await _texts(lean, fake.url, timeout_s=0.5)
+    assert await asyncio.to_thread(fake.wait_disconnect, 0, 5)
+
+
+async def test_connection_refused(lean: httpx.AsyncClient) -> None:
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        await _texts(lean, "http://127.0.0.1:9")
+
+
+async def test_stream_cut_mid_body(lean: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Disconnect()])
+    with pytest.raises(UpstreamDisconnected):
+        await _texts(lean, fake.url)
+
+
+async def test_http_error_body(lean: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue(http_error_script(429, {"error": {"message": "slow down"}}))
+    with pytest.raises(UpstreamHTTPError, match="slow down"):
+        await _texts(lean, fake.url)
+
+
+async def test_cancelling_the_consumer_closes_the_upstream(lean: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.enqueue([Text("a"), Stall()])
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in stream_chat(lean, make_request(fake.url)):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(fake.wait_disconnect, 0, 5)
+    fake.enqueue([Text("again"), Usage(1, 1), Finish()])
+    assert await _texts(lean, fake.url) == ["again"]  # the pool is still usable
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def _tls_server(cert: Path, key: Path, body: bytes) -> asyncio.Server:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            for line in body.splitlines(keepends=True):
+                writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+
+
+async def test_tls_stream_and_certificate_check(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server = await _tls_server(cert, key, b"data: one\n\ndata: two\n\n")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(transport=StreamingTransport(LIMITS, verify=trusting)) as client:
+            async with client.stream("GET", f"https://127.0.0.1:{port}/") as response:
+                assert response.extensions["network_stream"].get_extra_info("ssl_object") is not None
+                lines = [line async for line in response.aiter_lines()]
+        assert [line for line in lines if line] == ["data: one", "data: two"]
+        async with httpx.AsyncClient(transport=StreamingTransport(LIMITS)) as client:  # system CAs only
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(f"https://127.0.0.1:{port}/")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# -- the protocol: back-pressure and end of stream ---------------------------------------------
+
+
+class _RecordingTransport:
+    """Just enough of an asyncio transport to record what the protocol asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+async def test_reading_pauses_above_the_high_water_mark_and_resumes_below_the_low_one() -> None:
+    protocol, transport = _Protocol(), _RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    chunk = b"x" * 16384
+    sent = 0
+    while sent <= HIGH_WATER:
+        protocol.data_received(chunk)
+        sent += len(chunk)
+    assert transport.calls == ["pause"]  # once, however much more arrives
+    protocol.data_received(chunk)
+    assert transport.calls == ["pause"]
+    stream = LeanStream(transport, protocol)  # type: ignore[arg-type]
+    received = 0
+    while protocol.buffered >= LOW_WATER:
+        received += len(await stream.read(65536))
+    assert transport.calls == ["pause", "resume"]
+    while protocol.buffer:
+        received += len(await stream.read(65536))
+    assert received == sent + len(chunk)
+
+
+async def test_a_read_waits_for_data_then_sees_the_end() -> None:
+    protocol, transport = _Protocol(), _RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    stream = LeanStream(transport, protocol)  # type: ignore[arg-type]
+    reading = asyncio.create_task(stream.read(10))
+    await asyncio.sleep(0)
+    assert not reading.done()
+    assert stream.get_extra_info("is_readable") is False
+    protocol.data_received(b"0123456789abc")
+    assert await reading == b"0123456789"  # at most max_bytes; the rest stays
+    assert await stream.read(10) == b"abc"
+    protocol.eof_received()
+    assert stream.get_extra_info("is_readable") is True  # an idle connection the server closed: not reused
+    assert await stream.read(10) == b""
+    with pytest.raises(httpcore.ReadTimeout):
+        await LeanStream(transport, _Protocol()).read(10, timeout=0.01)  # type: ignore[arg-type]
+
+
+# -- the linear pool decides as httpcore's does -----------------------------------------------
+
+
+class _Connection:
+    def __init__(self, rng: random.Random, origin: str, fresh: bool = False) -> None:
+        self.origin = origin
+        state = "new" if fresh else rng.choice(["idle", "active", "closed", "expired", "idle-expired"])
+        self.closed = state == "closed"
+        self.expired = state in ("expired", "idle-expired")
+        self.idle = state in ("idle", "idle-expired")
+        self.available = state in ("idle", "new") or (state == "active" and rng.random() < 0.2)
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def has_expired(self) -> bool:
+        return self.expired
+
+    def is_idle(self) -> bool:
+        return self.idle
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def can_handle_request(self, origin: str) -> bool:
+        return origin == self.origin
+
+
+class _Url:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+
+class _Request:
+    def __init__(self, origin: str, queued: bool) -> None:
+        self.request = type("R", (), {"url": _Url(origin)})()
+        self.connection: object = None if queued else "assigned before"
+
+    def is_queued(self) -> bool:
+        return self.connection is None
+
+    def assign_to_connection(self, connection: object) -> None:
+        self.connection = connection
+
+
+def _decide(cls: type[httpcore.AsyncConnectionPool], seed: int) -> Any:
+    """Build a random pool state from ``seed``, let ``cls`` re-assign it, and name what it decided."""
+    rng = random.Random(seed)
+    max_connections, keepalive = rng.randint(1, 12), rng.randint(0, 12)
+    origins = ["a", "b", "c"][: rng.randint(1, 3)]
+    connections = [_Connection(rng, rng.choice(origins)) for _ in range(rng.randint(0, 15))]
+    requests = [_Request(rng.choice(origins), rng.random() < 0.6) for _ in range(rng.randint(0, 8))]
+
+    class Pool(cls):  # type: ignore[valid-type, misc]
+        def create_connection(self, origin: Any) -> Any:
+            return _Connection(rng, origin, fresh=True)
+
+    pool = Pool(max_connections=max_connections, max_keepalive_connections=keepalive)
+    pool._connections = list(connections)
+    pool._requests = list(requests)
+    closing = pool._assign_requests_to_connections()
+    index = {id(c): n for n, c in enumerate(connections)}
+
+    def name(c: Any) -> Any:
+        return c if isinstance(c, str) else index.get(id(c), ("new", c.origin))
+
+    return ([name(c) for c in pool._connections], [name(c) for c in closing],
+            [name(r.connection) if r.connection is not None else None for r in requests])
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_linear_pool_decides_exactly_as_httpcore(seed: int) -> None:
+    assert _decide(LinearPool, seed) == _decide(httpcore.AsyncConnectionPool, seed)

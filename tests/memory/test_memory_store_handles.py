@@ -1,0 +1,108 @@
+"""ChatStore file handles (issue 13): one open file per running run, closed when the run's lock
+is released; every line is on disk the moment its append returns; symlinks are never followed.
+
+Open descriptors are read from ``/proc/self/fd`` (what the kernel says this process holds).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app.errors import PathEscapeError
+from app.memory import ChatStore
+
+from .sample_lines import query_line, run_line, step_line, user
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    chat_store = ChatStore(tmp_path / "chats")
+    yield chat_store
+    chat_store.close()
+
+
+def open_descriptors(path: Path) -> list[int]:
+    """This process's descriptors that point at ``path``."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == str(path):
+                found.append(int(name))
+        except OSError:
+            continue  # closed between listdir and readlink
+    return found
+
+
+async def settle(store: ChatStore) -> None:
+    """Wait until the writer thread did everything queued so far (an append queues behind it)."""
+    await store.append("settle", query_line("r0", "x", ts=0, chat_id="settle"))
+
+
+async def test_a_run_writes_through_one_descriptor_and_closes_it_at_the_end(store: ChatStore) -> None:
+    path = store.directory / "chat_1.json"
+    async with store.lock("chat_1"):
+        await store.append("chat_1", query_line("r1", "hello", ts=1))
+        during = open_descriptors(path)
+        await store.append("chat_1", step_line("r1", 1, [user("hello", ts=1)], ts=2))
+        await store.append("chat_1", run_line("r1", ts=3))
+        assert len(during) == 1 and open_descriptors(path) == during  # one open for the whole run
+        # written, not buffered: another reader sees every line while the run still holds the file
+        assert [line["_type"] for line in store.read_lines("chat_1")] == ["query", "step", "run"]
+    await settle(store)
+    assert open_descriptors(path) == []
+
+
+async def test_an_append_outside_a_run_leaves_no_descriptor_open(store: ChatStore) -> None:
+    await store.append("chat_1", query_line("r1", "hello", ts=1))
+    assert open_descriptors(store.directory / "chat_1.json") == []
+    assert store.read_lines("chat_1")[0]["query"]["message"] == "hello"
+
+
+async def test_the_next_run_reopens_and_ends_a_line_cut_short_meanwhile(store: ChatStore) -> None:
+    async with store.lock("chat_1"):
+        await store.append("chat_1", query_line("r1", "one", ts=1))
+    await settle(store)
+    with store.path("chat_1").open("ab") as fp:
+        fp.write(b'{"_type": "step", "chatId": "chat_1", "mess')  # a crash mid-line between runs
+    async with store.lock("chat_1"):
+        await store.append("chat_1", query_line("r2", "two", ts=2))
+        await store.append("chat_1", run_line("r2", ts=3))
+    assert [line.get("runId") for line in store.read_lines("chat_1")] == ["r1", "r2", "r2"]
+    assert store.path("chat_1").read_bytes().endswith(b"\n")
+
+
+async def test_a_file_removed_during_a_run_is_created_again(store: ChatStore) -> None:
+    async with store.lock("chat_1"):
+        await store.append("chat_1", query_line("r1", "one", ts=1))
+        store.path("chat_1").unlink()
+        await store.append("chat_1", run_line("r1", ts=2))
+    assert [line["_type"] for line in store.read_lines("chat_1")] == ["run"]
+
+
+async def test_attack_symlinked_chat_file_is_never_written_through(store: ChatStore, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.json"
+    target.write_bytes(b"")
+    store.directory.mkdir(parents=True, exist_ok=True)
+    (store.directory / "evil.json").symlink_to(target)
+    for held in (False, True):
+        with pytest.raises(PathEscapeError):
+            if held:
+                async with store.lock("evil"):
+                    await store.append("evil", query_line("r1", "x", ts=1, chat_id="evil"))
+            else:
+                await store.append("evil", query_line("r1", "x", ts=1, chat_id="evil"))
+    assert target.read_bytes() == b""
+
+
+async def test_close_closes_the_files_of_runs_still_going(tmp_path: Path) -> None:
+    store = ChatStore(tmp_path / "chats")
+    lock = store.lock("chat_1")
+    await lock.acquire()
+    await store.append("chat_1", query_line("r1", "one", ts=1))
+    assert len(open_descriptors(store.directory / "chat_1.json")) == 1
+    store.close()
+    assert open_descriptors(store.directory / "chat_1.json") == []
+    lock.release()  # after close: nothing to do, and no error
