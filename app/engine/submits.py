@@ -108,12 +108,13 @@ class SubmitRegistry:
         if pending.future.done():
             return SubmitOutcome(False, "expired", f"tool {tool_id} of run {run_id} was already answered")
         pending.future.set_result({} if params is None else params)
-        self.close(pending, "answered")
+        # kept (answered) until the run takes it: an answer that arrives while the model's turn is
+        # still streaming must be there when the engine starts waiting (``open`` returns it)
         return SubmitOutcome(True, "accepted", f"delivered to tool {tool_id} of run {run_id}")
 
     def pending_for(self, run_id: str) -> list[PendingSubmit]:
-        """The waits of one run still open, oldest first."""
-        return [p for (rid, _), p in self._pending.items() if rid == run_id]
+        """The waits of one run still unanswered, oldest first."""
+        return [p for (rid, _), p in self._pending.items() if rid == run_id and not p.future.done()]
 
     def pending_count(self) -> int:
         return len(self._pending)

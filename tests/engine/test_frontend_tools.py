@@ -215,3 +215,34 @@ async def test_two_concurrent_runs_never_receive_each_others_submissions(
         seen = {m["tool_call_id"]: orjson.loads(m["content"]) for b in tool_bodies for m in b["messages"]
                 if m["role"] == "tool"}
         assert seen == {"call_A": {"answer": "A"}, "call_B": {"answer": "B"}}
+
+
+async def test_regression_an_answer_sent_while_the_turn_still_streams_is_not_lost(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """The submit lands between ``tool.start`` and the end of the model's turn (held by a gate): the
+    answer used to be dropped — the engine then opened a fresh wait and hung until the timeout."""
+    from app.devtools.script import Finish, Gate, ToolArgs, ToolCall, Usage
+
+    write_agent(deploy, "asker", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(
+        [ToolCall(0, "f1", "confirm_dialog"), ToolArgs(0, orjson.dumps(QUESTION).decode()), Gate("turn-end"),
+         Usage(5, 5), Finish("tool_calls")],
+        text_script(["Rome it is."]),
+    )
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "asker", "message": "go"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                outcome = await _submit(client, gw, event["runId"], event["toolId"], {"selected": "Rome"})
+                assert outcome["accepted"] is True
+                status = (await client.get(f"{gw.url}/api/ap/run", params={"runId": event["runId"]})).json()
+                assert status["data"]["pendingTools"] == []  # answered, no longer waiting
+                upstream.release("turn-end")  # only now does the turn end and the engine start waiting
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    assert events[-1]["type"] == "run.complete"
+    assert first(events, "tool.result")["result"] == {"selected": "Rome"}
