@@ -172,3 +172,34 @@ async def run_load(target: Target, message: str, *, concurrency: int, per_worker
     missing = concurrency * per_worker - len(samples)
     samples.extend(Sample(started_ns=0, error="phase timeout") for _ in range(missing))
     return samples, activity.peak
+
+
+async def run_crowd(target: Target, message: str, *, streams: int, probe_message: str, probes: int,
+                    timeout_s: float) -> tuple[list[Sample], int, list[Sample]]:
+    """``streams`` requests at once; while all of them are open, ``probes`` more, one at a time.
+
+    The crowd's samples give per-delta latency under load and the time to first token of
+    streams that all arrive together; the probes give the time to first token of a stream
+    that arrives while ``streams`` others are already flowing (steady state). Returns the
+    crowd's samples, its peak of open streams and the probes' samples.
+    """
+    activity, probe_activity = Activity(), Activity()
+    crowd = [asyncio.create_task(one_request(target, message, activity)) for _ in range(streams)]
+    probe_samples: list[Sample] = []
+
+    async def probe() -> None:
+        while activity.peak < streams and not all(task.done() for task in crowd):
+            await asyncio.sleep(0.005)
+        for _ in range(probes):
+            if activity.active < streams * 9 // 10:  # the crowd is ending: no longer "streams open"
+                break
+            probe_samples.append(await one_request(target, probe_message, probe_activity))
+
+    prober = asyncio.create_task(probe())
+    done, pending = await asyncio.wait([*crowd, prober], timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    samples = [task.result() if task in done and task.exception() is None else Sample(0, error="phase timeout")
+               for task in crowd]
+    return samples, activity.peak, probe_samples

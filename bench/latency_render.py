@@ -1,9 +1,14 @@
-"""The latency benchmark's figures as Markdown (printed, and written into ``bench/RESULTS.md``)."""
+"""The latency benchmark's figures as Markdown (printed, and written into ``bench/RESULTS.md``).
+
+Every figure is computed per repetition (an "added" figure against the *direct* path of the
+same repetition) and reported as the median over the repetitions; the headline table also
+lists each repetition's value.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,26 +18,32 @@ if TYPE_CHECKING:
     from latency import PathResult, Phase
 
 NAN = float("nan")
+Metric = Callable[["PathResult", "PathResult | None"], float]
 
 METHOD = """\
 **Method.** One process tree on loopback: the project's `FakeUpstream` in a child process
 (`bench/latency_upstream.py`), whose renderer writes each text delta as the sender's
 `time.monotonic_ns()` taken just before the frame is written; `python -m app serve` on a temp
-deployment (ONESHOT agent, OPENAI model pointing at the upstream); LiteLLM's proxy
-(`litellm --config`, model `openai/fake-gpt`, `api_base` = upstream `/v1`) from its own venv.
-The client (a thin asyncio HTTP/1.1 reader, the same for all paths, one fresh connection per
-request; httpx saturated the client first at 200 streams) takes its own monotonic time when a
-`data:` line arrives; `CLOCK_MONOTONIC` is system-wide, so *arrival − stamp* is each delta's
-one-way latency through the path, client parsing included. "Added" = path − direct, so the client
-and upstream costs cancel out. Paths are measured one after the other (never competing for CPU).
-Paced script: 50 deltas, 10 ms apart; crowd: 200 streams at once, 50 deltas 50 ms apart (4,000
-deltas/s offered); burst script: 50 deltas, no pause. TTF = from just before
-the request is sent to the first `data:` event / first text delta. CPU = utime+stime of the proxy
-process tree from `/proc/<pid>/stat` over the phase (10 ms ticks); for *direct* the CPU column is
-the upstream's own, for reference. Memory: VmHWM (peak RSS) of the proxy before and after
-the crowd phase; per stream = ΔVmHWM / peak streams open. "CPU busy" = CPU seconds / wall
-seconds of the phase (100% = one core; the machine has the cores listed above, shared by the
-client, the upstream and the proxy)."""
+deployment (ONESHOT agent, OPENAI model pointing at the upstream), run under
+`bench/latency_gcprobe.py` (records each garbage-collector pass); LiteLLM's proxy
+(`litellm --config`, model `openai/fake-gpt`, `api_base` = upstream `/v1`, `--num_workers 1`)
+from its own venv. The client (a thin asyncio HTTP/1.1 reader, the same for all paths, one
+fresh connection per request) takes its own monotonic time when a `data:` line arrives;
+`CLOCK_MONOTONIC` is system-wide, so *arrival − stamp* is each delta's one-way latency through
+the path. "Added" = path − direct in the same repetition, so client and upstream costs cancel
+out. Paths are measured one after the other (never competing with each other for the CPU;
+the order rotates between repetitions), each repetition on freshly started proxies.
+Phases: *sequential* — 30 streams one at a time, 50 deltas 10 ms apart; *crowd* — 200 streams
+started at once, 40 deltas 50 ms apart (4,000 deltas/s offered, paced like real tokens), and
+while all 200 are open, 10 *probe* streams started one after the other; *crowd-long* — the
+same with 120 deltas; *burst* — 50 deltas with no pause. TTF = from just before the request is
+sent to the first text delta; "together" = the crowd's own streams (200 arrive in the same
+instant), "steady" = the probes (a stream arriving while 200 flow). CPU = utime+stime of the
+proxy process tree from `/proc/<pid>/stat` over the phase (10 ms ticks); paced CPU per delta
+"all-in" = crowd CPU / deltas delivered (run start and end included), "marginal" = the slope
+between crowd and crowd-long (CPU of 80 more deltas per stream). Memory: per stream =
+ΔVmHWM over the first crowd of the process / streams open at once. GC = the gateway's
+collector passes that started inside the crowd phases (wall and CPU time of each pass)."""
 
 
 def _ms(ns: float) -> float:
@@ -40,167 +51,312 @@ def _ms(ns: float) -> float:
 
 
 def _fmt(value: float, digits: int = 2) -> str:
-    return "n/a" if value != value else f"{value:.{digits}f}"
+    return "n/a" if value != value else f"{value:,.{digits}f}"
 
 
-def _ttf(phase: Phase, attr: str) -> list[float]:
-    return [_ms(getattr(s, attr) - s.started_ns) for s in phase.ok if getattr(s, attr) is not None]
+def _ttf(samples: Sequence[object]) -> list[float]:
+    return [_ms(s.first_delta_ns - s.started_ns) for s in samples  # type: ignore[attr-defined]
+            if s.error is None and s.first_delta_ns is not None]  # type: ignore[attr-defined]
 
 
-def _lags(phase: Phase) -> list[float]:
-    return [_ms(lag) for s in phase.ok for lag in s.lags_ns]
+def _lags(phase: Phase | None) -> list[float]:
+    return [_ms(lag) for s in phase.ok for lag in s.lags_ns] if phase is not None else []
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float, float]:
-    return median(values), percentile(values, 95), percentile(values, 99)
+# -- metrics of one path in one repetition (``d`` = the direct path of that repetition) ---------
 
 
-def _latency_table(results: Sequence[PathResult], pick: str) -> list[str]:
-    rows = ["| path | streams ok | TTF event med / p95 ms | TTF delta med / p95 ms | "
-            "per-delta latency med / p95 / p99 ms | added vs direct med / p95 ms | CPU busy proxy / client |",
-            "|---|---|---|---|---|---|---|"]
-    direct = next((r for r in results if r.name == "direct"), None)
-    base = _stats(_lags(getattr(direct, pick))) if direct and getattr(direct, pick) else (NAN, NAN, NAN)
-    for r in results:
+def lag_p(pick: str, q: float) -> Metric:
+    return lambda r, d: percentile(_lags(getattr(r, pick)), q)
+
+
+def added_lag(pick: str, q: float) -> Metric:
+    return lambda r, d: (percentile(_lags(getattr(r, pick)), q) - percentile(_lags(getattr(d, pick)), q)
+                         if d is not None else NAN)
+
+
+def ttf(pick: str, q: float, probes: bool = False) -> Metric:
+    def metric(r: PathResult, d: PathResult | None) -> float:
         phase = getattr(r, pick)
-        if phase is None:
-            continue
-        ev, de, lag = _ttf(phase, "first_event_ns"), _ttf(phase, "first_delta_ns"), _stats(_lags(phase))
-        proxy_busy = "—" if r.name == "direct" else f"{phase.proxy_cpu_s / phase.wall_s:.0%}"
-        busy = f"{proxy_busy} / {phase.client_cpu_s / phase.wall_s:.0%}"
-        added = "—" if r.name == "direct" else f"{_fmt(lag[0] - base[0], 3)} / {_fmt(lag[1] - base[1], 3)}"
-        rows.append(
-            f"| {r.name} | {len(phase.ok)}/{len(phase.samples)} (peak open {phase.peak_streams}) "
-            f"| {_fmt(median(ev))} / {_fmt(percentile(ev, 95))} | {_fmt(median(de))} / {_fmt(percentile(de, 95))} "
-            f"| {_fmt(lag[0], 3)} / {_fmt(lag[1], 3)} / {_fmt(lag[2], 3)} | {added} | {busy} |"
-        )
+        return percentile(_ttf(phase.probes if probes else phase.ok), q) if phase is not None else NAN
+    return metric
+
+
+def added_ttf(pick: str, probes: bool = False) -> Metric:
+    return lambda r, d: ttf(pick, 50, probes)(r, d) - ttf(pick, 50, probes)(d, d) if d is not None else NAN
+
+
+def cpu_per_delta(pick: str) -> Metric:
+    def metric(r: PathResult, d: PathResult | None) -> float:
+        phase = getattr(r, pick)
+        return phase.proxy_cpu_s * 1e6 / phase.deltas if phase is not None and phase.deltas else NAN
+    return metric
+
+
+def _paced_split(r: PathResult) -> tuple[float, float]:
+    """(fixed ms per stream, µs per delta) from crowd and crowd-long; NaN when either is missing."""
+    short, long = r.crowd, r.crowd_long
+    if short is None or long is None or not short.ok or not long.ok:
+        return NAN, NAN
+    x1, x2 = short.proxy_cpu_s * 1000 / len(short.ok), long.proxy_cpu_s * 1000 / len(long.ok)
+    per_delta = (x2 - x1) / (long.expected - short.expected)
+    return x1 - short.expected * per_delta, per_delta * 1000
+
+
+def paced_marginal(r: PathResult, d: PathResult | None) -> float:
+    return _paced_split(r)[1]
+
+
+def paced_fixed(r: PathResult, d: PathResult | None) -> float:
+    return _paced_split(r)[0]
+
+
+def burst_per_cpu(concurrency: int) -> Metric:
+    def metric(r: PathResult, d: PathResult | None) -> float:
+        phase = r.throughput.get(concurrency)
+        return phase.deltas / phase.proxy_cpu_s if phase is not None and phase.proxy_cpu_s > 0 else NAN
+    return metric
+
+
+def _burst_split(r: PathResult) -> tuple[float, float]:
+    short, long = r.throughput.get(50), r.long_burst
+    if short is None or long is None or not short.ok or not long.ok:
+        return NAN, NAN
+    x1, x2 = short.proxy_cpu_s * 1000 / len(short.ok), long.proxy_cpu_s * 1000 / len(long.ok)
+    per_delta = (x2 - x1) / (long.expected - short.expected)
+    return x1 - short.expected * per_delta, per_delta * 1000
+
+
+def rss_per_stream(r: PathResult, d: PathResult | None) -> float:
+    streams = r.crowd.peak_streams if r.crowd is not None else 0
+    return (r.hwm_after_kib - r.hwm_before_kib) / streams if streams else NAN
+
+
+def gc_max(index: int) -> Metric:
+    return lambda r, d: max((p[index] for p in r.gc_pauses), default=0.0) if r.gc_measured else NAN
+
+
+def gc_full(r: PathResult, d: PathResult | None) -> float:
+    return float(sum(1 for p in r.gc_pauses if p[2] == 2)) if r.gc_measured else NAN
+
+
+def gc_count(generation: int) -> Metric:
+    return lambda r, d: float(sum(1 for p in r.gc_pauses if p[2] == generation)) if r.gc_measured else NAN
+
+
+def gc_total_cpu(r: PathResult, d: PathResult | None) -> float:
+    return sum(p[1] for p in r.gc_pauses) if r.gc_measured else NAN
+
+
+def busy(pick: str) -> Metric:
+    def metric(r: PathResult, d: PathResult | None) -> float:
+        phase = getattr(r, pick)
+        return 100 * phase.proxy_cpu_s / phase.wall_s if phase is not None and phase.wall_s else NAN
+    return metric
+
+
+# -- aggregation over repetitions ---------------------------------------------------------------
+
+
+def _names(reps: Sequence[Sequence[PathResult]]) -> list[str]:
+    names: list[str] = []
+    for rep in reps:
+        for r in rep:
+            if r.name not in names:
+                names.append(r.name)
+    return names
+
+
+def _values(reps: Sequence[Sequence[PathResult]], name: str, metric: Metric) -> list[float]:
+    out = []
+    for rep in reps:
+        direct = next((r for r in rep if r.name == "direct"), None)
+        for r in rep:
+            if r.name == name:
+                out.append(metric(r, direct))
+    return out
+
+
+def _med(values: Sequence[float]) -> float:
+    clean = [v for v in values if v == v]
+    return median(clean) if clean else NAN
+
+
+def _cell(reps: Sequence[Sequence[PathResult]], name: str, metric: Metric, digits: int = 2) -> str:
+    return _fmt(_med(_values(reps, name, metric)), digits)
+
+
+def _ok(reps: Sequence[Sequence[PathResult]], name: str, pick: str) -> str:
+    good = total = 0
+    for rep in reps:
+        for r in rep:
+            phase = getattr(r, pick) if r.name == name else None
+            if phase is not None:
+                good, total = good + len(phase.ok), total + len(phase.samples)
+    return f"{good}/{total}"
+
+
+HEADLINE: list[tuple[str, str, Metric, int, str]] = [
+    # (label, target for the gateway, metric, digits, unit)
+    ("crowd: added latency per delta, p50", "≤ 0.5", added_lag("crowd", 50), 3, "ms"),
+    ("crowd: added latency per delta, p99", "≤ 5", added_lag("crowd", 99), 2, "ms"),
+    ("crowd: added TTF p50, streams arriving together", "", added_ttf("crowd"), 1, "ms"),
+    ("crowd: added TTF p50, a stream arriving while 200 flow", "≤ 3", added_ttf("crowd", probes=True), 2, "ms"),
+    ("paced CPU per delta, all-in (crowd)", "", cpu_per_delta("crowd"), 0, "µs"),
+    ("paced CPU per delta, marginal (crowd-long − crowd)", "≤ 60", paced_marginal, 0, "µs"),
+    ("paced CPU per stream, fixed part", "", paced_fixed, 2, "ms"),
+    ("RSS per active stream (ΔVmHWM)", "≤ 64", rss_per_stream, 1, "KiB"),
+    ("GC: longest pause in the crowds, wall", "", gc_max(0), 1, "ms"),
+    ("GC: longest pause in the crowds, CPU", "", gc_max(1), 1, "ms"),
+    ("GC: full collections in the crowds", "", gc_full, 0, ""),
+    ("burst: deltas per CPU-second, concurrency 50", "", burst_per_cpu(50), 0, ""),
+]
+
+
+def _headline(reps: Sequence[Sequence[PathResult]], proxies: Sequence[str]) -> list[str]:
+    rows = ["| figure | target | " + " | ".join(f"{n} median (each run)" for n in proxies) + " |",
+            "|---|---|" + "---|" * len(proxies)]
+    for label, target, metric, digits, unit in HEADLINE:
+        cells = []
+        for name in proxies:
+            values = _values(reps, name, metric)
+            each = " / ".join(_fmt(v, digits) for v in values)
+            cells.append(f"**{_fmt(_med(values), digits)}** ({each})")
+        rows.append(f"| {label}{f' ({unit})' if unit else ''} | {target} | " + " | ".join(cells) + " |")
     return rows
 
 
-def _throughput_table(results: Sequence[PathResult]) -> list[str]:
-    rows = ["| path | concurrency | streams ok | deltas | wall s | deltas/s (wall) | proxy CPU s "
-            "| **deltas per proxy CPU-second** | proxy CPU ms per stream | upstream CPU s | client CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for concurrency, phase in sorted(r.throughput.items()):
-            deltas = sum(s.deltas for s in phase.ok)
-            if r.name == "direct":
-                proxy = "— | — | —"
-            else:
-                per_cpu = deltas / phase.proxy_cpu_s if phase.proxy_cpu_s > 0 else NAN
-                per_stream = phase.proxy_cpu_s * 1000 / len(phase.ok) if phase.ok else NAN
-                proxy = f"{phase.proxy_cpu_s:.2f} | **{_fmt(per_cpu, 0)}** | {_fmt(per_stream, 2)}"
-            rows.append(
-                f"| {r.name} | {concurrency} | {len(phase.ok)}/{len(phase.samples)} | {deltas} "
-                f"| {phase.wall_s:.2f} | {deltas / phase.wall_s:,.0f} | {proxy} "
-                f"| {phase.upstream_cpu_s:.2f} | {phase.client_cpu_s:.2f} |"
-            )
-    return rows
-
-
-def _memory_table(results: Sequence[PathResult]) -> list[str]:
-    rows = ["| path | RSS idle MiB | VmHWM before MiB | VmHWM after MiB | sampled peak RSS MiB "
-            "| peak streams open | ΔVmHWM per stream KiB |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        if r.crowd is None:
-            continue
-        streams = max(r.crowd.peak_streams, 1)
-        rows.append(
-            f"| {r.name} | {r.rss_idle_kib / 1024:.1f} | {r.hwm_before_kib / 1024:.1f} | {r.hwm_after_kib / 1024:.1f} "
-            f"| {r.rss_peak_kib / 1024:.1f} | {r.crowd.peak_streams} "
-            f"| {(r.hwm_after_kib - r.hwm_before_kib) / streams:.1f} |"
-        )
-    return rows
-
-
-def _cost_split(results: Sequence[PathResult]) -> list[str]:
-    """Two points at concurrency 50: 50-delta and LONG-delta streams → fixed + per-delta CPU."""
-    rows = ["| path | proxy CPU ms per 50-delta stream | per long stream (deltas) | ≈ fixed ms per stream "
-            "| ≈ µs per delta |", "|---|---|---|---|---|"]
-    for r in results:
-        short, long = r.throughput.get(50), r.long_burst
-        if r.name == "direct" or short is None or long is None or not short.ok or not long.ok:
-            continue
-        x1, x2 = short.proxy_cpu_s * 1000 / len(short.ok), long.proxy_cpu_s * 1000 / len(long.ok)
-        per_delta = (x2 - x1) / (long.expected - short.expected)
-        fixed = x1 - short.expected * per_delta
-        rows.append(f"| {r.name} | {x1:.2f} | {x2:.2f} ({long.expected}) | {fixed:.2f} | {per_delta * 1000:.0f} |")
-    return rows
-
-
-def _path(results: Sequence[PathResult], name: str) -> PathResult | None:
-    return next((r for r in results if r.name == name), None)
-
-
-def _med_lag(phase: Phase | None) -> float:
-    return median(_lags(phase)) if phase else NAN
-
-
-def _per_cpu(r: PathResult | None, concurrency: int) -> float:
-    phase = r.throughput.get(concurrency) if r else None
-    if phase is None or phase.proxy_cpu_s <= 0:
-        return NAN
-    return sum(s.deltas for s in phase.ok) / phase.proxy_cpu_s
-
-
-def _interpretation(results: Sequence[PathResult]) -> list[str]:
-    direct, gateway, litellm = (_path(results, n) for n in ("direct", "gateway", "litellm"))
-    if direct is None or gateway is None:
+def _ratios(reps: Sequence[Sequence[PathResult]], proxies: Sequence[str]) -> list[str]:
+    if "litellm" not in proxies:
         return []
-    base = _med_lag(direct.latency)
-    lines = [f"* One stream at a time, the gateway adds **{_fmt(_med_lag(gateway.latency) - base, 2)} ms** (median) "
-             f"to each delta over reading the upstream directly"]
-    if litellm is not None:
-        lines[-1] += f"; LiteLLM adds {_fmt(_med_lag(litellm.latency) - base, 2)} ms."
-    ttf = {r.name: median(_ttf(r.latency, "first_delta_ns")) for r in results if r.latency}
-    lines.append("* Time to first delta (median): " + ", ".join(f"{k} {_fmt(v, 1)} ms" for k, v in ttf.items())
-                 + ". The gateway's first *event* comes sooner than its first delta: `request.query`/`run.start` "
-                 "are sent before the upstream call.")
-    for concurrency in (1, 50, 200):
-        g, lt = _per_cpu(gateway, concurrency), _per_cpu(litellm, concurrency)
-        ratio = f" — {_fmt(g / lt, 1)}× LiteLLM's {_fmt(lt, 0)}" if litellm is not None else ""
-        lines.append(f"* Concurrency {concurrency}: gateway {_fmt(g, 0)} deltas per CPU-second{ratio}.")
-    if gateway.crowd is not None:
-        lines.append(
-            f"* 200 streams started at once: the gateway's median per-delta latency rises to "
-            f"{_fmt(_med_lag(gateway.crowd), 0)} ms (direct: {_fmt(_med_lag(direct.crowd), 1)} ms)"
-            + (f", LiteLLM's to {_fmt(_med_lag(litellm.crowd), 0)} ms" if litellm and litellm.crowd else "")
-            + ". We read this as queueing behind 200 run starts at once (inferred, not measured: the fixed cost per stream in the cost "
-            "split times 200, on one event loop sharing 2 cores with the client and the upstream) rather than "
-            "steady per-delta cost; a real deployment would spread run starts out.")
-    lines.append("* Both proxies run as one process with one event loop (LiteLLM `--num_workers 1`, no database, "
-                 "default callbacks); LiteLLM does more per request (auth, routing, cost/usage bookkeeping), so "
-                 "this compares what each costs as deployed by default, not equal feature sets. Absolute numbers "
-                 "are for this small VM; the ratios are the point.")
-    return lines
-
-
-def _errors(results: Sequence[PathResult]) -> list[str]:
     lines = []
-    for r in results:
-        phases = [r.latency, r.crowd, *r.throughput.values(), r.long_burst]
-        errors = [e for p in phases if p is not None for e in p.errors]
-        if errors:
-            lines.append(f"* {r.name}: {len(errors)} failed streams, e.g. `{errors[0][:160]}`")
+    for label, metric in (("paced, all-in", cpu_per_delta("crowd")), ("paced, marginal", paced_marginal)):
+        for name in proxies:
+            if name == "litellm":
+                continue
+            ratios = [lt / g if g and g == g and lt == lt else NAN
+                      for g, lt in zip(_values(reps, name, metric), _values(reps, "litellm", metric), strict=False)]
+            lines.append(f"* CPU per delta, {label}: LiteLLM / {name} = **{_fmt(_med(ratios), 1)}×** "
+                         f"(each run: {' / '.join(_fmt(x, 1) for x in ratios)}).")
+    for concurrency in (1, 50, 200):
+        for name in proxies:
+            if name == "litellm":
+                continue
+            ratios = [g / lt if lt and lt == lt else NAN for g, lt in
+                      zip(_values(reps, name, burst_per_cpu(concurrency)),
+                          _values(reps, "litellm", burst_per_cpu(concurrency)), strict=False)]
+            lines.append(f"* Bursts at concurrency {concurrency}: {name} / LiteLLM deltas per CPU-second = "
+                         f"{_fmt(_med(ratios), 1)}×.")
     return lines
 
 
-def render(results: Sequence[PathResult], note: str | None, elapsed_s: float, litellm_python: Path | None) -> str:
+def _errors(reps: Sequence[Sequence[PathResult]]) -> list[str]:
+    lines = []
+    for index, rep in enumerate(reps):
+        for r in rep:
+            phases = [r.latency, r.crowd, r.crowd_long, *r.throughput.values(), r.long_burst]
+            errors = [e for p in phases if p is not None for e in p.errors]
+            if errors:
+                lines.append(f"* run {index + 1}, {r.name}: {len(errors)} failed streams, e.g. `{errors[0][:160]}`")
+    return lines
+
+
+def render(reps: Sequence[Sequence[PathResult]], note: str | None, elapsed_s: float, litellm_python: Path | None,
+           load: tuple[tuple[float, float, float], tuple[float, float, float]], run_note: str = "") -> str:
+    names = _names(reps)
+    proxies = [n for n in names if n != "direct"]
+    (b1, b5, b15), (a1, a5, a15) = load
     out = ["## Streaming latency: direct vs gateway vs LiteLLM (`python bench/latency.py`)", "",
-           f"Run {time.strftime('%Y-%m-%d %H:%M %Z')}, {elapsed_s:.0f} s in all.", "",
-           *machine(litellm_python), "", METHOD, ""]
+           f"Run {time.strftime('%Y-%m-%d %H:%M %Z')}, {len(reps)} repetitions, {elapsed_s:.0f} s in all.", "",
+           *machine(litellm_python),
+           f"* load average (1/5/15 min) before the run {b1:.2f} / {b5:.2f} / {b15:.2f}, after "
+           f"{a1:.2f} / {a5:.2f} / {a15:.2f}" + (" — **the machine was shared with other work: absolute figures are "
+                                                 "noisy, compare the paths of the same run**" if max(b1, a1, b5, a5) > 1.0
+                                                 else ""), ""]
+    if run_note:
+        out += [run_note, ""]
+    out += [METHOD, ""]
     if note:
         out += [f"**LiteLLM:** {note}", ""]
-    out += ["### Latency, one stream at a time (paced script, 30 streams)", "", *_latency_table(results, "latency"), "",
-            "### Latency with 200 streams open at once (crowd: 50 deltas, 50 ms apart)", "", *_latency_table(results, "crowd"), "",
-            "### Throughput and CPU cost (burst script)", "", *_throughput_table(results), "",
-            "Cost split (concurrency 50, linear fit through the two stream lengths; 10 ms CPU ticks, "
-            "so roughly ±0.1 ms per stream):", "", *_cost_split(results), "",
-            "### Memory (crowd phase: 200 streams at once)", "", *_memory_table(results), ""]
-    interpretation = _interpretation(results)
-    if interpretation:
-        out += ["### Interpretation", "", *interpretation, ""]
-    errors = _errors(results)
+    out += ["### Headline (medians of the repetitions; each run's value in brackets)", "",
+            *_headline(reps, proxies), "", *_ratios(reps, proxies), ""]
+    out += ["### Latency, one stream at a time (sequential: 50 deltas 10 ms apart)", "",
+            *_sequential(reps, names), ""]
+    out += ["### Crowd: 200 streams at once, 40 deltas 50 ms apart (paced)", "", *_crowd(reps, names), ""]
+    out += ["### Paced CPU cost (crowd and crowd-long)", "", *_paced(reps, proxies), ""]
+    out += ["### Burst throughput and CPU (50 deltas, no pause)", "", *_burst(reps, proxies), ""]
+    out += ["### Memory and garbage collector (first crowd of each process)", "", *_memory(reps, names), ""]
+    errors = _errors(reps)
     if errors:
         out += ["### Failures", "", *errors, ""]
     return "\n".join(out)
+
+
+def _pair(reps: Sequence[Sequence[PathResult]], name: str, metrics: Sequence[Metric], digits: int) -> str:
+    return " / ".join(_cell(reps, name, m, digits) for m in metrics)
+
+
+def _sequential(reps: Sequence[Sequence[PathResult]], names: Sequence[str]) -> list[str]:
+    rows = ["| path | streams ok | TTF p50 / p95 ms | per-delta latency p50 / p95 / p99 ms | added p50 / p95 ms "
+            "| proxy CPU busy % |", "|---|---|---|---|---|---|"]
+    for name in names:
+        added = "—" if name == "direct" else _pair(reps, name, [added_lag("latency", 50), added_lag("latency", 95)], 3)
+        rows.append(f"| {name} | {_ok(reps, name, 'latency')} | {_pair(reps, name, [ttf('latency', 50), ttf('latency', 95)], 2)} "
+                    f"| {_pair(reps, name, [lag_p('latency', q) for q in (50, 95, 99)], 3)} | {added} "
+                    f"| {'—' if name == 'direct' else _cell(reps, name, busy('latency'), 0)} |")
+    return rows
+
+
+def _crowd(reps: Sequence[Sequence[PathResult]], names: Sequence[str]) -> list[str]:
+    rows = ["| path | streams ok | TTF together p50 / p95 ms | TTF steady p50 / p95 ms (probes) "
+            "| per-delta latency p50 / p95 / p99 ms | added p50 / p99 ms | proxy CPU busy % |",
+            "|---|---|---|---|---|---|---|"]
+    for name in names:
+        added = "—" if name == "direct" else _pair(reps, name, [added_lag("crowd", 50), added_lag("crowd", 99)], 3)
+        rows.append(f"| {name} | {_ok(reps, name, 'crowd')} | {_pair(reps, name, [ttf('crowd', 50), ttf('crowd', 95)], 1)} "
+                    f"| {_pair(reps, name, [ttf('crowd', 50, True), ttf('crowd', 95, True)], 2)} "
+                    f"| {_pair(reps, name, [lag_p('crowd', q) for q in (50, 95, 99)], 3)} | {added} "
+                    f"| {'—' if name == 'direct' else _cell(reps, name, busy('crowd'), 0)} |")
+    return rows
+
+
+def _paced(reps: Sequence[Sequence[PathResult]], proxies: Sequence[str]) -> list[str]:
+    rows = ["| path | crowd CPU s | crowd deltas | **µs per delta, all-in** | crowd-long CPU s | fixed ms per stream "
+            "| **µs per delta, marginal** | deltas per CPU-second (all-in) |", "|---|---|---|---|---|---|---|---|"]
+    for name in proxies:
+        rows.append(
+            f"| {name} | {_cell(reps, name, lambda r, d: r.crowd.proxy_cpu_s if r.crowd else NAN)} "
+            f"| {_cell(reps, name, lambda r, d: float(r.crowd.deltas) if r.crowd else NAN, 0)} "
+            f"| **{_cell(reps, name, cpu_per_delta('crowd'), 0)}** "
+            f"| {_cell(reps, name, lambda r, d: r.crowd_long.proxy_cpu_s if r.crowd_long else NAN)} "
+            f"| {_cell(reps, name, paced_fixed)} | **{_cell(reps, name, paced_marginal, 0)}** "
+            f"| {_cell(reps, name, lambda r, d: 1e6 / cpu_per_delta('crowd')(r, d), 0)} |")
+    return rows
+
+
+def _burst(reps: Sequence[Sequence[PathResult]], proxies: Sequence[str]) -> list[str]:
+    rows = ["| path | deltas per CPU-second at 1 / 50 / 200 | proxy CPU ms per 50-delta stream (c=50) "
+            "| fixed ms per stream | µs per delta |", "|---|---|---|---|---|"]
+    for name in proxies:
+        per_stream: Metric = lambda r, d: (r.throughput[50].proxy_cpu_s * 1000 / len(r.throughput[50].ok)  # noqa: E731
+                                           if 50 in r.throughput and r.throughput[50].ok else NAN)
+        rows.append(f"| {name} | {_pair(reps, name, [burst_per_cpu(c) for c in (1, 50, 200)], 0)} "
+                    f"| {_cell(reps, name, per_stream)} | {_cell(reps, name, lambda r, d: _burst_split(r)[0])} "
+                    f"| {_cell(reps, name, lambda r, d: _burst_split(r)[1], 0)} |")
+    return rows
+
+
+def _memory(reps: Sequence[Sequence[PathResult]], names: Sequence[str]) -> list[str]:
+    rows = ["| path | RSS idle MiB | VmHWM before → after MiB | peak streams open | ΔVmHWM per stream KiB "
+            "| GC passes in the crowds (gen0 / gen1 / gen2) | longest GC pause wall / CPU ms | GC CPU ms in all |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        gens = " / ".join(_cell(reps, name, gc_count(generation), 0) for generation in (0, 1, 2))
+        rows.append(
+            f"| {name} | {_cell(reps, name, lambda r, d: r.rss_idle_kib / 1024, 1)} "
+            f"| {_cell(reps, name, lambda r, d: r.hwm_before_kib / 1024, 1)} → "
+            f"{_cell(reps, name, lambda r, d: r.hwm_after_kib / 1024, 1)} "
+            f"| {_cell(reps, name, lambda r, d: float(r.crowd.peak_streams) if r.crowd else NAN, 0)} "
+            f"| {_cell(reps, name, rss_per_stream, 1)} | {gens} "
+            f"| {_pair(reps, name, [gc_max(0), gc_max(1)], 1)} | {_cell(reps, name, gc_total_cpu, 0)} |")
+    return rows

@@ -16,7 +16,8 @@ from pathlib import Path
 
 START, END = "<!-- latency:start -->", "<!-- latency:end -->"
 LOAD_START, LOAD_END = "<!-- load:start -->", "<!-- load:end -->"
-PROJECT_PACKAGES = ("fastapi", "starlette", "sse-starlette", "uvicorn", "httpx", "pydantic", "orjson", "uvloop")
+PROJECT_PACKAGES = ("fastapi", "starlette", "sse-starlette", "uvicorn", "httpx", "httpcore", "pydantic", "orjson",
+                    "uvloop", "httptools")
 LITELLM_PACKAGES = ("litellm", "fastapi", "uvicorn", "httpx", "openai", "aiohttp", "uvloop")
 
 
@@ -70,6 +71,12 @@ def litellm_versions(python: Path) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     return ", ".join(out.split("\n")).strip(", ")
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages (``/proc/loadavg``): how busy the machine was."""
+    one, five, fifteen = _read("/proc/loadavg").split()[:3] or ("nan", "nan", "nan")
+    return float(one), float(five), float(fifteen)
 
 
 def machine(litellm_python: Path | None) -> list[str]:

@@ -84,16 +84,26 @@ def make_deployment(root: Path, upstream_url: str) -> Path:
     return root
 
 
-def start_gateway(root: Path, upstream_url: str, logs: Path) -> Running:
-    deploy = make_deployment(root / "deploy", upstream_url)
+def start_gateway(root: Path, upstream_url: str, logs: Path, *, name: str = "gateway", src: Path = REPO,
+                  serve_args: tuple[str, ...] = (), gc_log: Path | None = None) -> Running:
+    """``python -m app serve`` from the source tree ``src`` (the project, or a copy of an earlier
+    state for a before/after run) with ``serve_args`` appended; with ``gc_log``, under
+    ``latency_gcprobe`` so its garbage-collector pauses land in that file when it stops."""
+    deploy = make_deployment(root / f"deploy-{name}", upstream_url)
     port = free_port()
-    log = logs / "gateway.log"
-    argv = [sys.executable, "-m", "app", "--dir", str(deploy), "--log-level", "WARNING",
-            "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = spawn(argv, log, env=_env(SERVER_PORT=str(port)), cwd=deploy)
+    log = logs / f"{name}.log"
+    agw = ["--dir", str(deploy), "--log-level", "WARNING", "serve", "--host", "127.0.0.1", "--port", str(port),
+           *serve_args]
+    if gc_log is not None:
+        argv = [sys.executable, str(BENCH / "latency_gcprobe.py"), str(gc_log), *agw]
+    else:
+        argv = [sys.executable, "-m", "app", *agw]
+    env = _env(SERVER_PORT=str(port))
+    env["PYTHONPATH"] = str(src)
+    proc = spawn(argv, log, env=env, cwd=deploy)
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz", proc, log, timeout=60)
-    return Running(proc, Target("gateway", f"{base}/api/ap/query", "gateway", _gateway_body), log)
+    return Running(proc, Target(name, f"{base}/api/ap/query", "gateway", _gateway_body), log)
 
 
 def ensure_litellm(logs: Path) -> Path:

@@ -167,7 +167,9 @@ async def one_stream(client: httpx.AsyncClient, url: str, gate: str, expected: l
                         signalled = True
                         opened.put_nowait(None)
     except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"[:200]
+        cause = exc.__cause__ or exc.__context__
+        result.error = (f"{type(exc).__name__}: {exc}" + (f" ({cause!r})" if cause is not None else "")
+                        + f" after {len(events)} events")[:200]
     finally:
         if not signalled and opened is not None:
             opened.put_nowait(None)  # never leave the level waiting for a stream that died
@@ -380,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-seconds", type=float, default=30.0)
     parser.add_argument("--soak-concurrency", type=int, default=100)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--serve-args", default="",
+                        help="extra `agw serve` options, e.g. '--loop asyncio --http h11' (the pure-Python stack)")
     parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.upstream:
@@ -399,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         upstream_url = ready.split(" ", 1)[1]
         deploy = _deployment(work / "deploy", upstream_url)
         port = free_port()
-        gateway = spawn([sys.executable, "-m", "app", "--dir", str(deploy), "--log-level", "WARNING", "serve"],
+        gateway = spawn([sys.executable, "-m", "app", "--dir", str(deploy), "--log-level", "WARNING", "serve",
+                         *args.serve_args.split()],
                          work / "gateway.log", cwd=deploy,
                          # a load test is one anonymous user with up to 1000 live runs: lift the run caps
                          env=_env(SERVER_PORT=str(port), AGENT_LIMITS_CONCURRENT_RUNS="100000",

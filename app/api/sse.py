@@ -5,18 +5,28 @@ JSON. A ``: heartbeat`` comment flows every ``server.sse-heartbeat-seconds`` (15
 response never buffers: no GZip, ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``.
 When the server shuts down, ``on_shutdown`` is called (the run is cancelled) and the stream
 goes on for up to ``SHUTDOWN_GRACE_SECONDS`` so the client still receives ``run.cancel``.
+
+Hot path (issue 13): each event is encoded once, straight to bytes (``event_frame``: the same
+bytes as sse-starlette's ``ServerSentEvent.encode``, without its ``StringIO`` and regular
+expressions), and sent with one ASGI ``send`` and no per-event timeout scope. The response
+is still sse-starlette's ``EventSourceResponse`` — ping, client disconnect, server shutdown
+with a grace period — with only its data loop replaced (``_FrameResponse``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import anyio
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Send
 
 from app.runs.log import LogEvent
+
+logger = logging.getLogger(__name__)
 
 #: how long a stream may go on after shutdown began, to deliver its terminal event
 SHUTDOWN_GRACE_SECONDS = 3.0
@@ -24,12 +34,22 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 
 
 def encode_event(event: LogEvent) -> ServerSentEvent:
-    """One run event → one SSE message (pure; testable without a server)."""
+    """One run event → one SSE message as sse-starlette builds it (the reference for ``event_frame``)."""
     return ServerSentEvent(
         data=orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS).decode(),
         event="message",
         id=str(event.seq),
     )
+
+
+def event_frame(event: LogEvent) -> bytes:
+    """One run event → the bytes of its SSE message (pure): ``id``, ``event: message``, one ``data`` line.
+
+    orjson never writes a raw CR or LF (they are escaped inside JSON strings), so the data is
+    one line, and ``seq`` is an int: nothing needs the line splitting of ``ServerSentEvent``.
+    """
+    return b"".join((b"id: ", str(event.seq).encode(), b"\r\nevent: message\r\ndata: ",
+                     orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS), b"\r\n\r\n"))
 
 
 def heartbeat() -> ServerSentEvent:
@@ -43,20 +63,51 @@ async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
 
 async def _encoded(
     events: AsyncIterator[LogEvent], shutdown: anyio.Event, on_shutdown: Callable[[], object]
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     watcher = asyncio.create_task(_call_on(shutdown, on_shutdown))
     try:
         async for event in events:
-            yield encode_event(event)
+            yield event_frame(event)
     finally:
         watcher.cancel()
+
+
+class _FrameResponse(EventSourceResponse):
+    """``EventSourceResponse`` whose body is already-encoded frames, each sent as it is.
+
+    sse-starlette's data loop wraps every send in ``anyio.move_on_after(send_timeout)`` — a
+    cancel scope (and two task look-ups) per event even with no timeout set — and re-checks
+    each chunk's type. Here the body yields ``bytes`` only and no send timeout is set, so the
+    loop sends directly. Everything else (ping task, disconnect listener, shutdown watcher and
+    its grace period, HEAD) is the parent's ``__call__``; on a failed send the body iterator is
+    closed first, as in the parent, so the run's stream clean-up runs before the error leaves.
+    """
+
+    async def _stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        body = self.body_iterator
+        try:
+            async for frame in body:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except BaseException:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with anyio.move_on_after(getattr(self, "_cleanup_timeout", None), shield=True):
+                    try:
+                        await aclose()
+                    except Exception:
+                        logger.exception("closing the event stream after a failed send")
+            raise
+        async with self._send_lock:
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def event_stream_response(
     events: AsyncIterator[LogEvent], heartbeat_seconds: float, on_shutdown: Callable[[], object]
 ) -> EventSourceResponse:
     shutdown = anyio.Event()
-    return EventSourceResponse(
+    return _FrameResponse(
         _encoded(events, shutdown, on_shutdown),
         headers=SSE_HEADERS,
         ping=heartbeat_seconds,

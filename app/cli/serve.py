@@ -2,10 +2,16 @@
 
 The listening socket is bound before the app starts, so a busy port is a one-line error
 (exit 2) instead of a started-then-failed gateway.
+
+The event loop and the HTTP parser are chosen at start-up (issue 13): uvloop and httptools
+when they are installed (the extra ``fast``), else asyncio's loop and h11 (pure Python).
+``--loop``/``--http`` force one; the choice is logged at INFO.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import socket
 from typing import Annotated
 
@@ -22,6 +28,31 @@ from app.cli.options import (
     log_unknown_keys,
 )
 from app.config import load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def server_stack(loop: str = "auto", http: str = "auto") -> tuple[str, str]:
+    """The event loop and HTTP implementation to run on: ``auto`` takes the fast one when installed.
+
+    Raises ``ValueError`` for a name that is not one of the choices or a forced one not installed.
+    """
+    if loop not in ("auto", "uvloop", "asyncio"):
+        raise ValueError(f"unknown event loop {loop!r} (auto, uvloop, asyncio)")
+    if http not in ("auto", "httptools", "h11"):
+        raise ValueError(f"unknown HTTP implementation {http!r} (auto, httptools, h11)")
+    for name, forced in (("uvloop", loop), ("httptools", http)):
+        if forced == name and not _installed(name):
+            raise ValueError(f"{name} is not installed (pip install 'agent-gateway[fast]')")
+    if loop == "auto":
+        loop = "uvloop" if _installed("uvloop") else "asyncio"
+    if http == "auto":
+        http = "httptools" if _installed("httptools") else "h11"
+    return loop, http
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -46,6 +77,10 @@ def serve(
     log_level: LogLevelOption = None,
     port: Annotated[int | None, typer.Option("--port", help="HTTP port (default: server.port).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Bind address (default: server.host).")] = None,
+    loop: Annotated[str, typer.Option(
+        "--loop", help="Event loop: auto (uvloop when installed), uvloop or asyncio.")] = "auto",
+    http: Annotated[str, typer.Option(
+        "--http", help="HTTP/1.1 implementation: auto (httptools when installed), httptools or h11.")] = "auto",
 ) -> int:
     """Run the HTTP gateway."""
     level = effective_log_level(ctx)
@@ -59,11 +94,16 @@ def serve(
     app = create_app(settings)  # ConfigError (SPEC §9 fail closed, §12 master secret) stops here
     where = f"{settings.server.host}:{settings.server.port}"
     try:
+        loop, http = server_stack(loop, http)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    try:
         sock = listening_socket(settings.server.host, settings.server.port)
     except OSError as exc:
         raise fail(f"cannot listen on {where}: {exc.strerror or exc}", 2) from None
     server = uvicorn.Server(uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
-                                           log_level=level.lower(), log_config=None))
+                                           log_level=level.lower(), log_config=None, loop=loop, http=http))
+    logger.info("serving on %s with the %s event loop and %s", where, loop, http)
     try:
         server.run(sockets=[sock])
     finally:

@@ -1,0 +1,124 @@
+"""``agw serve`` on both server stacks (issue 13): uvloop + httptools when installed (extra ``fast``),
+asyncio's loop + h11 (pure Python) when forced with ``--loop asyncio --http h11``.
+
+Each stack runs as a real ``python -m app serve`` process and must pass the zero-buffer handshake:
+the upstream withholds delta k+1 until the client has received delta k (order, no clocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli.serve import server_stack
+from app.devtools import FakeUpstream
+from app.devtools.script import Finish, Gate, Text, Usage
+from tests.support.deployment import REPO, agent, write_agent
+from tests.support.sse import stream_events
+
+STACKS = [("asyncio", "h11"), ("uvloop", "httptools")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def serve(deploy: Path, tmp_path: Path) -> Iterator:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*options: str) -> tuple[str, Path]:
+        port, log = _free_port(), tmp_path / f"serve-{len(started)}.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "app", "--dir", str(deploy), "--log-level", "INFO", "serve",
+                 "--host", "127.0.0.1", "--port", str(port), *options],
+                cwd=deploy, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"agw serve exited: {log.read_text(errors='replace')[-2000:]}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return url, log
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "agw serve did not come up"
+            time.sleep(0.05)
+
+    yield start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("loop", "http"), STACKS)
+async def test_zero_buffering_on_each_server_stack(
+    deploy: Path, upstream: FakeUpstream, serve, loop: str, http: str
+) -> None:
+    if loop == "uvloop":  # the extra [fast] (part of [test]); without it only the pure-Python stack runs
+        pytest.importorskip("uvloop")
+        pytest.importorskip("httptools")
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    url, log = serve("--loop", loop, "--http", http)
+    assert f"with the {loop} event loop and {http}" in log.read_text(errors="replace")
+    n = 6
+    script: list = []
+    for k in range(n):
+        script += [Text(f"d{k} "), Gate(f"g{k}")]
+    upstream.enqueue(script + [Usage(1, n), Finish("stop")])
+    received: list[str] = []
+    last: dict = {}
+
+    async def consume() -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            async for event in stream_events(client, f"{url}/api/ap/query", {"agentKey": "plain", "message": "go"}):
+                last.update(event)
+                if event["type"] == "content.delta":
+                    received.append(event["delta"])
+                    upstream.release(f"g{len(received) - 1}")  # only now may delta k+1 leave the upstream
+
+    await asyncio.wait_for(consume(), timeout=60)  # a buffering stack deadlocks; the bound turns it into a failure
+    assert received == [f"d{k} " for k in range(n)]
+    assert last["type"] == "run.complete"
+
+
+def test_auto_takes_the_fast_stack_when_installed_and_a_forced_one_is_kept() -> None:
+    pytest.importorskip("uvloop")
+    pytest.importorskip("httptools")
+    assert server_stack() == ("uvloop", "httptools")
+    assert server_stack("asyncio", "h11") == ("asyncio", "h11")
+    assert server_stack("auto", "h11") == ("uvloop", "h11")
+
+
+@pytest.mark.parametrize(("loop", "http"), [("trio", "auto"), ("auto", "h2")])
+def test_an_unknown_stack_is_refused(loop: str, http: str) -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        server_stack(loop, http)
+
+
+def test_an_unknown_stack_stops_serve_with_a_clear_error(deploy: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "--dir", str(deploy), "serve", "--port", str(_free_port()), "--loop", "trio"],
+        cwd=deploy, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert b"unknown event loop 'trio'" in done.stderr
