@@ -18,14 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Browser, Page, expect
 
 from app.devtools import FakeUpstream, demo_responder
-from app.errors import ToolError
 from app.tools import mocks
-from app.tools.browser import launch_chromium
 from tests.support.deployment import make_deployment
+from tests.support.browser import checked_page, headless_chromium
 from tests.support.server import GatewayServer
 from tests.tools.conftest import REPO
 
@@ -69,30 +67,14 @@ def test_viewport_speaks_english(key: str) -> None:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        try:
-            instance = await launch_chromium(playwright)
-        except (ToolError, PlaywrightError) as exc:
-            pytest.skip(f"viewport browser tests need headless Chromium, which cannot be launched here: {exc}")
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    async with headless_chromium("viewport browser tests") as instance:
+        yield instance
 
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh page; any uncaught script error on it fails the test."""
-    context = await browser.new_context()
-    tab = await context.new_page()
-    tab.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    async with checked_page(browser, WAIT_MS) as tab:
         yield tab
-    finally:
-        await context.close()
-    assert errors == [], errors
 
 
 async def test_cards_render_their_tool_result(page: Page) -> None:

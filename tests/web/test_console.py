@@ -20,16 +20,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Browser, Page, Route, expect
 
 from app.devtools import FakeUpstream
 from app.devtools.script import Finish, Gate, Reasoning, Text, Usage, http_error_script, text_script
-from app.errors import ToolError
-from app.tools.browser import launch_chromium
 from tests.engine.helpers import call, tool_message
 from tests.security.support import ISSUER, mint, rsa_pair
 from tests.support.deployment import agent, write_agent
+from tests.support.browser import checked_page, headless_chromium
 from tests.support.server import GatewayServer
 
 #: generous upper bound for one DOM wait; only turns a hang into a failure
@@ -39,32 +37,14 @@ NO_TOOLS: dict[str, list[str]] = {"backends": [], "frontends": [], "actions": []
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        try:
-            instance = await launch_chromium(playwright)
-        except (ToolError, PlaywrightError) as exc:
-            reason = f"web console tests need headless Chromium, which cannot be launched here: {exc}"
-            print(reason)
-            pytest.skip(reason)
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    async with headless_chromium("web console tests") as instance:
+        yield instance
 
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh page; any uncaught script error on it fails the test."""
-    context = await browser.new_context()
-    tab = await context.new_page()
-    tab.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    async with checked_page(browser, WAIT_MS) as tab:
         yield tab
-    finally:
-        await context.close()
-    assert errors == [], errors
 
 
 async def open_console(page: Page, gw: GatewayServer, agent_key: str) -> None:

@@ -8,16 +8,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Browser, Page, expect
 
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script
-from app.errors import ToolError
-from app.tools.browser import launch_chromium
 from tests.engine.helpers import call
 from tests.files.support import FILE_TOOLS
 from tests.support.deployment import agent, write_agent
+from tests.support.browser import checked_page, headless_chromium
 from tests.support.server import GatewayServer
 from tests.web.test_console import WAIT_MS, answer, ask, open_console
 
@@ -26,30 +24,14 @@ NOTES = b"Shipment 42 leaves on Friday.\n"
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        try:
-            instance = await launch_chromium(playwright)
-        except (ToolError, PlaywrightError) as exc:
-            pytest.skip(f"web console tests need headless Chromium, which cannot be launched here: {exc}")
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    async with headless_chromium("web console tests") as instance:
+        yield instance
 
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh page that accepts downloads; any uncaught script error on it fails the test."""
-    context = await browser.new_context(accept_downloads=True)
-    tab = await context.new_page()
-    tab.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    async with checked_page(browser, WAIT_MS, accept_downloads=True) as tab:
         yield tab
-    finally:
-        await context.close()
-    assert errors == [], errors
 
 
 async def drop_file(page: Page, name: str, text: str) -> None:

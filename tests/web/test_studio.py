@@ -18,15 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Browser, Page, expect
 
 from app.devtools import FakeUpstream
 from app.devtools.script import Finish, Gate, Text, text_script
-from app.errors import ToolError
-from app.tools.browser import launch_chromium
 from tests.engine.helpers import call
 from tests.support.deployment import agent, write_agent
+from tests.support.browser import checked_page, headless_chromium
 from tests.support.server import GatewayServer
 from tests.web.test_console import WAIT_MS, answer, ask, open_console
 
@@ -37,30 +35,14 @@ DURATION = re.compile(r"^(\d+ ms|\d+\.\d+ s)$")
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        try:
-            instance = await launch_chromium(playwright)
-        except (ToolError, PlaywrightError) as exc:
-            pytest.skip(f"studio tests need headless Chromium, which cannot be launched here: {exc}")
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    async with headless_chromium("studio tests") as instance:
+        yield instance
 
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh page; any uncaught script error on it fails the test."""
-    context = await browser.new_context()
-    tab = await context.new_page()
-    tab.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    async with checked_page(browser, WAIT_MS) as tab:
         yield tab
-    finally:
-        await context.close()
-    assert errors == [], errors
 
 
 def run_tools(page: Page, index: int = -1) -> Any:
