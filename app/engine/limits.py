@@ -45,29 +45,40 @@ class Counters(Protocol):
 
 
 class MemoryCounters:
-    """Sliding windows in this process: per key, ``(time, amount)`` entries newer than the window."""
+    """Sliding windows in this process: per key, ``(time, amount)`` entries newer than the window.
+
+    Each key also keeps the running sum of its entries, so ``total`` costs the entries it
+    drops, not the entries it counts: a busy model's minute or a user's whole day of calls
+    is not summed again on every check.
+    """
 
     def __init__(self) -> None:
         self._entries: dict[str, deque[tuple[float, int]]] = {}
+        self._sums: dict[str, int] = {}
 
     async def add(self, key: str, amount: int, now: float) -> None:
         self._entries.setdefault(key, deque()).append((now, amount))
+        self._sums[key] = self._sums.get(key, 0) + amount
 
-    def _pruned(self, key: str, since: float) -> deque[tuple[float, int]]:
+    def _prune(self, key: str, since: float) -> deque[tuple[float, int]] | None:
         entries = self._entries.get(key)
         if entries is None:
-            return deque()
+            return None
+        dropped = 0
         while entries and entries[0][0] <= since:
-            entries.popleft()
+            dropped += entries.popleft()[1]
         if not entries:
-            del self._entries[key]
+            del self._entries[key], self._sums[key]
+            return None
+        if dropped:
+            self._sums[key] -= dropped
         return entries
 
     async def total(self, key: str, since: float) -> int:
-        return sum(amount for _, amount in self._pruned(key, since))
+        return self._sums[key] if self._prune(key, since) is not None else 0
 
     async def oldest(self, key: str, since: float) -> float | None:
-        entries = self._pruned(key, since)
+        entries = self._prune(key, since)
         return entries[0][0] if entries else None
 
 
