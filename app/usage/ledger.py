@@ -7,12 +7,14 @@ A line: ``ts`` (epoch ms, when the call ended; its UTC date names the file), ``r
 ``durationMs``, ``ttftMs`` (``null`` when no delta arrived), ``status`` (``ok`` | ``error``)
 and, for errors, ``errorCode``.
 
-Writing: ``record`` only hands the dict to the ledger's one writer thread, so the engine never
-waits for the disk and lines never interleave. Each line reaches the file with a single
-``write`` on an ``O_APPEND`` descriptor (no user-space buffer to flush). A crash can still
-leave a torn last line: the reader skips it with a warning, and the next append first ends
-it with a newline. ``flush()`` waits for every line recorded so far (a query made after a
-run ended sees that run's calls).
+Writing: ``record`` only puts the dict on a queue (no future, no lock: it is on every model
+call's path) for the ledger's one writer thread, so the engine never waits for the disk and
+lines never interleave. The writer takes whatever is queued at once and writes it with one
+``write`` per day file on an ``O_APPEND`` descriptor that stays open (no user-space buffer to
+flush; reopened when the day changes). A crash can still leave a torn last line: the reader
+skips it with a warning, and the first append after opening the file ends it with a newline.
+``flush()`` waits for every line recorded so far (a query made after a run ended sees that
+run's calls).
 
 Reading: ``lines(day)`` streams one day's file; a query reads only the files of its range.
 """
@@ -22,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,12 @@ class UsageLedger:
 
     def __init__(self, directory: Path) -> None:
         self._dir = Path(directory)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-ledger")
+        self._queue: queue.SimpleQueue[dict[str, Any] | Future[None] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._fd: int | None = None
+        self._fd_path: Path | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="usage-ledger", daemon=True)
+        self._thread.start()
 
     @property
     def directory(self) -> Path:
@@ -58,40 +67,84 @@ class UsageLedger:
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one line for the writer thread; returns at once and never raises."""
-        try:
-            self._writer.submit(self._append_sync, entry)
-        except RuntimeError:  # shut down: a call that ended after the gateway closed
+        if self._closed:  # a call that ended after the gateway closed
             logger.warning("usage ledger closed: the model call of run %s is not recorded", entry.get("runId"))
+            return
+        self._queue.put(entry)
 
     async def flush(self) -> None:
         """Wait until every line recorded before this call is written."""
-        try:
-            future = self._writer.submit(_nothing)
-        except RuntimeError:
+        if self._closed:
             return
-        await asyncio.wrap_future(future)
+        done: Future[None] = Future()
+        self._queue.put(done)
+        await asyncio.wrap_future(done)
 
     def close(self) -> None:
         """Write what is queued and stop the writer thread."""
-        self._writer.shutdown(wait=True)
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
 
-    def _append_sync(self, entry: dict[str, Any]) -> None:
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while True:  # everything queued meanwhile goes out with the same write
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines: dict[Path, list[bytes]] = {}
+            waiting: list[Future[None]] = []
+            for item in batch:
+                if item is None:
+                    stop = True
+                elif isinstance(item, Future):
+                    waiting.append(item)
+                else:
+                    self._encode(item, lines)
+            for path, chunks in lines.items():
+                self._append(path, b"".join(chunks))
+            for future in waiting:
+                if future.set_running_or_notify_cancel():  # False: the flush was cancelled meanwhile
+                    future.set_result(None)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _encode(self, entry: dict[str, Any], lines: dict[Path, list[bytes]]) -> None:
         try:
-            data = orjson.dumps(entry) + b"\n"
             path = self.path_for(day_of(int(entry["ts"])))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
+            lines.setdefault(path, []).append(orjson.dumps(entry) + b"\n")
+        except (TypeError, ValueError, KeyError) as exc:
+            logger.error("usage ledger: could not record a call of run %s: %s", entry.get("runId"), exc)
+
+    def _append(self, path: Path, data: bytes) -> None:
+        try:
+            if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+                logger.warning("%s was removed while open; writing a new file", path.name)
+                os.close(self._fd)
+                self._fd = None
+            if self._fd_path != path or self._fd is None:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                self._fd, self._fd_path = fd, path
                 size = os.fstat(fd).st_size
                 if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                     logger.warning("%s: last line was cut short (crash?); starting a new line", path.name)
                     data = b"\n" + data
-                while data:  # a regular file takes it in one write; loop only for the pathological case
-                    data = data[os.write(fd, data):]
-            finally:
-                os.close(fd)
-        except (OSError, TypeError, ValueError, KeyError) as exc:
-            logger.error("usage ledger: could not record a call of run %s: %s", entry.get("runId"), exc)
+            while data:  # a regular file takes it in one write; loop only for the pathological case
+                data = data[os.write(self._fd, data):]
+        except OSError as exc:
+            logger.error("usage ledger: could not write %s: %s", path.name, exc)
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = self._fd_path = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -118,7 +171,3 @@ class UsageLedger:
                     yield value
                 else:
                     logger.warning("%s: line %d skipped (not an object)", path.name, number)
-
-
-def _nothing() -> None:
-    return None
