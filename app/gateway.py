@@ -26,7 +26,7 @@ from app.engine.context import RunServices
 from app.engine.limits import RateLimiter
 from app.engine.routing import ModelRouter
 from app.logs import apply_format as apply_log_format
-from app.llm.network import streaming_transport
+from app.llm.network import shared_client
 from app.runs import RunService
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
@@ -60,9 +60,7 @@ class Gateway:
         self._collector = CollectorTuning()
         limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
         # issue 13: httpx over a lean network backend and a linear pool (app/llm/network.py)
-        self.http = httpx.AsyncClient(
-            limits=limits, timeout=httpx.Timeout(60.0, connect=10.0), transport=streaming_transport(limits),
-        )
+        self.http = shared_client(limits, httpx.Timeout(60.0, connect=10.0))
         self.chats = ChatStore(self.settings.chats_dir, self.settings.memory.chat.charset)
         self.submits = SubmitRegistry()
         self.services = RunServices(

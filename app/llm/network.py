@@ -24,6 +24,7 @@ which httpx maps to its own as with the default backend.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import socket
 import ssl
 from collections import deque
@@ -317,4 +318,16 @@ def streaming_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
     return StreamingTransport(limits)
 
 
-__all__ = ["HIGH_WATER", "LOW_WATER", "LeanBackend", "LeanStream", "LinearPool", "StreamingTransport", "streaming_transport"]
+def shared_client(limits: httpx.Limits, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The gateway's one upstream client, shared by every user's runs: on the lean transport, and
+    with no cookie jar worth the name. httpx keeps the cookies a server sets and sends them on
+    every later request to that server, so a provider's (or a tool's target's) session or
+    load-balancer cookie set during one user's call would ride along on the next user's call;
+    a policy that accepts no domain keeps the jar empty."""
+    client = httpx.AsyncClient(limits=limits, timeout=timeout, transport=streaming_transport(limits))
+    client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return client
+
+
+__all__ = ["HIGH_WATER", "LOW_WATER", "LeanBackend", "LeanStream", "LinearPool", "StreamingTransport", "shared_client",
+           "streaming_transport"]

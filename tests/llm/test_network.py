@@ -30,7 +30,9 @@ from app.devtools.script import Disconnect, Finish, Stall, Text, Usage, http_err
 from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, UpstreamTimeout
 from app.llm.client import stream_chat
 from app.llm.deltas import ContentDelta
-from app.llm.network import HIGH_WATER, LOW_WATER, LeanStream, LinearPool, StreamingTransport, _Protocol
+from app.llm.network import (
+    HIGH_WATER, LOW_WATER, LeanStream, LinearPool, StreamingTransport, _Protocol, shared_client,
+)
 from tests.llm.support import make_request
 
 LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
@@ -299,3 +301,38 @@ def _decide(cls: type[httpcore.AsyncConnectionPool], seed: int) -> Any:
 @pytest.mark.parametrize("seed", range(300))
 def test_linear_pool_decides_exactly_as_httpcore(seed: int) -> None:
     assert _decide(LinearPool, seed) == _decide(httpcore.AsyncConnectionPool, seed)
+
+
+async def _cookie_server(seen: list[str | None]) -> asyncio.Server:
+    """Answers every request with ``Set-Cookie: session=alice`` and records its ``Cookie`` header."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            lines = head.decode().split("\r\n")
+            seen.append(next((line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("cookie:")),
+                             None))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: session=alice; Path=/\r\n\r\nok")
+            await writer.drain()
+            if reader.at_eof():
+                break
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["gateway-client", "plain-httpx-control"])
+async def test_attack_a_cookie_set_during_one_users_call_rides_on_the_next_users_call(shared: bool) -> None:
+    """The shared client must not carry cookies between calls (the control shows httpx would)."""
+    seen: list[str | None] = []
+    server = await _cookie_server(seen)
+    port = server.sockets[0].getsockname()[1]
+    client = shared_client(LIMITS, httpx.Timeout(10.0)) if shared else httpx.AsyncClient()
+    try:
+        for _ in range(2):  # alice's call, then bob's
+            response = await client.get(f"http://127.0.0.1:{port}/v1/chat/completions")
+            assert response.status_code == 200 and response.headers["set-cookie"].startswith("session=alice")
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert seen == ([None, None] if shared else [None, "session=alice"])
