@@ -29,13 +29,13 @@ from ag_ui.core import BaseEvent, RunAgentInput
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
 from app.adapters.agui import AguiTranslator, ToolAnswers, UserTurn, query_of, read_turn, resume_after
 from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import fail
-from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS
+from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, FrameResponse
 from app.contract.events import Stamped
 from app.errors import NotFoundError, RequestError, RunLimitExceeded
 from app.gateway import Gateway
@@ -193,7 +193,7 @@ def _stream(gateway: Gateway, run: Run, translator: AguiTranslator, client_run_i
     """One AG-UI run as SSE: ``data:`` frames only, ``\\n`` line ends (what AG-UI clients split on),
     heartbeat comments while nothing flows, no buffering (``app.api.sse``)."""
     shutdown = anyio.Event()
-    return EventSourceResponse(
+    return FrameResponse(
         _frames(gateway, run, translator, client_run_id, after, shutdown),
         headers={**SSE_HEADERS, "X-Run-Id": run.run_id, "X-Chat-Id": run.chat_id},
         ping=gateway.settings.server.sse_heartbeat_seconds,

@@ -28,7 +28,6 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from app.adapters.openai_chat import (
@@ -42,7 +41,7 @@ from app.adapters.openai_chat import (
 )
 from app.api.auth import current_user
 from app.api.body import read_json
-from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, heartbeat
+from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, FrameResponse, heartbeat
 from app.catalog.definitions import AgentDefinition
 from app.contract.events import Stamped
 from app.errors import GatewayError, NotFoundError, RequestError, RunLimitExceeded, describe_validation_error
@@ -140,8 +139,11 @@ def _watching(gateway: Gateway, run: Run) -> contextlib.aclosing[AsyncGenerator[
 # ----------------------------------------------------------------------------- streaming
 
 
-def _encode(frame: Frame) -> ServerSentEvent:
-    return ServerSentEvent(data=frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+def _encode(frame: Frame) -> bytes:
+    """One ``data:`` message (no ``event:`` line, as OpenAI sends them), the bytes sse-starlette's
+    ``ServerSentEvent(data=...)`` would write: orjson writes no raw CR/LF, so the data is one line."""
+    data = frame.encode() if isinstance(frame, str) else orjson.dumps(frame)
+    return b"data: " + data + b"\r\n\r\n"
 
 
 async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
@@ -150,7 +152,7 @@ async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
 
 
 async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream,
-                  shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+                  shutdown: anyio.Event) -> AsyncIterator[bytes]:
     # server shutdown cancels the run, so the client still gets its end within the grace period
     watcher = asyncio.create_task(_call_on(shutdown, run.cancel))
     try:
@@ -167,7 +169,7 @@ def _chunk_stream(gateway: Gateway, run: Run, chunks: ChunkStream, headers: dict
     """SSE ``data:`` frames without ``event:`` lines, as OpenAI sends them; heartbeat comments
     (which the SDK skips) while nothing flows; no buffering (``app.api.sse``)."""
     shutdown = anyio.Event()
-    return EventSourceResponse(
+    return FrameResponse(
         _frames(gateway, run, chunks, shutdown),
         headers={**SSE_HEADERS, **headers},
         ping=gateway.settings.server.sse_heartbeat_seconds,

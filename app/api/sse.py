@@ -10,7 +10,8 @@ Hot path (issue 13): each event is encoded once, straight to bytes (``event_fram
 bytes as sse-starlette's ``ServerSentEvent.encode``, without its ``StringIO`` and regular
 expressions), and sent with one ASGI ``send`` and no per-event timeout scope. The response
 is still sse-starlette's ``EventSourceResponse`` — ping, client disconnect, server shutdown
-with a grace period — with only its data loop replaced (``_FrameResponse``).
+with a grace period — with only its data loop replaced (``FrameResponse``). The OpenAI and AG-UI endpoints send
+their own frames through the same ``FrameResponse``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ async def _encoded(
         watcher.cancel()
 
 
-class _FrameResponse(EventSourceResponse):
+class FrameResponse(EventSourceResponse):
     """``EventSourceResponse`` whose body is already-encoded frames, each sent as it is.
 
     sse-starlette's data loop wraps every send in ``anyio.move_on_after(send_timeout)`` — a
@@ -107,7 +108,7 @@ def event_stream_response(
     events: AsyncIterator[LogEvent], heartbeat_seconds: float, on_shutdown: Callable[[], object]
 ) -> EventSourceResponse:
     shutdown = anyio.Event()
-    return _FrameResponse(
+    return FrameResponse(
         _encoded(events, shutdown, on_shutdown),
         headers=SSE_HEADERS,
         ping=heartbeat_seconds,

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import orjson
+from sse_starlette import ServerSentEvent
 
+from app.api.openai_routes import _encode
 from app.api.sse import encode_event, heartbeat
 from app.contract.events import ContentDeltaEvent, Stamped
 from app.devtools import FakeUpstream
@@ -58,3 +60,11 @@ async def test_headers_and_heartbeat_while_a_frontend_tool_waits(
     seen = await asyncio.wait_for(read(), timeout=60)
     assert ": heartbeat" in seen
     assert any('"run.complete"' in line for line in seen)
+
+
+def test_openai_frames_are_the_bytes_sse_starlette_would_write() -> None:
+    """The OpenAI endpoint encodes its own frames (issue 13); they must stay what the SDK parses."""
+    frames = ["[DONE]", {"id": "c1", "choices": [{"delta": {"content": "a\nb\r\u2028é"}}]}, {"x": None}]
+    for frame in frames:
+        expected = ServerSentEvent(data=frame if isinstance(frame, str) else orjson.dumps(frame).decode()).encode()
+        assert _encode(frame) == expected
