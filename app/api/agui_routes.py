@@ -68,7 +68,7 @@ async def run_agent(request: Request, agent_key: Annotated[str, Path(alias="agen
     if isinstance(turn, ToolAnswers):
         return await _answer(gateway, agent_key, thread_id, body.run_id, turn, user)
     try:
-        run = await _start(gateway, agent_key, thread_id, turn, user)
+        run = await _start(gateway, agent_key, thread_id, turn, user, request.headers.get("traceparent"))
     except RunLimitExceeded as exc:
         refused = fail(exc.status, exc.code, exc.message)
         refused.headers["Retry-After"] = str(exc.retry_after_seconds)
@@ -76,12 +76,14 @@ async def run_agent(request: Request, agent_key: Annotated[str, Path(alias="agen
     return _stream(gateway, run, AguiTranslator(thread_id), body.run_id, after=0)
 
 
-async def _start(gateway: Gateway, agent_key: str, thread_id: str, turn: UserTurn, user: str) -> Run:
+async def _start(gateway: Gateway, agent_key: str, thread_id: str, turn: UserTurn, user: str,
+                 traceparent: str | None) -> Run:
+    """A new run on the thread; a W3C ``traceparent`` makes it part of the caller's trace (SPEC §19)."""
     if await asyncio.to_thread(gateway.chats.chat_meta, thread_id) is None:
         return await gateway.runs.start(query_of(agent_key, None, turn.text), user, new_chat_id=thread_id,
-                                        history=turn.history or None)
+                                        history=turn.history or None, traceparent=traceparent)
     await _abandon_client_wait(gateway.runs, thread_id, user)
-    return await gateway.runs.start(query_of(agent_key, thread_id, turn.text), user)
+    return await gateway.runs.start(query_of(agent_key, thread_id, turn.text), user, traceparent=traceparent)
 
 
 async def _abandon_client_wait(runs: RunService, thread_id: str, user: str) -> None:

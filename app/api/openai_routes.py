@@ -119,7 +119,9 @@ async def chat_completions(request: Request, user: str = Depends(current_user)) 
             turn = to_run_request(body, request.headers.get("x-chat-id", "").strip() or None)
         except ValidationError as exc:
             raise RequestError(f"invalid request: {describe_validation_error(exc, 'body')}") from exc
-        run = await gateway.runs.start(turn.query, user, history=turn.history)
+        # SPEC §19: a W3C traceparent makes the run part of the caller's trace, as on /api/ap/query
+        run = await gateway.runs.start(turn.query, user, history=turn.history,
+                                       traceparent=request.headers.get("traceparent"))
     except GatewayError as exc:
         return _refusal(exc)
     headers = {"X-Chat-Id": run.chat_id, "X-Run-Id": run.run_id}

@@ -341,3 +341,20 @@ async def test_the_gateway_stream_of_the_same_run_is_unchanged(
     own = await _run_watch(client, gw, events[3].event["runId"])
     assert types(own) == ["request.query", "chat.start", "run.start", "content.start", "content.delta",
                           "content.delta", "content.end", "run.complete"]
+
+
+async def test_traceparent_makes_the_run_part_of_the_callers_trace_on_new_and_continued_threads(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """SPEC §19 on the AG-UI endpoint as on /api/ap/query: the caller's trace id is the run's."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    for n, trace_id in enumerate(("4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c")):
+        upstream.enqueue(text_script([f"answer {n}"]))
+        body = user_input("thread-traced", f"question {n}", run_id=f"r-{n}")
+        async with aconnect_sse(client, "POST", f"{gw.url}/ag-ui/plain", json=body,
+                                headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}) as source:
+            events = [parse_event(sse.data) async for sse in source.aiter_sse() if sse.data]
+        run_start = next(e.event for e in events if kinds([e]) == ["RAW"] and e.event["type"] == "run.start")
+        assert run_start["traceId"] == trace_id and run_start["chatId"] == "thread-traced"
+        assert _text(events) == [f"answer {n}"]

@@ -484,3 +484,20 @@ async def _first_run_id(client: httpx.AsyncClient, gw: GatewayServer) -> str:
             return run_id
         await asyncio.sleep(0.02)  # pacing only; the bound is the number of attempts
     raise AssertionError(f"no run appeared after {POLLS} attempts")
+
+
+async def test_traceparent_makes_the_run_part_of_the_callers_trace(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient,
+) -> None:
+    """SPEC §19 on the OpenAI endpoint as on /api/ap/query: the caller's trace id is the run's."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    upstream.enqueue(text_script(["traced"]))
+    raw = await sdk(gw).chat.completions.with_raw_response.create(
+        model="plain", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert raw.parse().choices[0].message.content == "traced"
+    events = await asyncio.wait_for(watch_run(client, gw, raw.headers["x-run-id"]), HANG)
+    run_start = next(event for event in events if event["type"] == "run.start")
+    assert run_start["traceId"] == trace_id
