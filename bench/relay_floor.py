@@ -1,0 +1,205 @@
+"""The floor under the hot-path targets (issue 13): what relaying one paced delta costs any
+Python process on this machine, measured beside the gateway in one run.
+
+``python bench/relay_floor.py`` (project venv; ``--repeat 3``). Three paths to the same
+stamping fake upstream (``latency_upstream``), the same crowd as ``bench/latency.py`` (200
+streams at once, 120 deltas 50 ms apart) and the same thin client:
+
+* ``direct`` — the client reads the upstream; the CPU column is the *upstream's* (what producing
+  one paced delta costs a Python asyncio server);
+* ``relay`` — a TCP relay on uvloop protocols in its own process (``relay`` mode of this
+  script): no tasks, no parsing, no HTTP — each chunk the upstream sends is written to the
+  client from the socket callback. One receive and one send per delta: the floor for any
+  process that forwards tokens;
+* ``gateway`` — ``python -m app serve`` on the bench deployment, as in ``bench/latency.py``.
+
+Prints CPU per delta of the process in the middle (utime+stime from ``/proc``, 10 ms ticks),
+the one-way latency p50/p99 of each path, and writes the table to ``bench/RESULTS.md`` between
+``<!-- relay-floor:start -->`` and ``<!-- relay-floor:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from latency_client import Target, run_crowd, run_load
+from latency_proc import cpu_seconds, free_port, stop
+from latency_report import load_average, percentile, replace_section
+from latency_targets import _openai_body, start_gateway, start_upstream
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+START, END = "<!-- relay-floor:start -->", "<!-- relay-floor:end -->"
+STREAMS, DELTAS, PACE_S = 200, 120, 0.05
+
+
+# ------------------------------------------------------------------------------ the relay
+
+
+class _Upstream(asyncio.Protocol):
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.client.transport is not None:
+            self.client.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client.transport is not None:
+            self.client.transport.close()
+
+
+class _Client(asyncio.Protocol):
+    """One client connection: opens its own connection to the upstream and pipes both ways."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.transport: asyncio.Transport | None = None
+        self.upstream: _Upstream | None = None
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, upstream = await loop.create_connection(lambda: _Upstream(self), self.host, self.port)
+        self.upstream = upstream
+        for data in self.pending:
+            upstream.transport.write(data)  # type: ignore[union-attr]
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.close()
+
+
+def relay(host: str, port: int, listen_port: int) -> None:
+    import uvloop
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(lambda: _Client(host, port), "127.0.0.1",
+                                                                listen_port)
+        print("READY", flush=True)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+async def _crowd(target: Target, pid: int) -> tuple[float, list[int], int]:
+    before = cpu_seconds(pid)
+    samples, _, _ = await run_crowd(target, f"crowd pace={PACE_S} deltas={DELTAS}", streams=STREAMS,
+                                    probe_message="x", probes=0, timeout_s=300)
+    cpu = cpu_seconds(pid) - before
+    errors = sum(1 for sample in samples if sample.error)
+    lags = [lag for sample in samples for lag in sample.lags_ns]
+    return cpu / max(1, len(lags)) * 1e6, lags, errors
+
+
+async def measure(repeat: int) -> dict[str, list[tuple[float, float, float, int]]]:
+    work = Path(tempfile.mkdtemp(prefix="agw-floor-"))
+    upstream, url = start_upstream(work)
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    listen = free_port()
+    relay_proc = subprocess.Popen([sys.executable, __file__, "relay", host, port, str(listen)],
+                                  stdout=subprocess.PIPE)
+    assert relay_proc.stdout is not None
+    if relay_proc.stdout.readline().strip() != b"READY":
+        raise RuntimeError("the relay did not start")
+    gateway = start_gateway(work, url, work)
+    paths = {
+        "direct": (upstream.target, upstream.proc.pid),
+        "relay": (Target("relay", f"http://127.0.0.1:{listen}/v1/chat/completions", "openai",
+                         _openai_body("fake-gpt")), relay_proc.pid),
+        "gateway": (gateway.target, gateway.proc.pid),
+    }
+    results: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in paths}
+    try:
+        for target, _ in paths.values():  # warm-up
+            await run_load(target, "burst deltas=20", concurrency=5, per_worker=4, timeout_s=60)
+        for _ in range(repeat):
+            for name, (target, pid) in paths.items():
+                us, lags, errors = await _crowd(target, pid)
+                results[name].append((us, percentile(lags, 50) / 1e6, percentile(lags, 99) / 1e6, errors))
+                print(f"[{name}] {us:.1f} µs CPU per delta, p50 {results[name][-1][1]:.2f} ms, "
+                      f"p99 {results[name][-1][2]:.2f} ms, {errors} failed streams", flush=True)
+    finally:
+        relay_proc.kill()
+        relay_proc.wait()
+        stop(gateway.proc)
+        stop(upstream.proc)
+    return results
+
+
+def render(results: dict[str, list[tuple[float, float, float, int]]], repeat: int,
+           loads: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+    rows = []
+    labels = {"direct": "direct (CPU: the upstream producing)", "relay": "relay (CPU: the relay)",
+              "gateway": "gateway (CPU: the gateway)"}
+    for name, runs in results.items():
+        cpu = statistics.median(run[0] for run in runs)
+        each = " / ".join(f"{run[0]:.0f}" for run in runs)
+        p50 = statistics.median(run[1] for run in runs)
+        p99 = statistics.median(run[2] for run in runs)
+        failed = sum(run[3] for run in runs)
+        rows.append(f"| {labels[name]} | {cpu:.0f} ({each}) | {p50:.2f} | {p99:.2f} | {failed} |")
+    return "\n".join([
+        "## The floor under a paced delta (`python bench/relay_floor.py`)",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {repeat} repetitions; load average before "
+        f"{' / '.join(f'{v:.2f}' for v in loads[0])}, after {' / '.join(f'{v:.2f}' for v in loads[1])}. "
+        f"{STREAMS} streams at once, {DELTAS} deltas {PACE_S * 1000:.0f} ms apart, the client of "
+        "`bench/latency.py`. *relay* is a TCP relay on uvloop protocols (no tasks, no parsing): the "
+        "least any process can spend to forward one paced delta here.",
+        "",
+        "| path | CPU per delta, µs, median (each run) | latency p50 ms | latency p99 ms | failed streams |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "Latency is one-way, from the upstream's send stamp to the client's arrival time, so the rows "
+        "include the client's own queueing. The relay can come out *faster* than direct, because two "
+        "processes share the work of 200 streams.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["relay"]:
+        relay(args[1], int(args[2]), int(args[3]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    options = parser.parse_args(args)
+    before = load_average()
+    results = asyncio.run(measure(options.repeat))
+    report = render(results, options.repeat, (before, load_average()))
+    print(report)
+    if not options.no_write:
+        replace_section(RESULTS, START, END, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
