@@ -8,8 +8,11 @@ Every answer carries ``X-Run-Id`` (the gateway's run) and ``X-Chat-Id``.
 * Last message ``user`` → a new run of ``agentKey``. A run of the thread still waiting for
   the client's tool calls is cancelled first: the client moved on without answering them.
 * Last messages ``tool`` → the answers to the client tool calls the thread's run waits for
-  (``runs.submit``); the continuation streams as a new AG-UI run. A call no run of the
-  thread waits for is answered with ``RUN_STARTED`` + ``RUN_ERROR``.
+  (``runs.deliver_submit``); the continuation streams as a new AG-UI run. A call no run of the
+  thread waits for is answered with ``RUN_STARTED`` + ``RUN_ERROR``. In a cluster (SPEC §16)
+  the run may live on another instance: it is found, answered and watched through Redis like
+  the native ``/api/ap/submit`` and ``/api/ap/chat/stream``; a client that leaves such a
+  continuation early does not cancel the run (its wait still ends it with the usual timeout).
 
 A frontend tool call ends the AG-UI run (``RUN_FINISHED`` with ``pendingToolCallIds``) while
 the gateway run keeps waiting; a client that goes away in the middle of a stream cancels the
@@ -41,6 +44,8 @@ from app.errors import NotFoundError, RequestError, RunLimitExceeded
 from app.gateway import Gateway
 from app.paths import check_key
 from app.runs import Run, RunService
+from app.runs.log import LogEvent
+from app.runs.remote import RemoteRun
 
 router = APIRouter()
 
@@ -89,10 +94,10 @@ async def _start(gateway: Gateway, agent_key: str, thread_id: str, turn: UserTur
 async def _abandon_client_wait(runs: RunService, thread_id: str, user: str) -> None:
     """A new user message on a thread whose run waits for client tool results cancels that run."""
     try:
-        live = runs.active_in_chat(thread_id, user)
+        live = await runs.locate_active_in_chat(thread_id, user)
     except NotFoundError:
         return
-    if runs.status(live) == "waiting":
+    if (await runs.describe_any(live))["status"] == "waiting":
         await runs.interrupt(live.run_id, user)
 
 
@@ -101,7 +106,7 @@ async def _answer(gateway: Gateway, agent_key: str, thread_id: str, client_run_i
     runs = gateway.runs
     ids = ", ".join(turn.tool_call_ids)
     try:
-        run = runs.active_in_chat(thread_id, user)
+        run = await runs.locate_active_in_chat(thread_id, user)
     except NotFoundError:
         return _refused(thread_id, client_run_id, f"no run of thread {thread_id} is waiting for tool call(s) {ids}: "
                         "the run ended, its wait timed out, or the thread is unknown")
@@ -113,7 +118,7 @@ async def _answer(gateway: Gateway, agent_key: str, thread_id: str, client_run_i
                         f"tool call(s) {ids}")
     translator, after = found
     waiting = set(translator.pending_tool_calls)
-    outcomes = [(answer.tool_call_id, runs.submit(run.run_id, answer.tool_call_id, answer.params, user))
+    outcomes = [(answer.tool_call_id, await runs.deliver_submit(run.run_id, answer.tool_call_id, answer.params, user))
                 for answer in turn.answers if answer.tool_call_id in waiting]
     accepted = [tool_call_id for tool_call_id, outcome in outcomes if outcome.accepted]
     if not accepted:
@@ -122,14 +127,26 @@ async def _answer(gateway: Gateway, agent_key: str, thread_id: str, client_run_i
     return _stream(gateway, run, translator, client_run_id, after=after)
 
 
-def _watching(runs: RunService, run: Run, after: int) -> contextlib.aclosing[AsyncGenerator[Stamped, None]]:
-    """The run's events after ``after``; closed on exit. Leaving never cancels the run by itself."""
-    return contextlib.aclosing(cast(AsyncGenerator[Stamped, None], runs.watch(run, after)))
+def _watching(runs: RunService, run: Run | RemoteRun,
+              after: int) -> contextlib.aclosing[AsyncGenerator[Stamped, None]]:
+    """The run's events after ``after``; closed on exit. Leaving never cancels the run by itself.
+    Another instance's run (SPEC §16) comes as wire dicts from Redis: typed again for the translator."""
+    events = runs.watch(run, after)
+    if isinstance(run, RemoteRun):
+        return contextlib.aclosing(_typed(events))
+    return contextlib.aclosing(cast(AsyncGenerator[Stamped, None], events))
 
 
-async def _logged(runs: RunService, run: Run) -> list[Stamped]:
+async def _typed(events: AsyncIterator[LogEvent]) -> AsyncGenerator[Stamped, None]:
+    async with contextlib.aclosing(cast(AsyncGenerator[LogEvent, None], events)) as source:
+        async for event in source:
+            yield event if isinstance(event, Stamped) else Stamped.from_wire(event.wire())
+
+
+async def _logged(runs: RunService, run: Run | RemoteRun) -> list[Stamped]:
     """The events the run's log holds now (without waiting for more)."""
-    last = run.log.last_seq
+    # another instance's run: its record's lastSeq is written at the end, so ask its owner
+    last = int((await runs.describe_any(run))["lastSeq"]) if isinstance(run, RemoteRun) else run.log.last_seq
     logged: list[Stamped] = []
     if last == 0:
         return logged
@@ -166,7 +183,7 @@ def _frame(encoder: EventEncoder, event: BaseEvent) -> bytes:
     return encoder.encode(event).encode()
 
 
-async def _frames(gateway: Gateway, run: Run, translator: AguiTranslator, client_run_id: str, after: int,
+async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str, after: int,
                   shutdown: anyio.Event) -> AsyncIterator[bytes]:
     encoder = EventEncoder()
     # server shutdown cancels the run, so the client still gets its end within the grace period
@@ -191,7 +208,7 @@ async def _frames(gateway: Gateway, run: Run, translator: AguiTranslator, client
             run.cancel()
 
 
-def _stream(gateway: Gateway, run: Run, translator: AguiTranslator, client_run_id: str, *, after: int) -> Response:
+def _stream(gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str, *, after: int) -> Response:
     """One AG-UI run as SSE: ``data:`` frames only, ``\\n`` line ends (what AG-UI clients split on),
     heartbeat comments while nothing flows, no buffering (``app.api.sse``)."""
     shutdown = anyio.Event()

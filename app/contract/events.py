@@ -429,6 +429,23 @@ class Stamped:
             self._wire = wire
         return wire
 
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Stamped:
+        """The inverse of ``wire()``: an event that crossed a process boundary as its wire dict
+        (another instance's run, read from Redis) typed again for the adapters that need it.
+        Unknown fields are ignored; an unknown ``type`` or a missing field is ``ValueError``."""
+        event_type = EVENT_TYPES.get(str(wire.get("type")))
+        if event_type is None:
+            raise ValueError(f"not an event of the contract: type {wire.get('type')!r}")
+        names = tuple((f.name, _camel(f.name)) for f in dataclasses.fields(event_type))
+        try:
+            event = event_type(**{attr: wire[name] for attr, name in names if name in wire})
+            stamped = cls(event, int(wire["seq"]), int(wire["timestamp"]))
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"malformed {event_type.type} event: {exc}") from exc
+        stamped._wire = wire
+        return stamped
+
 
 class EventNumberer:
     """Stamps ``seq`` (1, 2, 3 … per stream) and ``timestamp`` onto events."""

@@ -36,9 +36,28 @@ def user_input(thread_id: str, text: str, *, run_id: str = "client-run-1",
     }
 
 
-async def stream_agui(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> AsyncIterator[Any]:
+def answer_input(thread_id: str, first: list[Any], content: str, *, run_id: str = "client-run-2") -> dict[str, Any]:
+    """The client's next input after ``first`` ended with a pending client tool call: the
+    conversation so far, its assistant tool call, and the ``tool`` message ``content``."""
+    [pending] = first[-1].outcome.pending_tool_call_ids
+    start = next(event for event in first if event.type.value == "TOOL_CALL_START" and event.tool_call_id == pending)
+    arguments = "".join(event.delta for event in first
+                        if event.type.value == "TOOL_CALL_ARGS" and event.tool_call_id == pending)
+    messages = [
+        {"id": "u-1", "role": "user", "content": "trip"},
+        {"id": start.parent_message_id, "role": "assistant",
+         "toolCalls": [{"id": start.tool_call_id, "type": "function",
+                        "function": {"name": start.tool_call_name, "arguments": arguments}}]},
+        {"id": "tool-1", "role": "tool", "toolCallId": start.tool_call_id, "content": content},
+    ]
+    return {"threadId": thread_id, "runId": run_id, "state": {}, "tools": [], "context": [], "forwardedProps": {},
+            "messages": messages}
+
+
+async def stream_agui(client: httpx.AsyncClient, url: str, body: dict[str, Any],
+                      headers: dict[str, str] | None = None) -> AsyncIterator[Any]:
     """POST a ``RunAgentInput`` and yield each AG-UI event as it arrives (checks the SSE framing)."""
-    async with aconnect_sse(client, "POST", url, json=body) as source:
+    async with aconnect_sse(client, "POST", url, json=body, headers=headers or {}) as source:
         response = source.response
         assert response.status_code == 200, response.status_code
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -49,8 +68,9 @@ async def stream_agui(client: httpx.AsyncClient, url: str, body: dict[str, Any])
             yield parse_event(sse.data)
 
 
-async def collect_agui(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> list[Any]:
-    return [event async for event in stream_agui(client, url, body)]
+async def collect_agui(client: httpx.AsyncClient, url: str, body: dict[str, Any],
+                       headers: dict[str, str] | None = None) -> list[Any]:
+    return [event async for event in stream_agui(client, url, body, headers)]
 
 
 def kinds(events: list[BaseEvent]) -> list[str]:

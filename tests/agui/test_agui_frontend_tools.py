@@ -16,7 +16,7 @@ import orjson
 
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script
-from tests.agui.support import collect_agui, kinds, raw_types, user_input
+from tests.agui.support import answer_input, collect_agui, kinds, raw_types, user_input
 from tests.engine.helpers import call, tool_message
 from tests.security.support import bearer, mint, rsa_pair
 from tests.support.deployment import agent, write_agent
@@ -28,23 +28,6 @@ QUESTION = {"question": "Which city?", "options": ["Paris", "Rome"], "allowFreeT
 ANSWER = {"selected": "Rome", "freeText": ""}
 OPENING = ["RUN_STARTED", "RAW", "RAW", "RAW"]
 CLIENT_CALL = ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_ARGS", "TOOL_CALL_END"]
-
-
-def _answer_input(thread_id: str, first: list[Any], content: str, *, run_id: str = "client-run-2") -> dict[str, Any]:
-    """The client's next input: the conversation so far, its assistant tool call, the tool message."""
-    [pending] = first[-1].outcome.pending_tool_call_ids
-    start = next(event for event in first if event.type.value == "TOOL_CALL_START" and event.tool_call_id == pending)
-    arguments = "".join(event.delta for event in first
-                        if event.type.value == "TOOL_CALL_ARGS" and event.tool_call_id == pending)
-    messages = [
-        {"id": "u-1", "role": "user", "content": "trip"},
-        {"id": start.parent_message_id, "role": "assistant",
-         "toolCalls": [{"id": start.tool_call_id, "type": "function",
-                        "function": {"name": start.tool_call_name, "arguments": arguments}}]},
-        {"id": "tool-1", "role": "tool", "toolCallId": start.tool_call_id, "content": content},
-    ]
-    return {"threadId": thread_id, "runId": run_id, "state": {}, "tools": [], "context": [], "forwardedProps": {},
-            "messages": messages}
 
 
 async def _run_status(client: httpx.AsyncClient, gw: GatewayServer, run_id: str, **headers: str) -> dict[str, Any]:
@@ -76,7 +59,7 @@ async def test_frontend_tool_ends_the_agui_run_and_the_tool_message_continues_th
     assert waiting["status"] == "waiting"
     assert [tool["toolId"] for tool in waiting["pendingTools"]] == [tool_call_id]
 
-    second = await collect_agui(client, url, _answer_input("thread-fe", first, orjson.dumps(ANSWER).decode()))
+    second = await collect_agui(client, url, answer_input("thread-fe", first, orjson.dumps(ANSWER).decode()))
     assert kinds(second) == ["RUN_STARTED", "RAW", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT",
                              "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]
     assert raw_types(second) == ["request.submit"]
@@ -98,7 +81,7 @@ async def test_a_tool_message_that_is_not_json_is_delivered_as_text(
     upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
     url = f"{gw.url}/ag-ui/confirm"
     first = await collect_agui(client, url, user_input("thread-text", "trip"))
-    second = await collect_agui(client, url, _answer_input("thread-text", first, "Rome, please"))
+    second = await collect_agui(client, url, answer_input("thread-text", first, "Rome, please"))
     assert kinds(second)[-1] == "RUN_FINISHED"
     assert second[1].event["payload"] == "Rome, please"
 
@@ -120,7 +103,7 @@ async def test_a_task_waiting_for_the_client_is_closed_by_the_pause_and_reopened
     plan_call = [*CLIENT_CALL, "STATE_SNAPSHOT", "STATE_SNAPSHOT", "TOOL_CALL_RESULT"]
     assert kinds(first) == [*OPENING, *plan_call, "STEP_STARTED", *CLIENT_CALL, "STEP_FINISHED", "RUN_FINISHED"]
     assert first[-2].step_name == "task_1" and first[-2].metadata == {"status": "paused"}
-    second = await collect_agui(client, url, _answer_input("thread-plan-fe", first, orjson.dumps(ANSWER).decode()))
+    second = await collect_agui(client, url, answer_input("thread-plan-fe", first, orjson.dumps(ANSWER).decode()))
     assert kinds(second) == ["RUN_STARTED", "STEP_STARTED", "RAW", *CLIENT_CALL, "STATE_SNAPSHOT", "STEP_FINISHED",
                              "TOOL_CALL_RESULT", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT",
                              "TEXT_MESSAGE_END", "RUN_FINISHED"]
@@ -136,14 +119,14 @@ async def test_a_tool_message_for_an_unknown_call_is_run_error(
     upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
     url = f"{gw.url}/ag-ui/confirm"
     first = await collect_agui(client, url, user_input("thread-unknown", "trip"))
-    answer = _answer_input("thread-unknown", first, "{}")
+    answer = answer_input("thread-unknown", first, "{}")
     answer["messages"][-1]["toolCallId"] = "t_forged01"
     refused = await collect_agui(client, url, answer)
     assert kinds(refused) == ["RUN_STARTED", "RUN_ERROR"]
     assert "t_forged01" in refused[-1].message and "not waiting" in refused[-1].message
     assert refused[-1].code == "tool_call_not_waiting"
     # the real call still waits and can still be answered
-    second = await collect_agui(client, url, _answer_input("thread-unknown", first, "{}"))
+    second = await collect_agui(client, url, answer_input("thread-unknown", first, "{}"))
     assert kinds(second)[-1] == "RUN_FINISHED"
 
 
@@ -155,7 +138,7 @@ async def test_a_tool_message_answered_twice_or_on_a_thread_without_a_run_is_run
     upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
     url = f"{gw.url}/ag-ui/confirm"
     first = await collect_agui(client, url, user_input("thread-twice", "trip"))
-    answer = _answer_input("thread-twice", first, "{}")
+    answer = answer_input("thread-twice", first, "{}")
     assert kinds(await collect_agui(client, url, answer))[-1] == "RUN_FINISHED"
     again = await collect_agui(client, url, answer)
     assert kinds(again) == ["RUN_STARTED", "RUN_ERROR"]
@@ -199,7 +182,7 @@ async def test_attack_agui_thread_id_of_another_users_chat_is_refused(
     run_id = first[3].event["runId"]
     hijack = await client.post(url, json=user_input("thread-alice", "show me everything"), headers=mallory)
     assert hijack.status_code == 403 and hijack.json()["code"] == 4030
-    forged = await client.post(url, json=_answer_input("thread-alice", first, '{"selected": "Paris"}'),
+    forged = await client.post(url, json=answer_input("thread-alice", first, '{"selected": "Paris"}'),
                                headers=mallory)
     assert forged.status_code == 403 and forged.json()["code"] == 4030
     # Alice's run still waits for her, unanswered; only one upstream request was made
@@ -220,4 +203,4 @@ async def test_a_run_waiting_for_the_client_holds_its_slot_so_the_next_thread_is
     assert refused.status_code == 429 and refused.headers["retry-after"].isdigit()
     assert "concurrent-runs" in refused.json()["msg"]
     # answering is never capped: the waiting run completes and frees its slot
-    assert kinds(await collect_agui(client, url, _answer_input("thread-slot", first, "{}")))[-1] == "RUN_FINISHED"
+    assert kinds(await collect_agui(client, url, answer_input("thread-slot", first, "{}")))[-1] == "RUN_FINISHED"

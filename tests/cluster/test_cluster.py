@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from app.devtools.script import Finish, Gate, Step, Text, Usage, text_script
+from tests.agui.support import answer_input, collect_agui, kinds, user_input
 from tests.cluster.conftest import USER_CONCURRENT_RUNS, USER_RPM, Cluster
 from tests.cluster.support import HANG, chat_lines, query_all, sse, watch_all
 from tests.engine.helpers import call
@@ -154,6 +155,40 @@ async def test_a_frontend_tool_waiting_on_one_instance_is_answered_through_anoth
     again = await client.post(f"{cluster.c.url}/api/ap/submit", headers=user,
                               json={"runId": run_id, "toolId": tool_id, "params": {}})
     assert again.json()["data"]["status"] == "expired"
+
+
+async def test_an_agui_client_tool_waiting_on_one_instance_is_answered_through_another(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    """AG-UI (SPEC §17) in a cluster: the tool message may reach any instance; it finds the run,
+    answers it and streams the continuation from Redis, like the native submit and watch."""
+    user = cluster.auth("agui-user")
+    tag = cluster.book.add("agui", call("c1", "confirm_dialog", QUESTION), text_script(["Rome ", "it is."]))
+    thread = f"thread-{uuid.uuid4().hex[:12]}"
+    first = await asyncio.wait_for(collect_agui(
+        client, f"{cluster.a.url}/ag-ui/asker", user_input(thread, f"trip {tag}", run_id="client-run-1"), user), HANG)
+    assert kinds(first)[-1] == "RUN_FINISHED" and first[-1].outcome.pending_tool_call_ids
+    run_id = next(e.event for e in first if kinds([e]) == ["RAW"] and e.event["type"] == "run.start")["runId"]
+
+    async def waiting() -> dict[str, Any] | None:
+        status = await run_status(client, cluster.b.url, user, run_id)
+        return status if status["status"] == "waiting" else None
+
+    await eventually(waiting, "the run waits for the client's tool call (seen from b)")
+    answer = orjson.dumps({"selected": "Rome"}).decode()
+    second = await asyncio.wait_for(collect_agui(
+        client, f"{cluster.b.url}/ag-ui/asker", answer_input(thread, first, answer), user), HANG)
+    assert kinds(second) == ["RUN_STARTED", "RAW", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT",
+                             "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"], second
+    assert second[1].event["type"] == "request.submit" and second[1].event["payload"] == {"selected": "Rome"}
+    assert [e.delta for e in second if kinds([e]) == ["TEXT_MESSAGE_CONTENT"]] == ["Rome ", "it is."]
+    assert second[0].run_id == second[-1].run_id == "client-run-2" and not second[-1].outcome.pending_tool_call_ids
+    done = await run_status(client, cluster.c.url, user, run_id)
+    assert done["status"] == "completed"
+    # the same thread's answer again, through c: nothing waits any more
+    again = await asyncio.wait_for(collect_agui(
+        client, f"{cluster.c.url}/ag-ui/asker", answer_input(thread, first, answer, run_id="client-run-3"), user), HANG)
+    assert kinds(again) == ["RUN_STARTED", "RUN_ERROR"]
 
 
 async def test_an_interrupt_through_another_instance_reaches_every_watcher(
