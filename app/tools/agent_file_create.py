@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from app.catalog.agents import ENGINE_TOOLS, AgentRefs, parse_agent
-from app.catalog.definitions import AgentDefinition
+from app.catalog.definitions import AgentDefinition, ToolDefinition
+from app.catalog.mcp import WILDCARD, McpTools, split_mcp_name
 from app.config import deep_merge
 from app.errors import DefinitionError, PathEscapeError, ToolError
 from app.paths import check_key
@@ -217,7 +218,9 @@ def _check_references(agent: Mapping[str, Any], ctx: ToolContext) -> None:
             if not isinstance(names, list):
                 raise ToolError(f"'{prefix}toolConfig.{group}' must be a list of tool names")
             for name in names:
-                if name not in ctx.catalog.tools:
+                if isinstance(name, str) and group == "backends" and split_mcp_name(name) is not None:
+                    _check_mcp_name(name, f"{prefix}toolConfig.{group}", ctx)
+                elif name not in ctx.catalog.tools:
                     raise ToolError(f"unknown tool {name!r} in {prefix}toolConfig.{group}")
     skills = list(agent.get("skills") or [])
     skill_config = agent.get("skillConfig")
@@ -226,6 +229,30 @@ def _check_references(agent: Mapping[str, Any], ctx: ToolContext) -> None:
     for name in skills:
         if not isinstance(name, str) or name.lower() not in ctx.catalog.skills:
             raise ToolError(f"unknown skill {name!r}")
+
+
+def _caller_mcp(ctx: ToolContext) -> dict[str, McpTools]:
+    """The calling agent's own MCP tools (SPEC §18), by server: all a new agent may be given."""
+    servers: dict[str, dict[str, ToolDefinition]] = {}
+    for tool in ctx.agent.all_tools if ctx.agent is not None else ():
+        parts = split_mcp_name(tool.name)
+        if parts is not None:
+            servers.setdefault(parts[0], {})[tool.name] = tool
+    return {key: McpTools(key, "up", tools) for key, tools in servers.items()}
+
+
+def _check_mcp_name(name: str, where: str, ctx: ToolContext) -> None:
+    """An MCP tool (``mcp__<server>__<tool>``) the calling agent has itself; never a wildcard.
+
+    ``mcp__<server>__*`` would stand for whatever that server lists when the new agent loads,
+    which may be more than the calling agent was given: the tools are named one by one.
+    """
+    server, tool = split_mcp_name(name) or ("", "")
+    if tool == WILDCARD:
+        raise ToolError(f"{name!r} in {where}: agent_file_create takes MCP tools by name, not a wildcard "
+                        f"(the server may list tools the calling agent does not have); name each tool")
+    if name not in _caller_mcp(ctx).get(server, McpTools(server, "down")).tools:
+        raise ToolError(f"unknown tool {name!r} in {where}: the calling agent has no such MCP tool")
 
 
 def _as_loaded(document: Mapping[str, Any], key: str, ctx: ToolContext) -> AgentDefinition:
@@ -240,6 +267,7 @@ def _as_loaded(document: Mapping[str, Any], key: str, ctx: ToolContext) -> Agent
         tools=ctx.catalog.tools,
         skills=ctx.catalog.skills,
         builtin_tools=frozenset(ctx.catalog.tools),
+        mcp=_caller_mcp(ctx),
     )
     try:
         return parse_agent(document, key, refs)

@@ -19,6 +19,7 @@ from app.catalog.definitions import (
     Stage,
     StageModel,
     ToolDefinition,
+    ToolKind,
 )
 from app.errors import ToolError
 from app.tools.agent_file_create import agent_file_create
@@ -352,4 +353,50 @@ async def test_refuses_an_agent_the_catalog_would_reject(make_ctx: Any, deploy: 
     args = {"key": "wrongKind", "toolConfig": {"frontends": ["city_datetime"]}}
     with pytest.raises(ToolError, match="would not load: tool 'city_datetime' .* is a backend tool"):
         await agent_file_create(args, make_ctx(agent=creator))
+    assert _no_agent_files(deploy)
+
+
+def _mcp_tools(*names: str) -> dict[str, ToolDefinition]:
+    return {name: ToolDefinition(name=name, kind=ToolKind.BACKEND, description=f"MCP {name}",
+                                 parameters={"type": "object", "properties": {}}) for name in names}
+
+
+async def test_mcp_tools_the_caller_has_are_given_by_name(make_ctx: Any, deploy: Path, catalog: Catalog) -> None:
+    """SPEC §18: an MCP tool the calling agent has may be given to the new agent, like any tool."""
+    tools = {**catalog.tools, **_mcp_tools("mcp__files__read", "mcp__files__write")}
+    creator = caller(tools, ["city_datetime", "mcp__files__read", "mcp__files__write"])
+    result = await agent_file_create(
+        {"key": "reader", "mode": "REACT", "systemPrompt": "read files",
+         "toolConfig": {"backends": ["city_datetime", "mcp__files__read"], "frontends": [], "actions": []}},
+        make_ctx(agent=creator))
+    assert result["created"] is True
+    assert _read(deploy, "reader")["toolConfig"]["backends"] == ["city_datetime", "mcp__files__read"]
+
+
+async def test_attack_agent_file_create_grants_an_mcp_tool_the_caller_lacks(
+    make_ctx: Any, deploy: Path, catalog: Catalog
+) -> None:
+    tools = {**catalog.tools, **_mcp_tools("mcp__files__read", "mcp__files__delete", "mcp__shell__run")}
+    creator = caller(tools, ["mcp__files__read"])
+    for name in ("mcp__files__delete", "mcp__shell__run", "mcp__nosuch__tool"):
+        with pytest.raises(ToolError, match="the calling agent has no such MCP tool"):
+            await agent_file_create(
+                {"key": "sneaky", "mode": "REACT", "systemPrompt": "x",
+                 "toolConfig": {"backends": [name], "frontends": [], "actions": []}},
+                make_ctx(agent=creator))
+    assert _no_agent_files(deploy)
+
+
+async def test_attack_agent_file_create_grants_a_whole_mcp_server_by_wildcard(
+    make_ctx: Any, deploy: Path, catalog: Catalog
+) -> None:
+    """``mcp__files__*`` would load as every tool the server lists then: refused, even for a caller
+    that has all of today's tools, because the server may add one tomorrow."""
+    tools = {**catalog.tools, **_mcp_tools("mcp__files__read")}
+    creator = caller(tools, ["mcp__files__read"])
+    with pytest.raises(ToolError, match="not a wildcard"):
+        await agent_file_create(
+            {"key": "greedy", "mode": "REACT", "systemPrompt": "x",
+             "toolConfig": {"backends": ["mcp__files__*"], "frontends": [], "actions": []}},
+            make_ctx(agent=creator))
     assert _no_agent_files(deploy)
