@@ -133,6 +133,8 @@ class OpenAIRenderer:
                             "prompt_tokens": usage.prompt_tokens,
                             "completion_tokens": usage.completion_tokens,
                             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+                            **({"completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
+                               if usage.reasoning_tokens is not None else {}),
                         },
                     }
                 )

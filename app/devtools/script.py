@@ -59,6 +59,8 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    #: OpenAI only: ``completion_tokens_details.reasoning_tokens`` (part of ``completion_tokens``)
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,6 +256,7 @@ async def _stream_turn(
     started = now_ms()
     first_delta_at: int | None = None
     prompt_tokens = completion_tokens = 0
+    reasoning_tokens: int | None = None
     stream = stream_chat(ctx.services.http, request)
     try:
         async for delta in stream:
@@ -285,13 +286,15 @@ async def _stream_turn(
                                          chunk_index=len(call.fragments) - 1))
             elif isinstance(delta, UsageDelta):
                 prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+                reasoning_tokens = delta.reasoning_tokens
             elif isinstance(delta, FinishDelta):
                 result.finish_reason = delta.reason
     except BaseException as exc:  # cancelled or failed mid-stream: keep what the client already saw
         blocks.close()
         result.calls = list(calls.values())
         _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
-        _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, exc)
+        _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, exc,
+                   reasoning_tokens=reasoning_tokens)
         if isinstance(exc, UpstreamError) and first_delta_at is not None:
             raise _Forwarded(exc) from exc
         raise
@@ -306,14 +309,16 @@ async def _stream_turn(
     result.prompt_tokens, result.completion_tokens = prompt_tokens, completion_tokens
     result.calls = list(calls.values())
     _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
-    _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, None)
+    _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, None,
+               reasoning_tokens=reasoning_tokens)
     return result
 
 
 def _to_ledger(ctx: RunContext, model: ModelDefinition, group_key: str | None, started: int,
                first_delta_at: int | None, prompt_tokens: int, completion_tokens: int,
-               error: BaseException | None) -> None:
-    """SPEC §19 usage ledger: one line per model call, only queued here (the writer thread does the disk)."""
+               error: BaseException | None, *, reasoning_tokens: int | None = None) -> None:
+    """SPEC §19 usage ledger: one line per model call, only queued here (the writer thread does the disk).
+    ``reasoningTokens`` only when the provider reported them (part of ``completionTokens``)."""
     ended = now_ms()
     entry: dict[str, Any] = {
         "ts": ended, "runId": ctx.run_id, "chatId": ctx.chat_id, "agentKey": ctx.agent.key,
@@ -327,6 +332,8 @@ def _to_ledger(ctx: RunContext, model: ModelDefinition, group_key: str | None, s
     }
     if group_key is not None:
         entry["groupKey"] = group_key
+    if reasoning_tokens is not None:
+        entry["reasoningTokens"] = reasoning_tokens
     if error is not None:
         entry["errorCode"] = ("cancelled" if isinstance(error, asyncio.CancelledError)
                               else getattr(error, "error_code", None) or "internal_error")

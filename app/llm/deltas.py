@@ -47,6 +47,9 @@ class UsageDelta:
     completion_tokens: int
     total_tokens: int
     kind: Literal["usage"] = "usage"
+    #: the part of ``completion_tokens`` spent reasoning, when the provider says (OpenAI's
+    #: ``completion_tokens_details.reasoning_tokens``); None when it does not
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

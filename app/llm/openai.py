@@ -137,7 +137,10 @@ def _chunk_deltas(chunk: dict[str, Any], tracker: _ToolCallTracker) -> list[Delt
         prompt = int(usage.get("prompt_tokens") or 0)
         completion = int(usage.get("completion_tokens") or 0)
         total = int(usage.get("total_tokens") or prompt + completion)
-        out.append(UsageDelta(prompt, completion, total))
+        details = usage.get("completion_tokens_details")
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        out.append(UsageDelta(prompt, completion, total,
+                              reasoning_tokens=reasoning if isinstance(reasoning, int) and reasoning >= 0 else None))
     return out
 
 

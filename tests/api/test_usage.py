@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from app.devtools import FakeUpstream
-from app.devtools.script import http_error_script, text_script
+from app.devtools.script import Finish, Text, Usage, http_error_script, text_script
 from app.usage import MAX_RANGE_DAYS, parse_usage_query
 from tests.security.support import ISSUER, KeyPair, bearer, mint, mint_claims, rsa_pair
 from tests.support.deployment import agent, make_deployment, write_agent
@@ -301,3 +301,18 @@ async def test_attack_default_admin_role_after_the_admin_role_was_renamed(
 def test_max_range_constant_matches_the_documented_limit() -> None:
     query = parse_usage_query({"from": "2024-01-01", "to": "2024-12-31"}, today=date(2025, 1, 1))
     assert MAX_RANGE_DAYS == 366 and (query.end - query.start).days + 1 == 366
+
+
+async def test_reasoning_tokens_the_provider_reports_reach_the_ledger_line(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+) -> None:
+    """SPEC §19 ``reasoningTokens?``: OpenAI's ``completion_tokens_details.reasoning_tokens``, only when sent."""
+    gw = start_gateway()
+    upstream.enqueue([Text("thought through"), Usage(120, 80, reasoning_tokens=30), Finish("stop")])
+    upstream.enqueue(text_script(["plain"], usage=(10, 5)))
+    await ask(client, gw, "a_m1")
+    await ask(client, gw, "a_m1")
+    await usage(client, gw, **around_today())
+    reasoned, plain = ledger_lines(deploy)
+    assert (reasoned["promptTokens"], reasoned["completionTokens"], reasoned["reasoningTokens"]) == (120, 80, 30)
+    assert "reasoningTokens" not in plain and plain["completionTokens"] == 5

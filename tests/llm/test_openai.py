@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
 from app.catalog.definitions import ReasoningConfig
@@ -365,3 +366,27 @@ async def test_api_key_never_logged(
 async def test_usage_only_chunk_and_trailing_usage(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
     fake.enqueue([Text("x"), Finish(), Usage(3, 4)])
     assert (await collect(http, fake))[-1] == UsageDelta(3, 4, 7)
+
+
+@pytest.mark.parametrize(("details", "expected"), [
+    ({"reasoning_tokens": 30}, 30),
+    ({"reasoning_tokens": 0}, 0),
+    ({"reasoning_tokens": -1}, None),
+    ({"reasoning_tokens": "30"}, None),
+    ("not an object", None),
+    (None, None),
+], ids=["reported", "zero", "negative", "string", "not-an-object", "absent"])
+async def test_reasoning_tokens_only_when_the_provider_reports_a_count(details: object, expected: int | None) -> None:
+    from app.llm.openai import translate_stream
+
+    usage: dict[str, object] = {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52}
+    if details is not None:
+        usage["completion_tokens_details"] = details
+
+    async def lines() -> AsyncIterator[str]:
+        yield 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+        yield "data: " + orjson.dumps({"choices": [], "usage": usage}).decode()
+        yield "data: [DONE]"
+
+    deltas = [d async for d in translate_stream(lines())]
+    assert deltas == [FinishDelta("stop"), UsageDelta(12, 40, 52, reasoning_tokens=expected)]
