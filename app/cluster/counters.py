@@ -65,7 +65,7 @@ class RedisCounters:
             pipe.zadd(add[0], {add[1]: add[2]})
             pipe.expire(add[0], KEY_TTL_SECONDS)
 
-        self._node.enqueue_ops(write, self._written)
+        self._node.outbox.enqueue_ops(write, self._written)
 
     def _written(self) -> None:
         if self._unsent:

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from app.cluster.node import REFUSED_USER, ClusterNode, events_key, run_key
+from app.cluster.keys import REFUSED_USER, events_key, run_key
+from app.cluster.node import ClusterNode
 from app.cluster.runlog import ClusterRunLog, StreamRunLog
 from app.config import LimitSettings
 from app.contract.events import now_ms
@@ -182,7 +183,7 @@ class ClusterDirectory:
         node = self.node
         seq = await node.last_seq(run_id) + 1
         wire = {"type": "run.error", "runId": run_id, "error": error, "seq": seq, "timestamp": ended_at}
-        await node.publish(run_id, [(seq, orjson.dumps(wire))])
+        await node.outbox.publish(run_id, [(seq, orjson.dumps(wire))])
         outcome = orjson.dumps({"status": "error", "error": error}).decode()
         seconds = max(int(node.retention_seconds), 1)
         async with node.redis.pipeline(transaction=True) as pipe:

@@ -23,10 +23,13 @@ owns the redis-py asyncio client and, per instance:
   watchers with ``run.error`` ``instance_lost`` (and their chat file gets the matching end
   line) — exactly once, whoever notices first, and only by an instance that has itself been
   connected for a whole heartbeat TTL (after a Redis outage every heartbeat looks expired);
-* the outbox: run events, run ends, slot releases and counter updates are queued in order and
-  written by one publisher task, each drain in one pipeline (retried while Redis is away);
+* the outbox (``outbox.py``): run events, run ends, slot releases and counter updates are queued
+  in order and written by one publisher task, each drain in one pipeline (retried while Redis is
+  away);
 * health: a lost Redis connection is reported by ``/healthz`` and new runs are refused (503)
   until it is back; the client reconnects by itself.
+
+The key names and Lua scripts are in ``keys.py``.
 
 Timing: an instance that dies is noticed at most ``3/4 + 1/8`` of ``lease-seconds`` after its
 last heartbeat, so its watchers hear ``instance_lost`` within the lease.
@@ -41,99 +44,43 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
+from app.cluster.keys import (
+    ADMIT,
+    INSTANCES,
+    MAX_CONNECTIONS,
+    OWNER_INDEX_SECONDS,
+    REFUSED_GLOBAL,
+    REFUSED_USER,
+    RELEASE,
+    RENEW,
+    TAKE_OVER,
+    active_key,
+    chat_lease_key,
+    encode_fields,
+    events_key,
+    run_key,
+    safe_url,
+)
+from app.cluster.outbox import Outbox
 from app.config import ClusterSettings
 from app.contract.events import now_ms
 from app.errors import GatewayError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
-#: bound of one run's event stream (approximate trimming)
-STREAM_MAXLEN = 100_000
-#: how long the per-owner run index lives after the owner's last run started
-OWNER_INDEX_SECONDS = 7 * 86400
-#: Redis connections of one instance at most
-MAX_CONNECTIONS = 4096
-#: the set of every instance that joined (members are dropped by the reaper once dead and empty)
-INSTANCES = "agw:instances"
-
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-# renew our lease, or take it back when Redis lost it (restart without persistence)
-_RENEW = """
-local v = redis.call('get', KEYS[1])
-if v == ARGV[1] or not v then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 else return 0 end
-"""
-# take a chat lease that is free or held by a dead instance (ARGV[1] = its token prefix)
-_TAKE_OVER = """
-local v = redis.call('get', KEYS[1])
-if (not v) or string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
-  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-"""
-# admission of a new run: the caps over every instance's live counts, then the run's registration.
-# ARGV: me, owner, my total, my owner count (both with the new run), global cap, user cap, counts TTL ms,
-#       run id, chat id, startedAt, owner-index TTL s, then the record's field/value pairs
-_ADMIT = """
-local total, mine = tonumber(ARGV[3]), tonumber(ARGV[4])
-local ufield = 'u:' .. ARGV[2]
-for _, inst in ipairs(redis.call('smembers', 'agw:instances')) do
-  if inst ~= ARGV[1] then
-    local v = redis.call('hmget', 'agw:inst:' .. inst .. ':live', '*', ufield)
-    total = total + (tonumber(v[1]) or 0)
-    mine = mine + (tonumber(v[2]) or 0)
-  end
-end
-if mine > tonumber(ARGV[6]) then return {1, mine} end
-if total > tonumber(ARGV[5]) then return {2, total} end
-local live = 'agw:inst:' .. ARGV[1] .. ':live'
-redis.call('hset', live, '*', ARGV[3], ufield, ARGV[4])
-redis.call('pexpire', live, ARGV[7])
-redis.call('hset', 'agw:run:' .. ARGV[8], unpack(ARGV, 12))
-redis.call('sadd', 'agw:inst:' .. ARGV[1] .. ':runs', ARGV[8])
-redis.call('set', 'agw:chat:' .. ARGV[9] .. ':active', ARGV[8], 'EX', ARGV[11])
-local index = 'agw:owner:' .. ARGV[2] .. ':runs'
-redis.call('zadd', index, ARGV[10], ARGV[8])
-redis.call('expire', index, ARGV[11])
-return {0, 0}
-"""
-
 CommandHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
-#: adds commands to the publisher's pipeline (plain commands, safe to apply again when a write is retried)
-PipelineOps = Callable[[Any], None]
-#: what the outbox carries, in order: ``("event", run id, seq, wire json)``, ``("ops", apply, done, locked)``
-#: (commands written in the same pipeline as the events before them; ``done`` once written) or
-#: ``("action", coroutine factory)`` (its own round trips, after everything queued before it is written)
-OutboxItem = tuple[Any, ...]
 
-#: ``admit_run`` refusals
-REFUSED_USER = 1
-REFUSED_GLOBAL = 2
+__all__ = ["REFUSED_GLOBAL", "REFUSED_USER", "ClusterNode", "CommandHandler"]
 
-
-def run_key(run_id: str) -> str:
-    return f"agw:run:{run_id}"
-
-
-def events_key(run_id: str) -> str:
-    return f"agw:run:{run_id}:events"
-
-
-def chat_lease_key(chat_id: str) -> str:
-    return f"agw:chat:{chat_id}:lease"
-
-
-def active_key(chat_id: str) -> str:
-    return f"agw:chat:{chat_id}:active"
 
 
 class ClusterNode:
@@ -154,10 +101,10 @@ class ClusterNode:
         # redis-py's annotations are loose (bytes | str for everything): treat replies as bytes here
         self.redis: Any = redis.Redis.from_pool(pool)
         # sent by SHA (EVALSHA), loaded on first use
-        self._release: Any = self.redis.register_script(_RELEASE)
-        self._renew: Any = self.redis.register_script(_RENEW)
-        self._take_over: Any = self.redis.register_script(_TAKE_OVER)
-        self._admit: Any = self.redis.register_script(_ADMIT)
+        self._release: Any = self.redis.register_script(RELEASE)
+        self._renew: Any = self.redis.register_script(RENEW)
+        self._take_over: Any = self.redis.register_script(TAKE_OVER)
+        self._admit: Any = self.redis.register_script(ADMIT)
         self.healthy = False
         self.last_error: str | None = None
         self._healthy_since: float | None = None
@@ -165,7 +112,6 @@ class ClusterNode:
         self._answering: set[asyncio.Task[None]] = set()
         self._handler: CommandHandler | None = None
         self._on_lost_run: Callable[[str, dict[str, str]], Awaitable[None]] | None = None
-        self._outbox: asyncio.Queue[OutboxItem] = asyncio.Queue()
         #: this instance's runs holding a slot of the cluster-wide caps: run id → owner
         self._live: dict[str, str] = {}
         self._live_per_owner: Counter[str] = Counter()
@@ -174,6 +120,8 @@ class ClusterNode:
         self._counts_queued = False
         #: count writes go out one at a time, so Redis always ends with this instance's latest counts
         self._counts_lock = asyncio.Lock()
+        #: run events, run ends, slot releases and counter updates, written in order by one task
+        self.outbox = Outbox(self.redis, self._counts_lock, self._unhealthy)
 
     # -- timing ---------------------------------------------------------------------------
 
@@ -200,9 +148,9 @@ class ClusterNode:
         self._handler = handler
         self._on_lost_run = on_lost_run
         await self._beat()
-        for coro in (self._heartbeat_loop(), self._inbox_loop(), self._reaper_loop(), self._publisher_loop()):
+        for coro in (self._heartbeat_loop(), self._inbox_loop(), self._reaper_loop(), self.outbox.run()):
             self.spawn(coro)
-        logger.info("cluster: instance %s joined via %s", self.instance_id, _safe_url(self.settings.redis_url))
+        logger.info("cluster: instance %s joined via %s", self.instance_id, safe_url(self.settings.redis_url))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` until ``stop()`` (a background loop of this instance)."""
@@ -211,7 +159,7 @@ class ClusterNode:
     async def stop(self) -> None:
         # let the publisher write what the runs logged before shutdown (bounded)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._outbox.join(), timeout=max(2.0, self.settings.lease_seconds))
+            await asyncio.wait_for(self.outbox.join(), timeout=max(2.0, self.settings.lease_seconds))
         for task in [*self._tasks, *self._answering]:
             task.cancel()
         for task in [*self._tasks, *self._answering]:
@@ -271,7 +219,7 @@ class ClusterNode:
 
         Returns ``(0, 0)`` when admitted, else ``(REFUSED_USER | REFUSED_GLOBAL, live runs counted)``.
         Redis unreachable → ``ServiceUnavailable``."""
-        record = {**_encode(fields), "instance": self.instance_id, "status": "running"}
+        record = {**encode_fields(fields), "instance": self.instance_id, "status": "running"}
         async with self._counts_lock:
             self._hold(run_id, owner)
             argv: list[Any] = [self.instance_id, owner, len(self._live), self._live_per_owner[owner], global_cap,
@@ -283,7 +231,7 @@ class ClusterNode:
             except BaseException as exc:
                 self._unhold(run_id)
                 # the script may have run before the reply was lost: undo it once Redis answers
-                self.enqueue_action(functools.partial(self._discard_run, run_id, owner, chat_id))
+                self.outbox.enqueue_action(functools.partial(self._discard_run, run_id, owner, chat_id))
                 self._queue_counts()
                 if isinstance(exc, RedisError | OSError):
                     self._unhealthy(exc)
@@ -314,7 +262,7 @@ class ClusterNode:
     def _queue_counts(self) -> None:
         if not self._counts_queued:
             self._counts_queued = True
-            self.enqueue_ops(self._counts_ops, locked=True)
+            self.outbox.enqueue_ops(self._counts_ops, locked=True)
 
     def _counts_ops(self, pipe: Any) -> None:
         """This instance's counts as they are now (written under the counts lock): set, then drop the zeros
@@ -340,7 +288,7 @@ class ClusterNode:
     def end_run_ops(self, pipe: Any, run_id: str, fields: dict[str, Any]) -> None:
         """The run ended: its record says how, and it and its Stream expire after the retention."""
         seconds = max(int(self.retention_seconds), 1)
-        pipe.hset(run_key(run_id), mapping=_encode(fields))
+        pipe.hset(run_key(run_id), mapping=encode_fields(fields))
         pipe.expire(run_key(run_id), seconds)
         pipe.expire(events_key(run_id), seconds)
         pipe.srem(f"agw:inst:{self.instance_id}:runs", run_id)
@@ -380,94 +328,6 @@ class ClusterNode:
         return bool(await self.redis.exists(f"agw:inst:{instance_id}"))
 
     # -- event streams ------------------------------------------------------------------
-
-    # The outbox: whatever the runs queue is written in order by one publisher task. It drains the
-    # queue at once: the events and ops queued meanwhile go out in one pipeline (one round trip,
-    # however many runs), so the busier the instance, the fewer round trips per event.
-
-    def enqueue_event(self, run_id: str, seq: int, data: bytes) -> None:
-        self._outbox.put_nowait(("event", run_id, seq, data))
-
-    def enqueue_ops(self, apply: PipelineOps, done: Callable[[], None] | None = None, *, locked: bool = False) -> None:
-        """Queue commands for the pipeline that writes the events queued before them; ``locked``: write it
-        under the counts lock."""
-        self._outbox.put_nowait(("ops", apply, done, locked))
-
-    def enqueue_action(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Queue a coroutine to run once everything queued before it is written."""
-        self._outbox.put_nowait(("action", action))
-
-    async def _publisher_loop(self) -> None:
-        while True:
-            items = [await self._outbox.get()]
-            while not self._outbox.empty():
-                items.append(self._outbox.get_nowait())
-            try:
-                batch: list[Any] = []
-                for item in items:
-                    if item[0] != "action":
-                        batch.append(item)
-                        continue
-                    await self._flush(batch)  # what was queued before an action is in Redis first
-                    batch = []
-                    await self._retrying(item[1])
-                await self._flush(batch)
-            finally:
-                for _ in items:
-                    self._outbox.task_done()
-
-    async def _flush(self, batch: list[Any]) -> None:
-        if batch:
-            await self._retrying(functools.partial(self._write, batch))
-
-    async def _write(self, batch: list[Any]) -> None:
-        """One pipeline: the counts, one Stream entry per run for its events of the batch, then the other ops."""
-        per_run: dict[str, list[tuple[int, bytes]]] = {}
-        ops = [item for item in batch if item[0] == "ops"]
-        for item in batch:
-            if item[0] == "event":
-                per_run.setdefault(item[1], []).append((item[2], item[3]))
-        lock = self._counts_lock if any(op[3] for op in ops) else contextlib.nullcontext()
-        async with lock, self.redis.pipeline(transaction=False) as pipe:
-            for op in ops:  # the counts first: a slot is free before anyone sees the end of its run
-                if op[3]:
-                    op[1](pipe)
-            first = len(pipe)
-            for run_id, events in per_run.items():
-                _xadd(pipe, run_id, events)
-            for op in ops:
-                if not op[3]:
-                    op[1](pipe)
-            results = await pipe.execute(raise_on_error=False)
-        _check([""] * first + list(per_run), results)
-        for op in ops:
-            if op[2] is not None:
-                op[2]()
-
-    async def _retrying(self, action: Callable[[], Awaitable[None]]) -> None:
-        delay = 0.05
-        for _ in range(200):  # bounded: about three minutes of Redis being away
-            try:
-                await action()
-                return
-            except ResponseError as exc:  # the command itself was refused: retrying cannot help
-                logger.error("cluster: Redis refused a write: %s", exc)
-                return
-            except (RedisError, OSError) as exc:
-                self._unhealthy(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            except Exception:  # a bug in one action must not stop the publisher
-                logger.exception("cluster: a write to Redis failed")
-                return
-        logger.error("cluster: gave up writing to Redis after repeated failures: %s", self.last_error)
-
-    async def publish(self, run_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        """Write ``(seq, wire json)`` events of a run now (the reaper's terminal event)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            _xadd(pipe, run_id, events)
-            results = await pipe.execute(raise_on_error=False)
-        _check([run_id], results)
 
     async def last_event(self, run_id: str) -> dict[str, Any] | None:
         """The last event in the run's Stream (its wire dict), if any."""
@@ -639,35 +499,3 @@ class ClusterNode:
             if not await self.redis.scard(f"agw:inst:{instance}:runs"):
                 await self.redis.srem(INSTANCES, instance)
                 await self.redis.delete(f"agw:inbox:{instance}")
-
-
-def _xadd(pipe: Any, run_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-    """One Stream entry for ``events``: id = the ``seq`` of the last, the events' JSON one per line."""
-    pipe.xadd(events_key(run_id), {b"d": b"\n".join(data for _, data in events)}, id=f"{events[-1][0]}-0",
-              maxlen=STREAM_MAXLEN, approximate=True)
-
-
-def _check(run_ids: list[str], results: list[Any]) -> None:
-    """Raise a connection failure (the write is retried); an entry already written (a retried write) is
-    fine; any other refusal is logged. ``run_ids[i]``: the run whose XADD is command ``i`` ("" for others)."""
-    for index, result in enumerate(results):
-        if not isinstance(result, Exception):
-            continue
-        if not isinstance(result, ResponseError):
-            raise result
-        run_id = run_ids[index] if index < len(run_ids) else ""
-        if run_id and "equal or smaller" in str(result):
-            continue
-        logger.warning("cluster: %s not written: %s", f"events of run {run_id}" if run_id else "a write", result)
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in fields.items() if v is not None}
-
-
-def _safe_url(url: str) -> str:
-    """The Redis URL without a password (for logs)."""
-    if "@" in url:
-        scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

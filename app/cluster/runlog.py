@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from app.cluster.node import ClusterNode, PipelineOps
+from app.cluster.node import ClusterNode
+from app.cluster.outbox import PipelineOps
 from app.contract.events import TERMINAL_TYPES, Stamped
 from app.runs.log import MemoryRunLog
 
@@ -58,9 +59,9 @@ class ClusterRunLog(MemoryRunLog):
         if self.ended:
             return
         super().append(event)
-        self._node.enqueue_event(self._run_id, event.seq, orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS))
+        self._node.outbox.enqueue_event(self._run_id, event.seq, orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS))
         if event.terminal and self.on_end is not None:
-            self._node.enqueue_ops(self.on_end)
+            self._node.outbox.enqueue_ops(self.on_end)
 
 
 class StreamRunLog:

@@ -86,7 +86,7 @@ class ClusterSchedules:
         return SharedScheduleFile(path, self._changed)
 
     def _changed(self) -> None:
-        self._node.enqueue_action(self._bump)
+        self._node.outbox.enqueue_action(self._bump)
 
     async def _bump(self) -> None:
         await self._node.redis.incr(VERSION_KEY)

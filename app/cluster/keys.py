@@ -1,0 +1,94 @@
+"""The Redis layout of a cluster (SPEC §16): key names, bounds and the Lua scripts.
+
+``ClusterNode`` (``node.py``) and ``ClusterDirectory`` (``directory.py``) read and write these keys;
+``docs/cluster.md`` ("How it works") lists them for operators.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+#: bound of one run's event stream (approximate trimming)
+STREAM_MAXLEN = 100_000
+#: how long the per-owner run index lives after the owner's last run started
+OWNER_INDEX_SECONDS = 7 * 86400
+#: Redis connections of one instance at most
+MAX_CONNECTIONS = 4096
+#: the set of every instance that joined (members are dropped by the reaper once dead and empty)
+INSTANCES = "agw:instances"
+
+RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# renew our lease, or take it back when Redis lost it (restart without persistence)
+RENEW = """
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] or not v then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 else return 0 end
+"""
+# take a chat lease that is free or held by a dead instance (ARGV[1] = its token prefix)
+TAKE_OVER = """
+local v = redis.call('get', KEYS[1])
+if (not v) or string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+# admission of a new run: the caps over every instance's live counts, then the run's registration.
+# ARGV: me, owner, my total, my owner count (both with the new run), global cap, user cap, counts TTL ms,
+#       run id, chat id, startedAt, owner-index TTL s, then the record's field/value pairs
+ADMIT = """
+local total, mine = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ufield = 'u:' .. ARGV[2]
+for _, inst in ipairs(redis.call('smembers', 'agw:instances')) do
+  if inst ~= ARGV[1] then
+    local v = redis.call('hmget', 'agw:inst:' .. inst .. ':live', '*', ufield)
+    total = total + (tonumber(v[1]) or 0)
+    mine = mine + (tonumber(v[2]) or 0)
+  end
+end
+if mine > tonumber(ARGV[6]) then return {1, mine} end
+if total > tonumber(ARGV[5]) then return {2, total} end
+local live = 'agw:inst:' .. ARGV[1] .. ':live'
+redis.call('hset', live, '*', ARGV[3], ufield, ARGV[4])
+redis.call('pexpire', live, ARGV[7])
+redis.call('hset', 'agw:run:' .. ARGV[8], unpack(ARGV, 12))
+redis.call('sadd', 'agw:inst:' .. ARGV[1] .. ':runs', ARGV[8])
+redis.call('set', 'agw:chat:' .. ARGV[9] .. ':active', ARGV[8], 'EX', ARGV[11])
+local index = 'agw:owner:' .. ARGV[2] .. ':runs'
+redis.call('zadd', index, ARGV[10], ARGV[8])
+redis.call('expire', index, ARGV[11])
+return {0, 0}
+"""
+
+#: ``admit_run`` refusals
+REFUSED_USER = 1
+REFUSED_GLOBAL = 2
+
+
+def run_key(run_id: str) -> str:
+    return f"agw:run:{run_id}"
+
+
+def events_key(run_id: str) -> str:
+    return f"agw:run:{run_id}:events"
+
+
+def chat_lease_key(chat_id: str) -> str:
+    return f"agw:chat:{chat_id}:lease"
+
+
+def active_key(chat_id: str) -> str:
+    return f"agw:chat:{chat_id}:active"
+
+
+def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in fields.items() if v is not None}
+
+
+def safe_url(url: str) -> str:
+    """The Redis URL without a password (for logs)."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
