@@ -22,6 +22,7 @@ Reading: ``lines(day)`` streams one day's file; a query reads only the files of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -96,20 +97,21 @@ class UsageLedger:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            lines: dict[Path, list[bytes]] = {}
-            waiting: list[Future[None]] = []
-            for item in batch:
-                if item is None:
-                    stop = True
-                elif isinstance(item, Future):
-                    waiting.append(item)
-                else:
-                    self._encode(item, lines)
-            for path, chunks in lines.items():
-                self._append(path, b"".join(chunks))
-            for future in waiting:
-                if future.set_running_or_notify_cancel():  # False: the flush was cancelled meanwhile
-                    future.set_result(None)
+            waiting: list[Future[None]] = [item for item in batch if isinstance(item, Future)]
+            stop = any(item is None for item in batch)
+            try:
+                lines: dict[Path, list[bytes]] = {}
+                for item in batch:
+                    if isinstance(item, dict):
+                        self._encode(item, lines)
+                for path, chunks in lines.items():
+                    self._append(path, b"".join(chunks))
+            except Exception:  # a bug here must never stop the writer: flush() would wait forever
+                logger.exception("usage ledger: a batch of %d lines was not written", len(batch) - len(waiting))
+            finally:
+                for future in waiting:
+                    if future.set_running_or_notify_cancel():  # False: the flush was cancelled meanwhile
+                        future.set_result(None)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -118,7 +120,7 @@ class UsageLedger:
         try:
             path = self.path_for(day_of(int(entry["ts"])))
             lines.setdefault(path, []).append(orjson.dumps(entry) + b"\n")
-        except (TypeError, ValueError, KeyError) as exc:
+        except Exception as exc:  # one bad entry (no ts, a ts out of range, not JSON-able) loses only itself
             logger.error("usage ledger: could not record a call of run %s: %s", entry.get("runId"), exc)
 
     def _append(self, path: Path, data: bytes) -> None:
@@ -143,7 +145,8 @@ class UsageLedger:
         except OSError as exc:
             logger.error("usage ledger: could not write %s: %s", path.name, exc)
             if self._fd is not None:
-                os.close(self._fd)
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
             self._fd = self._fd_path = None
 
     # -- reading -------------------------------------------------------------------------

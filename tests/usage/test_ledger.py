@@ -103,3 +103,20 @@ def test_close_writes_what_is_queued_and_later_records_are_refused_with_a_warnin
     assert "usage ledger closed" in caplog.text
     ledger.close()  # twice is harmless
     assert read_n(next(tmp_path.glob("*.jsonl"))) == list(range(100))
+
+
+@pytest.mark.parametrize("bad", [{"runId": "far", "ts": 10**30}, {"runId": "nan", "ts": float("nan")},
+                                 {"runId": "obj", "ts": 1, "x": object()}], ids=["ts-out-of-range", "ts-nan", "not-json"])
+async def test_a_hostile_entry_loses_only_itself(tmp_path: Path, bad: dict[str, object],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    ledger = UsageLedger(tmp_path)
+    try:
+        with caplog.at_level(logging.ERROR, logger="app.usage.ledger"):
+            ledger.record(entry(1))
+            ledger.record(bad)
+            ledger.record(entry(2))
+            await asyncio.wait_for(ledger.flush(), timeout=30)  # a bound that only turns a hang into a failure
+        assert f"could not record a call of run {bad['runId']}" in caplog.text
+        assert read_n(next(tmp_path.glob("*.jsonl"))) == [1, 2]
+    finally:
+        ledger.close()
