@@ -21,7 +21,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import anyio
-import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Send
 
@@ -37,7 +36,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 def encode_event(event: LogEvent) -> ServerSentEvent:
     """One run event → one SSE message as sse-starlette builds it (the reference for ``event_frame``)."""
     return ServerSentEvent(
-        data=orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS).decode(),
+        data=event.wire_json().decode(),
         event="message",
         id=str(event.seq),
     )
@@ -50,7 +49,7 @@ def event_frame(event: LogEvent) -> bytes:
     one line, and ``seq`` is an int: nothing needs the line splitting of ``ServerSentEvent``.
     """
     return b"".join((b"id: ", str(event.seq).encode(), b"\r\nevent: message\r\ndata: ",
-                     orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS), b"\r\n\r\n"))
+                     event.wire_json(), b"\r\n\r\n"))
 
 
 def heartbeat() -> ServerSentEvent:

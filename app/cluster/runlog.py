@@ -42,6 +42,9 @@ class WireEvent:
     def wire(self) -> dict[str, Any]:
         return self._wire
 
+    def wire_json(self) -> bytes:
+        return orjson.dumps(self._wire, option=orjson.OPT_NON_STR_KEYS)
+
 
 class ClusterRunLog(MemoryRunLog):
     """A local run's log, mirrored to its Redis Stream."""
@@ -59,7 +62,7 @@ class ClusterRunLog(MemoryRunLog):
         if self.ended:
             return
         super().append(event)
-        self._node.outbox.enqueue_event(self._run_id, event.seq, orjson.dumps(event.wire(), option=orjson.OPT_NON_STR_KEYS))
+        self._node.outbox.enqueue_event(self._run_id, event.seq, event.wire_json())
         if event.terminal and self.on_end is not None:
             self._node.outbox.enqueue_ops(self.on_end)
 

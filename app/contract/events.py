@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import orjson
+
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -400,17 +402,19 @@ def now_ms() -> int:
 
 class Stamped:
     """One event of a run's log: the typed event with its ``seq`` (1, 2, 3 … per run) and
-    ``timestamp``. ``wire()`` is the only conversion to the wire dict (camelCase, ``None``
-    omitted, ``seq``/``timestamp`` added); it is computed once and shared by every edge that
-    sends the event (SSE encoder, JSON-RPC notifications, replays to later watchers)."""
+    ``timestamp``. ``wire()`` is the one conversion to the wire dict (camelCase, ``None``
+    omitted, ``seq``/``timestamp`` added). ``wire_json()`` is that dict as JSON bytes, computed
+    once and kept: every edge that sends the event as JSON shares it (SSE frames, replays to
+    later watchers, the cluster's Redis Stream). The dict itself is not kept: a log holds every
+    event of a run for resume, and the bytes take about half the memory of the dict."""
 
-    __slots__ = ("event", "seq", "timestamp", "_wire")
+    __slots__ = ("event", "seq", "timestamp", "_json")
 
     def __init__(self, event: Event, seq: int, timestamp: int) -> None:
         self.event = event
         self.seq = seq
         self.timestamp = timestamp
-        self._wire: dict[str, Any] | None = None
+        self._json: bytes | None = None
 
     @property
     def type(self) -> str:
@@ -421,13 +425,19 @@ class Stamped:
         return self.event.type in TERMINAL_TYPES
 
     def wire(self) -> dict[str, Any]:
-        wire = self._wire
-        if wire is None:
-            wire = self.event.to_wire()
-            wire["seq"] = self.seq
-            wire["timestamp"] = self.timestamp
-            self._wire = wire
+        """A new wire dict (the caller may keep or change it)."""
+        wire = self.event.to_wire()
+        wire["seq"] = self.seq
+        wire["timestamp"] = self.timestamp
         return wire
+
+    def wire_json(self) -> bytes:
+        data = self._json
+        if data is None:
+            # a copy of exactly its size: orjson returns its whole output buffer (4 KiB at least),
+            # which a log that keeps every event of a run cannot afford per event
+            data = self._json = bytes(memoryview(orjson.dumps(self.wire(), option=orjson.OPT_NON_STR_KEYS)))
+        return data
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> Stamped:
@@ -443,7 +453,6 @@ class Stamped:
             stamped = cls(event, int(wire["seq"]), int(wire["timestamp"]))
         except (TypeError, KeyError) as exc:
             raise ValueError(f"malformed {event_type.type} event: {exc}") from exc
-        stamped._wire = wire
         return stamped
 
 

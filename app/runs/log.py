@@ -31,6 +31,10 @@ class LogEvent(Protocol):
 
     def wire(self) -> dict[str, Any]: ...
 
+    def wire_json(self) -> bytes:
+        """``wire()`` as JSON bytes."""
+        ...
+
 
 class RunLog(Protocol):
     """The ordered events of one run."""

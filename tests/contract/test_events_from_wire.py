@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 
 import orjson
 import pytest
 
-from app.contract.events import EVENT_TYPES, Event, Stamped
+from app.contract.events import EVENT_TYPES, ContentDeltaEvent, Event, Stamped
 
 
 def _value(annotation: str, name: str) -> object:
@@ -57,3 +58,18 @@ def test_unknown_fields_are_ignored_and_missing_optionals_stay_none() -> None:
 def test_malformed_wire_dicts_are_value_errors(wire: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Stamped.from_wire(wire)
+
+
+def test_wire_json_is_the_wire_dict_and_is_kept_compact() -> None:
+    """A run's log keeps every event's JSON for resume: it must be a bytes object of its own size.
+    (orjson returns its whole output buffer, at least 4 KiB, which per kept event is a leak.)"""
+    events = [Stamped(ContentDeltaEvent(content_id="c1", delta=f"token {n}"), n, 1) for n in range(1, 1001)]
+    assert orjson.loads(events[0].wire_json()) == events[0].wire()
+    assert events[0].wire_json() is events[0].wire_json()  # computed once
+    tracemalloc.start()
+    try:
+        kept = [stamped.wire_json() for stamped in events[1:]]
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 1000 - 1 and size < len(kept) * 512, f"{size / len(kept):.0f} bytes per event's JSON"
