@@ -39,6 +39,7 @@ from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import fail
 from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, FrameResponse
+from app.api.state import gateway_of
 from app.contract.events import Stamped
 from app.errors import NotFoundError, RequestError, RunLimitExceeded
 from app.gateway import Gateway
@@ -50,11 +51,6 @@ from app.runs.remote import RemoteRun
 router = APIRouter()
 
 
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
 @router.post(
     "/ag-ui/{agentKey}",
     summary="Run an agent with the AG-UI protocol: RunAgentInput in, AG-UI events out (SSE)",
@@ -63,7 +59,7 @@ def _gateway(request: Request) -> Gateway:
 )
 async def run_agent(request: Request, agent_key: Annotated[str, Path(alias="agentKey")],
                     user: str = Depends(current_user)) -> Response:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     check_key(agent_key, "agentKey")
     if agent_key not in gateway.catalog.snapshot.agents:
         raise NotFoundError(f"unknown agent: {agent_key}")

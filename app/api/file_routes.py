@@ -25,11 +25,11 @@ from starlette.requests import ClientDisconnect
 
 from app.api.auth import current_user
 from app.api.envelope import ok
+from app.api.state import gateway_of
 from app.errors import NotFoundError, PayloadTooLarge, RequestError
 from app.files.multipart import FORM_OVERHEAD_BYTES, boundary_of, read_upload_form
 from app.files.store import FILE_ID, FileStore
 from app.files.uploads import Uploads, check_chat_owner
-from app.gateway import Gateway
 from app.paths import check_key
 
 logger = logging.getLogger(__name__)
@@ -58,15 +58,10 @@ DOWNLOAD_HEADERS = {
 }
 
 
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
 @router.post("/api/ap/upload", summary="Upload a file into a chat's workspace (multipart)",
              openapi_extra={"requestBody": UPLOAD_BODY})
 async def upload(request: Request, user: str = Depends(current_user)) -> Response:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     uploads = Uploads(gateway.settings, gateway.chats, gateway.services.sandbox.workspace_for)
     limit = gateway.settings.agent.upload.max_bytes
     declared = request.headers.get("content-length")
@@ -96,7 +91,7 @@ async def download(
     token: str | None = Query(None, max_length=256),
     user: str = Depends(current_user),
 ) -> FileResponse:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     store = FileStore(gateway.settings)
     chat_id = check_key(chat_id, "chatId")
     if not FILE_ID.fullmatch(artifact_id):

@@ -42,6 +42,7 @@ from app.adapters.openai_chat import (
 from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, FrameResponse, heartbeat
+from app.api.state import gateway_of
 from app.catalog.definitions import AgentDefinition
 from app.contract.events import Stamped
 from app.errors import GatewayError, NotFoundError, RequestError, RunLimitExceeded, describe_validation_error
@@ -56,11 +57,6 @@ class OpenAIJSON(Response):
 
     def render(self, content: object) -> bytes:
         return orjson.dumps(content)
-
-
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
 
 
 def _refusal(exc: GatewayError, *, param: str | None = None, code: str | None = None) -> Response:
@@ -89,14 +85,14 @@ def _created(agents: list[AgentDefinition]) -> list[int]:
 
 @router.get("/v1/models", summary="Every agent as an OpenAI model (id = agentKey)")
 async def list_models(request: Request) -> Response:
-    agents = list(_gateway(request).catalog.snapshot.agents.values())
+    agents = list(gateway_of(request).catalog.snapshot.agents.values())
     stamps = await asyncio.to_thread(_created, agents)
     return OpenAIJSON({"object": "list", "data": [model_entry(a.key, t) for a, t in zip(agents, stamps, strict=True)]})
 
 
 @router.get("/v1/models/{model}", summary="One agent as an OpenAI model")
 async def retrieve_model(request: Request, model: str) -> Response:
-    agent = _gateway(request).catalog.snapshot.agents.get(model)
+    agent = gateway_of(request).catalog.snapshot.agents.get(model)
     if agent is None:
         return _unknown_model(model)
     (stamp,) = await asyncio.to_thread(_created, [agent])
@@ -110,7 +106,7 @@ async def retrieve_model(request: Request, model: str) -> Response:
         "schema": ChatCompletionRequest.model_json_schema()}}}},
 )
 async def chat_completions(request: Request, user: str = Depends(current_user)) -> Response:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     try:
         body = await read_json(request, ChatCompletionRequest, gateway.settings.server.max_body_bytes)
         if body.model not in gateway.catalog.snapshot.agents:

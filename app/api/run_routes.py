@@ -19,18 +19,13 @@ from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import EnvelopeResponse, fail, ok
 from app.api.sse import event_stream_response
+from app.api.state import gateway_of
 from app.contract.bodies import QueryRequest, SubmitRequest
 from app.contract.runs import RunOutcome
 from app.errors import RunLimitExceeded
-from app.gateway import Gateway
 from app.paths import check_key
 
 router = APIRouter()
-
-
-def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
 
 
 @router.post(

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from app.api.auth import current_user
 from app.api.envelope import ok
 from app.api.sse import event_stream_response
+from app.api.state import gateway_of
 from app.contract.runs import RUN_STATUSES
 from app.errors import RequestError
 from app.gateway import Gateway
@@ -30,11 +31,6 @@ from app.runs.remote import RemoteRun
 router = APIRouter()
 
 _MAX_SEQ = 2**53  # beyond any real run; a larger number is a client error, not an overflow
-
-
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
 
 
 def resume_point(after: str | None, last_event_id: str | None) -> int:
@@ -60,7 +56,7 @@ async def run_stream(
     after: str | None = Query(None, max_length=32),
     user: str = Depends(current_user),
 ) -> Response:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     start = resume_point(after, request.headers.get("last-event-id"))
     run = await gateway.runs.locate(check_key(run_id, "runId"), user)
     return _stream(gateway, run, start)
@@ -73,7 +69,7 @@ async def chat_stream(
     after: str | None = Query(None, max_length=32),
     user: str = Depends(current_user),
 ) -> Response:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     start = resume_point(after, request.headers.get("last-event-id"))
     run = await gateway.runs.locate_active_in_chat(check_key(chat_id, "chatId"), user)
     return _stream(gateway, run, start)
@@ -85,7 +81,7 @@ async def run_status(
     run_id: str = Query(alias="runId", min_length=1, max_length=128),
     user: str = Depends(current_user),
 ) -> Response:
-    runs = _gateway(request).runs
+    runs = gateway_of(request).runs
     return ok(await runs.describe_any(await runs.locate(check_key(run_id, "runId"), user)))
 
 
@@ -98,6 +94,6 @@ async def run_list(
 ) -> Response:
     if status is not None and status not in RUN_STATUSES:
         raise RequestError(f"status must be one of {', '.join(RUN_STATUSES)}")
-    runs = _gateway(request).runs
+    runs = gateway_of(request).runs
     chat = check_key(chat_id, "chatId") if chat_id else None
     return ok(await runs.list_all(user, chat_id=chat, status=status))

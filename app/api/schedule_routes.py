@@ -15,21 +15,16 @@ from fastapi.responses import Response
 from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import ok
+from app.api.state import gateway_of
 from app.errors import RequestError
-from app.gateway import Gateway
 from app.scheduler.jobs import ScheduleRequest
 
 router = APIRouter()
 
 
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
 @router.get("/api/ap/schedules", summary="List the caller's scheduled runs")
 async def list_schedules(request: Request, user: str = Depends(current_user)) -> Response:
-    return ok(_gateway(request).scheduler.list(user))
+    return ok(gateway_of(request).scheduler.list(user))
 
 
 @router.post(
@@ -39,7 +34,7 @@ async def list_schedules(request: Request, user: str = Depends(current_user)) ->
         "schema": ScheduleRequest.model_json_schema()}}}},
 )
 async def create_schedule(request: Request, user: str = Depends(current_user)) -> Response:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     body = await read_json(request, ScheduleRequest, gateway.settings.server.max_body_bytes)
     return ok(gateway.scheduler.add(body, user))
 
@@ -51,7 +46,7 @@ async def delete_schedule(
 ) -> Response:
     if not job_id:
         raise RequestError("missing query parameter 'jobId'")
-    return ok(_gateway(request).scheduler.remove(job_id, user))
+    return ok(gateway_of(request).scheduler.remove(job_id, user))
 
 
 __all__ = ["router"]
