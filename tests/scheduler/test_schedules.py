@@ -15,22 +15,14 @@ import orjson
 import pytest
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Script, http_error_script, text_script
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
-
-
-def _responder(body: dict[str, Any]) -> Script:
-    """Answers by the user's message: ``fail`` → HTTP 500, anything else → an echo."""
-    message = str(body["messages"][-1]["content"])
-    if "fail" in message:
-        return http_error_script(500, "the model is down")
-    return text_script(["echo: ", message])
+from tests.support.responders import echo_or_fail
 
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(responder=_responder) as fake:
+    with FakeUpstream(responder=echo_or_fail) as fake:
         yield fake
 
 

@@ -25,11 +25,12 @@ import pytest
 
 from app import __version__
 from app.devtools import FakeUpstream
-from app.devtools.script import Script, http_error_script, text_script
+from app.devtools.script import text_script
 from tests.engine.helpers import call, of_type
 from tests.sidecar.test_scheduler_events import add_date_job, scheduler_events
 from tests.support.deployment import REPO, agent, make_deployment, write_agent
 from tests.support.sidecar import SidecarProcess
+from tests.support.responders import echo_or_fail
 
 BUILD_SCRIPT = REPO / "scripts" / "build-sidecar"
 #: a generous bound that only turns a hung build into a failure (a build takes 1-3 minutes here)
@@ -57,17 +58,9 @@ def executable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield binary
 
 
-def _responder(body: dict[str, Any]) -> Script:
-    """Scheduled runs (nothing queued): ``fail`` → HTTP 500, anything else → an echo."""
-    message = str(body["messages"][-1]["content"])
-    if "fail" in message:
-        return http_error_script(500, "the model is down")
-    return text_script(["echo: ", message])
-
-
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(responder=_responder) as fake:
+    with FakeUpstream(responder=echo_or_fail) as fake:
         yield fake
 
 

@@ -6,7 +6,7 @@ request); nothing is asserted about durations."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +14,14 @@ import orjson
 import pytest
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Script, http_error_script, text_script
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.sidecar import SidecarProcess
-
-
-def _responder(body: dict[str, Any]) -> Script:
-    """Answers by the user's message: ``fail`` → HTTP 500, anything else → an echo."""
-    message = str(body["messages"][-1]["content"])
-    if "fail" in message:
-        return http_error_script(500, "the model is down")
-    return text_script(["echo: ", message])
+from tests.support.responders import echo_or_fail
 
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(responder=_responder) as fake:
+    with FakeUpstream(responder=echo_or_fail) as fake:
         yield fake
 
 
@@ -38,15 +30,6 @@ def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
     root = make_deployment(tmp_path / "deploy", upstream.url)
     write_agent(root, "plain", agent("ONESHOT", budget={"model": {"maxCalls": 3, "timeoutMs": 20000, "retryCount": 0}}))
     return root
-
-
-@pytest.fixture
-async def sidecar(deploy: Path, tmp_path: Path) -> AsyncIterator[SidecarProcess]:
-    process = await SidecarProcess(deploy, tmp_path / "sidecar.stderr").start()
-    try:
-        yield process
-    finally:
-        await process.stop()
 
 
 async def add_date_job(sidecar: SidecarProcess, job: dict[str, Any]) -> dict[str, Any]:

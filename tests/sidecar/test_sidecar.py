@@ -4,7 +4,6 @@ models on a FakeUpstream in this process. Ordering is proven with gates, never w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
     write_agent(root, "asker", agent("ONESHOT", tools=FRONTEND))
     write_agent(root, "weather", agent("ONESHOT", tools=WEATHER, reasoning=True))
     return root
-
-
-@pytest.fixture
-async def sidecar(deploy: Path, tmp_path: Path) -> AsyncIterator[SidecarProcess]:
-    process = await SidecarProcess(deploy, tmp_path / "sidecar.stderr").start()
-    try:
-        yield process
-    finally:
-        await process.stop()
 
 
 async def _events_until_terminal(sidecar: SidecarProcess, request_id: str) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ circuit breaker's state."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,6 @@ def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
     write_agent(root, "a_deadfirst", agent("ONESHOT", model="deadfirst", budget={"model": ONE}))
     write_agent(root, "a_m1", agent("ONESHOT", model="m1", budget={"model": ONE}))
     return root
-
-
-@pytest.fixture
-async def sidecar(deploy: Path, tmp_path: Path) -> AsyncIterator[SidecarProcess]:
-    process = await SidecarProcess(deploy, tmp_path / "sidecar.stderr").start()
-    try:
-        yield process
-    finally:
-        await process.stop()
 
 
 def around_today() -> dict[str, str]:

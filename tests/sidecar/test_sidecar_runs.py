@@ -3,7 +3,6 @@ after a seq, then live, result at the end), ``agent.status`` and ``agent.interru
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,6 @@ def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
     root = make_deployment(tmp_path / "deploy", upstream.url)
     write_agent(root, "plain", agent("ONESHOT"))
     return root
-
-
-@pytest.fixture
-async def sidecar(deploy: Path, tmp_path: Path) -> AsyncIterator[SidecarProcess]:
-    process = await SidecarProcess(deploy, tmp_path / "sidecar.stderr").start()
-    try:
-        yield process
-    finally:
-        await process.stop()
 
 
 def _gated(gate: str) -> list[Any]:
