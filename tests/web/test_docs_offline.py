@@ -13,12 +13,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Browser, ConsoleMessage, Page, Route, expect
 
-from app.errors import ToolError
-from app.tools.browser import launch_chromium
 from tests.security.support import ISSUER, rsa_pair
+from tests.support.browser import checked_page, headless_chromium
 from tests.support.server import GatewayServer
 
 #: generous upper bound for one DOM wait; only turns a hang into a failure
@@ -52,35 +50,18 @@ class Traffic:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        try:
-            instance = await launch_chromium(playwright)
-        except (ToolError, PlaywrightError) as exc:
-            reason = f"the offline docs test needs headless Chromium, which cannot be launched here: {exc}"
-            print(reason)
-            pytest.skip(reason)
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    async with headless_chromium("the offline docs test") as instance:
+        yield instance
 
 
 @pytest.fixture
 async def guarded_page(browser: Browser) -> AsyncIterator[tuple[Page, Traffic]]:
     """A fresh page whose every request to another host is aborted; script errors fail the test."""
-    context = await browser.new_context()
-    page = await context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    traffic = Traffic()
-    await page.route("**/*", traffic.guard)
-    page.on("console", traffic.console)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    async with checked_page(browser, WAIT_MS) as page:
+        traffic = Traffic()
+        await page.route("**/*", traffic.guard)
+        page.on("console", traffic.console)
         yield page, traffic
-    finally:
-        await context.close()
-    assert errors == [], errors
 
 
 @pytest.fixture
