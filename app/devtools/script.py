@@ -192,6 +192,16 @@ def text_script(
     return steps + _tail(usage, finish)
 
 
+def gated_text_script(n: int) -> list[Step]:
+    """``n`` answer deltas ``"d0 "`` … ``"d<n-1> "``, each followed by the gate ``g<k>``: delta k+1
+    leaves only once a test released ``g<k>``, i.e. after its client received delta k (the
+    zero-buffering handshake). Then usage ``(1, n)`` and finish ``stop``."""
+    steps: list[Step] = []
+    for k in range(n):
+        steps += [Text(f"d{k} "), Gate(f"g{k}")]
+    return steps + _tail((1, n), "stop")
+
+
 def tool_call_script(
     call_id: str,
     name: str,
@@ -285,6 +295,7 @@ __all__ = [
     "ToolArgs",
     "ToolCall",
     "Usage",
+    "gated_text_script",
     "http_error_script",
     "parallel_tool_calls_script",
     "script_from_json",

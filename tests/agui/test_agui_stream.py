@@ -17,7 +17,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Finish, Gate, Text, ToolArgs, ToolCall, Usage, http_error_script, text_script
+from app.devtools.script import Finish, Gate, Text, ToolArgs, ToolCall, gated_text_script, http_error_script, text_script
 from tests.agui.support import collect_agui, kinds, parse_event, raw_types, stream_agui, user_input
 from tests.engine.helpers import call
 from tests.support.deployment import agent, write_agent
@@ -235,10 +235,7 @@ async def test_zero_buffering_each_delta_reaches_client_before_next_is_sent(
     write_agent(deploy, "plain", agent("ONESHOT"))
     gw = start_gateway()
     n = 8
-    script: list[Any] = []
-    for k in range(n):
-        script += [Text(f"d{k} "), Gate(f"g{k}")]
-    upstream.enqueue(script + [Usage(1, n), Finish("stop")])
+    upstream.enqueue(gated_text_script(n))
     received: list[str] = []
 
     async def consume() -> None:

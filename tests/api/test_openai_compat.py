@@ -19,7 +19,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Disconnect, Finish, Gate, Text, Usage, http_error_script, text_script
+from app.devtools.script import Disconnect, Finish, Gate, Text, Usage, gated_text_script, http_error_script, text_script
 from tests.engine.helpers import call
 from tests.security.support import ISSUER, mint, rsa_pair
 from tests.support.deployment import agent, write_agent
@@ -410,10 +410,7 @@ async def test_zero_buffering_each_chunk_reaches_client_before_next_delta_is_sen
     write_agent(deploy, "plain", agent("ONESHOT"))
     gw = start_gateway()
     n = 8
-    script: list[Any] = []
-    for k in range(n):
-        script += [Text(f"d{k} "), Gate(f"g{k}")]
-    upstream.enqueue(script + [Usage(1, n), Finish("stop")])
+    upstream.enqueue(gated_text_script(n))
     received: list[str] = []
 
     async def consume() -> None:

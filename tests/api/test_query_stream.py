@@ -12,6 +12,7 @@ import pytest
 
 from app.devtools import FakeUpstream
 from app.devtools.script import (
+    gated_text_script,
     Disconnect,
     Finish,
     Gate,
@@ -225,10 +226,7 @@ async def test_zero_buffering_each_delta_reaches_client_before_next_is_sent(
     write_agent(deploy, "plain", agent("ONESHOT"))
     gw = start_gateway()
     n = 8
-    script: list = []
-    for k in range(n):
-        script += [Text(f"d{k} "), Gate(f"g{k}")]
-    upstream.enqueue(script + [Usage(1, n), Finish("stop")])
+    upstream.enqueue(gated_text_script(n))
     received: list[str] = []
 
     async def consume() -> None:

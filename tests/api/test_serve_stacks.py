@@ -21,7 +21,7 @@ import pytest
 
 from app.cli.serve import server_stack
 from app.devtools import FakeUpstream
-from app.devtools.script import Finish, Gate, Text, Usage
+from app.devtools.script import gated_text_script
 from tests.support.deployment import REPO, agent, write_agent
 from tests.support.sse import stream_events
 
@@ -81,10 +81,7 @@ async def test_zero_buffering_on_each_server_stack(
     url, log = serve("--loop", loop, "--http", http)
     assert f"with the {loop} event loop and {http}" in log.read_text(errors="replace")
     n = 6
-    script: list = []
-    for k in range(n):
-        script += [Text(f"d{k} "), Gate(f"g{k}")]
-    upstream.enqueue(script + [Usage(1, n), Finish("stop")])
+    upstream.enqueue(gated_text_script(n))
     received: list[str] = []
     last: dict = {}
 

@@ -28,7 +28,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Finish, Gate, Text, Usage, text_script
+from app.devtools.script import gated_text_script, text_script
 from tests.engine.helpers import call
 from tests.support.deployment import REPO, agent, write_agent
 from tests.support.server import GatewayServer
@@ -219,10 +219,7 @@ async def test_zero_buffering_through_the_proxy(
     write_agent(deploy, "plain", agent("ONESHOT"))
     _, proxy = proxied()
     n = 6
-    script: list[Any] = []
-    for k in range(n):
-        script += [Text(f"d{k} "), Gate(f"g{k}")]
-    upstream.enqueue(script + [Usage(1, n), Finish("stop")])
+    upstream.enqueue(gated_text_script(n))
     received: list[str] = []
     last = ""
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Finish, Gate, Text, Usage, text_script, tool_call_script
+from app.devtools.script import Finish, Gate, Text, gated_text_script, text_script, tool_call_script
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
 from tests.support.sidecar import SidecarProcess
@@ -57,10 +57,7 @@ async def test_query_notifications_arrive_one_by_one_before_the_reply(
     sidecar: SidecarProcess, upstream: FakeUpstream
 ) -> None:
     n = 5
-    script: list[Any] = []
-    for k in range(n):
-        script += [Text(f"d{k} "), Gate(f"g{k}")]
-    upstream.enqueue(script + [Usage(1, n), Finish("stop")])
+    upstream.enqueue(gated_text_script(n))
     reply = await sidecar.send("agent.query", {"agentKey": "plain", "message": "go", "requestId": "req-1"})
     received: list[str] = []
     events: list[dict[str, Any]] = []
