@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import text_script
 from tests.engine.helpers import call, tool_message
 from tests.support.deployment import REPO, agent, write_agent
-from tests.support.server import GatewayServer
+from tests.support.server import GatewayServer, wait_healthy
 from tests.support.sse import collect
 
 DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction",
@@ -133,18 +132,10 @@ def served(initialized: Path) -> Iterator[str]:
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + HANG
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            _, err = process.communicate()
-            raise AssertionError(f"agw serve did not start: {err.decode()[-2000:]}")
-        time.sleep(0.05)
+    if not wait_healthy(url, process, HANG):
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"agw serve did not start: {err.decode()[-2000:]}")
     yield url
     process.send_signal(signal.SIGINT)
     try:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 
 from tests.support.deployment import REPO
 from tests.support.sse import collect, stream_events
+from tests.support.server import wait_healthy
 
 DEMO_AGENTS = ["demoPlain", "demoThinking", "demoReact", "demoPlanExecute", "demoConfirm", "demoAction",
                "demoGraphWeather", "demoGraphReview"]
@@ -46,18 +46,10 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=root, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            _, err = process.communicate()
-            raise RuntimeError(f"agw serve did not start: {err.decode()[-2000:]}")
-        time.sleep(0.1)
+    if not wait_healthy(url, process):
+        process.kill()
+        _, err = process.communicate()
+        raise RuntimeError(f"agw serve did not start: {err.decode()[-2000:]}")
     yield url
     process.send_signal(signal.SIGINT)
     try:

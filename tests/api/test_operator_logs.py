@@ -21,6 +21,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import http_error_script, text_script
 from tests.security.support import ISSUER, bearer, mint, rsa_pair
 from tests.support.deployment import REPO, agent, make_deployment, write_agent
+from tests.support.server import wait_healthy
 
 API_KEY = "sk-test-secret-key-123"
 
@@ -39,17 +40,9 @@ class Served:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "app", "serve", "--dir", str(root), "--port", str(self.port)],
                 cwd=REPO, env=environ, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"gateway did not start: {self.text()[-2000:]}")
-            time.sleep(0.1)
+        if not wait_healthy(self.url, self.process):
+            self.stop()
+            raise RuntimeError(f"gateway did not start: {self.text()[-2000:]}")
 
     @property
     def url(self) -> str:

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import gated_text_script
 from tests.support.deployment import REPO, agent, write_agent
 from tests.support.sse import stream_events
+from tests.support.server import wait_healthy
 
 STACKS = [("asyncio", "h11"), ("uvloop", "httptools")]
 
@@ -49,16 +49,9 @@ def serve(deploy: Path, tmp_path: Path) -> Iterator:
             )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"agw serve exited: {log.read_text(errors='replace')[-2000:]}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url, log
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "agw serve did not come up"
-            time.sleep(0.05)
+        assert wait_healthy(url, process), (f"agw serve exited: {log.read_text(errors='replace')[-2000:]}"
+                                            if process.poll() is not None else "agw serve did not come up")
+        return url, log
 
     yield start
     for process in started:

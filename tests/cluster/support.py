@@ -36,6 +36,7 @@ from httpx_sse import aconnect_sse
 
 from app.devtools.script import Script, Step, text_script
 from tests.support.deployment import REPO
+from tests.support.server import wait_healthy
 
 HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
 #: bounds that only turn a hang into a failure
@@ -145,16 +146,10 @@ class GatewayProcess:
     def wait_ready(self) -> GatewayProcess:
         """Until ``/healthz`` answers 200 (connected to Redis)."""
         assert self.proc is not None
-        deadline = time.monotonic() + HANG
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gateway {self.name} exited with {self.proc.returncode}:\n{_tail(self.log)}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        if wait_healthy(self.url, self.proc, HANG):
+            return self
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gateway {self.name} exited with {self.proc.returncode}:\n{_tail(self.log)}")
         raise AssertionError(f"gateway {self.name} did not become healthy:\n{_tail(self.log)}")
 
     @property

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +25,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import Finish, Gate, Text, Usage, text_script
 from tests.support.deployment import REPO, agent, make_deployment, write_agent
 from tests.support.sse import collect, stream_events
+from tests.support.server import wait_healthy
 
 
 def free_port() -> int:
@@ -44,16 +44,8 @@ class GatewayProcess:
             [sys.executable, "-m", "app", "--dir", str(deploy), "serve"], cwd=deploy, env=env,
             stdout=log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, "the gateway exited during startup"
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not come up"
-            time.sleep(0.05)
+        assert wait_healthy(self.url, self.process), (
+            "the gateway exited during startup" if self.process.poll() is not None else "the gateway did not come up")
 
     @property
     def url(self) -> str:

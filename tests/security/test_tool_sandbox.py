@@ -38,7 +38,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import text_script
 from tests.engine.helpers import call, of_type
 from tests.support.deployment import REPO, agent, make_deployment, write_agent
-from tests.support.server import GatewayServer
+from tests.support.server import GatewayServer, wait_healthy
 from tests.support.sse import collect
 
 
@@ -105,17 +105,9 @@ class Deployment:
         self.victim_chat = self._victim_run()
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the gateway did not start: {self.logs()[-3000:]}")
-            time.sleep(0.1)
+        if not wait_healthy(self.url, self.process):
+            self.stop()
+            raise RuntimeError(f"the gateway did not start: {self.logs()[-3000:]}")
 
     def _victim_run(self) -> str:
         self.upstream.enqueue(text_script(["noted"]))

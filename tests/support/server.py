@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from app.api.app import create_app
@@ -58,3 +60,21 @@ class GatewayServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_healthy(url: str, process: subprocess.Popen[Any], timeout_s: float = 60.0) -> bool:
+    """Poll ``GET <url>/healthz`` of a gateway started as ``process`` until it answers 200 (True).
+
+    False as soon as the process exited or ``timeout_s`` passed (a bound that only turns a hang
+    into a failure): the caller says why, with the process's output.
+    """
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return False
+
