@@ -176,6 +176,11 @@ async def test_an_agui_client_tool_waiting_on_one_instance_is_answered_through_a
 
     await eventually(waiting, "the run waits for the client's tool call (seen from b)")
     answer = orjson.dumps({"selected": "Rome"}).decode()
+    # attack: another user answers the waiting call through another instance; refused, still waiting
+    forged = await client.post(f"{cluster.c.url}/ag-ui/asker", headers=cluster.auth("agui-mallory"),
+                               json=answer_input(thread, first, orjson.dumps({"selected": "Paris"}).decode()))
+    assert forged.status_code == 403 and forged.json()["code"] == 4030
+    assert (await run_status(client, cluster.b.url, user, run_id))["status"] == "waiting"
     second = await asyncio.wait_for(collect_agui(
         client, f"{cluster.b.url}/ag-ui/asker", answer_input(thread, first, answer), user), HANG)
     assert kinds(second) == ["RUN_STARTED", "RAW", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT",
