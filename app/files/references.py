@@ -113,7 +113,7 @@ class ReferenceImages:
     """The messages of one model call, with image parts for vision models (module docstring)."""
 
     def __init__(self, settings: Settings, chat_id: str, messages: list[dict[str, Any]]) -> None:
-        self.store = FileStore(settings)
+        self._settings = settings  # the store is built only for a vision model (it resolves paths on disk)
         self.chat_id = chat_id
         self.messages = messages
         self._with_images: list[dict[str, Any]] | None = None
@@ -125,23 +125,24 @@ class ReferenceImages:
             self._with_images = await asyncio.to_thread(self._attach)
         return self._with_images
 
-    def _image_part(self, ref: Mapping[str, Any]) -> dict[str, Any] | None:
-        stored = self.store.get(self.chat_id, str(ref.get("id")))
+    def _image_part(self, store: FileStore, ref: Mapping[str, Any]) -> dict[str, Any] | None:
+        stored = store.get(self.chat_id, str(ref.get("id")))
         if stored is None or stored.type != "image" or stored.mime_type not in RASTER_TYPES:
             return None
         if stored.size_bytes > MAX_VISION_IMAGE_BYTES:
             logger.info("reference %s of chat %s (%d bytes) is too large to send as an image", stored.id,
                         self.chat_id, stored.size_bytes)
             return None
-        return _data_part(self.store, stored)
+        return _data_part(store, stored)
 
     def _attach(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        store = FileStore(self._settings)
         for message in self.messages:
             refs = message.get(REFERENCES_KEY)
             images = [ref for ref in refs if isinstance(ref, Mapping) and ref.get("type") == "image"] \
                 if message.get("role") == "user" and isinstance(refs, list) else []
-            parts = [part for part in (self._image_part(ref) for ref in images) if part is not None]
+            parts = [part for part in (self._image_part(store, ref) for ref in images) if part is not None]
             if not parts:
                 out.append(message)
                 continue

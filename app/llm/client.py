@@ -38,6 +38,7 @@ import orjson
 from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, UpstreamProtocolError, UpstreamTimeout
 from app.llm import anthropic, openai
 from app.llm._sse import MAX_ERROR_BODY_BYTES, vendor_message
+from app.llm.network import LeanStream
 from app.llm.deltas import Delta, ToolCallArgs, ToolCallStart
 from app.llm.endpoints import build_headers, resolve_endpoint
 from app.llm.request import ChatRequest
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: the interaction log shows at most this much of a request body
 MAX_LOGGED_BODY_CHARS = 32_000
+#: how long the rest of a body may take after its end marker before the connection is dropped
+FINISH_GRACE_S = 0.02
 
 _Translate = Callable[[AsyncIterator[str]], AsyncIterator[Delta]]
 
@@ -158,10 +161,12 @@ async def _stream_chat(client: httpx.AsyncClient, request: ChatRequest, url: str
                     http_status=response.status_code,
                     body=text,
                 )
-            async for delta in translate(response.aiter_lines()):
+            lines = response.aiter_lines()
+            async for delta in translate(lines):
                 if log_deltas:
                     _log_delta(request, delta)
                 yield delta
+            await _finish_body(response, lines)
     except UpstreamError as exc:  # raised by the translation: an in-stream error object, a bad chunk
         _mask_error(exc, request.api_key)
         raise
@@ -173,6 +178,30 @@ async def _stream_chat(client: httpx.AsyncClient, request: ChatRequest, url: str
         raise UpstreamProtocolError(f"upstream sent an undecodable body: {exc}") from exc
     except httpx.TransportError as exc:
         raise UpstreamDisconnected(f"upstream connection broke mid-stream: {exc}") from exc
+
+
+async def _finish_body(response: httpx.Response, lines: AsyncIterator[str]) -> None:
+    """Read what is left of the body after the stream's end marker, waiting at most ``FINISH_GRACE_S``.
+
+    The translators stop at ``[DONE]`` / ``message_stop``; the chunked body's terminator comes
+    with it or right after. Reading it lets httpcore return the connection to the pool
+    (keep-alive: the next call needs no new connection and no TCP handshake) instead of
+    closing it. The wait is bounded by shortening the read timeout, not by cancelling the
+    task: a cancellation landing inside httpcore's response clean-up would leave the connection
+    marked active in the pool. An upstream that keeps the body open, or sends more, only costs
+    its connection, as before. Whatever comes after the end marker is ignored.
+    """
+    stream = response.extensions.get("network_stream")
+    if not isinstance(stream, LeanStream):
+        return  # another transport (a proxy from the environment): the connection closes, as before
+    stream.cap_read_timeout(FINISH_GRACE_S)
+    try:
+        async for _ in lines:
+            pass
+    except (httpx.HTTPError, UpstreamError):
+        logger.debug("the upstream body did not end within %.2f s of its end marker", FINISH_GRACE_S)
+    finally:
+        stream.cap_read_timeout(None)
 
 
 __all__ = ["build_request_body", "stream_chat"]

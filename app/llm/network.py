@@ -143,9 +143,16 @@ class LeanStream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._read_cap: float | None = None
+
+    def cap_read_timeout(self, seconds: float | None) -> None:
+        """Let no read wait longer than ``seconds`` (``None``: the request's own timeout again)."""
+        self._read_cap = seconds
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
+        if self._read_cap is not None:
+            timeout = self._read_cap if timeout is None else min(timeout, self._read_cap)
         if not protocol.buffer and not protocol.eof and not protocol.lost:
             await protocol.wait_readable(timeout)
         if protocol.buffer:

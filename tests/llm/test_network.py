@@ -67,6 +67,57 @@ async def test_deltas_stream_through_and_the_connection_is_reused(lean: httpx.As
     assert streams[0] is streams[1]  # the second request went over the kept-alive connection
 
 
+def _connections(client: httpx.AsyncClient) -> list[Any]:
+    transport = client._transport
+    assert isinstance(transport, StreamingTransport)
+    return list(transport._pool.connections)
+
+
+@pytest.mark.parametrize("protocol", ["OPENAI", "ANTHROPIC"])
+async def test_a_finished_stream_leaves_its_connection_to_the_next_call(lean: httpx.AsyncClient, fake: FakeUpstream,
+                                                                       protocol: str) -> None:
+    """The translators stop at the end marker; the body's terminator is read too, so the
+    connection goes back to the pool (before, every call paid a new connection)."""
+    path = "/v1/messages" if protocol == "ANTHROPIC" else "/v1/chat/completions"
+    for expected in (["a", "b"], ["c"], ["d"]):
+        fake.enqueue(text_script(expected))
+        assert await _texts(lean, fake.url, protocol=protocol, new_api_path=path) == expected
+        connections = _connections(lean)
+        assert len(connections) == 1 and connections[0].is_idle()
+    assert len(fake.requests) == 3
+
+
+async def _open_ended_server(bodies_sent: list[int]) -> asyncio.Server:
+    """Streams one chat-completions answer with ``[DONE]`` and then never ends the chunked body."""
+    done = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n" % len(done) + done + b"\r\n")
+        await writer.drain()
+        bodies_sent.append(1)
+        await reader.read()  # until the client hangs up; the terminator never comes
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_a_body_left_open_after_done_costs_only_its_connection(lean: httpx.AsyncClient) -> None:
+    """An upstream that sends ``[DONE]`` but keeps the body open: the call still ends (the rest
+    of the body is waited for only briefly), and that connection is dropped, not pooled."""
+    bodies_sent: list[int] = []
+    server = await _open_ended_server(bodies_sent)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        for round_ in (1, 2):
+            assert await _texts(lean, url, timeout_s=600.0) == ["hi"]
+            assert bodies_sent == [1] * round_
+            assert _connections(lean) == []
+    finally:
+        server.close()
+
+
 async def test_stall_past_the_read_timeout(lean: httpx.AsyncClient, fake: FakeUpstream) -> None:
     fake.enqueue([Text("a"), Stall()])
     with pytest.raises(UpstreamTimeout):
