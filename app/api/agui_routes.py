@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, cast
 
-import anyio
 from ag_ui.core import BaseEvent, RunAgentInput
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Depends, Path, Request
@@ -38,8 +37,8 @@ from app.adapters.agui import AguiTranslator, ToolAnswers, UserTurn, query_of, r
 from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import fail
-from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, FrameResponse
-from app.api.state import gateway_of
+from app.api.sse import SSE_HEADERS, EventStream, StreamShutdown
+from app.api.state import gateway_of, streams_of
 from app.contract.events import Stamped
 from app.errors import NotFoundError, RequestError, RunLimitExceeded
 from app.gateway import Gateway
@@ -67,14 +66,14 @@ async def run_agent(request: Request, agent_key: Annotated[str, Path(alias="agen
     thread_id = check_key(body.thread_id, "threadId")
     turn = read_turn(body)
     if isinstance(turn, ToolAnswers):
-        return await _answer(gateway, agent_key, thread_id, body.run_id, turn, user)
+        return await _answer(gateway, streams_of(request), agent_key, thread_id, body.run_id, turn, user)
     try:
         run = await _start(gateway, agent_key, thread_id, turn, user, request.headers.get("traceparent"))
     except RunLimitExceeded as exc:
         refused = fail(exc.status, exc.code, exc.message)
         refused.headers["Retry-After"] = str(exc.retry_after_seconds)
         return refused
-    return _stream(gateway, run, AguiTranslator(thread_id), body.run_id, after=0)
+    return _stream(streams_of(request), gateway, run, AguiTranslator(thread_id), body.run_id, after=0)
 
 
 async def _start(gateway: Gateway, agent_key: str, thread_id: str, turn: UserTurn, user: str,
@@ -97,7 +96,7 @@ async def _abandon_client_wait(runs: RunService, thread_id: str, user: str) -> N
         await runs.interrupt(live.run_id, user)
 
 
-async def _answer(gateway: Gateway, agent_key: str, thread_id: str, client_run_id: str, turn: ToolAnswers,
+async def _answer(gateway: Gateway, streams: StreamShutdown, agent_key: str, thread_id: str, client_run_id: str, turn: ToolAnswers,
                   user: str) -> Response:
     runs = gateway.runs
     ids = ", ".join(turn.tool_call_ids)
@@ -120,7 +119,7 @@ async def _answer(gateway: Gateway, agent_key: str, thread_id: str, client_run_i
     if not accepted:
         return _refused(thread_id, client_run_id, "; ".join(outcome.detail for _, outcome in outcomes))
     translator.answered(accepted)
-    return _stream(gateway, run, translator, client_run_id, after=after)
+    return _stream(streams, gateway, run, translator, client_run_id, after=after)
 
 
 def _watching(runs: RunService, run: Run | RemoteRun,
@@ -166,24 +165,17 @@ def _refused(thread_id: str, client_run_id: str, message: str) -> Response:
 # ---------------------------------------------------------------------------------- streaming
 
 
-def _heartbeat() -> ServerSentEvent:
-    return ServerSentEvent(comment="heartbeat", sep="\n")
-
-
-async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
-    await event.wait()
-    callback()
+#: the heartbeat comment, with the ``\n`` line ends AG-UI clients split on
+_HEARTBEAT = ServerSentEvent(comment="heartbeat", sep="\n").encode()
 
 
 def _frame(encoder: EventEncoder, event: BaseEvent) -> bytes:
     return encoder.encode(event).encode()
 
 
-async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str, after: int,
-                  shutdown: anyio.Event) -> AsyncIterator[bytes]:
+async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str,
+                  after: int) -> AsyncIterator[bytes]:
     encoder = EventEncoder()
-    # server shutdown cancels the run, so the client still gets its end within the grace period
-    watcher = asyncio.create_task(_call_on(shutdown, run.cancel))
     settled = False  # the AG-UI run ended properly: the gateway run ended, or it waits for the client
     try:
         for event in translator.begin(client_run_id):
@@ -199,21 +191,15 @@ async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTransl
                     return
         settled = True
     finally:
-        watcher.cancel()
         if not settled:  # the client went away in the middle of the stream
             run.cancel()
 
 
-def _stream(gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str, *, after: int) -> Response:
+def _stream(streams: StreamShutdown, gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str,
+            *, after: int) -> Response:
     """One AG-UI run as SSE: ``data:`` frames only, ``\\n`` line ends (what AG-UI clients split on),
-    heartbeat comments while nothing flows, no buffering (``app.api.sse``)."""
-    shutdown = anyio.Event()
-    return FrameResponse(
-        _frames(gateway, run, translator, client_run_id, after, shutdown),
-        headers={**SSE_HEADERS, "X-Run-Id": run.run_id, "X-Chat-Id": run.chat_id},
-        ping=gateway.settings.server.sse_heartbeat_seconds,
-        ping_message_factory=_heartbeat,
-        sep="\n",
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-    )
+    heartbeat comments while nothing flows, no buffering (``app.api.sse``). Server shutdown
+    cancels the run, so the client still gets its end within the grace period."""
+    return EventStream(_frames(gateway, run, translator, client_run_id, after), shutdown=streams,
+                       heartbeat=_HEARTBEAT, heartbeat_seconds=gateway.settings.server.sse_heartbeat_seconds,
+                       headers={"X-Run-Id": run.run_id, "X-Chat-Id": run.chat_id}, on_shutdown=run.cancel)

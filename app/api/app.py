@@ -37,6 +37,7 @@ from app.credentials import provider_api_keys
 from app.gateway import Gateway
 from app.logs import apply_format as apply_log_format
 from app.security.access_log import access_log_masking
+from app.api.sse import StreamShutdown
 from app.security.cors import ScopedCORSMiddleware
 from app.security.jwt_auth import AuthMiddleware, build_verifier
 
@@ -54,13 +55,17 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # SPEC §9 "Logs": no data-link token or other URL credential in uvicorn's access log
         with access_log_masking():
-            if gateway is not None:
-                app.state.gateway = gateway
-                yield
-                return
-            async with Gateway(settings, api_keys) as owned:
-                app.state.gateway = owned
-                yield
+            app.state.streams = streams = StreamShutdown()
+            try:
+                if gateway is not None:
+                    app.state.gateway = gateway
+                    yield
+                    return
+                async with Gateway(settings, api_keys) as owned:
+                    app.state.gateway = owned
+                    yield
+            finally:
+                await streams.aclose()
 
     app = FastAPI(
         title="Agent Gateway",

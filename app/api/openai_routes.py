@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
 import anyio
@@ -41,8 +41,8 @@ from app.adapters.openai_chat import (
 )
 from app.api.auth import current_user
 from app.api.body import read_json
-from app.api.sse import SHUTDOWN_GRACE_SECONDS, SSE_HEADERS, FrameResponse, heartbeat
-from app.api.state import gateway_of
+from app.api.sse import HEARTBEAT, EventStream
+from app.api.state import gateway_of, streams_of
 from app.catalog.definitions import AgentDefinition
 from app.contract.events import Stamped
 from app.errors import GatewayError, NotFoundError, RequestError, RunLimitExceeded, describe_validation_error
@@ -123,7 +123,7 @@ async def chat_completions(request: Request, user: str = Depends(current_user)) 
     headers = {"X-Chat-Id": run.chat_id, "X-Run-Id": run.run_id}
     chunks = ChunkStream(run.run_id, run.started_at // 1000, body.model, body.include_usage)
     if body.stream:
-        return _chunk_stream(gateway, run, chunks, headers)
+        return _chunk_stream(request, gateway, run, chunks, headers)
     return CompletionResponse(gateway, run, chunks, headers)
 
 
@@ -144,37 +144,22 @@ def _encode(frame: Frame) -> bytes:
     return b"data: " + data + b"\r\n\r\n"
 
 
-async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
-    await event.wait()
-    callback()
+async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream) -> AsyncIterator[bytes]:
+    yield _encode(chunks.opening())
+    async with _watching(gateway, run) as events:
+        async for stamped in events:
+            for frame in chunks.translate(stamped.event):
+                yield _encode(frame)
 
 
-async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream,
-                  shutdown: anyio.Event) -> AsyncIterator[bytes]:
-    # server shutdown cancels the run, so the client still gets its end within the grace period
-    watcher = asyncio.create_task(_call_on(shutdown, run.cancel))
-    try:
-        yield _encode(chunks.opening())
-        async with _watching(gateway, run) as events:
-            async for stamped in events:
-                for frame in chunks.translate(stamped.event):
-                    yield _encode(frame)
-    finally:
-        watcher.cancel()
-
-
-def _chunk_stream(gateway: Gateway, run: Run, chunks: ChunkStream, headers: dict[str, str]) -> Response:
+def _chunk_stream(request: Request, gateway: Gateway, run: Run, chunks: ChunkStream,
+                  headers: dict[str, str]) -> Response:
     """SSE ``data:`` frames without ``event:`` lines, as OpenAI sends them; heartbeat comments
-    (which the SDK skips) while nothing flows; no buffering (``app.api.sse``)."""
-    shutdown = anyio.Event()
-    return FrameResponse(
-        _frames(gateway, run, chunks, shutdown),
-        headers={**SSE_HEADERS, **headers},
-        ping=gateway.settings.server.sse_heartbeat_seconds,
-        ping_message_factory=heartbeat,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-    )
+    (which the SDK skips) while nothing flows; no buffering (``app.api.sse``). Server shutdown
+    cancels the run, so the client still gets its end within the grace period."""
+    return EventStream(_frames(gateway, run, chunks), shutdown=streams_of(request), heartbeat=HEARTBEAT,
+                       heartbeat_seconds=gateway.settings.server.sse_heartbeat_seconds, headers=headers,
+                       on_shutdown=run.cancel)
 
 
 # ------------------------------------------------------------------------- non-streaming

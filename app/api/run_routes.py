@@ -19,7 +19,7 @@ from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import EnvelopeResponse, fail, ok
 from app.api.sse import event_stream_response
-from app.api.state import gateway_of
+from app.api.state import gateway_of, streams_of
 from app.contract.bodies import QueryRequest, SubmitRequest
 from app.contract.runs import RunOutcome
 from app.errors import RunLimitExceeded
@@ -45,8 +45,9 @@ async def query(request: Request, user: str = Depends(current_user)) -> Response
         refused.headers["Retry-After"] = str(exc.retry_after_seconds)
         return refused
     if body.stream:
-        return event_stream_response(gateway.runs.query_stream(run), gateway.settings.server.sse_heartbeat_seconds,
-                                     run.cancel)
+        return event_stream_response(gateway.runs.query_stream(run), shutdown=streams_of(request),
+                                     heartbeat_seconds=gateway.settings.server.sse_heartbeat_seconds,
+                                     on_shutdown=run.cancel)
     events = [stamped.wire() async for stamped in gateway.runs.query_stream(run)]
     outcome = await run.finished()
     data = {

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from app.api.auth import current_user
 from app.api.envelope import ok
 from app.api.sse import event_stream_response
-from app.api.state import gateway_of
+from app.api.state import gateway_of, streams_of
 from app.contract.runs import RUN_STATUSES
 from app.errors import RequestError
 from app.gateway import Gateway
@@ -44,9 +44,10 @@ def resume_point(after: str | None, last_event_id: str | None) -> int:
     return int(text)
 
 
-def _stream(gateway: Gateway, run: Run | RemoteRun, after: int) -> Response:
-    return event_stream_response(gateway.runs.watch(run, after), gateway.settings.server.sse_heartbeat_seconds,
-                                 run.cancel)
+def _stream(request: Request, gateway: Gateway, run: Run | RemoteRun, after: int) -> Response:
+    return event_stream_response(gateway.runs.watch(run, after), shutdown=streams_of(request),
+                                 heartbeat_seconds=gateway.settings.server.sse_heartbeat_seconds,
+                                 on_shutdown=run.cancel)
 
 
 @router.get("/api/ap/run/stream", summary="Attach to a run: replay after a seq, then live (SSE)")
@@ -59,7 +60,7 @@ async def run_stream(
     gateway = gateway_of(request)
     start = resume_point(after, request.headers.get("last-event-id"))
     run = await gateway.runs.locate(check_key(run_id, "runId"), user)
-    return _stream(gateway, run, start)
+    return _stream(request, gateway, run, start)
 
 
 @router.get("/api/ap/chat/stream", summary="Attach to the chat's active run (SSE)")
@@ -72,7 +73,7 @@ async def chat_stream(
     gateway = gateway_of(request)
     start = resume_point(after, request.headers.get("last-event-id"))
     run = await gateway.runs.locate_active_in_chat(check_key(chat_id, "chatId"), user)
-    return _stream(gateway, run, start)
+    return _stream(request, gateway, run, start)
 
 
 @router.get("/api/ap/run", summary="A run's status, last seq and pending frontend tools")

@@ -1,4 +1,4 @@
-"""The SSE wire encoding of run events (SPEC §6, §7) — the only module that knows SSE.
+"""The SSE wire encoding of run events (SPEC §6, §7) and the response that streams them — the only module that knows SSE.
 
 Each event is one message: ``event: message``, ``id: <seq>``, one ``data:`` line of
 JSON. A ``: heartbeat`` comment flows every ``server.sse-heartbeat-seconds`` (15 s). The
@@ -8,21 +8,28 @@ goes on for up to ``SHUTDOWN_GRACE_SECONDS`` so the client still receives ``run.
 
 Hot path (issue 13): each event is encoded once, straight to bytes (``event_frame``: the same
 bytes as sse-starlette's ``ServerSentEvent.encode``, without its ``StringIO`` and regular
-expressions), and sent with one ASGI ``send`` and no per-event timeout scope. The response
-is still sse-starlette's ``EventSourceResponse`` — ping, client disconnect, server shutdown
-with a grace period — with only its data loop replaced (``FrameResponse``). The OpenAI and AG-UI endpoints send
-their own frames through the same ``FrameResponse``.
+expressions), and sent with one ASGI ``send``. ``EventStream`` is the response for the run
+stream, the OpenAI and the AG-UI endpoints. It replaces sse-starlette's ``EventSourceResponse``,
+which ran a task group of four anyio tasks per response (data, ping, shutdown signal,
+disconnect listener). Here the frames are sent from the request's own task and one listener
+task per response waits for the client's disconnect and sends the heartbeat. Server shutdown
+is one poller per app (``StreamShutdown``), not one task per stream. docs/DECISIONS.md
+("Hot path") has the measurements.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import signal
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, cast
 
-import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Send
+from sse_starlette import ServerSentEvent
+from sse_starlette.sse import AppStatus
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.runs.log import LogEvent
 
@@ -56,62 +63,194 @@ def heartbeat() -> ServerSentEvent:
     return ServerSentEvent(comment="heartbeat")
 
 
-async def _call_on(event: anyio.Event, callback: Callable[[], object]) -> None:
-    await event.wait()
-    callback()
+#: the heartbeat comment of the run stream and the OpenAI endpoint, encoded once
+HEARTBEAT = heartbeat().encode()
 
 
-async def _encoded(
-    events: AsyncIterator[LogEvent], shutdown: anyio.Event, on_shutdown: Callable[[], object]
-) -> AsyncIterator[bytes]:
-    watcher = asyncio.create_task(_call_on(shutdown, on_shutdown))
-    try:
-        async for event in events:
+async def _encoded(events: AsyncIterator[LogEvent]) -> AsyncIterator[bytes]:
+    # closing this closes ``events`` too: a watch left early runs its clean-up now, not at GC
+    async with contextlib.aclosing(cast(AsyncGenerator[LogEvent, None], events)) as closing:
+        async for event in closing:
             yield event_frame(event)
-    finally:
-        watcher.cancel()
 
 
-class FrameResponse(EventSourceResponse):
-    """``EventSourceResponse`` whose body is already-encoded frames, each sent as it is.
+def _uvicorn_exiting() -> bool:
+    """True once the uvicorn server of this process is stopping: sse-starlette's ``AppStatus``
+    flag (its patch of ``Server.handle_exit``), or the ``should_exit`` of the server whose
+    SIGTERM handler is installed (the same two checks as sse-starlette's own watcher)."""
+    if AppStatus.should_exit:
+        return True
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    return bool(getattr(server, "should_exit", False))
 
-    sse-starlette's data loop wraps every send in ``anyio.move_on_after(send_timeout)`` — a
-    cancel scope (and two task look-ups) per event even with no timeout set — and re-checks
-    each chunk's type. Here the body yields ``bytes`` only and no send timeout is set, so the
-    loop sends directly. Everything else (ping task, disconnect listener, shutdown watcher and
-    its grace period, HEAD) is the parent's ``__call__``; on a failed send the body iterator is
-    closed first, as in the parent, so the run's stream clean-up runs before the error leaves.
+
+class StreamShutdown:
+    """Ends the app's open event streams when the server begins to stop.
+
+    One poller task per app (started with the first stream, every 0.5 s) instead of a waiting
+    task per stream. Each stream registers a callback; when the server stops, every callback
+    runs once (the stream's ``on_shutdown``, then its grace period), and a stream that
+    registers later runs it at once.
     """
 
-    async def _stream_response(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        body = self.body_iterator
+    POLL_SECONDS = 0.5
+
+    def __init__(self, exiting: Callable[[], bool] = _uvicorn_exiting) -> None:
+        #: polled every ``POLL_SECONDS`` while streams are open: True once the server stops
+        self.exiting = exiting
+        self._callbacks: set[Callable[[], None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self.begun = False
+
+    def register(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` when the server stops; returns the function that unregisters it."""
+        loop = asyncio.get_running_loop()
+        if self.begun:
+            loop.call_soon(callback)
+            return lambda: None
+        self._callbacks.add(callback)
+        if self._poller is None or self._poller.done():
+            self._poller = loop.create_task(self._poll(), name="sse-shutdown-poller")
+        return lambda: self._callbacks.discard(callback)
+
+    def begin(self) -> None:
+        """The server is stopping: every open stream's callback, once."""
+        self.begun = True
+        callbacks, self._callbacks = self._callbacks, set()
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("ending an event stream at shutdown")
+
+    async def _poll(self) -> None:
+        while not self.exiting():
+            await asyncio.sleep(self.POLL_SECONDS)
+        self.begin()
+
+    async def aclose(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+
+
+class _Stop:
+    """Why and whether ``EventStream`` ended its own task early."""
+
+    __slots__ = ("task", "ended", "reason", "timer")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.ended = False  # the body is finished (or being finished): nothing more to send
+        self.reason: str | None = None  # "client gone" / "shutdown grace over" once we cancelled
+        self.timer: asyncio.TimerHandle | None = None
+
+    def now(self, reason: str) -> None:
+        if not self.ended and self.reason is None:
+            self.reason = reason
+            self.task.cancel()
+
+
+class EventStream(Response):
+    """A ``text/event-stream`` response whose body is already-encoded frames, each sent as it comes.
+
+    * the frames are sent from the request's task: one ASGI ``send`` per frame, nothing buffered,
+      no per-frame timeout scope;
+    * one listener task waits for the client's disconnect (the body then stops at once: the
+      frames' iterator is cancelled, so the run's stream clean-up runs, e.g. ``onDisconnect``)
+      and sends ``heartbeat`` after every ``heartbeat_seconds`` (``0``: never);
+    * when the server stops (``shutdown``), ``on_shutdown`` is called (the run is cancelled, so
+      the client still receives its end) and the stream may go on for ``SHUTDOWN_GRACE_SECONDS``,
+      then ends with the body's final chunk.
+
+    (No ``HEAD`` branch: the streaming routes are FastAPI routes, which answer ``HEAD`` with 405.)
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncIterator[bytes], *, shutdown: StreamShutdown, heartbeat: bytes,
+                 heartbeat_seconds: float, headers: Mapping[str, str] | None = None,
+                 on_shutdown: Callable[[], object] | None = None) -> None:
+        self.frames = frames
+        self.shutdown = shutdown
+        self.heartbeat = heartbeat
+        self.heartbeat_seconds = heartbeat_seconds
+        self.on_shutdown = on_shutdown
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**SSE_HEADERS, **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        stop = _Stop(task)
         try:
-            async for frame in body:
+            await self._stream(send, receive, stop)
+        except asyncio.CancelledError:
+            if stop.reason is None or task.uncancel() > 0:
+                raise  # not (only) our own stop: the server cancels the request
+            if stop.reason == _GRACE_OVER:  # the client is still there: end the body properly
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream(self, send: Send, receive: Receive, stop: _Stop) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        listener = asyncio.create_task(self._listen(receive, send, stop))
+        unregister = self.shutdown.register(lambda: self._server_stopping(stop))
+        try:
+            async for frame in self.frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-        except BaseException:
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                with anyio.move_on_after(getattr(self, "_cleanup_timeout", None), shield=True):
-                    try:
-                        await aclose()
-                    except Exception:
-                        logger.exception("closing the event stream after a failed send")
-            raise
-        async with self._send_lock:
-            self.active = False
+            stop.ended = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            stop.ended = True
+            unregister()
+            if stop.timer is not None:
+                stop.timer.cancel()
+            listener.cancel()
+            await _close(self.frames)  # after a failed send, the stream's clean-up still runs now
+
+    async def _listen(self, receive: Receive, send: Send, stop: _Stop) -> None:
+        """The client's disconnect ends the stream; the heartbeat flows while it is open."""
+        every = self.heartbeat_seconds if self.heartbeat_seconds > 0 else None
+        try:
+            while not stop.ended:
+                try:
+                    async with asyncio.timeout(every):
+                        message = await receive()
+                except TimeoutError:
+                    if not stop.ended:
+                        await send({"type": "http.response.body", "body": self.heartbeat, "more_body": True})
+                    continue
+                if message["type"] == "http.disconnect":
+                    stop.now(_CLIENT_GONE)
+                    return
+        except Exception:
+            logger.exception("the event stream's listener failed; ending the stream")
+            stop.now(_CLIENT_GONE)
+
+    def _server_stopping(self, stop: _Stop) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        stop.timer = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE_SECONDS, stop.now, _GRACE_OVER)
 
 
-def event_stream_response(
-    events: AsyncIterator[LogEvent], heartbeat_seconds: float, on_shutdown: Callable[[], object]
-) -> EventSourceResponse:
-    shutdown = anyio.Event()
-    return FrameResponse(
-        _encoded(events, shutdown, on_shutdown),
-        headers=SSE_HEADERS,
-        ping=heartbeat_seconds,
-        ping_message_factory=heartbeat,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-    )
+_CLIENT_GONE, _GRACE_OVER = "client gone", "shutdown grace over"
+
+
+async def _close(frames: AsyncIterator[bytes]) -> None:
+    aclose = getattr(frames, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        logger.exception("closing the event stream")
+
+
+def event_stream_response(events: AsyncIterator[LogEvent], *, shutdown: StreamShutdown, heartbeat_seconds: float,
+                          on_shutdown: Callable[[], object]) -> EventStream:
+    """The run stream of ``/api/ap/query`` and ``/api/ap/runs/{runId}/events``."""
+    return EventStream(_encoded(events), shutdown=shutdown, heartbeat=HEARTBEAT,
+                       heartbeat_seconds=heartbeat_seconds, on_shutdown=on_shutdown)

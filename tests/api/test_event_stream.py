@@ -1,0 +1,154 @@
+"""The SSE response itself (``app.api.sse.EventStream``, issue 13): server stop with its grace
+period, disconnect, heartbeat, an outside cancellation, and the one-poller shutdown signal.
+
+Disconnects, heartbeats and SIGTERM on the real server are tested where each endpoint is
+(``test_query_stream``, ``test_runs_resume``, ``test_openai_compat``, ``tests/agui``,
+``test_sse_wire``, ``tests/reliability``). Here: the server-stop path over real HTTP (the
+gateway's own ``StreamShutdown`` told that the server stops), and at the ASGI level the one
+case a real run cannot produce on demand, a stream that does not end within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.api import sse
+from app.api.sse import EventStream, StreamShutdown
+from app.devtools import FakeUpstream
+from app.devtools.script import Finish, Gate, Text
+from tests.support.deployment import agent, write_agent
+from tests.support.server import GatewayServer
+from tests.support.sse import stream_events
+
+
+async def test_server_stop_cancels_the_run_and_the_client_still_receives_run_cancel(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    stopping = threading.Event()
+    gw.app.state.streams.exiting = stopping.is_set  # what uvicorn's SIGTERM sets, told directly
+    upstream.enqueue([Text("first"), Gate("never-released"), Text("second"), Finish("stop")])
+    seen: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(60):  # without the shutdown path the stream would wait forever
+            async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "x"}):
+                seen.append(event)
+                if event["type"] == "content.delta":
+                    stopping.set()
+    finally:
+        upstream.release("never-released")
+    assert seen[-1]["type"] == "run.cancel"  # the stream ended by itself, with the run's end
+    assert [e["delta"] for e in seen if e["type"] == "content.delta"] == ["first"]
+
+
+# -- at the ASGI level --------------------------------------------------------------------------
+
+
+class _Client:
+    """ASGI ``receive``/``send`` of a client that stays connected and records what it got."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def bodies(self) -> list[tuple[bytes, bool]]:
+        return [(m["body"], m["more_body"]) for m in self.sent if m["type"] == "http.response.body"]
+
+
+async def _endless(closed: list[str]) -> AsyncIterator[bytes]:
+    try:
+        yield b"data: 1\r\n\r\n"
+        await asyncio.Event().wait()  # a run that does not react to being cancelled
+        yield b"never"
+    finally:
+        closed.append("closed")
+
+
+async def test_a_stream_that_outlives_the_shutdown_grace_period_is_ended_with_its_final_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "SHUTDOWN_GRACE_SECONDS", 0.05)
+    told: list[str] = []
+    closed: list[str] = []
+    shutdown = StreamShutdown(exiting=lambda: bool(told) or True)
+    client = _Client()
+    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0,
+                           on_shutdown=lambda: told.append("run.cancel"))
+    await asyncio.wait_for(response({"type": "http", "method": "POST"}, client.receive, client.send), 30)
+    assert told == ["run.cancel"]
+    assert client.bodies() == [(b"data: 1\r\n\r\n", True), (b"", False)]
+    assert closed == ["closed"]
+    await shutdown.aclose()
+
+
+async def test_a_client_that_leaves_stops_the_frames_at_once() -> None:
+    closed: list[str] = []
+    shutdown = StreamShutdown(exiting=lambda: False)
+    client = _Client()
+    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0)
+    call = asyncio.create_task(response({"type": "http", "method": "POST"}, client.receive, client.send))
+    while not client.bodies():
+        await asyncio.sleep(0)
+    client.gone.set()
+    await asyncio.wait_for(call, 30)  # returns normally: the cancellation was the stream's own
+    assert closed == ["closed"]
+    assert client.bodies() == [(b"data: 1\r\n\r\n", True)]
+    await shutdown.aclose()
+
+
+async def test_heartbeats_flow_while_nothing_else_does() -> None:
+    closed: list[str] = []
+    shutdown = StreamShutdown(exiting=lambda: False)
+    client = _Client()
+    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0.01)
+    call = asyncio.create_task(response({"type": "http", "method": "POST"}, client.receive, client.send))
+    while sum(1 for body, _ in client.bodies() if body == b": hb\r\n\r\n") < 3:
+        await asyncio.sleep(0.01)
+    client.gone.set()
+    await asyncio.wait_for(call, 30)
+    await shutdown.aclose()
+
+
+async def test_an_outside_cancellation_is_not_swallowed() -> None:
+    closed: list[str] = []
+    shutdown = StreamShutdown(exiting=lambda: False)
+    client = _Client()
+    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b"", heartbeat_seconds=0)
+    call = asyncio.create_task(response({"type": "http", "method": "POST"}, client.receive, client.send))
+    while not client.bodies():
+        await asyncio.sleep(0)
+    call.cancel()  # the server cancelling the request (e.g. its graceful-shutdown timeout)
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert closed == ["closed"]
+    await shutdown.aclose()
+
+
+async def test_shutdown_runs_each_callback_once_and_a_late_one_at_once() -> None:
+    shutdown = StreamShutdown(exiting=lambda: False)
+    calls: list[str] = []
+    shutdown.register(lambda: calls.append("a"))
+    unregister_b = shutdown.register(lambda: calls.append("b"))
+    unregister_b()
+    shutdown.begin()
+    shutdown.begin()
+    assert calls == ["a"]
+    shutdown.register(lambda: calls.append("late"))
+    await asyncio.sleep(0)
+    assert calls == ["a", "late"]
+    await shutdown.aclose()
