@@ -6,8 +6,9 @@ four operations — ``append`` (the run's producer, one event at a time), ``read
 number of watchers, each from any ``seq``: the retained events, then the live ones, until
 the terminal event), ``last_seq`` and ``ended`` — and nothing above it changes.
 
-Zero buffering: ``append`` wakes every waiting reader at once; a reader yields each event
-as soon as it is in the log, never in batches it has to wait for.
+Zero buffering: ``append`` wakes every waiting reader at once (each waits on its own future: no
+``shield``, so a wake-up is one loop step, and a reader that is cancelled affects no other); a
+reader yields each event as soon as it is in the log, never in batches it has to wait for.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ class RunLog(Protocol):
 class MemoryRunLog:
     """``RunLog`` in this process's memory."""
 
-    __slots__ = ("_events", "_changed", "_ended")
+    __slots__ = ("_events", "_waiters", "_ended")
 
     def __init__(self) -> None:
         self._events: list[Stamped] = []
-        self._changed: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []  # one per reader waiting for the next event
         self._ended = False
 
     @property
@@ -82,11 +83,11 @@ class MemoryRunLog:
         self._events.append(event)
         if event.terminal:
             self._ended = True
-        changed = self._changed
-        if changed is not None:
-            self._changed = None
-            if not changed.done():
-                changed.set_result(None)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def read(self, after: int = 0) -> AsyncIterator[Stamped]:
         index = max(after, 0)
@@ -100,6 +101,12 @@ class MemoryRunLog:
                     return
             if self._ended:
                 return
-            if self._changed is None:
-                self._changed = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._changed)
+            # each reader waits on its own future: cancelling one reader touches no other one
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:  # a reader that leaves a quiet run leaves nothing behind
+                    self._waiters.remove(waiter)
+                raise
