@@ -23,6 +23,7 @@ from app.credentials import provider_api_keys
 from app.devtools.demo_model import demo_responder
 from app.devtools.fake_upstream import FakeUpstream
 from app.engine.context import RunServices
+from app.gil import SwitchInterval
 from app.engine.limits import RateLimiter
 from app.engine.routing import ModelRouter
 from app.logs import apply_format as apply_log_format
@@ -58,6 +59,7 @@ class Gateway:
         self.mcp = McpManager(self.settings, Sandbox(self.settings))
         self.catalog = CatalogManager(self.settings, builtin_tool_names(), mcp_tools=self.mcp.catalog_tools)
         self._collector = CollectorTuning()
+        self._switch_interval = SwitchInterval()
         limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
         # issue 13: httpx over a lean network backend and a linear pool (app/llm/network.py)
         self.http = shared_client(limits, httpx.Timeout(60.0, connect=10.0))
@@ -128,6 +130,7 @@ class Gateway:
         await self.scheduler.start()
         self.telemetry.open()
         self._collector.apply()  # issue 13: start-up is done: freeze its heap, fewer young collections
+        self._switch_interval.apply()  # issue 13: helper threads get the GIL within 0.5 ms, not 5
         return self
 
     async def __aexit__(
@@ -147,3 +150,4 @@ class Gateway:
         self.chats.close()  # waits for pending appends: memory is flushed
         self.services.ledger.close()  # writes the queued usage lines
         self._collector.restore()
+        self._switch_interval.restore()
