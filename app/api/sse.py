@@ -231,9 +231,10 @@ class EventStream(Response):
             stop.now(_CLIENT_GONE)
 
     def _server_stopping(self, stop: _Stop) -> None:
+        # the grace timer first: the stream ends in time even if cancelling the run fails
+        stop.timer = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE_SECONDS, stop.now, _GRACE_OVER)
         if self.on_shutdown is not None:
             self.on_shutdown()
-        stop.timer = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE_SECONDS, stop.now, _GRACE_OVER)
 
 
 _CLIENT_GONE, _GRACE_OVER = "client gone", "shutdown grace over"

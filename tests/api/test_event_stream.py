@@ -85,7 +85,7 @@ async def test_a_stream_that_outlives_the_shutdown_grace_period_is_ended_with_it
     monkeypatch.setattr(sse, "SHUTDOWN_GRACE_SECONDS", 0.05)
     told: list[str] = []
     closed: list[str] = []
-    shutdown = StreamShutdown(exiting=lambda: bool(told) or True)
+    shutdown = StreamShutdown(exiting=lambda: True)
     client = _Client()
     response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0,
                            on_shutdown=lambda: told.append("run.cancel"))
@@ -93,6 +93,23 @@ async def test_a_stream_that_outlives_the_shutdown_grace_period_is_ended_with_it
     assert told == ["run.cancel"]
     assert client.bodies() == [(b"data: 1\r\n\r\n", True), (b"", False)]
     assert closed == ["closed"]
+    await shutdown.aclose()
+
+
+async def test_a_failing_shutdown_callback_still_ends_the_stream_after_the_grace_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "SHUTDOWN_GRACE_SECONDS", 0.05)
+    closed: list[str] = []
+    shutdown = StreamShutdown(exiting=lambda: True)
+    client = _Client()
+
+    def broken() -> None:
+        raise RuntimeError("cancelling the run failed")
+
+    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b"", heartbeat_seconds=0, on_shutdown=broken)
+    await asyncio.wait_for(response({"type": "http", "method": "POST"}, client.receive, client.send), 30)
+    assert client.bodies()[-1] == (b"", False) and closed == ["closed"]
     await shutdown.aclose()
 
 
