@@ -90,8 +90,8 @@ class StreamShutdown:
 
     One poller task per app (started with the first stream, every 0.5 s) instead of a waiting
     task per stream. Each stream registers a callback; when the server stops, every callback
-    runs once (the stream's ``on_shutdown``, then its grace period), and a stream that
-    registers later runs it at once.
+    runs once (the stream's grace period starts, then its ``on_shutdown`` runs), and a stream
+    that registers later runs it at once.
     """
 
     POLL_SECONDS = 0.5
