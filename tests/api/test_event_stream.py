@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +52,15 @@ async def test_server_stop_cancels_the_run_and_the_client_still_receives_run_can
 # -- at the ASGI level --------------------------------------------------------------------------
 
 
-class _Client:
-    """ASGI ``receive``/``send`` of a client that stays connected and records what it got."""
+class _Harness:
+    """An ``EventStream`` over ``_endless`` frames, served to an ASGI client that stays connected
+    until ``gone`` is set; records what it was sent and whether the frames were closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, exiting: bool = False) -> None:
         self.sent: list[dict[str, Any]] = []
         self.gone = asyncio.Event()
+        self.closed: list[str] = []
+        self.shutdown = StreamShutdown(exiting=lambda: exiting)
 
     async def receive(self) -> dict[str, Any]:
         await self.gone.wait()
@@ -68,6 +71,16 @@ class _Client:
 
     def bodies(self) -> list[tuple[bytes, bool]]:
         return [(m["body"], m["more_body"]) for m in self.sent if m["type"] == "http.response.body"]
+
+    def serve(self, *, heartbeat: bytes = b"", heartbeat_seconds: float = 0,
+              on_shutdown: Callable[[], object] | None = None) -> Coroutine[Any, Any, None]:
+        response = EventStream(_endless(self.closed), shutdown=self.shutdown, heartbeat=heartbeat,
+                               heartbeat_seconds=heartbeat_seconds, on_shutdown=on_shutdown)
+        return response({"type": "http", "method": "POST"}, self.receive, self.send)
+
+    async def first_frame(self) -> None:
+        while not self.bodies():
+            await asyncio.sleep(0)
 
 
 async def _endless(closed: list[str]) -> AsyncIterator[bytes]:
@@ -84,76 +97,58 @@ async def test_a_stream_that_outlives_the_shutdown_grace_period_is_ended_with_it
 ) -> None:
     monkeypatch.setattr(sse, "SHUTDOWN_GRACE_SECONDS", 0.05)
     told: list[str] = []
-    closed: list[str] = []
-    shutdown = StreamShutdown(exiting=lambda: True)
-    client = _Client()
-    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0,
-                           on_shutdown=lambda: told.append("run.cancel"))
-    await asyncio.wait_for(response({"type": "http", "method": "POST"}, client.receive, client.send), 30)
+    stream = _Harness(exiting=True)
+    await asyncio.wait_for(stream.serve(heartbeat=b": hb\r\n\r\n", on_shutdown=lambda: told.append("run.cancel")), 30)
     assert told == ["run.cancel"]
-    assert client.bodies() == [(b"data: 1\r\n\r\n", True), (b"", False)]
-    assert closed == ["closed"]
-    await shutdown.aclose()
+    assert stream.bodies() == [(b"data: 1\r\n\r\n", True), (b"", False)]
+    assert stream.closed == ["closed"]
+    await stream.shutdown.aclose()
 
 
 async def test_a_failing_shutdown_callback_still_ends_the_stream_after_the_grace_period(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sse, "SHUTDOWN_GRACE_SECONDS", 0.05)
-    closed: list[str] = []
-    shutdown = StreamShutdown(exiting=lambda: True)
-    client = _Client()
+    stream = _Harness(exiting=True)
 
     def broken() -> None:
         raise RuntimeError("cancelling the run failed")
 
-    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b"", heartbeat_seconds=0, on_shutdown=broken)
-    await asyncio.wait_for(response({"type": "http", "method": "POST"}, client.receive, client.send), 30)
-    assert client.bodies()[-1] == (b"", False) and closed == ["closed"]
-    await shutdown.aclose()
+    await asyncio.wait_for(stream.serve(on_shutdown=broken), 30)
+    assert stream.bodies()[-1] == (b"", False) and stream.closed == ["closed"]
+    await stream.shutdown.aclose()
 
 
 async def test_a_client_that_leaves_stops_the_frames_at_once() -> None:
-    closed: list[str] = []
-    shutdown = StreamShutdown(exiting=lambda: False)
-    client = _Client()
-    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0)
-    call = asyncio.create_task(response({"type": "http", "method": "POST"}, client.receive, client.send))
-    while not client.bodies():
-        await asyncio.sleep(0)
-    client.gone.set()
+    stream = _Harness()
+    call = asyncio.create_task(stream.serve(heartbeat=b": hb\r\n\r\n"))
+    await stream.first_frame()
+    stream.gone.set()
     await asyncio.wait_for(call, 30)  # returns normally: the cancellation was the stream's own
-    assert closed == ["closed"]
-    assert client.bodies() == [(b"data: 1\r\n\r\n", True)]
-    await shutdown.aclose()
+    assert stream.closed == ["closed"]
+    assert stream.bodies() == [(b"data: 1\r\n\r\n", True)]
+    await stream.shutdown.aclose()
 
 
 async def test_heartbeats_flow_while_nothing_else_does() -> None:
-    closed: list[str] = []
-    shutdown = StreamShutdown(exiting=lambda: False)
-    client = _Client()
-    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0.01)
-    call = asyncio.create_task(response({"type": "http", "method": "POST"}, client.receive, client.send))
-    while sum(1 for body, _ in client.bodies() if body == b": hb\r\n\r\n") < 3:
+    stream = _Harness()
+    call = asyncio.create_task(stream.serve(heartbeat=b": hb\r\n\r\n", heartbeat_seconds=0.01))
+    while sum(1 for body, _ in stream.bodies() if body == b": hb\r\n\r\n") < 3:
         await asyncio.sleep(0.01)
-    client.gone.set()
+    stream.gone.set()
     await asyncio.wait_for(call, 30)
-    await shutdown.aclose()
+    await stream.shutdown.aclose()
 
 
 async def test_an_outside_cancellation_is_not_swallowed() -> None:
-    closed: list[str] = []
-    shutdown = StreamShutdown(exiting=lambda: False)
-    client = _Client()
-    response = EventStream(_endless(closed), shutdown=shutdown, heartbeat=b"", heartbeat_seconds=0)
-    call = asyncio.create_task(response({"type": "http", "method": "POST"}, client.receive, client.send))
-    while not client.bodies():
-        await asyncio.sleep(0)
+    stream = _Harness()
+    call = asyncio.create_task(stream.serve())
+    await stream.first_frame()
     call.cancel()  # the server cancelling the request (e.g. its graceful-shutdown timeout)
     with pytest.raises(asyncio.CancelledError):
         await call
-    assert closed == ["closed"]
-    await shutdown.aclose()
+    assert stream.closed == ["closed"]
+    await stream.shutdown.aclose()
 
 
 async def test_shutdown_runs_each_callback_once_and_a_late_one_at_once() -> None:
