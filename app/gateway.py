@@ -27,7 +27,7 @@ from app.gil import SwitchInterval
 from app.engine.limits import RateLimiter
 from app.engine.routing import ModelRouter
 from app.logs import apply_format as apply_log_format
-from app.llm.network import shared_client
+from app.llm.upstream import shared_client
 from app.runs import RunService
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
@@ -61,7 +61,7 @@ class Gateway:
         self._collector = CollectorTuning()
         self._switch_interval = SwitchInterval()
         limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
-        # issue 13: httpx over a lean network backend and a linear pool (app/llm/network.py)
+        # issue 13: httpx on the leanest transport installed (app/llm/upstream.py)
         self.http = shared_client(limits, httpx.Timeout(60.0, connect=10.0))
         self.chats = ChatStore(self.settings.chats_dir, self.settings.memory.chat.charset)
         self.submits = SubmitRegistry()

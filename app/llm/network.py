@@ -18,13 +18,13 @@ there returns without a timer or a future; otherwise it waits on one future with
 ``ConnectTimeout``, ``ReadError``, ``ReadTimeout``, ``WriteError``, ``WriteTimeout``),
 which httpx maps to its own as with the default backend.
 
-``streaming_transport`` builds the ``httpx.AsyncHTTPTransport`` the gateway's client uses.
+``StreamingTransport`` is httpx's own transport (httpcore, h11) over this backend: the
+gateway's transport without httptools, and the fallback of ``app.llm.h1.H1Transport``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import socket
 import ssl
 from collections import deque
@@ -320,21 +320,4 @@ class StreamingTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def streaming_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """The transport of the gateway's shared upstream client (see the module docstring)."""
-    return StreamingTransport(limits)
-
-
-def shared_client(limits: httpx.Limits, timeout: httpx.Timeout) -> httpx.AsyncClient:
-    """The gateway's one upstream client, shared by every user's runs: on the lean transport, and
-    with no cookie jar worth the name. httpx keeps the cookies a server sets and sends them on
-    every later request to that server, so a provider's (or a tool's target's) session or
-    load-balancer cookie set during one user's call would ride along on the next user's call;
-    a policy that accepts no domain keeps the jar empty."""
-    client = httpx.AsyncClient(limits=limits, timeout=timeout, transport=streaming_transport(limits))
-    client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return client
-
-
-__all__ = ["HIGH_WATER", "LOW_WATER", "LeanBackend", "LeanStream", "LinearPool", "StreamingTransport", "shared_client",
-           "streaming_transport"]
+__all__ = ["HIGH_WATER", "LOW_WATER", "LeanBackend", "LeanStream", "LinearPool", "StreamingTransport"]

@@ -1,8 +1,9 @@
 """The lean network layer under httpx (``app/llm/network.py``, issue 13).
 
-Through ``stream_chat`` against the real fake upstream: deltas, the error mapping (timeout,
-refused, broken stream, HTTP error), cancellation and connection reuse; TLS against a local
-server with a self-signed certificate; read back-pressure on the protocol; and the linear
+Through ``stream_chat`` against the real fake upstream, on both transports the gateway may
+pick (``H1Transport`` with httptools, ``StreamingTransport`` without): deltas, the error
+mapping (timeout, refused, broken stream, HTTP error), cancellation and connection reuse;
+TLS against a local server with a self-signed certificate; read back-pressure on the protocol; and the linear
 pool checked against httpcore's own pool on random pool states (same decisions, same order).
 """
 
@@ -31,16 +32,23 @@ from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, U
 from app.llm.client import stream_chat
 from app.llm.deltas import ContentDelta
 from app.llm.network import (
-    HIGH_WATER, LOW_WATER, LeanStream, LinearPool, StreamingTransport, _Protocol, shared_client,
+    HIGH_WATER, LOW_WATER, LeanStream, LinearPool, StreamingTransport, _Protocol,
 )
+from app.llm.h1 import H1Transport
+from app.llm.upstream import shared_client
 from tests.llm.support import make_request
 
 LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 
 
-@pytest.fixture
-async def lean() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=StreamingTransport(LIMITS)) as client:
+def _transport(kind: str, verify: ssl.SSLContext | bool = True) -> httpx.AsyncBaseTransport:
+    fallback = StreamingTransport(LIMITS, verify=verify)
+    return H1Transport(LIMITS, fallback, verify=verify) if kind == "h1" else fallback
+
+
+@pytest.fixture(params=["h1", "httpcore"])
+async def lean(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=_transport(request.param)) as client:
         yield client
 
 
@@ -67,10 +75,14 @@ async def test_deltas_stream_through_and_the_connection_is_reused(lean: httpx.As
     assert streams[0] is streams[1]  # the second request went over the kept-alive connection
 
 
-def _connections(client: httpx.AsyncClient) -> list[Any]:
+def _connections(client: httpx.AsyncClient) -> list[bool]:
+    """Whether each open connection of the client's pool is idle."""
     transport = client._transport
+    if isinstance(transport, H1Transport):
+        pool = transport.pool
+        return [True] * pool.idle_connections + [False] * (pool.open_connections - pool.idle_connections)
     assert isinstance(transport, StreamingTransport)
-    return list(transport._pool.connections)
+    return [connection.is_idle() for connection in transport._pool.connections]
 
 
 @pytest.mark.parametrize("protocol", ["OPENAI", "ANTHROPIC"])
@@ -83,7 +95,7 @@ async def test_a_finished_stream_leaves_its_connection_to_the_next_call(lean: ht
         fake.enqueue(text_script(expected))
         assert await _texts(lean, fake.url, protocol=protocol, new_api_path=path) == expected
         connections = _connections(lean)
-        assert len(connections) == 1 and connections[0].is_idle()
+        assert connections == [True]
     assert len(fake.requests) == 3
 
 
@@ -202,18 +214,19 @@ async def _tls_server(cert: Path, key: Path, body: bytes) -> asyncio.Server:
     return await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
 
 
-async def test_tls_stream_and_certificate_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["h1", "httpcore"])
+async def test_tls_stream_and_certificate_check(tmp_path: Path, kind: str) -> None:
     cert, key = _self_signed(tmp_path)
     server = await _tls_server(cert, key, b"data: one\n\ndata: two\n\n")
     port = server.sockets[0].getsockname()[1]
     try:
         trusting = ssl.create_default_context(cafile=str(cert))
-        async with httpx.AsyncClient(transport=StreamingTransport(LIMITS, verify=trusting)) as client:
+        async with httpx.AsyncClient(transport=_transport(kind, verify=trusting)) as client:
             async with client.stream("GET", f"https://127.0.0.1:{port}/") as response:
                 assert response.extensions["network_stream"].get_extra_info("ssl_object") is not None
                 lines = [line async for line in response.aiter_lines()]
         assert [line for line in lines if line] == ["data: one", "data: two"]
-        async with httpx.AsyncClient(transport=StreamingTransport(LIMITS)) as client:  # system CAs only
+        async with httpx.AsyncClient(transport=_transport(kind)) as client:  # system CAs only
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await client.get(f"https://127.0.0.1:{port}/")
     finally:
