@@ -48,7 +48,10 @@ logger = logging.getLogger(__name__)
 class Gateway:
     """Build with ``async with Gateway(settings) as gateway:``."""
 
-    def __init__(self, settings: Settings, api_keys: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, api_keys: Mapping[str, str] | None = None, *,
+                 lean_parser: bool | None = None) -> None:
+        """``lean_parser``: parse upstream answers with httptools (``True``), with httpcore's h11
+        (``False``), or with httptools when installed (``None``, app/llm/upstream.py)."""
         self.version = __version__
         self.local_upstream: FakeUpstream | None = None
         #: provider key → decrypted ``api-key-ref`` credential (SPEC §12); ConfigError when it cannot be read
@@ -62,7 +65,7 @@ class Gateway:
         self._switch_interval = SwitchInterval()
         limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
         # issue 13: httpx on the leanest transport installed (app/llm/upstream.py)
-        self.http = shared_client(limits, httpx.Timeout(60.0, connect=10.0))
+        self.http = shared_client(limits, httpx.Timeout(60.0, connect=10.0), lean_parser=lean_parser)
         self.chats = ChatStore(self.settings.chats_dir, self.settings.memory.chat.charset)
         self.submits = SubmitRegistry()
         self.services = RunServices(

@@ -42,9 +42,10 @@ from app.security.cors import ScopedCORSMiddleware
 from app.security.jwt_auth import AuthMiddleware, build_verifier
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+def create_app(settings: Settings, gateway: Gateway | None = None, *, lean_parser: bool | None = None) -> FastAPI:
     """The HTTP app. With ``gateway`` (the sidecar's ``--http-port``) it serves that running
-    gateway and leaves its lifecycle to the caller; otherwise the lifespan builds its own."""
+    gateway and leaves its lifecycle to the caller; otherwise the lifespan builds its own
+    (``lean_parser``: how that gateway parses upstream answers, see ``Gateway``)."""
     apply_log_format(settings.logging.format)  # before uvicorn logs its first line
     verifier = build_verifier(settings)  # SPEC §9 fail closed: ConfigError when auth has no key source
     # decrypt api-key-ref credentials now, so a wrong master secret stops `agw serve` with a clear
@@ -61,7 +62,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
                     app.state.gateway = gateway
                     yield
                     return
-                async with Gateway(settings, api_keys) as owned:
+                async with Gateway(settings, api_keys, lean_parser=lean_parser) as owned:
                     app.state.gateway = owned
                     yield
             finally:

@@ -5,7 +5,8 @@ The listening socket is bound before the app starts, so a busy port is a one-lin
 
 The event loop and the HTTP parser are chosen at start-up (issue 13): uvloop and httptools
 when they are installed (the extra ``fast``), else asyncio's loop and h11 (pure Python).
-``--loop``/``--http`` force one; the choice is logged at INFO.
+``--loop``/``--http`` force one; the choice is logged at INFO. The gateway's upstream client
+parses answers with the same one (``H1Transport`` on httptools, else httpcore's h11).
 """
 
 from __future__ import annotations
@@ -91,12 +92,13 @@ def serve(
         overrides["server"]["host"] = host
     settings = load_settings(deployment_dir(ctx, dir), overrides=overrides)
     log_unknown_keys(settings.base_dir)
-    app = create_app(settings)  # ConfigError (SPEC §9 fail closed, §12 master secret) stops here
-    where = f"{settings.server.host}:{settings.server.port}"
     try:
         loop, http = server_stack(loop, http)
     except ValueError as exc:
         raise fail(str(exc), 2) from None
+    # the upstream client parses with the same implementation as the server: h11 means pure Python
+    app = create_app(settings, lean_parser=http == "httptools")  # ConfigError (SPEC §9, §12) stops here
+    where = f"{settings.server.host}:{settings.server.port}"
     try:
         sock = listening_socket(settings.server.host, settings.server.port)
     except OSError as exc:

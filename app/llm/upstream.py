@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import http.cookiejar
 import importlib.util
+import logging
 
 import httpx
 
 from app.llm.network import StreamingTransport
+
+logger = logging.getLogger(__name__)
 
 
 def has_httptools() -> bool:
@@ -39,6 +42,8 @@ def shared_client(limits: httpx.Limits, timeout: httpx.Timeout, *, lean_parser: 
     load-balancer cookie set during one user's call would ride along on the next user's call;
     a policy that accepts no domain keeps the jar empty."""
     transport = streaming_transport(limits, lean_parser=lean_parser)
+    logger.info("upstream answers are parsed by %s",
+                "httptools" if not isinstance(transport, StreamingTransport) else "h11 (httpcore)")
     client = httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
     client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return client

@@ -1,5 +1,6 @@
 """``agw serve`` on both server stacks (issue 13): uvloop + httptools when installed (extra ``fast``),
-asyncio's loop + h11 (pure Python) when forced with ``--loop asyncio --http h11``.
+asyncio's loop + h11 (pure Python) when forced with ``--loop asyncio --http h11``. The gateway's
+upstream client parses with the same implementation (``H1Transport`` or httpcore's h11).
 
 Each stack runs as a real ``python -m app serve`` process and must pass the zero-buffer handshake:
 the upstream withholds delta k+1 until the client has received delta k (order, no clocks).
@@ -73,6 +74,7 @@ async def test_zero_buffering_on_each_server_stack(
     write_agent(deploy, "plain", agent("ONESHOT"))
     url, log = serve("--loop", loop, "--http", http)
     assert f"with the {loop} event loop and {http}" in log.read_text(errors="replace")
+    assert f"upstream answers are parsed by {http}" in log.read_text(errors="replace")  # the client follows suit
     n = 6
     upstream.enqueue(gated_text_script(n))
     received: list[str] = []
