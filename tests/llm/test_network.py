@@ -400,3 +400,22 @@ async def test_attack_a_cookie_set_during_one_users_call_rides_on_the_next_users
         server.close()
         await server.wait_closed()
     assert seen == ([None, None] if shared else [None, "session=alice"])
+
+
+async def test_an_event_stream_is_read_as_utf8_whatever_charset_it_declares(lean: httpx.AsyncClient) -> None:
+    """SSE is UTF-8 by definition: a wrong ``charset`` on the Content-Type must not garble text."""
+    chunk = '{"choices":[{"index":0,"delta":{"content":"héllo ✓"},"finish_reason":"stop"}]}'
+    body = f"data: {chunk}\n\ndata: [DONE]\n\n".encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request's body is not needed
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=iso-8859-1\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        assert await _texts(lean, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}") == ["héllo ✓"]
+    finally:
+        server.close()
