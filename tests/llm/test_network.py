@@ -292,6 +292,33 @@ async def test_a_read_waits_for_data_then_sees_the_end() -> None:
         await LeanStream(transport, _Protocol()).read(10, timeout=0.01)  # type: ignore[arg-type]
 
 
+async def test_a_read_timeout_counts_from_its_own_wait_with_one_timer_per_connection() -> None:
+    """One timer per connection enforces the waiting read's deadline: a timer armed for an earlier
+    read must not expire a later one, and a later read with a shorter timeout must not wait for
+    the earlier, longer one. No durations are asserted: only which outcome each read gets."""
+    protocol, transport = _Protocol(), _RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    stream = LeanStream(transport, protocol)  # type: ignore[arg-type]
+
+    async def feed_later(seconds: float, data: bytes) -> None:
+        await asyncio.sleep(seconds)
+        protocol.data_received(data)
+
+    # the first read arms the timer for +0.1 s and is answered at once
+    feeding = asyncio.create_task(feed_later(0, b"a"))
+    assert await stream.read(10, timeout=0.1) == b"a"
+    await feeding
+    # the second waits up to 2 s: the timer fires at +0.1 s for a deadline that has moved on, re-arms
+    feeding = asyncio.create_task(feed_later(0.3, b"b"))
+    assert await stream.read(10, timeout=2.0) == b"b"
+    await feeding
+    # a shorter timeout than the armed one is enforced by re-arming earlier (else this waits 2 s)
+    with pytest.raises(httpcore.ReadTimeout):
+        await asyncio.wait_for(stream.read(10, timeout=0.05), timeout=1.5)
+    protocol.connection_lost(None)
+    assert protocol._timer is None  # the timer goes with the connection (it would hold the protocol)
+
+
 # -- the linear pool decides as httpcore's does -----------------------------------------------
 
 
