@@ -151,7 +151,9 @@ async def _stream_chat(client: httpx.AsyncClient, request: ChatRequest, url: str
     if log_deltas:
         _log_request(request, url, headers, body)
     try:
-        async with client.stream("POST", url, json=body, headers=headers, timeout=_timeout(request)) as response:
+        # orjson, not httpx's ``json=`` (stdlib json): 84 → 4 µs for a 9 KB body with tools, per call
+        content = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+        async with client.stream("POST", url, content=content, headers=headers, timeout=_timeout(request)) as response:
             if not response.is_success:
                 # some vendors echo the credential in their error: it must not reach events or memory
                 text = mask_text(await _read_error_body(response), (request.api_key,))

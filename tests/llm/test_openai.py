@@ -179,6 +179,8 @@ async def test_request_body_and_headers(http: httpx.AsyncClient, fake: FakeUpstr
     recorded = fake.requests[0]
     assert recorded.path == "/v1/chat/completions"
     assert recorded.headers["authorization"] == f"Bearer {API_KEY}"
+    assert recorded.headers["content-type"] == "application/json"
+    assert recorded.headers["accept"] == "text/event-stream"
     body = recorded.body
     assert body["model"] == "qwen-max"
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
