@@ -30,7 +30,8 @@ What it does, and what it leaves to httpcore:
   ``max_keepalive_connections`` idle, each for ``keepalive_expiry`` seconds; the most
   recently used idle connection is taken first. An idle connection the server closed, or
   that received bytes nobody asked for, is dropped when next looked at (the protocol always
-  reads, so this needs no poll).
+  reads, so this needs no poll); at most once a second a request also sweeps the idle
+  connections of every origin.
 * Errors are httpx's (``ConnectError``, ``ConnectTimeout``, ``ReadError``, ``ReadTimeout``,
   ``WriteError``, ``WriteTimeout``, ``PoolTimeout``, ``RemoteProtocolError``,
   ``LocalProtocolError``), as from httpx's own transport.
@@ -56,6 +57,8 @@ from app.llm.network import LeanBackend, LeanStream
 
 #: bytes asked of the stream per read (the protocol hands over what arrived, in one piece)
 READ_SIZE = 1 << 20
+#: at most this often (seconds) a request also closes the expired or dead idle connections of every origin
+SWEEP_INTERVAL = 1.0
 
 _Origin = tuple[str, str, int]
 
@@ -269,6 +272,7 @@ class _Pool:
         self._open = 0  # counted against max_connections: idle, busy and being connected
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._next_sweep = 0.0
 
     @property
     def open_connections(self) -> int:
@@ -279,6 +283,10 @@ class _Pool:
         return self._idle_count
 
     async def acquire(self, origin: _Origin, timeouts: dict[str, Any]) -> _Connection:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            self._sweep(now)
         while True:
             if self._closed:
                 raise RuntimeError("the transport is closed")
@@ -336,6 +344,21 @@ class _Pool:
             connection.close()
             self._open -= 1
         return None
+
+    def _sweep(self, now: float) -> None:
+        """Close the idle connections, of any origin, that expired or that the server closed: an
+        origin used once (a tool's fetch) must not hold its socket until it is used again."""
+        for origin, idle in list(self._idle.items()):
+            kept: deque[_Connection] = deque()
+            for connection in idle:
+                if connection.expires_at > now and connection.usable():
+                    kept.append(connection)
+                else:
+                    self._drop_idle(connection)
+            if kept:
+                self._idle[origin] = kept
+            else:
+                del self._idle[origin]
 
     def _drop_idle(self, connection: _Connection) -> None:
         self._idle_count -= 1

@@ -278,6 +278,19 @@ async def test_idle_connections_expire_and_the_keepalive_limit_holds() -> None:
             assert server.connections == connections + 1  # the idle one had expired
 
 
+async def test_expired_idle_connections_of_other_origins_are_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An origin used once must not keep its socket until it is used again."""
+    monkeypatch.setattr("app.llm.h1.SWEEP_INTERVAL", 0.0)
+    limits = httpx.Limits(max_connections=10, max_keepalive_connections=5, keepalive_expiry=0.2)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with await serving(serve_forever(answer)) as once, await serving(serve_forever(answer)) as other, \
+            httpx.AsyncClient(transport=transport(limits)) as client:
+        await client.get(once.url)
+        await asyncio.sleep(0.3)  # its idle connection expires
+        await client.get(other.url)
+        assert (pool_of(client).open_connections, pool_of(client).idle_connections) == (1, 1)
+
+
 async def test_a_streamed_request_body_is_chunk_encoded(client: httpx.AsyncClient) -> None:
     async def body() -> AsyncIterator[bytes]:
         yield b"part one, "
