@@ -18,7 +18,9 @@ What it does, and what it leaves to httpcore:
   ``LocalProtocolError``, and
   nothing is sent.
 * Responses: ``Content-Length``, chunked, or delimited by the connection's close; interim
-  ``1xx`` answers are skipped; an answer to ``101``/upgrade is a ``RemoteProtocolError``.
+  ``1xx`` answers are skipped; an answer to ``101``/upgrade is a ``RemoteProtocolError``, and
+  so is a response head (interim answers included) over ``MAX_HEAD_BYTES``: llhttp sets no
+  limit of its own, h11 did.
   ``HEAD`` and ``CONNECT`` requests (whose answers llhttp cannot frame without being told)
   go to the ``fallback`` transport, httpcore's.
 * Keep-alive: a connection whose response was read to its end, that the server lets live
@@ -57,6 +59,8 @@ from app.llm.network import LeanBackend, LeanStream
 
 #: bytes asked of the stream per read (the protocol hands over what arrived, in one piece)
 READ_SIZE = 1 << 20
+#: a response's status line and headers (interim answers included) may take at most this many bytes
+MAX_HEAD_BYTES = 64 * 1024
 #: at most this often (seconds) a request also closes the expired or dead idle connections of every origin
 SWEEP_INTERVAL = 1.0
 
@@ -199,20 +203,25 @@ class _Connection:
         except _BACKEND_ERRORS as exc:
             raise _httpx_error(exc) from exc
         read_timeout = timeouts.get("read")
+        head_bytes = 0
         while not self.headers_done:
-            if not await self.receive(read_timeout):
+            if head_bytes > MAX_HEAD_BYTES:  # llhttp sets no limit: a hostile server could send headers forever
+                raise httpx.RemoteProtocolError(f"the response head is larger than {MAX_HEAD_BYTES} bytes")
+            received = await self.receive(read_timeout)
+            if not received:
                 raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            head_bytes += received
         if parser.should_upgrade() or self.status == 101:
             raise httpx.RemoteProtocolError(f"the server switched protocols (HTTP {self.status}), which was not asked")
 
-    async def receive(self, timeout: float | None) -> bool:
-        """Wait for bytes and parse them; ``False`` once the server closed its side."""
+    async def receive(self, timeout: float | None) -> int:
+        """Wait for bytes and parse them: how many came, ``0`` once the server closed its side."""
         try:
             data = await self.stream.read(READ_SIZE, timeout)
         except _BACKEND_ERRORS as exc:
             raise _httpx_error(exc) from exc
         if not data:
-            return False
+            return 0
         parser = self._parser
         assert parser is not None
         try:
@@ -223,7 +232,7 @@ class _Connection:
             if not self.complete:
                 raise httpx.RemoteProtocolError(f"malformed HTTP response: {exc}") from exc
             self.extra = True  # bytes after the end of the response: the connection is not reused
-        return True
+        return len(data)
 
 
 class _Body(httpx.AsyncByteStream):
