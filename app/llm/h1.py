@@ -19,8 +19,8 @@ What it does, and what it leaves to httpcore:
   nothing is sent.
 * Responses: ``Content-Length``, chunked, or delimited by the connection's close; interim
   ``1xx`` answers are skipped; an answer to ``101``/upgrade is a ``RemoteProtocolError``, and
-  so is a response head (interim answers included) over ``MAX_HEAD_BYTES``: llhttp sets no
-  limit of its own, h11 did.
+  so is a response head (interim answers included), or chunk framing without body (trailers,
+  extensions), over ``MAX_HEAD_BYTES``: llhttp sets no limit of its own, h11 did.
   ``HEAD`` and ``CONNECT`` requests (whose answers llhttp cannot frame without being told)
   go to the ``fallback`` transport, httpcore's.
 * Keep-alive: a connection whose response was read to its end, that the server lets live
@@ -113,7 +113,7 @@ class _Connection:
     """One upstream connection, and the parser callbacks of the response being read on it."""
 
     __slots__ = ("origin", "stream", "_protocol", "expires_at", "_parser", "status", "reason", "headers",
-                 "headers_done", "complete", "keep_alive", "extra", "chunks", "close_delimited")
+                 "headers_done", "complete", "keep_alive", "extra", "chunks", "close_delimited", "framing")
 
     def __init__(self, origin: _Origin, stream: LeanStream) -> None:
         self.origin = origin
@@ -133,6 +133,7 @@ class _Connection:
         self.extra = False
         self.chunks: list[bytes] = []
         self.close_delimited = False
+        self.framing = 0  # bytes received since the body last grew (chunk lines, trailers)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -224,6 +225,7 @@ class _Connection:
             return 0
         parser = self._parser
         assert parser is not None
+        chunks = len(self.chunks)
         try:
             parser.feed_data(data)
         except HttpParserUpgrade:
@@ -232,6 +234,12 @@ class _Connection:
             if not self.complete:
                 raise httpx.RemoteProtocolError(f"malformed HTTP response: {exc}") from exc
             self.extra = True  # bytes after the end of the response: the connection is not reused
+        if self.headers_done and not self.complete:
+            # body bytes reset the count; framing alone (an endless chunk extension or trailer, which
+            # llhttp and httptools would buffer) may not exceed what a response head may take
+            self.framing = 0 if len(self.chunks) > chunks else self.framing + len(data)
+            if self.framing > MAX_HEAD_BYTES:
+                raise httpx.RemoteProtocolError(f"more than {MAX_HEAD_BYTES} bytes of chunk framing without body")
         return len(data)
 
 
