@@ -172,8 +172,15 @@ class _Connection:
             return
         self.status = status
         self.headers_done = True
-        self.close_delimited = status not in (204, 304) and not any(
-            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers)
+        # the body runs until the close: no Content-Length and no chunked coding last (RFC 9112 §6.3)
+        chunked = length = False
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == b"transfer-encoding":
+                chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            elif lowered == b"content-length":
+                length = True
+        self.close_delimited = status not in (204, 304) and not chunked and not length
 
     def on_body(self, body: bytes) -> None:
         if not self.complete:

@@ -185,11 +185,14 @@ async def test_content_length_body_and_reuse(client: httpx.AsyncClient) -> None:
         assert server.connections == 1
 
 
-async def test_a_body_delimited_by_the_close_is_read_to_the_end_and_not_reused(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"],
+                         ids=["no-length", "coding-not-chunked"])
+async def test_a_body_delimited_by_the_close_is_read_to_the_end_and_not_reused(client: httpx.AsyncClient,
+                                                                               head: bytes) -> None:
     def make(server: RawServer) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             async for _ in server.requests(reader):
-                writer.write(b"HTTP/1.1 200 OK\r\n\r\nuntil the ")
+                writer.write(head + b"until the ")
                 await writer.drain()
                 writer.write(b"end")
                 await writer.drain()
