@@ -136,7 +136,7 @@ async def serving(make: Callable[[RawServer], Handler]) -> RawServer:
 
 
 def test_the_gateway_client_picks_h1_when_httptools_is_installed() -> None:
-    assert has_httptools()  # the test extra installs it; the pure-Python fallback is tested below
+    assert has_httptools(), "httptools is part of the test extra (the httpcore transport is tested in test_network.py)"
     assert isinstance(streaming_transport(LIMITS), H1Transport)
     assert isinstance(streaming_transport(LIMITS, lean_parser=False), StreamingTransport)
 
