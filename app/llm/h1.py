@@ -112,13 +112,12 @@ def _request_head(request: httpx.Request) -> bytes:
 class _Connection:
     """One upstream connection, and the parser callbacks of the response being read on it."""
 
-    __slots__ = ("origin", "stream", "_protocol", "expires_at", "_parser", "status", "reason", "headers",
+    __slots__ = ("origin", "stream", "expires_at", "_parser", "status", "reason", "headers",
                  "headers_done", "complete", "keep_alive", "extra", "chunks", "close_delimited", "framing")
 
     def __init__(self, origin: _Origin, stream: LeanStream) -> None:
         self.origin = origin
         self.stream = stream
-        self._protocol = stream._protocol
         self.expires_at = 0.0
         self._parser: HttpResponseParser | None = None
         self._reset()
@@ -139,8 +138,7 @@ class _Connection:
 
     def usable(self) -> bool:
         """Open, with nothing unread and no end seen: fit for the next request."""
-        protocol = self._protocol
-        return not (protocol.buffer or protocol.eof or protocol.lost or self.stream._transport.is_closing())
+        return not (self.stream.stale() or self.stream.closing())
 
     def reusable(self) -> bool:
         """The response was read to its end, and the server lets the connection live."""
@@ -148,7 +146,7 @@ class _Connection:
 
     def close(self) -> None:
         self._parser = None  # the parser holds this object as its callbacks: no cycle left behind
-        self.stream._transport.close()
+        self.stream.close()
 
     # -- httptools callbacks -----------------------------------------------------------------
 

@@ -204,8 +204,22 @@ class LeanStream(httpcore.AsyncNetworkStream):
         if protocol.lost and protocol.error is not None:
             raise httpcore.WriteError(str(protocol.error)) from protocol.error
 
-    async def aclose(self) -> None:
+    def stale(self) -> bool:
+        """Bytes nobody asked for, or the end of the connection, arrived: not fit for another request.
+
+        The protocol always reads (paused only with data buffered), so what the kernel had by the
+        loop's last poll is here already: no poll(2) per idle connection per pool operation."""
+        protocol = self._protocol
+        return bool(protocol.buffer) or protocol.eof or protocol.lost
+
+    def closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
         self._transport.close()
+
+    async def aclose(self) -> None:
+        self.close()
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
@@ -236,12 +250,8 @@ class LeanStream(httpcore.AsyncNetworkStream):
             return transport.get_extra_info("peername")
         if info == "socket":
             return transport.get_extra_info("socket")
-        if info == "is_readable":
-            # httpcore asks before reusing an idle connection (closed by the server, or junk?). The
-            # protocol always reads (paused only with data buffered), so what the kernel had by the
-            # loop's last poll is here already: no poll(2) per idle connection per pool operation.
-            protocol = self._protocol
-            return bool(protocol.buffer) or protocol.eof or protocol.lost
+        if info == "is_readable":  # httpcore asks before reusing an idle connection
+            return self.stale()
         return None
 
 
