@@ -42,6 +42,7 @@ from app.llm.network import LeanStream
 from app.llm.deltas import Delta, ToolCallArgs, ToolCallStart
 from app.llm.endpoints import build_headers, resolve_endpoint
 from app.llm.request import ChatRequest
+from app.llm.upstream import UpstreamClient
 from app.security.masking import mask_text, mask_value
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ async def _stream_chat(client: httpx.AsyncClient, request: ChatRequest, url: str
     try:
         # orjson, not httpx's ``json=`` (stdlib json): 84 → 4 µs for a 9 KB body with tools, per call
         content = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
-        async with client.stream("POST", url, content=content, headers=headers, timeout=_timeout(request)) as response:
+        target = client.url(url) if isinstance(client, UpstreamClient) else url
+        async with client.stream("POST", target, content=content, headers=headers, timeout=_timeout(request)) as response:
             if not response.is_success:
                 # some vendors echo the credential in their error: it must not reach events or memory
                 text = mask_text(await _read_error_body(response), (request.api_key,))

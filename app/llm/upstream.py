@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.cookiejar
 import importlib.util
 import logging
+from typing import Any
 
 import httpx
 
@@ -57,15 +58,65 @@ class NoCookieJar(http.cookiejar.CookieJar):
         return None
 
 
-def shared_client(limits: httpx.Limits, timeout: httpx.Timeout, *, lean_parser: bool | None = None) -> httpx.AsyncClient:
+class NoCookies(httpx.Cookies):
+    """The shared client's cookies: always empty. On top of ``NoCookieJar``, it skips what httpx
+    does for every response before the jar is even asked: build urllib compatibility objects of
+    the request (its URL parsed again) and of the response (its headers as an ``email.message``)."""
+
+    def __init__(self) -> None:
+        super().__init__(NoCookieJar())
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+#: the most parsed endpoint URLs an ``UpstreamClient`` keeps (a handful of providers in practice)
+MAX_PARSED_URLS = 256
+
+
+class UpstreamClient(httpx.AsyncClient):
+    """httpx's client with cookies that are never kept (``NoCookies``, set once: assigning other
+    cookies is refused) and ``url()``, which parses each endpoint URL once instead of per call."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        if "cookies" in kwargs:
+            raise TypeError("the upstream client keeps no cookies")
+        super().__init__(**kwargs)
+        self._no_cookies = NoCookies()
+        self._urls: dict[str, httpx.URL] = {}
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("the upstream client keeps no cookies")
+
+    def url(self, url: str) -> httpx.URL:
+        """``url`` parsed, from a small cache (httpx parses a string URL on every request: about
+        50 µs, with the host's IP-address checks)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= MAX_PARSED_URLS:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        return parsed
+
+
+def shared_client(limits: httpx.Limits, timeout: httpx.Timeout, *, lean_parser: bool | None = None) -> UpstreamClient:
     """The gateway's one upstream client, shared by every user's runs: on the lean transport, and
-    with a cookie jar that keeps nothing. httpx keeps the cookies a server sets and sends them on
+    with cookies that are never kept. httpx keeps the cookies a server sets and sends them on
     every later request to that server, so a provider's (or a tool's target's) session or
     load-balancer cookie set during one user's call would ride along on the next user's call."""
     transport = streaming_transport(limits, lean_parser=lean_parser)
     logger.info("upstream answers are parsed by %s",
                 "httptools" if not isinstance(transport, StreamingTransport) else "h11 (httpcore)")
-    return httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport, cookies=NoCookieJar())
+    return UpstreamClient(limits=limits, timeout=timeout, transport=transport)
 
 
-__all__ = ["NoCookieJar", "has_httptools", "shared_client", "streaming_transport"]
+__all__ = ["MAX_PARSED_URLS", "NoCookieJar", "NoCookies", "UpstreamClient", "has_httptools", "shared_client",
+           "streaming_transport"]

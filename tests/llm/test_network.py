@@ -35,7 +35,7 @@ from app.llm.network import (
     HIGH_WATER, LOW_WATER, LeanStream, LinearPool, StreamingTransport, _Protocol,
 )
 from app.llm.h1 import H1Transport
-from app.llm.upstream import shared_client
+from app.llm.upstream import MAX_PARSED_URLS, UpstreamClient, shared_client
 from tests.llm.support import make_request
 
 LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
@@ -427,6 +427,46 @@ async def test_attack_a_cookie_set_during_one_users_call_rides_on_the_next_users
         server.close()
         await server.wait_closed()
     assert seen == ([None, None] if shared else [None, "session=alice"])
+
+
+async def test_the_shared_client_cannot_be_given_cookies_to_keep() -> None:
+    client = shared_client(LIMITS, httpx.Timeout(10.0))
+    try:
+        with pytest.raises(TypeError, match="no cookies"):
+            client.cookies = {"session": "alice"}
+        assert len(client.cookies) == 0
+        client.cookies.set("session", "alice")  # even its own jar keeps nothing
+        assert len(client.cookies) == 0
+    finally:
+        await client.aclose()
+    with pytest.raises(TypeError, match="no cookies"):
+        UpstreamClient(cookies={"session": "alice"})
+
+
+async def test_an_endpoint_url_is_parsed_once_and_the_cache_stays_small() -> None:
+    client = shared_client(LIMITS, httpx.Timeout(10.0))
+    try:
+        url = "https://api.example.com/v1/chat/completions"
+        assert client.url(url) is client.url(url)
+        assert client.url(url) == httpx.URL(url)
+        for n in range(MAX_PARSED_URLS + 10):
+            client.url(f"https://h{n}.example.com/v1")
+        assert len(client._urls) <= MAX_PARSED_URLS
+        assert client.url(url) == httpx.URL(url)
+    finally:
+        await client.aclose()
+
+
+async def test_stream_chat_on_the_shared_client_streams_and_reuses_the_connection(fake: FakeUpstream) -> None:
+    client = shared_client(LIMITS, httpx.Timeout(10.0))
+    fake.enqueue(text_script(["a", "b"]), text_script(["c"]))
+    try:
+        assert await _texts(client, fake.url) == ["a", "b"]
+        assert _connections(client) == [True]  # the finished stream left its connection idle in the pool
+        assert await _texts(client, fake.url) == ["c"]
+        assert _connections(client) == [True]  # and the second call reused it
+    finally:
+        await client.aclose()
 
 
 async def test_an_event_stream_is_read_as_utf8_whatever_charset_it_declares(lean: httpx.AsyncClient) -> None:
