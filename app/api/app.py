@@ -37,6 +37,7 @@ from app.credentials import provider_api_keys
 from app.gateway import Gateway
 from app.logs import apply_format as apply_log_format
 from app.security.access_log import access_log_masking
+from app.api.pacing import AdmissionPacer
 from app.api.sse import StreamShutdown
 from app.security.cors import ScopedCORSMiddleware
 from app.security.jwt_auth import AuthMiddleware, build_verifier
@@ -99,4 +100,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None, *, lean_parse
     app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))
     if settings.agent.cors.enabled:
         app.add_middleware(ScopedCORSMiddleware, cors=settings.agent.cors)
+    # issue 13: a burst of new requests is let in a few per loop iteration, so the streams
+    # already flowing are not stalled behind it (outermost: CORS and auth work is paced too)
+    app.add_middleware(AdmissionPacer)
     return app
