@@ -37,7 +37,7 @@ from app.adapters.agui import AguiTranslator, ToolAnswers, UserTurn, query_of, r
 from app.api.auth import current_user
 from app.api.body import read_json
 from app.api.envelope import fail
-from app.api.sse import SSE_HEADERS, EventStream, StreamShutdown
+from app.api.sse import SSE_HEADERS, EventStream, StreamShutdown, json_line
 from app.api.state import gateway_of, streams_of
 from app.contract.events import Stamped
 from app.errors import NotFoundError, RequestError, RunLimitExceeded
@@ -170,7 +170,7 @@ _HEARTBEAT = ServerSentEvent(comment="heartbeat", sep="\n").encode()
 
 
 def _frame(encoder: EventEncoder, event: BaseEvent) -> bytes:
-    return encoder.encode(event).encode()
+    return json_line(encoder.encode(event).encode())  # U+2028 and kin escaped, as in our other streams
 
 
 async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str,

@@ -41,7 +41,7 @@ from app.adapters.openai_chat import (
 )
 from app.api.auth import current_user
 from app.api.body import read_json
-from app.api.sse import HEARTBEAT, EventStream
+from app.api.sse import HEARTBEAT, EventStream, json_line
 from app.api.state import gateway_of, streams_of
 from app.catalog.definitions import AgentDefinition
 from app.contract.events import Stamped
@@ -139,8 +139,9 @@ def _watching(gateway: Gateway, run: Run) -> contextlib.aclosing[AsyncGenerator[
 
 def _encode(frame: Frame) -> bytes:
     """One ``data:`` message (no ``event:`` line, as OpenAI sends them), the bytes sse-starlette's
-    ``ServerSentEvent(data=...)`` would write: orjson writes no raw CR/LF, so the data is one line."""
-    data = frame.encode() if isinstance(frame, str) else orjson.dumps(frame)
+    ``ServerSentEvent(data=...)`` would write: orjson writes no raw CR/LF, so the data is one line
+    (and ``json_line`` escapes U+2028, U+2029 and U+0085, which some clients end a line at)."""
+    data = frame.encode() if isinstance(frame, str) else json_line(orjson.dumps(frame))
     return b"data: " + data + b"\r\n\r\n"
 
 

@@ -49,14 +49,31 @@ def encode_event(event: LogEvent) -> ServerSentEvent:
     )
 
 
+#: characters JSON strings may hold raw at which ``str.splitlines`` (and so httpx's
+#: ``aiter_lines`` and SSE clients built on it) ends a line, with their JSON escapes
+_SPLITLINES_BREAKS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
+def json_line(data: bytes) -> bytes:
+    """JSON from orjson made safe as one SSE ``data`` line for any client: U+2028, U+2029 and
+    U+0085 escaped. orjson escapes CR and LF but writes those three raw; the grammar does not
+    end a line there, but clients that split with ``str.splitlines`` do (httpx-sse before 0.4.3,
+    httpx's ``aiter_lines``), and would get the JSON cut in two. The value is the same."""
+    for raw, escaped in _SPLITLINES_BREAKS:
+        if raw in data:  # in UTF-8 these bytes are only ever that character, inside a string
+            data = data.replace(raw, escaped)
+    return data
+
+
 def event_frame(event: LogEvent) -> bytes:
     """One run event → the bytes of its SSE message (pure): ``id``, ``event: message``, one ``data`` line.
 
     orjson never writes a raw CR or LF (they are escaped inside JSON strings), so the data is
     one line, and ``seq`` is an int: nothing needs the line splitting of ``ServerSentEvent``.
+    ``json_line`` escapes the characters other clients end a line at.
     """
     return b"".join((b"id: ", str(event.seq).encode(), b"\r\nevent: message\r\ndata: ",
-                     event.wire_json(), b"\r\n\r\n"))
+                     json_line(event.wire_json()), b"\r\n\r\n"))
 
 
 def heartbeat() -> ServerSentEvent:

@@ -11,7 +11,7 @@ import orjson
 from sse_starlette import ServerSentEvent
 
 from app.api.openai_routes import _encode
-from app.api.sse import encode_event, heartbeat
+from app.api.sse import encode_event, event_frame, heartbeat
 from app.contract.events import ContentDeltaEvent, Stamped
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script, tool_call_script
@@ -63,8 +63,49 @@ async def test_headers_and_heartbeat_while_a_frontend_tool_waits(
 
 
 def test_openai_frames_are_the_bytes_sse_starlette_would_write() -> None:
-    """The OpenAI endpoint encodes its own frames (issue 13); they must stay what the SDK parses."""
-    frames = ["[DONE]", {"id": "c1", "choices": [{"delta": {"content": "a\nb\r\u2028é"}}]}, {"x": None}]
+    """The OpenAI endpoint encodes its own frames (issue 13); they must stay what the SDK parses.
+    (U+2028, U+2029 and U+0085 are escaped in the JSON: the same value, see the test below.)"""
+    frames = ["[DONE]", {"id": "c1", "choices": [{"delta": {"content": "a\nb\ré"}}]}, {"x": None}]
     for frame in frames:
         expected = ServerSentEvent(data=frame if isinstance(frame, str) else orjson.dumps(frame).decode()).encode()
         assert _encode(frame) == expected
+
+
+SEPARATORS = "a\u2028b\u2029c\x85d é ✓"
+
+
+def test_frames_escape_the_characters_splitlines_clients_end_a_line_at() -> None:
+    frame = _encode({"choices": [{"delta": {"content": SEPARATORS}}]})
+    assert frame.decode().splitlines()[0].startswith("data: ")
+    assert len([line for line in frame.decode().splitlines() if line]) == 1
+    assert orjson.loads(frame.decode().splitlines()[0][6:])["choices"][0]["delta"]["content"] == SEPARATORS
+    assert "é ✓".encode() in frame  # other non-ASCII text stays as it is
+    wire = event_frame(Stamped(ContentDeltaEvent(content_id="r_c_1", delta=SEPARATORS), 3, 1)).decode()
+    data = [line for line in wire.splitlines() if line.startswith("data: ")]
+    assert len(data) == 1 and orjson.loads(data[0][6:])["delta"] == SEPARATORS
+
+
+async def test_a_unicode_line_separator_reaches_a_client_that_splits_lines_like_splitlines(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """httpx's ``aiter_lines`` (and so httpx-sse before 0.4.3) splits at U+2028, U+2029 and U+0085,
+    which JSON strings may carry raw: the upstream's raw ones reach such a client whole, on the
+    run stream and on the OpenAI endpoint."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue(text_script([SEPARATORS]), text_script([SEPARATORS]))
+    deltas: list[str] = []
+    async with client.stream("POST", f"{gw.url}/api/ap/query", json={"agentKey": "plain", "message": "x"}) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data:"):
+                event = orjson.loads(line[5:])
+                if event["type"] == "content.delta":
+                    deltas.append(event["delta"])
+    assert deltas == [SEPARATORS]
+    contents: list[str] = []
+    async with client.stream("POST", f"{gw.url}/v1/chat/completions", json={
+            "model": "plain", "messages": [{"role": "user", "content": "x"}], "stream": True}) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: {"):
+                contents.append(orjson.loads(line[6:])["choices"][0]["delta"].get("content", ""))
+    assert "".join(contents) == SEPARATORS
