@@ -27,9 +27,10 @@ from app.sidecar.server import ExtraService, run_sidecar
 logger = logging.getLogger(__name__)
 
 
-async def _serve_http(app: Any, port: int, stop: asyncio.Event) -> None:
+async def _serve_http(app: Any, port: int, keep_alive_seconds: int, stop: asyncio.Event) -> None:
     """Serve ``app`` on 127.0.0.1:``port`` until ``stop``; set ``stop`` when serving ends first."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+                                           timeout_keep_alive=keep_alive_seconds))
     serving = asyncio.create_task(server.serve())
     waiting = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
@@ -46,7 +47,7 @@ def http_api(settings: Settings, port: int) -> ExtraService:
     @contextlib.asynccontextmanager
     async def serve(gateway: Gateway, stop: asyncio.Event) -> AsyncIterator[None]:
         app = create_app(settings, gateway)  # ConfigError (SPEC §9 fail closed) stops the sidecar here
-        task = asyncio.create_task(_serve_http(app, port, stop))
+        task = asyncio.create_task(_serve_http(app, port, settings.server.keep_alive_seconds, stop))
         logger.info("sidecar: HTTP API on http://127.0.0.1:%d", port)
         try:
             yield

@@ -45,6 +45,10 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(1_048_576, alias="max-body-bytes")
     #: how often an SSE stream sends a ``: heartbeat`` comment (SPEC §6 says 15 s; ours to tune)
     sse_heartbeat_seconds: float = Field(15.0, alias="sse-heartbeat-seconds", gt=0)
+    #: how long an idle keep-alive connection stays open, seconds; keep it above the idle timeout of
+    #: any proxy or client pool in front (nginx and AWS load balancers: 60 s), or a request it sends
+    #: just as the gateway closes the connection is reset (uvicorn's own default is 5 s)
+    keep_alive_seconds: int = Field(75, alias="keep-alive-seconds", ge=1)
 
 
 class FolderSettings(_Section):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import socket
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -28,7 +28,7 @@ from app.cli.options import (
     fail,
     log_unknown_keys,
 )
-from app.config import load_settings
+from app.config import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: Any, settings: Settings, level: str, loop: str, http: str) -> uvicorn.Config:
+    """The server's configuration: address, logging (ours), the stack, the idle keep-alive time."""
+    return uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=level.lower(),
+                          log_config=None, loop=loop, http=http, timeout_keep_alive=settings.server.keep_alive_seconds)
+
+
 def serve(
     ctx: typer.Context,
     dir: DirOption = None,
@@ -103,8 +109,7 @@ def serve(
         sock = listening_socket(settings.server.host, settings.server.port)
     except OSError as exc:
         raise fail(f"cannot listen on {where}: {exc.strerror or exc}", 2) from None
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
-                                           log_level=level.lower(), log_config=None, loop=loop, http=http))
+    server = uvicorn.Server(uvicorn_config(app, settings, level, loop, http))
     logger.info("serving on %s with the %s event loop and %s", where, loop, http)
     try:
         server.run(sockets=[sock])
