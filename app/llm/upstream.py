@@ -84,7 +84,7 @@ class UpstreamClient(httpx.AsyncClient):
     def __init__(self, **kwargs: Any) -> None:
         if "cookies" in kwargs:
             raise TypeError("the upstream client keeps no cookies")
-        super().__init__(**kwargs)
+        super().__init__(cookies=NoCookieJar(), **kwargs)  # httpx's own slot too, though every use goes through ``cookies``
         self._no_cookies = NoCookies()
         self._urls: dict[str, httpx.URL] = {}
 
