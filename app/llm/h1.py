@@ -360,11 +360,10 @@ class _Pool:
             self._drop_idle(idle.popleft())
         while idle:
             connection = idle.pop()  # the most recently used: its socket is the warmest
-            self._idle_count -= 1
             if connection.usable():
+                self._idle_count -= 1
                 return connection
-            connection.close()
-            self._open -= 1
+            self._drop_idle(connection)
         return None
 
     def _sweep(self, now: float) -> None:
