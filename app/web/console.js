@@ -49,7 +49,9 @@
  *  - Viewport heights. Every viewport iframe (frontend tool or block) fits its content: the page
  *    appends a small script to the viewport's html that posts {type:"viewport_height", height}
  *    (CSS px of its document) to the parent whenever its size changes; a viewport may also post
- *    that message itself. The message is taken only from one of our viewport iframes (checked
+ *    that message itself. Size changes are seen by a ResizeObserver and, for a change to the DOM,
+ *    by a MutationObserver too: Chromium runs no ResizeObserver in a cross-origin (sandboxed)
+ *    frame that is scrolled out of sight, so a viewport growing there would keep its old height. The message is taken only from one of our viewport iframes (checked
  *    with event.source); the height is capped by the CSS max-height, beyond which it scrolls.
  *  - Actions. switch_theme toggles <html class="dark|light">; other actions are only shown.
  *  - Files (SPEC §23). The 📎 button or a drop of files anywhere on the page uploads each file at
@@ -92,6 +94,8 @@
     + " var h = Math.ceil(document.documentElement.getBoundingClientRect().height);"
     + " if (h !== last) { last = h; parent.postMessage({ type: \"viewport_height\", height: h }, \"*\"); } }"
     + " if (typeof ResizeObserver === \"function\") new ResizeObserver(post).observe(document.documentElement);"
+    + " if (typeof MutationObserver === \"function\") new MutationObserver(post).observe(document.documentElement,"
+    + " { subtree: true, childList: true, attributes: true, characterData: true });"
     + " addEventListener(\"load\", post); post(); })();<\/script>";
 
   function el(tag, cls, text) {

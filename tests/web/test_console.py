@@ -685,3 +685,27 @@ async def test_viewport_iframe_grows_to_its_content_up_to_a_cap(
     scroll = await inner.evaluate("() => [document.scrollingElement.scrollHeight, innerHeight]")
     assert scroll == [3000, int(cap)]  # …and its content scrolls inside
 
+
+
+async def test_a_viewport_growing_while_scrolled_out_of_sight_still_gets_its_height(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], page: Page
+) -> None:
+    """Chromium runs no ResizeObserver in a sandboxed frame out of sight; the DOM change must still be reported."""
+    (deploy / "viewports" / "grow_card.html").write_text(GROW_VIEWPORT, encoding="utf-8")
+    write_agent(deploy, "cards", agent())
+    gw = start_gateway()
+    filler = "".join(f"line {n}\n\n" for n in range(150))  # pushes the block far above the bottom
+    upstream.enqueue(text_script(["Card:\n", "```viewport\ntype=html, key=grow_card\n{\"px\": 200}\n```\n", filler]))
+    await open_console(page, gw, "cards")
+    await ask(page, "cards")
+    await expect(page.locator(".done")).to_be_visible()
+    frame = answer(page).locator("iframe.viewport")
+    await expect(page.frame_locator(".content iframe.viewport").locator("#root")).to_have_text("grown to 200")
+    await page.evaluate("() => { const log = document.getElementById('log'); log.scrollTop = log.scrollHeight; }")
+    out_of_sight = await frame.evaluate(
+        "f => { const log = document.getElementById('log').getBoundingClientRect();"
+        " return f.getBoundingClientRect().bottom < log.top; }")
+    assert out_of_sight
+    await frame.evaluate("f => f.contentWindow.postMessage({type: 'viewport_init', data: {px: 420}}, '*')")
+    await expect(page.frame_locator(".content iframe.viewport").locator("#root")).to_have_text("grown to 420")
+    await expect(frame).to_have_css("height", "420px")
