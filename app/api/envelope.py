@@ -44,7 +44,10 @@ async def validation_error_handler(_: Request, exc: Exception) -> Response:
 
 async def http_error_handler(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return fail(exc.status_code, exc.status_code * 10, str(exc.detail))
+    response = fail(exc.status_code, exc.status_code * 10, str(exc.detail))
+    if exc.headers:  # e.g. the ``Allow`` a 405 must carry (RFC 9110 §15.5.6)
+        response.headers.update(exc.headers)
+    return response
 
 
 async def unexpected_error_handler(_: Request, exc: Exception) -> Response:

@@ -65,3 +65,13 @@ async def test_submit_unmatched_and_bad_input(
     assert data["accepted"] is False and data["status"] == "unmatched" and data["detail"]
     bad = await client.post(f"{gw.url}/api/ap/submit", json={"toolId": "t_1"})
     assert bad.status_code == 400 and "runId" in bad.json()["msg"]
+
+
+async def test_a_wrong_method_is_405_with_the_envelope_and_allow(
+    start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    gw = start_gateway()
+    response = await client.delete(f"{gw.url}/api/ap/agents")
+    assert response.status_code == 405
+    assert response.json()["code"] == 4050
+    assert response.headers["allow"] == "GET"  # RFC 9110: a 405 says which methods the resource has
