@@ -54,7 +54,7 @@ from watchfiles import DefaultFilter, awatch
 from app import __version__
 from app.catalog.definitions import ToolDefinition, ToolKind
 from app.catalog.loader import visible_entries
-from app.catalog.manager import Fingerprint, fingerprint, rescan_interval_s
+from app.catalog.manager import WATCH_STEP_MS, Fingerprint, fingerprint, rescan_interval_s
 from app.catalog.mcp import McpTools, mcp_tool_name
 from app.config import Settings
 from app.errors import DefinitionError, ToolError
@@ -596,7 +596,7 @@ class McpManager:
                 await self.rescan()
                 continue
             try:
-                async for _ in awatch(self.folder, watch_filter=DefaultFilter(), debounce=50, step=20,
+                async for _ in awatch(self.folder, watch_filter=DefaultFilter(), debounce=50, step=WATCH_STEP_MS,
                                       rust_timeout=interval_ms, yield_on_timeout=True,
                                       ignore_permission_denied=True):
                     await self.rescan()
