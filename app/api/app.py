@@ -37,6 +37,7 @@ from app.credentials import provider_api_keys
 from app.gateway import Gateway
 from app.logs import apply_format as apply_log_format
 from app.security.access_log import access_log_masking
+from app.api.lane import add_direct_lane
 from app.api.pacing import AdmissionPacer
 from app.api.sse import StreamShutdown
 from app.security.cors import ScopedCORSMiddleware
@@ -95,6 +96,9 @@ def create_app(settings: Settings, gateway: Gateway | None = None, *, lean_parse
     app.include_router(web_routes.router)  # the web console: GET / and /console/*
     app.include_router(docs_routes.router)  # SPEC §22: /docs, /redoc offline; /asyncapi.json
     app.openapi = docs_routes.openapi_with_events(app)  # type: ignore[method-assign]
+    # issue 13: the run-starting endpoints (``@direct``) are found first and run by starlette,
+    # without FastAPI's per-request dependency solving; their FastAPI routes document them
+    add_direct_lane(app, (run_routes.router, openai_routes.router))
     # SPEC §9: auth on /api/**. CORS is added last so it is outermost: preflights are answered
     # before auth, and 401s carry CORS headers.
     app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))

@@ -25,7 +25,7 @@ from typing import cast
 
 import anyio
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
@@ -39,8 +39,9 @@ from app.adapters.openai_chat import (
     model_entry,
     to_run_request,
 )
-from app.api.auth import current_user
+from app.api.auth import user_of
 from app.api.body import read_json
+from app.api.lane import direct
 from app.api.sse import HEARTBEAT, EventStream, json_line
 from app.api.state import gateway_of, streams_of
 from app.catalog.definitions import AgentDefinition
@@ -105,7 +106,9 @@ async def retrieve_model(request: Request, model: str) -> Response:
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": ChatCompletionRequest.model_json_schema()}}}},
 )
-async def chat_completions(request: Request, user: str = Depends(current_user)) -> Response:
+@direct
+async def chat_completions(request: Request) -> Response:
+    user = user_of(request)
     gateway = gateway_of(request)
     try:
         body = await read_json(request, ChatCompletionRequest, gateway.settings.server.max_body_bytes)

@@ -11,13 +11,14 @@ re-attach with ``GET /api/ap/run/stream`` (``run_watch_routes``).
 from __future__ import annotations
 
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.auth import current_user
+from app.api.auth import user_of
 from app.api.body import read_json
 from app.api.envelope import EnvelopeResponse, fail, ok
+from app.api.lane import direct
 from app.api.sse import event_stream_response
 from app.api.state import gateway_of, streams_of
 from app.contract.bodies import QueryRequest, SubmitRequest
@@ -34,7 +35,9 @@ router = APIRouter()
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": QueryRequest.model_json_schema(by_alias=True)}}}},
 )
-async def query(request: Request, user: str = Depends(current_user)) -> Response:
+@direct
+async def query(request: Request) -> Response:
+    user = user_of(request)
     gateway = gateway_of(request)
     body = await read_json(request, QueryRequest, gateway.settings.server.max_body_bytes)
     try:
@@ -84,7 +87,9 @@ def failure_of(outcome: RunOutcome) -> tuple[int, int, str]:
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": SubmitRequest.model_json_schema()}}}},
 )
-async def submit(request: Request, user: str = Depends(current_user)) -> Response:
+@direct
+async def submit(request: Request) -> Response:
+    user = user_of(request)
     gateway = gateway_of(request)
     body = await read_json(request, SubmitRequest, gateway.settings.server.max_body_bytes)
     outcome = await gateway.runs.deliver_submit(body.runId, body.toolId, body.params, user)
@@ -103,7 +108,9 @@ class InterruptRequest(BaseModel):
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": InterruptRequest.model_json_schema()}}}},
 )
-async def interrupt(request: Request, user: str = Depends(current_user)) -> Response:
+@direct
+async def interrupt(request: Request) -> Response:
+    user = user_of(request)
     gateway = gateway_of(request)
     body = await read_json(request, InterruptRequest, gateway.settings.server.max_body_bytes)
     return ok({"cancelled": await gateway.runs.interrupt(check_key(body.runId, "runId"), user)})
