@@ -25,17 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, cast
+from typing import cast
 
 from ag_ui.core import BaseEvent, RunAgentInput
 from ag_ui.encoder import EventEncoder
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import ServerSentEvent
 
 from app.adapters.agui import AguiTranslator, ToolAnswers, UserTurn, query_of, read_turn, resume_after
-from app.api.auth import current_user
+from app.api.auth import user_of
 from app.api.body import read_json
+from app.api.lane import direct
 from app.api.envelope import fail
 from app.api.sse import SSE_HEADERS, EventStream, StreamShutdown, json_line
 from app.api.state import gateway_of, streams_of
@@ -53,13 +54,17 @@ router = APIRouter()
 @router.post(
     "/ag-ui/{agentKey}",
     summary="Run an agent with the AG-UI protocol: RunAgentInput in, AG-UI events out (SSE)",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": RunAgentInput.model_json_schema(by_alias=True)}}}},
+    openapi_extra={
+        # on the direct lane the function takes only the request, so the path parameter is declared here
+        "parameters": [{"name": "agentKey", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": RunAgentInput.model_json_schema(by_alias=True)}}}},
 )
-async def run_agent(request: Request, agent_key: Annotated[str, Path(alias="agentKey")],
-                    user: str = Depends(current_user)) -> Response:
+@direct
+async def run_agent(request: Request) -> Response:
+    user = user_of(request)
     gateway = gateway_of(request)
-    check_key(agent_key, "agentKey")
+    agent_key = check_key(request.path_params["agentKey"], "agentKey")
     if agent_key not in gateway.catalog.snapshot.agents:
         raise NotFoundError(f"unknown agent: {agent_key}")
     body = await read_json(request, RunAgentInput, gateway.settings.server.max_body_bytes)

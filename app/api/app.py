@@ -98,7 +98,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None, *, lean_parse
     app.openapi = docs_routes.openapi_with_events(app)  # type: ignore[method-assign]
     # issue 13: the run-starting endpoints (``@direct``) are found first and run by starlette,
     # without FastAPI's per-request dependency solving; their FastAPI routes document them
-    add_direct_lane(app, (run_routes.router, openai_routes.router))
+    add_direct_lane(app, (run_routes.router, openai_routes.router, agui_routes.router))
     # SPEC §9: auth on /api/**. CORS is added last so it is outermost: preflights are answered
     # before auth, and 401s carry CORS headers.
     app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))

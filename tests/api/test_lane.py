@@ -16,7 +16,7 @@ from fastapi import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api import openai_routes, run_routes
+from app.api import agui_routes, openai_routes, run_routes
 from app.api.app import create_app
 from app.api.lane import direct
 from app.config import load_settings
@@ -27,7 +27,8 @@ from tests.support.server import GatewayServer
 from tests.support.sse import stream_events
 
 LANE = [("/api/ap/query", run_routes.query), ("/api/ap/submit", run_routes.submit),
-        ("/api/ap/interrupt", run_routes.interrupt), ("/v1/chat/completions", openai_routes.chat_completions)]
+        ("/api/ap/interrupt", run_routes.interrupt), ("/v1/chat/completions", openai_routes.chat_completions),
+        ("/ag-ui/{agentKey}", agui_routes.run_agent)]
 
 
 def test_a_direct_endpoint_must_take_the_request_and_nothing_else() -> None:
@@ -55,6 +56,8 @@ def test_the_run_starting_endpoints_come_first_and_the_docs_still_show_them(depl
     paths = app.openapi()["paths"]
     for path, _ in LANE:
         assert paths[path]["post"]["requestBody"]["required"] is True, path
+    assert paths["/ag-ui/{agentKey}"]["post"]["parameters"] == [
+        {"name": "agentKey", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
 class _Scopes:
@@ -96,7 +99,7 @@ async def test_another_method_on_a_lane_path_is_answered_405_with_the_envelope(
 ) -> None:
     gw = start_gateway()
     for path, _ in LANE:
-        response = await client.get(f"{gw.url}{path}")
+        response = await client.get(f"{gw.url}{path.replace('{agentKey}', 'plain')}")
         assert response.status_code == 405, path
         assert response.json()["code"] == 4050, path
         assert response.headers["allow"] == "POST", path
