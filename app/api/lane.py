@@ -4,9 +4,9 @@ FastAPI documents every route (OpenAPI, ``/docs``) and, for every request, searc
 included routers, solves the endpoint's dependencies and opens two exit stacks around it.
 The endpoints that start runs take only the ``Request``: they read and validate their body
 themselves (``read_json``), find the caller with ``user_of`` and read a path parameter from
-``request.path_params`` (declared for the documentation in the route's ``openapi_extra``). For them FastAPI's request
-handling does nothing, and it cost 0.3–0.5 ms of CPU per run, a fifth of a short run's
-(measured side by side; docs/DECISIONS.md, "Direct lane").
+``request.path_params`` (declared for the documentation in the route's ``openapi_extra``).
+For them FastAPI's request handling does nothing, and it cost 0.3–0.5 ms of CPU per run, a
+fifth of a short run's (measured side by side; docs/DECISIONS.md, "Direct lane").
 
 ``@direct`` marks such an endpoint. ``add_direct_lane`` puts a starlette ``Route`` with the
 same path, methods and endpoint in front of the app's routes, so the router finds it first
