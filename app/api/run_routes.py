@@ -48,7 +48,7 @@ async def query(request: Request) -> Response:
         refused.headers["Retry-After"] = str(exc.retry_after_seconds)
         return refused
     if body.stream:
-        return event_stream_response(gateway.runs.query_stream(run), shutdown=streams_of(request),
+        return event_stream_response(gateway.runs.query_batches(run), shutdown=streams_of(request),
                                      heartbeat_seconds=gateway.settings.server.sse_heartbeat_seconds,
                                      on_shutdown=run.cancel)
     events = [stamped.wire() async for stamped in gateway.runs.query_stream(run)]

@@ -45,7 +45,7 @@ def resume_point(after: str | None, last_event_id: str | None) -> int:
 
 
 def _stream(request: Request, gateway: Gateway, run: Run | RemoteRun, after: int) -> Response:
-    return event_stream_response(gateway.runs.watch(run, after), shutdown=streams_of(request),
+    return event_stream_response(gateway.runs.watch_batches(run, after), shutdown=streams_of(request),
                                  heartbeat_seconds=gateway.settings.server.sse_heartbeat_seconds,
                                  on_shutdown=run.cancel)
 

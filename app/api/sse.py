@@ -8,7 +8,8 @@ goes on for up to ``SHUTDOWN_GRACE_SECONDS`` so the client still receives ``run.
 
 Hot path (issue 13): each event is encoded once, straight to bytes (``event_frame``: the same
 bytes as sse-starlette's ``ServerSentEvent.encode``, without its ``StringIO`` and regular
-expressions), and sent with one ASGI ``send``. ``EventStream`` is the response for the run
+expressions). The run stream sends the events already in the run's log together, in one ASGI
+``send`` (one write), and never waits for more: a paced delta is its own send. ``EventStream`` is the response for the run
 stream, the OpenAI and the AG-UI endpoints. It replaces sse-starlette's ``EventSourceResponse``,
 which ran a task group of four anyio tasks per response (data, ping, shutdown signal,
 disconnect listener). Here the frames are sent from the request's own task and one listener
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from sse_starlette import ServerSentEvent
@@ -84,11 +85,14 @@ def heartbeat() -> ServerSentEvent:
 HEARTBEAT = heartbeat().encode()
 
 
-async def _encoded(events: AsyncIterator[LogEvent]) -> AsyncIterator[bytes]:
-    # closing this closes ``events`` too: a watch left early runs its clean-up now, not at GC
-    async with contextlib.aclosing(cast(AsyncGenerator[LogEvent, None], events)) as closing:
-        async for event in closing:
-            yield event_frame(event)
+async def _encoded(batches: AsyncIterator[Sequence[LogEvent]]) -> AsyncIterator[bytes]:
+    """The frames of each batch of events (``RunService.watch_batches``) as one chunk: what is
+    already in the log goes out in one write instead of one each (a run's first and last events,
+    deltas that came in one upstream read); a single event, the paced case, is its own frame."""
+    # closing this closes ``batches`` too: a watch left early runs its clean-up now, not at GC
+    async with contextlib.aclosing(cast(AsyncGenerator[Sequence[LogEvent], None], batches)) as closing:
+        async for batch in closing:
+            yield event_frame(batch[0]) if len(batch) == 1 else b"".join(map(event_frame, batch))
 
 
 def _uvicorn_exiting() -> bool:
@@ -267,8 +271,9 @@ async def _close(frames: AsyncIterator[bytes]) -> None:
         logger.exception("closing the event stream")
 
 
-def event_stream_response(events: AsyncIterator[LogEvent], *, shutdown: StreamShutdown, heartbeat_seconds: float,
-                          on_shutdown: Callable[[], object]) -> EventStream:
-    """The run stream of ``/api/ap/query`` and ``/api/ap/runs/{runId}/events``."""
-    return EventStream(_encoded(events), shutdown=shutdown, heartbeat=HEARTBEAT,
+def event_stream_response(batches: AsyncIterator[Sequence[LogEvent]], *, shutdown: StreamShutdown,
+                          heartbeat_seconds: float, on_shutdown: Callable[[], object]) -> EventStream:
+    """The run stream of ``/api/ap/query`` and ``/api/ap/run/stream``: batches of events as
+    ``RunService.watch_batches`` reads them, each batch sent with one ASGI ``send``."""
+    return EventStream(_encoded(batches), shutdown=shutdown, heartbeat=HEARTBEAT,
                        heartbeat_seconds=heartbeat_seconds, on_shutdown=on_shutdown)

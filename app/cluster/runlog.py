@@ -91,3 +91,8 @@ class StreamRunLog:
         async for seq, wire in self._node.read_events(self._run_id, after):
             self._last_seq = max(self._last_seq, seq)
             yield WireEvent(seq, wire)
+
+    async def read_batches(self, after: int = 0) -> AsyncIterator[list[WireEvent]]:
+        """One event per batch: a remote run's events come from Redis as they are read."""
+        async for event in self.read(after):
+            yield [event]

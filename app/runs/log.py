@@ -9,12 +9,14 @@ the terminal event), ``last_seq`` and ``ended`` — and nothing above it changes
 Zero buffering: ``append`` wakes every waiting reader at once (each waits on its own future: no
 ``shield``, so a wake-up is one loop step, and a reader that is cancelled affects no other); a
 reader yields each event as soon as it is in the log, never in batches it has to wait for.
+``read_batches`` yields what is there when the reader looks, all of it at once (the SSE run
+stream writes such a batch with one write).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from app.contract.events import Stamped
@@ -55,6 +57,12 @@ class RunLog(Protocol):
     def read(self, after: int = 0) -> AsyncIterator[LogEvent]:
         """Every event with ``seq > after`` in order, then each new one as it is appended,
         until the terminal event (included). Ends at once when ``after`` is already past it."""
+        ...
+
+    def read_batches(self, after: int = 0) -> AsyncIterator[Sequence[LogEvent]]:
+        """The events of ``read``, grouped: each list holds every event that was in the log when
+        the reader looked (at least one). A batch never waits for more events, so this adds no
+        delay; it lets a consumer write what is already there at once (one write, not one each)."""
         ...
 
 
@@ -101,12 +109,31 @@ class MemoryRunLog:
                     return
             if self._ended:
                 return
-            # each reader waits on its own future: cancelling one reader touches no other one
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:  # a reader that leaves a quiet run leaves nothing behind
-                    self._waiters.remove(waiter)
-                raise
+            await self._next()
+
+    async def read_batches(self, after: int = 0) -> AsyncIterator[list[Stamped]]:
+        index = max(after, 0)
+        events = self._events
+        while True:
+            if index < len(events):
+                batch = events[index:]  # nothing follows the terminal event: it is always last
+                index += len(batch)
+                yield batch
+                if batch[-1].terminal:
+                    return
+                continue
+            if self._ended:
+                return
+            await self._next()
+
+    async def _next(self) -> None:
+        """Wait for the next append. Each reader waits on its own future: cancelling one reader
+        touches no other one."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiters:  # a reader that leaves a quiet run leaves nothing behind
+                self._waiters.remove(waiter)
+            raise

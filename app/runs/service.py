@@ -32,7 +32,7 @@ import builtins
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -319,6 +319,23 @@ class RunService:
         finally:
             if not finished and cancel_on_leave:
                 run.cancel()
+
+    async def watch_batches(self, run: Run | RemoteRun, after: int = 0, *,
+                            cancel_on_leave: bool = False) -> AsyncIterator[Sequence[LogEvent]]:
+        """``watch`` in batches: each holds every event already in the log when the reader looked
+        (``RunLog.read_batches``), so a consumer can write them at once; none waits for more."""
+        finished = False
+        try:
+            async for batch in run.log.read_batches(after):
+                yield batch
+            finished = True
+        finally:
+            if not finished and cancel_on_leave:
+                run.cancel()
+
+    def query_batches(self, run: Run) -> AsyncIterator[Sequence[LogEvent]]:
+        """``query_stream`` in batches (``watch_batches``): the run stream of ``/api/ap/query``."""
+        return self.watch_batches(run, 0, cancel_on_leave=run.on_disconnect == "cancel")
 
     def query_stream(self, run: Run) -> AsyncIterator[Stamped]:
         """The stream of the query that started ``run``: its disconnect does what ``onDisconnect`` says.

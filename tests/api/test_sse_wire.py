@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -17,6 +18,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import text_script, tool_call_script
 from tests.support.deployment import agent, write_agent
 from tests.support.server import GatewayServer
+from tests.support.sse import stream_events
 
 ASK = {"backends": [], "frontends": ["confirm_dialog"], "actions": []}
 
@@ -109,3 +111,35 @@ async def test_a_unicode_line_separator_reaches_a_client_that_splits_lines_like_
             if line.startswith("data: {"):
                 contents.append(orjson.loads(line[6:])["choices"][0]["delta"].get("content", ""))
     assert "".join(contents) == SEPARATORS
+
+
+class _QueryBodies:
+    """Records the body chunks the app sends for ``/api/ap/query`` (each is one ``send``, one write)."""
+
+    def __init__(self, app: Any, bodies: list[bytes]) -> None:
+        self.app, self.bodies = app, bodies
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def recording(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and scope.get("path") == "/api/ap/query":
+                self.bodies.append(message["body"])
+            await send(message)
+
+        await self.app(scope, receive, recording)
+
+
+async def test_events_already_in_the_log_go_out_in_one_write_each_still_its_own_message(
+    deploy: Path, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    upstream.enqueue(text_script(["one"]))
+    bodies: list[bytes] = []
+    server = GatewayServer(deploy)
+    server.app.add_middleware(_QueryBodies, bodies=bodies)
+    with server:
+        events = [event async for event in stream_events(
+            client, f"{server.url}/api/ap/query", {"agentKey": "plain", "message": "hi"})]
+    per_send = [body.count(b"\r\nevent: message\r\n") for body in bodies]
+    assert sum(per_send) == len(events)  # every event, each its own SSE message
+    assert max(per_send) >= 2, per_send  # the run's first events were there together: one write
+    assert b"".join(bodies).startswith(b"id: 1\r\nevent: message\r\n")

@@ -45,3 +45,41 @@ async def test_a_cancelled_reader_leaves_the_others_and_the_log_untouched() -> N
     log.append(numberer.next(ev.RunComplete(run_id="r")))
     assert await staying == [1, 2]
     assert log._waiters == []
+
+
+async def _batches(log: MemoryRunLog, after: int = 0) -> list[list[int]]:
+    return [[event.seq for event in batch] async for batch in log.read_batches(after)]
+
+
+async def test_batches_hold_what_is_already_in_the_log_and_never_wait_for_more() -> None:
+    log, numberer = MemoryRunLog(), ev.EventNumberer()
+    for text in "abc":
+        log.append(_delta(numberer, text))
+    seen: list[list[int]] = []
+    reader = log.read_batches()
+    seen.append([event.seq for event in await anext(reader)])  # the three already there: one batch
+    waiting = asyncio.ensure_future(anext(reader))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nothing new: the reader waits
+    log.append(_delta(numberer, "d"))
+    seen.append([event.seq for event in await waiting])  # handed over alone, not held for more
+    log.append(_delta(numberer, "e"))
+    log.append(numberer.next(ev.RunComplete(run_id="r")))
+    log.append(_delta(numberer, "after the end"))  # ignored
+    seen.append([event.seq for event in await anext(reader)])
+    assert seen == [[1, 2, 3], [4], [5, 6]]
+    assert [batch async for batch in reader] == []  # ended with the terminal event
+    assert await _batches(log, after=4) == [[5, 6]]
+    assert await _batches(log, after=6) == []
+
+
+async def test_a_cancelled_batch_reader_leaves_no_waiter_behind() -> None:
+    log, numberer = MemoryRunLog(), ev.EventNumberer()
+    leaving = asyncio.create_task(_batches(log))
+    await asyncio.sleep(0)
+    assert len(log._waiters) == 1
+    leaving.cancel()
+    await asyncio.gather(leaving, return_exceptions=True)
+    assert log._waiters == []
+    log.append(numberer.next(ev.RunComplete(run_id="r")))
+    assert await _batches(log) == [[1]]
