@@ -22,6 +22,11 @@ from typing import Any, Protocol
 from app.contract.events import Stamped
 
 
+#: the most events ``read_batches`` hands over at once (about 50 KB of SSE frames): a reader that
+#: replays a long run writes it in bounded pieces, so the client's flow control still applies
+MAX_BATCH = 256
+
+
 class LogEvent(Protocol):
     """One event as a log yields it: ``Stamped`` on the instance that produced it, a wire-only
     event read back from a cluster store elsewhere. The edges need only these members."""
@@ -60,9 +65,10 @@ class RunLog(Protocol):
         ...
 
     def read_batches(self, after: int = 0) -> AsyncIterator[Sequence[LogEvent]]:
-        """The events of ``read``, grouped: each list holds every event that was in the log when
-        the reader looked (at least one). A batch never waits for more events, so this adds no
-        delay; it lets a consumer write what is already there at once (one write, not one each)."""
+        """The events of ``read``, grouped: each list holds the events that were in the log when
+        the reader looked (at least one, at most ``MAX_BATCH``). A batch never waits for more
+        events, so this adds no delay; it lets a consumer write what is already there at once
+        (one write, not one each)."""
         ...
 
 
@@ -116,7 +122,8 @@ class MemoryRunLog:
         events = self._events
         while True:
             if index < len(events):
-                batch = events[index:]  # nothing follows the terminal event: it is always last
+                # nothing follows the terminal event: it is always last
+                batch = events[index:index + MAX_BATCH]
                 index += len(batch)
                 yield batch
                 if batch[-1].terminal:

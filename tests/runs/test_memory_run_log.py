@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from app.contract import events as ev
-from app.runs.log import MemoryRunLog
+from app.runs.log import MAX_BATCH, MemoryRunLog
 
 
 def _delta(numberer: ev.EventNumberer, text: str) -> ev.Stamped:
@@ -83,3 +83,14 @@ async def test_a_cancelled_batch_reader_leaves_no_waiter_behind() -> None:
     assert log._waiters == []
     log.append(numberer.next(ev.RunComplete(run_id="r")))
     assert await _batches(log) == [[1]]
+
+
+async def test_a_long_replay_comes_in_bounded_batches_in_order() -> None:
+    log, numberer = MemoryRunLog(), ev.EventNumberer()
+    total = 2 * MAX_BATCH + 3
+    for n in range(total - 1):
+        log.append(_delta(numberer, str(n)))
+    log.append(numberer.next(ev.RunComplete(run_id="r")))
+    batches = await _batches(log)
+    assert [len(batch) for batch in batches] == [MAX_BATCH, MAX_BATCH, 3]
+    assert [seq for batch in batches for seq in batch] == list(range(1, total + 1))
