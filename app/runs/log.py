@@ -9,8 +9,8 @@ the terminal event), ``last_seq`` and ``ended`` — and nothing above it changes
 Zero buffering: ``append`` wakes every waiting reader at once (each waits on its own future: no
 ``shield``, so a wake-up is one loop step, and a reader that is cancelled affects no other); a
 reader yields each event as soon as it is in the log, never in batches it has to wait for.
-``read_batches`` yields what is there when the reader looks, all of it at once (the SSE run
-stream writes such a batch with one write).
+``read_batches`` yields what is there when the reader looks, up to ``MAX_BATCH`` events at once
+(the SSE run stream writes such a batch with one write).
 """
 
 from __future__ import annotations
