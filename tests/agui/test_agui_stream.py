@@ -327,6 +327,18 @@ async def test_unknown_agent_is_404(
     assert response.json()["code"] == 4040 and "nobody" in response.json()["msg"]
 
 
+@pytest.mark.parametrize("key", ["%2e%2e", "pl%00ain", "a" * 129, "%2e%2e%5cagents"])  # a raw ".." httpx resolves itself
+async def test_attack_agent_key_traversal_in_the_ag_ui_path_is_refused(
+    deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient, key: str
+) -> None:
+    """The path parameter is read from the request on the direct lane; ``check_key`` still refuses it."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    response = await client.post(f"{gw.url}/ag-ui/{key}", json=user_input("thread-x", "hi"))
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == 4003 and "invalid agentKey" in response.json()["msg"]
+
+
 async def test_the_gateway_stream_of_the_same_run_is_unchanged(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
