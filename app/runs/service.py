@@ -335,12 +335,12 @@ class RunService:
 
     def query_batches(self, run: Run) -> AsyncIterator[Sequence[LogEvent]]:
         """``query_stream`` in batches (``watch_batches``): the run stream of ``/api/ap/query``."""
-        return self.watch_batches(run, 0, cancel_on_leave=run.on_disconnect == "cancel")
+        return self.watch_batches(run, 0, cancel_on_leave=_leaving_cancels(run))
 
     def query_stream(self, run: Run) -> AsyncIterator[Stamped]:
         """The stream of the query that started ``run``: its disconnect does what ``onDisconnect`` says.
         (A local run's log holds ``Stamped`` events: the typed event is there for the adapters.)"""
-        return cast(AsyncIterator[Stamped], self.watch(run, 0, cancel_on_leave=run.on_disconnect == "cancel"))
+        return cast(AsyncIterator[Stamped], self.watch(run, 0, cancel_on_leave=_leaving_cancels(run)))
 
     # -- finding runs ------------------------------------------------------------------
 
@@ -498,3 +498,8 @@ class RunService:
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
+
+
+def _leaving_cancels(run: Run) -> bool:
+    """Whether the query's own client leaving cancels ``run`` (its ``onDisconnect``, SPEC §15)."""
+    return run.on_disconnect == "cancel"
