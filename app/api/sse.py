@@ -12,10 +12,10 @@ expressions). The run stream sends the events already in the run's log together,
 ``send`` (one write), and never waits for more: a paced delta is its own send. ``EventStream``
 is the response for the run stream, the OpenAI and the AG-UI endpoints. It replaces
 sse-starlette's ``EventSourceResponse``, which ran a task group of four anyio tasks per
-response (data, ping, shutdown signal, disconnect listener). Here the frames are sent from the request's own task and one listener
-task per response waits for the client's disconnect and sends the heartbeat. Server shutdown
-is one poller per app (``StreamShutdown``), not one task per stream. docs/DECISIONS.md
-("Hot path") has the measurements.
+response (data, ping, shutdown signal, disconnect listener). Here the frames are sent from the
+request's own task and one listener task per response waits for the client's disconnect and
+sends the heartbeat. Server shutdown is one poller per app (``StreamShutdown``), not one task
+per stream. docs/DECISIONS.md ("Hot path") has the measurements.
 """
 
 from __future__ import annotations

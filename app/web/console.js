@@ -51,8 +51,9 @@
  *    (CSS px of its document) to the parent whenever its size changes; a viewport may also post
  *    that message itself. Size changes are seen by a ResizeObserver and, for a change to the DOM,
  *    by a MutationObserver too: Chromium runs no ResizeObserver in a cross-origin (sandboxed)
- *    frame that is scrolled out of sight, so a viewport growing there would keep its old height. The message is taken only from one of our viewport iframes (checked
- *    with event.source); the height is capped by the CSS max-height, beyond which it scrolls.
+ *    frame that is scrolled out of sight, so a viewport growing there would keep its old height.
+ *    The message is taken only from one of our viewport iframes (checked with event.source);
+ *    the height is capped by the CSS max-height, beyond which it scrolls.
  *  - Actions. switch_theme toggles <html class="dark|light">; other actions are only shown.
  *  - Files (SPEC §23). The 📎 button or a drop of files anywhere on the page uploads each file at
  *    once with POST /api/ap/upload (multipart: file, chatId of the chat on screen), one after the
