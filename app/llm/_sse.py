@@ -1,18 +1,22 @@
-"""Server-sent-events reading shared by the adapters: body bytes → text lines → ``(event, data)``.
+"""Server-sent-events reading shared by the adapters: body bytes → text lines → ``(event, data)`` → deltas.
 
 Each ``data:`` line is handed over the moment it is read (both vendors send one
 ``data:`` line per message), so nothing waits for the blank line that ends the message.
-``sse_lines`` splits the body where the event-stream grammar does, and only there.
+``LineSplitter`` splits the body where the event-stream grammar does, and only there;
+``EventReader`` picks the ``data:`` lines; a vendor's ``Translator`` turns each into deltas.
+All three are plain objects fed one chunk at a time: the client's one loop over the body
+drives them (see ``LineSplitter`` for why not a chain of async generators).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 import orjson
 
 from app.errors import UpstreamHTTPError, UpstreamProtocolError
+from app.llm.deltas import Delta
 
 MAX_ERROR_BODY_BYTES = 4096
 
@@ -22,8 +26,8 @@ MAX_ERROR_BODY_BYTES = 4096
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
-async def sse_lines(chunks: AsyncIterator[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> AsyncIterator[str]:
-    """The lines of an event-stream body as text, each the moment its end is read.
+class LineSplitter:
+    """The lines of an event-stream body as text, each the moment its end is fed.
 
     Lines end at CRLF, LF or CR and nowhere else (the HTML event-stream grammar). httpx's
     ``aiter_lines`` splits like ``str.splitlines``, also at U+0085, U+2028 and U+2029, which
@@ -31,58 +35,111 @@ async def sse_lines(chunks: AsyncIterator[bytes], max_line_bytes: int = MAX_LINE
     on a chunk that is "not JSON". Each line is decoded alone, as UTF-8 (SSE's only encoding;
     line ends are ASCII, so no character is cut), malformed bytes replaced as httpx does. A CR
     at the end of a chunk ends its line at once; a LF opening the next chunk is then its pair.
-    A last line without its end is still yielded. A line longer than ``max_line_bytes`` raises
+    ``end()`` gives a last line without its end. A line longer than ``max_line_bytes`` raises
     ``UpstreamProtocolError`` (its parts are kept in a list meanwhile: no quadratic copying).
+
+    Synchronous on purpose: each layer of async generators between the socket and the run
+    costs every delta a resume on the way down and an ``asend`` object on the way up.
     """
-    parts: list[bytes] = []  # the start of a line whose end has not come yet
-    size = 0
-    after_cr = False
-    async for chunk in chunks:
-        if after_cr and chunk:
-            after_cr = False
+
+    __slots__ = ("_after_cr", "_max", "_parts", "_size")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._parts: list[bytes] = []  # the start of a line whose end has not come yet
+        self._size = 0
+        self._after_cr = False
+        self._max = max_line_bytes
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """The lines that ``chunk`` ends, in order (none when it ends none)."""
+        if self._after_cr and chunk:
+            self._after_cr = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
         if b"\r" in chunk:
-            after_cr = chunk[-1:] == b"\r"
+            self._after_cr = chunk[-1:] == b"\r"
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        parts = self._parts
         if b"\n" not in chunk:
             if chunk:
                 parts.append(chunk)
-                size += len(chunk)
-                if size > max_line_bytes:
-                    raise UpstreamProtocolError(f"upstream sent a line longer than {max_line_bytes} bytes")
-            continue
+                self._size += len(chunk)
+                if self._size > self._max:
+                    raise UpstreamProtocolError(f"upstream sent a line longer than {self._max} bytes")
+            return []
         if parts:
             parts.append(chunk)
             chunk = b"".join(parts)
-            parts, size = [], 0
+            self._parts = parts = []
+            self._size = 0
         lines = chunk.split(b"\n")
         rest = lines.pop()
         if rest:
             parts.append(rest)
-            size = len(rest)
+            self._size = len(rest)
+        return [line.decode("utf-8", "replace") for line in lines]
+
+    def end(self) -> list[str]:
+        """The last line, when the body ended without ending it."""
+        if not self._parts:
+            return []
+        line = b"".join(self._parts).decode("utf-8", "replace")
+        self._parts, self._size = [], 0
+        return [line]
+
+
+class EventReader:
+    """Body bytes → ``(event name or None, data)`` for every ``data:`` line; comments and ids are skipped."""
+
+    __slots__ = ("_event", "_lines")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._lines = LineSplitter(max_line_bytes)
+        self._event: str | None = None
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
+        return self._data(self._lines.feed(chunk))
+
+    def end(self) -> list[tuple[str | None, str]]:
+        return self._data(self._lines.end())
+
+    def _data(self, lines: list[str]) -> list[tuple[str | None, str]]:
+        out: list[tuple[str | None, str]] = []
         for line in lines:
-            yield line.decode("utf-8", "replace")
-    if parts:
-        yield b"".join(parts).decode("utf-8", "replace")
+            if not line:
+                self._event = None
+                continue
+            if line[0] == ":":
+                continue
+            name, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                out.append((self._event, value))
+            elif name == "event":
+                self._event = value.strip() or None
+        return out
 
 
-async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:
-    """``(event name or None, data)`` for every ``data:`` line; comments and ids are skipped."""
-    event: str | None = None
-    async for line in lines:
-        if not line:
-            event = None
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            yield event, value
-        elif name == "event":
-            event = value.strip() or None
+class Translator(Protocol):
+    """One vendor's stream grammar: ``data:`` payloads → deltas, until its end marker."""
+
+    #: the end marker was read: whatever follows is not part of the answer
+    done: bool
+
+    def event(self, name: str | None, data: str) -> list[Delta]:
+        """The deltas of one ``data:`` line (raises on an error object or a payload that is not JSON)."""
+
+    def end(self) -> None:
+        """The body ended: raises ``UpstreamDisconnected`` unless the answer was complete."""
+
+
+def deltas_of(events: Iterable[tuple[str | None, str]], translator: Translator) -> Iterator[Delta]:
+    """The deltas of ``events``, in order, up to the end marker (``translator.done``)."""
+    for name, data in events:
+        yield from translator.event(name, data)
+        if translator.done:
+            return
 
 
 def parse_json(data: str) -> Any:
@@ -130,5 +187,5 @@ def in_stream_error(error: Any, default_status: int = 502) -> UpstreamHTTPError:
     return UpstreamHTTPError(f"upstream error in stream: {message}", http_status=status, body=message)
 
 
-__all__ = ["MAX_ERROR_BODY_BYTES", "MAX_LINE_BYTES", "in_stream_error", "iter_sse_data", "json_object", "parse_json",
-           "sse_lines", "vendor_message"]
+__all__ = ["MAX_ERROR_BODY_BYTES", "MAX_LINE_BYTES", "EventReader", "LineSplitter", "Translator", "deltas_of",
+           "in_stream_error", "json_object", "parse_json", "vendor_message"]

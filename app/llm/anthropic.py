@@ -15,7 +15,7 @@
   MEDIUM 4096, HIGH 16384, unset 2048); ``max_tokens`` is raised above the budget when
   needed and ``temperature`` is omitted (Anthropic rejects it with thinking).
 
-``translate_stream`` turns the SSE into deltas: ``thinking_delta`` → ``ReasoningDelta``,
+``StreamTranslator`` turns the SSE into deltas: ``thinking_delta`` → ``ReasoningDelta``,
 ``text_delta`` → ``ContentDelta``, a ``tool_use`` block start → ``ToolCallStart`` (index =
 the content block index), ``input_json_delta`` → ``ToolCallArgs``; ``message_delta``
 → ``FinishDelta`` (``end_turn``/``stop_sequence`` → ``stop``, ``tool_use`` →
@@ -27,13 +27,12 @@ and without a stop reason → ``UpstreamDisconnected``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from app.errors import UpstreamDisconnected
-from app.llm._sse import in_stream_error, iter_sse_data, json_object, parse_json
+from app.llm._sse import in_stream_error, json_object, parse_json
 from app.llm.deltas import (
     ContentDelta,
     Delta,
@@ -256,21 +255,29 @@ class _StreamState:
         return []  # signature_delta, empty fragments
 
 
-async def translate_stream(lines: AsyncIterator[str]) -> AsyncIterator[Delta]:
-    """Messages SSE lines → deltas (see the module docstring)."""
-    state = _StreamState()
-    async for event_name, data in iter_sse_data(lines):
+class StreamTranslator:
+    """Messages ``data:`` payloads → deltas (see the module docstring); ``app.llm._sse.Translator``."""
+
+    __slots__ = ("_state", "done")
+
+    def __init__(self) -> None:
+        self._state = _StreamState()
+        self.done = False
+
+    def event(self, name: str | None, data: str) -> list[Delta]:
         event = parse_json(data)
         if not isinstance(event, dict):
-            continue
-        if "type" not in event and event_name:
-            event = {**event, "type": event_name}
+            return []
+        if "type" not in event and name:
+            event = {**event, "type": name}
         if event.get("type") == "message_stop":
-            return
-        for delta in state.deltas(event):
-            yield delta
-    if state.stop_reason is None:
-        raise UpstreamDisconnected("upstream stream ended without message_stop or a stop reason")
+            self.done = True
+            return []
+        return self._state.deltas(event)
+
+    def end(self) -> None:
+        if not self.done and self._state.stop_reason is None:
+            raise UpstreamDisconnected("upstream stream ended without message_stop or a stop reason")
 
 
-__all__ = ["build_body", "translate_messages", "translate_stream"]
+__all__ = ["StreamTranslator", "build_body", "translate_messages"]

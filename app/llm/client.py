@@ -2,7 +2,7 @@
 
 Dispatches on ``request.model.protocol`` to the OpenAI or Anthropic adapter, POSTs
 with ``client.stream`` (so closing the returned generator closes the upstream response
-at once) and yields every ``Delta`` the moment its line is read (``sse_lines``).
+at once) and yields every ``Delta`` the moment its line is read (``app.llm._sse``).
 
 httpx errors are mapped at this edge:
 
@@ -27,9 +27,8 @@ delta are logged with the trace id and stage; ``mask_sensitive`` masks credentia
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -37,7 +36,8 @@ import orjson
 
 from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, UpstreamProtocolError, UpstreamTimeout
 from app.llm import anthropic, openai
-from app.llm._sse import MAX_ERROR_BODY_BYTES, sse_lines, vendor_message
+from app.llm._sse import MAX_ERROR_BODY_BYTES, EventReader, Translator, deltas_of, vendor_message
+from app.llm.h1 import RAW_BODY
 from app.llm.network import LeanStream
 from app.llm.deltas import Delta, ToolCallArgs, ToolCallStart
 from app.llm.endpoints import build_headers, resolve_endpoint
@@ -52,9 +52,6 @@ MAX_LOGGED_BODY_CHARS = 32_000
 #: how long the rest of a body may take after its end marker before the connection is dropped
 FINISH_GRACE_S = 0.02
 
-_Translate = Callable[[AsyncIterator[str]], AsyncIterator[Delta]]
-
-
 def build_request_body(request: ChatRequest) -> dict[str, Any]:
     """The vendor request body for ``request`` (useful for logging and tests)."""
     if request.model.protocol == "ANTHROPIC":
@@ -62,8 +59,8 @@ def build_request_body(request: ChatRequest) -> dict[str, Any]:
     return openai.build_body(request)
 
 
-def _translator(request: ChatRequest) -> _Translate:
-    return anthropic.translate_stream if request.model.protocol == "ANTHROPIC" else openai.translate_stream
+def _translator(request: ChatRequest) -> Translator:
+    return anthropic.StreamTranslator() if request.model.protocol == "ANTHROPIC" else openai.StreamTranslator()
 
 
 def _timeout(request: ChatRequest) -> httpx.Timeout:
@@ -129,25 +126,15 @@ async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncG
 
     Every failure is logged once at WARNING with the provider, model, URL and HTTP status (the
     message is already masked: never the key), so operators see it at the default log level.
+
+    One async generator from the body to the run: the body's chunks go through the line
+    splitter, the event reader and the vendor's translator, which are plain objects
+    (``app.llm._sse``). Each generator layer more cost every delta a resume on the way down
+    and an ``asend`` on the way up (nine layers before, issue 13).
     """
     url = resolve_endpoint(request.model.protocol, request.provider)
-    try:
-        async with contextlib.aclosing(_stream_chat(client, request, url)) as deltas:
-            async for delta in deltas:
-                yield delta
-    except UpstreamError as exc:
-        logger.warning(
-            "upstream failure trace=%s provider=%s model=%s url=%s status=%s: %s", request.trace_id,
-            request.model.provider, request.model.key, url, getattr(exc, "http_status", None) or "-", exc.message,
-        )
-        raise
-
-
-async def _stream_chat(client: httpx.AsyncClient, request: ChatRequest, url: str) -> AsyncGenerator[Delta, None]:
-    protocol = request.model.protocol
-    headers = build_headers(protocol, request.api_key)
+    headers = build_headers(request.model.protocol, request.api_key)
     body = build_request_body(request)
-    translate = _translator(request)
     log_deltas = request.interaction_log and logger.isEnabledFor(logging.DEBUG)
     if log_deltas:
         _log_request(request, url, headers, body)
@@ -167,27 +154,58 @@ async def _stream_chat(client: httpx.AsyncClient, request: ChatRequest, url: str
                 )
             # SSE is UTF-8 by definition (HTML's event-stream parsing), whatever charset the
             # Content-Type says; and its lines end at CR/LF only, not where httpx's aiter_lines
-            # (str.splitlines) ends them: sse_lines does both, in one layer instead of two
-            lines = sse_lines(response.aiter_bytes())
-            async for delta in translate(lines):
-                if log_deltas:
-                    _log_delta(request, delta)
-                yield delta
-            await _finish_body(response, lines)
-    except UpstreamError as exc:  # raised by the translation: an in-stream error object, a bad chunk
+            # (str.splitlines) ends them: the EventReader does both
+            reader = EventReader()
+            translator = _translator(request)
+            chunks = _chunks(response)
+            async for chunk in chunks:
+                for delta in deltas_of(reader.feed(chunk), translator):
+                    if log_deltas:
+                        _log_delta(request, delta)
+                    yield delta
+                if translator.done:
+                    break
+            else:
+                for delta in deltas_of(reader.end(), translator):
+                    if log_deltas:
+                        _log_delta(request, delta)
+                    yield delta
+            translator.end()
+            await _finish_body(response, chunks)
+    except UpstreamError as exc:  # an in-stream error object, a bad chunk, a non-2xx answer
         _mask_error(exc, request.api_key)
+        _failed(request, url, exc)
         raise
     except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(f"upstream {type(exc).__name__} after the configured timeout ({url})") from exc
+        raise _failed(request, url, UpstreamTimeout(
+            f"upstream {type(exc).__name__} after the configured timeout ({url})")) from exc
     except httpx.ConnectError as exc:
-        raise UpstreamError(f"cannot connect to upstream {url}: {exc}") from exc
+        raise _failed(request, url, UpstreamError(f"cannot connect to upstream {url}: {exc}")) from exc
     except httpx.DecodingError as exc:
-        raise UpstreamProtocolError(f"upstream sent an undecodable body: {exc}") from exc
+        raise _failed(request, url, UpstreamProtocolError(f"upstream sent an undecodable body: {exc}")) from exc
     except httpx.TransportError as exc:
-        raise UpstreamDisconnected(f"upstream connection broke mid-stream: {exc}") from exc
+        raise _failed(request, url, UpstreamDisconnected(f"upstream connection broke mid-stream: {exc}")) from exc
 
 
-async def _finish_body(response: httpx.Response, lines: AsyncIterator[str]) -> None:
+def _failed(request: ChatRequest, url: str, exc: UpstreamError) -> UpstreamError:
+    """``exc``, logged once at WARNING (its message is masked already)."""
+    logger.warning(
+        "upstream failure trace=%s provider=%s model=%s url=%s status=%s: %s", request.trace_id,
+        request.model.provider, request.model.key, url, getattr(exc, "http_status", None) or "-", exc.message,
+    )
+    return exc
+
+
+def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive: straight from our transport's body when it has no content
+    coding (``RAW_BODY``), else through httpx, which decodes it."""
+    raw = response.extensions.get(RAW_BODY)
+    if raw is not None and response.headers.get("content-encoding", "identity").strip().lower() == "identity":
+        return aiter(raw)
+    return response.aiter_bytes()
+
+
+async def _finish_body(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
     """Read what is left of the body after the stream's end marker, waiting at most ``FINISH_GRACE_S``.
 
     The translators stop at ``[DONE]`` / ``message_stop``; the chunked body's terminator comes
@@ -203,7 +221,7 @@ async def _finish_body(response: httpx.Response, lines: AsyncIterator[str]) -> N
         return  # another transport (a proxy from the environment): the connection closes, as before
     stream.cap_read_timeout(FINISH_GRACE_S)
     try:
-        async for _ in lines:
+        async for _ in chunks:
             pass
     except (httpx.HTTPError, UpstreamError):
         logger.debug("the upstream body did not end within %.2f s of its end marker", FINISH_GRACE_S)

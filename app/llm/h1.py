@@ -37,8 +37,10 @@ What it does, and what it leaves to httpcore:
 * Errors are httpx's (``ConnectError``, ``ConnectTimeout``, ``ReadError``, ``ReadTimeout``,
   ``WriteError``, ``WriteTimeout``, ``PoolTimeout``, ``RemoteProtocolError``,
   ``LocalProtocolError``), as from httpx's own transport.
-* ``response.extensions``: ``http_version``, ``reason_phrase`` and ``network_stream`` (the
-  ``LeanStream``; ``stream_chat`` caps its read timeout to finish a body, see ``client.py``).
+* ``response.extensions``: ``http_version``, ``reason_phrase``, ``network_stream`` (the
+  ``LeanStream``; ``stream_chat`` caps its read timeout to finish a body, see ``client.py``)
+  and ``RAW_BODY``, the body stream itself: ``stream_chat`` iterates it directly when the body
+  has no content coding, instead of through httpx's three layers of wrapping generators.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ from app.llm.network import LeanBackend, LeanStream
 READ_SIZE = 1 << 20
 #: a response's status line and headers (interim answers included) may take at most this many bytes
 MAX_HEAD_BYTES = 64 * 1024
+#: the response extension holding the body stream (an async iterable of bytes, read once)
+RAW_BODY = "agw.raw_body"
 #: at most this often (seconds) a request also closes the expired or dead idle connections of every origin
 SWEEP_INTERVAL = 1.0
 
@@ -456,12 +460,13 @@ class H1Transport(httpx.AsyncBaseTransport):
         except BaseException:
             self._pool.release(connection, False)
             raise
+        body = _Body(self._pool, connection, timeouts.get("read"))
         return httpx.Response(
             connection.status,
             headers=connection.headers,
-            stream=_Body(self._pool, connection, timeouts.get("read")),
+            stream=body,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason,
-                        "network_stream": connection.stream},
+                        "network_stream": connection.stream, RAW_BODY: body},
         )
 
     async def aclose(self) -> None:
@@ -469,4 +474,4 @@ class H1Transport(httpx.AsyncBaseTransport):
         await self._fallback.aclose()
 
 
-__all__ = ["H1Transport", "READ_SIZE"]
+__all__ = ["RAW_BODY", "H1Transport", "READ_SIZE"]

@@ -1,8 +1,8 @@
 """OpenAI chat-completions adapter (``OPENAI`` and ``NEWAPI_OPENAI_COMPATIBLE``, SPEC §7).
 
 ``build_body`` turns a ``ChatRequest`` into the streaming request body;
-``translate_stream`` turns the SSE lines of the response into ``Delta``s, one by one,
-the moment each line is read:
+``StreamTranslator`` turns each ``data:`` payload of the response into ``Delta``s, the
+moment its line is read:
 
 * ``choices[0].delta.reasoning_content`` / ``.reasoning`` → ``ReasoningDelta``
 * ``choices[0].delta.content`` → ``ContentDelta``
@@ -16,11 +16,10 @@ the moment each line is read:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from app.errors import UpstreamDisconnected
-from app.llm._sse import in_stream_error, iter_sse_data, json_object, parse_json
+from app.llm._sse import in_stream_error, json_object, parse_json
 from app.llm.deltas import (
     ContentDelta,
     Delta,
@@ -85,10 +84,11 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
 
 
 class _ToolCallTracker:
-    """Emits ``ToolCallStart`` once per index, before that index's first fragment."""
+    """Emits ``ToolCallStart`` once per index, before that index's first fragment; notes the finish."""
 
     def __init__(self) -> None:
         self._started: set[int] = set()
+        self.finished = False  # a finish reason was read
 
     def deltas(self, calls: list[Any]) -> list[Delta]:
         out: list[Delta] = []
@@ -112,7 +112,7 @@ class _ToolCallTracker:
 
 
 def _chunk_deltas(chunk: dict[str, Any], tracker: _ToolCallTracker) -> list[Delta]:
-    """The deltas of one parsed chunk, in wire order."""
+    """The deltas of one parsed chunk, in wire order (a finish reason sets ``tracker.finished``)."""
     if "error" in chunk and chunk["error"]:
         raise in_stream_error(chunk["error"])
     out: list[Delta] = []
@@ -131,6 +131,7 @@ def _chunk_deltas(chunk: dict[str, Any], tracker: _ToolCallTracker) -> list[Delt
             out.extend(tracker.deltas(calls))
         finish = choice.get("finish_reason")
         if isinstance(finish, str) and finish:
+            tracker.finished = True
             out.append(FinishDelta(finish))
     usage = chunk.get("usage")
     if isinstance(usage, dict):
@@ -144,22 +145,27 @@ def _chunk_deltas(chunk: dict[str, Any], tracker: _ToolCallTracker) -> list[Delt
     return out
 
 
-async def translate_stream(lines: AsyncIterator[str]) -> AsyncIterator[Delta]:
-    """Chat-completions SSE lines → deltas (see the module docstring)."""
-    tracker = _ToolCallTracker()
-    finished = False
-    async for _event, data in iter_sse_data(lines):
+class StreamTranslator:
+    """Chat-completions ``data:`` payloads → deltas (see the module docstring); ``app.llm._sse.Translator``."""
+
+    __slots__ = ("_tracker", "done")
+
+    def __init__(self) -> None:
+        self._tracker = _ToolCallTracker()
+        self.done = False
+
+    def event(self, name: str | None, data: str) -> list[Delta]:
         if data.strip() == "[DONE]":
-            return
+            self.done = True
+            return []
         chunk = parse_json(data)
         if not isinstance(chunk, dict):
-            continue
-        for delta in _chunk_deltas(chunk, tracker):
-            if isinstance(delta, FinishDelta):
-                finished = True
-            yield delta
-    if not finished:
-        raise UpstreamDisconnected("upstream stream ended without [DONE] or a finish reason")
+            return []
+        return _chunk_deltas(chunk, self._tracker)
+
+    def end(self) -> None:
+        if not self.done and not self._tracker.finished:
+            raise UpstreamDisconnected("upstream stream ended without [DONE] or a finish reason")
 
 
-__all__ = ["build_body", "translate_stream"]
+__all__ = ["StreamTranslator", "build_body"]

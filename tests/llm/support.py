@@ -1,11 +1,14 @@
-"""Helpers for the adapter tests: a ``ChatRequest`` pointed at the fake upstream."""
+"""Helpers for the adapter tests: a ``ChatRequest`` pointed at the fake upstream; a translator fed lines."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from app.catalog.definitions import ModelDefinition, Protocol, ReasoningConfig
 from app.config import ProviderSettings
+from app.llm._sse import EventReader, Translator, deltas_of
+from app.llm.deltas import Delta
 from app.llm.request import ChatRequest
 
 API_KEY = "sk-test-secret-123"
@@ -41,3 +44,18 @@ def make_request(
     fields.update(overrides)
     return ChatRequest(**fields)
 
+
+
+def translate(translator: Translator, lines: Iterable[str], seen: list[Delta] | None = None) -> list[Delta]:
+    """The deltas of an event stream's ``lines``, each line its own chunk, as the client feeds a body.
+
+    ``seen`` (when given) collects them too, so a test still sees what came before an error.
+    """
+    out: list[Delta] = [] if seen is None else seen
+    reader = EventReader()
+    for line in lines:
+        out.extend(deltas_of(reader.feed(line.encode() + b"\n"), translator))
+        if translator.done:
+            break
+    translator.end()
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -24,7 +23,7 @@ from app.devtools import (
     tool_call_script,
 )
 from app.errors import UpstreamDisconnected, UpstreamHTTPError, UpstreamProtocolError, UpstreamTimeout
-from app.llm.anthropic import translate_messages, translate_stream
+from app.llm.anthropic import StreamTranslator, translate_messages
 from app.llm.client import stream_chat
 from app.llm.deltas import (
     ContentDelta,
@@ -36,7 +35,7 @@ from app.llm.deltas import (
     UsageDelta,
 )
 
-from .support import API_KEY, make_request
+from .support import API_KEY, make_request, translate
 
 WEATHER_TOOL = {
     "type": "function",
@@ -243,17 +242,16 @@ async def test_abrupt_disconnect(http: httpx.AsyncClient, fake: FakeUpstream) ->
 
 
 async def test_end_without_message_stop_or_stop_reason() -> None:
-    async def lines() -> AsyncIterator[str]:
-        yield "event: message_start"
-        yield 'data: {"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}'
-        yield ""
-        yield "event: content_block_delta"
-        yield 'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}'
-
+    lines = [
+        "event: message_start",
+        'data: {"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}',
+        "",
+        "event: content_block_delta",
+        'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}',
+    ]
     seen: list[Delta] = []
     with pytest.raises(UpstreamDisconnected):
-        async for delta in translate_stream(lines()):
-            seen.append(delta)
+        translate(StreamTranslator(), lines, seen)
     assert seen == [ContentDelta("hi")]
 
 

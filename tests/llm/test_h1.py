@@ -12,15 +12,19 @@ since the gateway picks it whenever httptools is installed.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from app.llm.client import stream_chat
+from app.llm.deltas import ContentDelta, FinishDelta
 from app.llm.h1 import H1Transport
 from app.llm.network import StreamingTransport
 from app.llm.upstream import has_httptools, shared_client, streaming_transport
+from tests.llm.support import make_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -526,3 +530,18 @@ async def test_the_gateway_client_keeps_no_cookies_on_h1() -> None:
             assert b"cookie:" not in server.heads[1].lower()
         finally:
             await client.aclose()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "identity"])
+async def test_a_model_stream_with_a_content_coding_is_decoded(client: httpx.AsyncClient, coding: str) -> None:
+    """``stream_chat`` reads a plain body straight from this transport (``RAW_BODY``); a coded one
+    goes through httpx, which decodes it: the deltas are the same either way."""
+    events = (b'data: {"choices":[{"index":0,"delta":{"content":"h\xc3\xa9"}}]}\n\n'
+              b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+    body = gzip.compress(events) if coding == "gzip" else events
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: %s\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (coding.encode(), len(body), body))
+    async with await serving(serve_forever(answer)) as server:
+        deltas = [d async for d in stream_chat(client, make_request(server.url))]
+    assert deltas == [ContentDelta("hé"), FinishDelta("stop")]
+    assert pool_of(client).open_connections == 1  # the whole body was read: the connection went back

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -42,7 +41,9 @@ from app.llm.deltas import (
     UsageDelta,
 )
 
-from .support import API_KEY, make_request
+from app.llm.openai import StreamTranslator
+
+from .support import API_KEY, make_request, translate
 
 WEATHER_TOOL = {
     "type": "function",
@@ -84,18 +85,13 @@ async def test_reasoning_then_content(http: httpx.AsyncClient, fake: FakeUpstrea
 
 async def test_reasoning_field_alias(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
     """Some vendors call it ``delta.reasoning``; fed through a raw malformed-free line."""
-    from app.llm.openai import translate_stream
-
-    async def lines() -> AsyncIterator[str]:
-        for line in [
-            'data: {"choices":[{"index":0,"delta":{"reasoning":"r1"}}]}',
-            "",
-            'data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}]}',
-            "data: [DONE]",
-        ]:
-            yield line
-
-    assert [d async for d in translate_stream(lines())] == [ReasoningDelta("r1"), FinishDelta("stop")]
+    lines = [
+        'data: {"choices":[{"index":0,"delta":{"reasoning":"r1"}}]}',
+        "",
+        'data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}]}',
+        "data: [DONE]",
+    ]
+    assert translate(StreamTranslator(), lines) == [ReasoningDelta("r1"), FinishDelta("stop")]
 
 
 async def test_tool_call_arguments_in_three_fragments(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
@@ -111,18 +107,14 @@ async def test_tool_call_arguments_in_three_fragments(http: httpx.AsyncClient, f
 
 
 async def test_arguments_in_the_start_chunk_are_kept() -> None:
-    from app.llm.openai import translate_stream
-
-    async def lines() -> AsyncIterator[str]:
-        yield (
-            'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function",'
-            '"function":{"name":"f","arguments":"{\\"a\\""}}]}}]}'
-        )
-        yield 'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}'
-        yield 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}'
-        yield "data: [DONE]"
-
-    assert [d async for d in translate_stream(lines())] == [
+    lines = [
+        'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function",'
+        '"function":{"name":"f","arguments":"{\\"a\\""}}]}}]}',
+        'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}',
+        'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}',
+        "data: [DONE]",
+    ]
+    assert translate(StreamTranslator(), lines) == [
         ToolCallStart(0, "c1", "f"),
         ToolCallArgs(0, '{"a"'),
         ToolCallArgs(0, ":1}"),
@@ -320,13 +312,10 @@ async def test_abrupt_disconnect(http: httpx.AsyncClient, fake: FakeUpstream) ->
 
 
 async def test_clean_end_without_done_or_finish_is_a_disconnect() -> None:
-    from app.llm.openai import translate_stream
-
-    async def lines() -> AsyncIterator[str]:
-        yield 'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}'
-
+    seen: list[Delta] = []
     with pytest.raises(UpstreamDisconnected):
-        [d async for d in translate_stream(lines())]
+        translate(StreamTranslator(), ['data: {"choices":[{"index":0,"delta":{"content":"a"}}]}'], seen)
+    assert seen == [ContentDelta("a")]
 
 
 async def test_stall_past_the_read_timeout(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
@@ -379,16 +368,14 @@ async def test_usage_only_chunk_and_trailing_usage(http: httpx.AsyncClient, fake
     (None, None),
 ], ids=["reported", "zero", "negative", "string", "not-an-object", "absent"])
 async def test_reasoning_tokens_only_when_the_provider_reports_a_count(details: object, expected: int | None) -> None:
-    from app.llm.openai import translate_stream
-
     usage: dict[str, object] = {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52}
     if details is not None:
         usage["completion_tokens_details"] = details
 
-    async def lines() -> AsyncIterator[str]:
-        yield 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
-        yield "data: " + orjson.dumps({"choices": [], "usage": usage}).decode()
-        yield "data: [DONE]"
-
-    deltas = [d async for d in translate_stream(lines())]
+    lines = [
+        'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        "data: " + orjson.dumps({"choices": [], "usage": usage}).decode(),
+        "data: [DONE]",
+    ]
+    deltas = translate(StreamTranslator(), lines)
     assert deltas == [FinishDelta("stop"), UsageDelta(12, 40, 52, reasoning_tokens=expected)]
