@@ -24,8 +24,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 
 from sse_starlette import ServerSentEvent
 from sse_starlette.sse import AppStatus
@@ -85,14 +85,11 @@ def heartbeat() -> ServerSentEvent:
 HEARTBEAT = heartbeat().encode()
 
 
-async def _encoded(batches: AsyncIterator[Sequence[LogEvent]]) -> AsyncIterator[bytes]:
-    """The frames of each batch of events (``RunService.watch_batches``) as one chunk: what is
+def batch_frames(batch: Sequence[LogEvent]) -> bytes:
+    """The frames of a batch of events (``RunService.watch_batches``) as one chunk: what is
     already in the log goes out in one write instead of one each (a run's first and last events,
     deltas that came in one upstream read); a single event, the paced case, is its own frame."""
-    # closing this closes ``batches`` too: a watch left early runs its clean-up now, not at GC
-    async with contextlib.aclosing(cast(AsyncGenerator[Sequence[LogEvent], None], batches)) as closing:
-        async for batch in closing:
-            yield event_frame(batch[0]) if len(batch) == 1 else b"".join(map(event_frame, batch))
+    return event_frame(batch[0]) if len(batch) == 1 else b"".join(map(event_frame, batch))
 
 
 def _uvicorn_exiting() -> bool:
@@ -175,10 +172,11 @@ class _Stop:
 
 
 class EventStream(Response):
-    """A ``text/event-stream`` response whose body is already-encoded frames, each sent as it comes.
+    """A ``text/event-stream`` response whose body is frames, each sent as it comes.
 
     * the frames are sent from the request's task: one ASGI ``send`` per frame, nothing buffered,
-      no per-frame timeout scope;
+      no per-frame timeout scope; ``frames`` yields them encoded, or yields items that ``encode``
+      turns into one frame each (the run stream: no generator layer of its own to encode);
     * one listener task waits for the client's disconnect (the body then stops at once: the
       frames' iterator is cancelled, so the run's stream clean-up runs, e.g. ``onDisconnect``)
       and sends ``heartbeat`` after every ``heartbeat_seconds`` (``0``: never);
@@ -191,10 +189,12 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], *, shutdown: StreamShutdown, heartbeat: bytes,
+    def __init__(self, frames: AsyncIterator[Any], *, shutdown: StreamShutdown, heartbeat: bytes,
                  heartbeat_seconds: float, headers: Mapping[str, str] | None = None,
-                 on_shutdown: Callable[[], object] | None = None) -> None:
+                 on_shutdown: Callable[[], object] | None = None,
+                 encode: Callable[[Any], bytes] | None = None) -> None:
         self.frames = frames
+        self.encode = encode
         self.shutdown = shutdown
         self.heartbeat = heartbeat
         self.heartbeat_seconds = heartbeat_seconds
@@ -220,8 +220,10 @@ class EventStream(Response):
         listener = asyncio.create_task(self._listen(receive, send, stop))
         unregister = self.shutdown.register(lambda: self._server_stopping(stop))
         try:
-            async for frame in self.frames:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            encode = self.encode
+            async for item in self.frames:
+                await send({"type": "http.response.body", "body": item if encode is None else encode(item),
+                            "more_body": True})
             stop.ended = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -275,5 +277,5 @@ def event_stream_response(batches: AsyncIterator[Sequence[LogEvent]], *, shutdow
                           heartbeat_seconds: float, on_shutdown: Callable[[], object]) -> EventStream:
     """The run stream of ``/api/ap/query`` and ``/api/ap/run/stream``: batches of events as
     ``RunService.watch_batches`` reads them, each batch sent with one ASGI ``send``."""
-    return EventStream(_encoded(batches), shutdown=shutdown, heartbeat=HEARTBEAT,
-                       heartbeat_seconds=heartbeat_seconds, on_shutdown=on_shutdown)
+    return EventStream(batches, shutdown=shutdown, heartbeat=HEARTBEAT, heartbeat_seconds=heartbeat_seconds,
+                       on_shutdown=on_shutdown, encode=batch_frames)

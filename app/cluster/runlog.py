@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -87,12 +87,25 @@ class StreamRunLog:
     def append(self, event: Stamped) -> None:
         raise AssertionError("a remote run's log is written by its own instance")
 
-    async def read(self, after: int = 0) -> AsyncIterator[WireEvent]:
-        async for seq, wire in self._node.read_events(self._run_id, after):
-            self._last_seq = max(self._last_seq, seq)
-            yield WireEvent(seq, wire)
+    async def read(self, after: int = 0, on_leave: Callable[[], object] | None = None) -> AsyncIterator[WireEvent]:
+        finished = False
+        try:
+            async for seq, wire in self._node.read_events(self._run_id, after):
+                self._last_seq = max(self._last_seq, seq)
+                yield WireEvent(seq, wire)
+            finished = True
+        finally:
+            if not finished and on_leave is not None:
+                on_leave()
 
-    async def read_batches(self, after: int = 0) -> AsyncIterator[list[WireEvent]]:
+    async def read_batches(self, after: int = 0,
+                           on_leave: Callable[[], object] | None = None) -> AsyncIterator[list[WireEvent]]:
         """One event per batch: a remote run's events come from Redis as they are read."""
-        async for event in self.read(after):
-            yield [event]
+        finished = False
+        try:
+            async for event in self.read(after):
+                yield [event]
+            finished = True
+        finally:
+            if not finished and on_leave is not None:
+                on_leave()

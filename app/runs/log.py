@@ -16,7 +16,7 @@ reader yields each event as soon as it is in the log, never in batches it has to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from app.contract.events import Stamped
@@ -59,12 +59,14 @@ class RunLog(Protocol):
         """Add the next event (``seq`` = ``last_seq + 1``); after the terminal one nothing is added."""
         ...
 
-    def read(self, after: int = 0) -> AsyncIterator[LogEvent]:
+    def read(self, after: int = 0, on_leave: Callable[[], object] | None = None) -> AsyncIterator[LogEvent]:
         """Every event with ``seq > after`` in order, then each new one as it is appended,
-        until the terminal event (included). Ends at once when ``after`` is already past it."""
+        until the terminal event (included). Ends at once when ``after`` is already past it.
+        ``on_leave`` runs when the reader stops before the end (closed, cancelled, failed)."""
         ...
 
-    def read_batches(self, after: int = 0) -> AsyncIterator[Sequence[LogEvent]]:
+    def read_batches(self, after: int = 0,
+                     on_leave: Callable[[], object] | None = None) -> AsyncIterator[Sequence[LogEvent]]:
         """The events of ``read``, grouped: each list holds the events that were in the log when
         the reader looked (at least one, at most ``MAX_BATCH``). A batch never waits for more
         events, so this adds no delay; it lets a consumer write what is already there at once
@@ -103,35 +105,50 @@ class MemoryRunLog:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def read(self, after: int = 0) -> AsyncIterator[Stamped]:
+    async def read(self, after: int = 0, on_leave: Callable[[], object] | None = None) -> AsyncIterator[Stamped]:
         index = max(after, 0)
         events = self._events
-        while True:
-            while index < len(events):
-                event = events[index]
-                index += 1
-                yield event
-                if event.terminal:
+        finished = False
+        try:
+            while True:
+                while index < len(events):
+                    event = events[index]
+                    index += 1
+                    yield event
+                    if event.terminal:
+                        finished = True
+                        return
+                if self._ended:
+                    finished = True
                     return
-            if self._ended:
-                return
-            await self._next()
+                await self._next()
+        finally:
+            if not finished and on_leave is not None:
+                on_leave()
 
-    async def read_batches(self, after: int = 0) -> AsyncIterator[list[Stamped]]:
+    async def read_batches(self, after: int = 0,
+                           on_leave: Callable[[], object] | None = None) -> AsyncIterator[list[Stamped]]:
         index = max(after, 0)
         events = self._events
-        while True:
-            if index < len(events):
-                # nothing follows the terminal event: it is always last
-                batch = events[index:index + MAX_BATCH]
-                index += len(batch)
-                yield batch
-                if batch[-1].terminal:
+        finished = False
+        try:
+            while True:
+                if index < len(events):
+                    # nothing follows the terminal event: it is always last
+                    batch = events[index:index + MAX_BATCH]
+                    index += len(batch)
+                    yield batch
+                    if batch[-1].terminal:
+                        finished = True
+                        return
+                    continue
+                if self._ended:
+                    finished = True
                     return
-                continue
-            if self._ended:
-                return
-            await self._next()
+                await self._next()
+        finally:
+            if not finished and on_leave is not None:
+                on_leave()
 
     async def _next(self) -> None:
         """Wait for the next append. Each reader waits on its own future: cancelling one reader

@@ -94,3 +94,30 @@ async def test_a_long_replay_comes_in_bounded_batches_in_order() -> None:
     batches = await _batches(log)
     assert [len(batch) for batch in batches] == [MAX_BATCH, MAX_BATCH, 3]
     assert [seq for batch in batches for seq in batch] == list(range(1, total + 1))
+
+
+async def test_on_leave_runs_once_for_a_reader_that_stops_before_the_end_and_never_for_one_that_reads_it() -> None:
+    """``RunService.watch`` passes ``run.cancel`` here when leaving cancels the run (``onDisconnect``)."""
+    log, numberer = MemoryRunLog(), ev.EventNumberer()
+    left: list[str] = []
+    log.append(_delta(numberer, "a"))
+    closed = log.read(0, lambda: left.append("closed"))
+    closed_batches = log.read_batches(0, lambda: left.append("closed batches"))
+    await anext(closed)
+    await anext(closed_batches)
+    await closed.aclose()  # the consumer closed it between events
+    await closed_batches.aclose()
+    cancelled = asyncio.create_task(_read_all_leaving(log, left, "cancelled"))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # the consumer was cancelled while the reader waited
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert left == ["closed", "closed batches", "cancelled"]
+    log.append(numberer.next(ev.RunComplete(run_id="r")))
+    assert [e.seq async for e in log.read(0, lambda: left.append("read to the end"))] == [1, 2]
+    assert [[e.seq for e in b] async for b in log.read_batches(0, lambda: left.append("batches to the end"))] == [[1, 2]]
+    assert [e.seq async for e in log.read(2, lambda: left.append("nothing after"))] == []
+    assert left == ["closed", "closed batches", "cancelled"]
+
+
+async def _read_all_leaving(log: MemoryRunLog, left: list[str], name: str) -> list[int]:
+    return [event.seq async for event in log.read(0, lambda: left.append(name))]
