@@ -174,7 +174,7 @@ class _Stop:
 class EventStream(Response):
     """A ``text/event-stream`` response whose body is frames, each sent as it comes.
 
-    * the frames are sent from the request's task: one ASGI ``send`` per frame, nothing buffered,
+    * the frames are sent from a task the request awaits: one ASGI ``send`` per frame, nothing buffered,
       no per-frame timeout scope; ``frames`` yields them encoded, or yields items that ``encode``
       turns into one frame each (the run stream: no generator layer of its own to encode);
     * one listener task waits for the client's disconnect (the body then stops at once: the
@@ -204,6 +204,13 @@ class EventStream(Response):
         self.init_headers({**SSE_HEADERS, **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The frames go out from a task of their own, which the request's task awaits once. A
+        # frame's wake-up then resumes only that task's few coroutines, not the request's whole
+        # middleware chain (about twenty deep: uvicorn, the middlewares, the router, FastAPI).
+        # Cancelling the request's task cancels this one too (asyncio cancels what it awaits).
+        await asyncio.get_running_loop().create_task(self._run(send, receive))
+
+    async def _run(self, send: Send, receive: Receive) -> None:
         task = asyncio.current_task()
         assert task is not None
         stop = _Stop(task)
