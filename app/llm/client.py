@@ -139,8 +139,11 @@ async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncG
     if log_deltas:
         _log_request(request, url, headers, body)
     try:
-        # orjson, not httpx's ``json=`` (stdlib json): 84 → 4 µs for a 9 KB body with tools, per call
-        content = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+        # orjson, not httpx's ``json=`` (stdlib json): 84 → 4 µs for a 9 KB body with tools, per call.
+        # Copied to its exact size: the request holds it for the whole stream, and orjson's own
+        # bytes keep its whole output buffer (4 KiB at least); the dict is not needed after this.
+        content = bytes(memoryview(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)))
+        del body
         target = client.url(url) if isinstance(client, UpstreamClient) else url
         async with client.stream("POST", target, content=content, headers=headers, timeout=_timeout(request)) as response:
             if not response.is_success:
