@@ -379,3 +379,17 @@ async def test_reasoning_tokens_only_when_the_provider_reports_a_count(details: 
     ]
     deltas = translate(StreamTranslator(), lines)
     assert deltas == [FinishDelta("stop"), UsageDelta(12, 40, 52, reasoning_tokens=expected)]
+
+
+def test_deltas_before_an_error_object_in_the_same_read_are_handed_over_first() -> None:
+    """One upstream read may hold a delta and then an error object: the delta still reaches the
+    run (and the client) before the error ends the stream, as when each line was its own step."""
+    from app.llm._sse import EventReader, deltas_of
+
+    chunk = (b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+             b'data: {"error":{"message":"overloaded","code":503}}\n\n')
+    seen: list[Delta] = []
+    with pytest.raises(UpstreamHTTPError, match="overloaded"):
+        for delta in deltas_of(EventReader().feed(chunk), StreamTranslator()):
+            seen.append(delta)
+    assert seen == [ContentDelta("a")]
