@@ -38,8 +38,9 @@ class LineSplitter:
     ``end()`` gives a last line without its end. A line longer than ``max_line_bytes`` raises
     ``UpstreamProtocolError`` (its parts are kept in a list meanwhile: no quadratic copying).
 
-    Synchronous on purpose: each layer of async generators between the socket and the run
-    costs every delta a resume on the way down and an ``asend`` object on the way up.
+    Synchronous on purpose: ``stream_chat``'s one loop over the body drives it, so no async
+    generator of its own sits between the socket and the run (docs/DECISIONS.md, "One async
+    generator from the upstream body to the run").
     """
 
     __slots__ = ("_after_cr", "_max", "_parts", "_size")

@@ -52,6 +52,7 @@ MAX_LOGGED_BODY_CHARS = 32_000
 #: how long the rest of a body may take after its end marker before the connection is dropped
 FINISH_GRACE_S = 0.02
 
+
 def build_request_body(request: ChatRequest) -> dict[str, Any]:
     """The vendor request body for ``request`` (useful for logging and tests)."""
     if request.model.protocol == "ANTHROPIC":
@@ -129,8 +130,8 @@ async def stream_chat(client: httpx.AsyncClient, request: ChatRequest) -> AsyncG
 
     One async generator from the body to the run: the body's chunks go through the line
     splitter, the event reader and the vendor's translator, which are plain objects
-    (``app.llm._sse``). Each generator layer more cost every delta a resume on the way down
-    and an ``asend`` on the way up (nine layers before, issue 13).
+    (``app.llm._sse``). There were nine generators before (issue 13); with them went their
+    per-item work and a live frame each per stream (docs/DECISIONS.md, "One async generator").
     """
     url = resolve_endpoint(request.model.protocol, request.provider)
     headers = build_headers(request.model.protocol, request.api_key)

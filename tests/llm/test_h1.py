@@ -545,3 +545,14 @@ async def test_a_model_stream_with_a_content_coding_is_decoded(client: httpx.Asy
         deltas = [d async for d in stream_chat(client, make_request(server.url))]
     assert deltas == [ContentDelta("hé"), FinishDelta("stop")]
     assert pool_of(client).open_connections == 1  # the whole body was read: the connection went back
+
+
+async def test_a_model_stream_whose_last_line_has_no_end_still_gives_that_line(client: httpx.AsyncClient) -> None:
+    """The body may end right after a ``data:`` line with no line end: the line is still read
+    (``EventReader.end``), so its finish reason counts and the stream is complete, not cut short."""
+    body = (b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+            b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    async with await serving(serve_forever(answer)) as server:
+        deltas = [d async for d in stream_chat(client, make_request(server.url))]
+    assert deltas == [ContentDelta("a"), FinishDelta("stop")]
