@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -98,6 +98,9 @@ class Plan:
 class RunContext:
     """Everything one run owns. Nothing here is shared with another run."""
 
+    #: this context's run ends with ``RunExecution._finish``, which writes what is left (``end_step``)
+    WRITES_RUN_END: ClassVar[bool] = True
+
     services: RunServices
     catalog: Catalog
     agent: AgentDefinition
@@ -114,6 +117,8 @@ class RunContext:
     pending: list[dict[str, Any]] = field(default_factory=list)
     step_seq: int = 0
     last_system: str | None = None
+    #: the system prompt of the run's last step when the mode left it to the run's end (``defer_step``)
+    step_system: str | None = None
     stage: str = "oneshot"
     task_id: str | None = None
     reasoning_blocks: int = 0

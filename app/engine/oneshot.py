@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.engine.context import RunContext
 from app.engine.prompts import system_prompt
-from app.engine.steps import flush_step
+from app.engine.steps import end_step, flush_step
 from app.engine.tool_exec import execute_calls
 from app.engine.turn import ToolChoiceWire, model_turn
 
@@ -22,6 +22,6 @@ async def run_oneshot(ctx: RunContext) -> str:
         await execute_calls(ctx, turn.calls, {})
         await flush_step(ctx, system)
         turn = await model_turn(ctx, stage, system, tools, tool_choice="none")
-    await flush_step(ctx, system)
+    await end_step(ctx, system)
     ctx.final_text = turn.content
     return turn.finish_reason or "stop"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.engine.context import RunContext
 from app.engine.oneshot import TOOL_CHOICE
 from app.engine.prompts import system_prompt
-from app.engine.steps import flush_step
+from app.engine.steps import end_step, flush_step
 from app.engine.tool_exec import disclose_skills, execute_call, refuse_call
 from app.engine.turn import model_turn
 
@@ -22,7 +22,7 @@ async def run_react(ctx: RunContext) -> str:
         choice = TOOL_CHOICE[ctx.agent.tool_choice] if step == 0 else "auto"
         turn = await model_turn(ctx, stage, system, tools, tool_choice=choice)
         if not turn.calls:
-            await flush_step(ctx, system)
+            await end_step(ctx, system)
             ctx.final_text = turn.content
             return turn.finish_reason or "stop"
         first, *extra = turn.calls

@@ -30,7 +30,7 @@ from app.engine.graph import run_graph
 from app.engine.oneshot import run_oneshot
 from app.engine.plan_execute import run_plan_execute, settle_open_task
 from app.engine.react import run_react
-from app.engine.steps import flush_step
+from app.engine.steps import step_line
 from app.errors import BudgetExceeded, GatewayError, UpstreamError
 from app.files.references import attach_references
 from app.memory.lines import chat_name
@@ -137,9 +137,11 @@ class RunExecution:
             line["error"] = error_body
         if status != "complete":
             settle_open_task(ctx, "failed" if status == "error" else "canceled", error_body)
+        system = ctx.step_system if ctx.step_system is not None else ctx.last_system or ""
+        step = step_line(ctx, system)
         try:
-            await flush_step(ctx, ctx.last_system or "")
-            await self.services.chats.append(run.chat_id, line)
+            # the last step and the run line: one write, and the chat's file is closed after it
+            await self.services.chats.append(run.chat_id, *((step, line) if step else (line,)), run_ends=True)
         except OSError:
             logger.exception("run %s: could not record its end in memory", run.run_id)
         usage = ctx.usage.as_dict()

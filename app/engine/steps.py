@@ -14,8 +14,26 @@ async def flush_step(ctx: RunContext, system: str) -> None:
     ``system`` is written on the run's first step and again only when it changed;
     ``plan`` is written whenever the plan changed since the last step.
     """
+    line = step_line(ctx, system)
+    if line is not None:
+        await ctx.services.chats.append(ctx.chat_id, line)
+
+
+async def end_step(ctx: RunContext, system: str) -> None:
+    """The mode's last step. On the run's own context it is left to the run's end, which writes it
+    together with the ``run`` line: one trip to the chat writer's thread instead of two (issue 13).
+    A graph node's sub-run writes it now: the node's checkpoint follows it."""
+    if ctx.WRITES_RUN_END:
+        ctx.step_system = system
+    else:
+        await flush_step(ctx, system)
+
+
+def step_line(ctx: RunContext, system: str) -> dict[str, Any] | None:
+    """The ``step`` line of the messages gathered since the last step (``None`` if there is
+    nothing to write); they count as written from here on."""
     if not ctx.pending and not ctx.plan_dirty:
-        return
+        return None
     ctx.step_seq += 1
     line: dict[str, Any] = {
         "_type": "step",
@@ -35,4 +53,4 @@ async def flush_step(ctx: RunContext, system: str) -> None:
         line["plan"] = ctx.plan.as_memory()
         ctx.plan_dirty = False
     ctx.pending.clear()
-    await ctx.services.chats.append(ctx.chat_id, line)
+    return line

@@ -10,7 +10,8 @@ disk and the lines of a chat reach the file in the order they were appended. Eac
 line is one ``write(2)`` of the whole line on an ``O_APPEND`` descriptor, so a crash
 cuts at most the last line. While a run holds the chat's lock, the chat's file stays
 open on the writer thread (one ``open`` per run instead of one per line: issue 13);
-it is closed when the lock is released. An append outside a run opens and closes the
+it is closed after the run's last lines (``run_ends=True``: no extra trip to the writer
+thread), or else when the lock is released. An append outside a run opens and closes the
 file itself. Opening refuses a symbolic link (``O_NOFOLLOW``) and ends a cut-short last
 line. The read methods are synchronous (call them with ``asyncio.to_thread`` from a
 handler when the file may be large); reading goes through ``jsonlines``.
@@ -96,6 +97,8 @@ class ChatStore:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-store")
         #: chat id → descriptor of its file, kept open while a run holds the chat's lock (writer thread only)
         self._open: dict[str, int] = {}
+        #: chats whose file the writer thread may hold open (event loop only): closed at the lock's release
+        self._kept: set[str] = set()
 
     @property
     def directory(self) -> Path:
@@ -127,14 +130,24 @@ class ChatStore:
     def exists(self, chat_id: str) -> bool:
         return self.path(chat_id).is_file()
 
-    async def append(self, chat_id: str, line: dict[str, Any]) -> None:
-        """Append one line (written, not fsynced). Raises ``TypeError`` for unserialisable data,
-        ``PathEscapeError`` for an invalid id or a chat file that is a symbolic link."""
+    async def append(self, chat_id: str, *lines: dict[str, Any], run_ends: bool = False) -> None:
+        """Append ``lines`` (written, not fsynced; several go in one ``write(2)``). Raises ``TypeError``
+        for unserialisable data (nothing is written then), ``PathEscapeError`` for an invalid id or a
+        chat file that is a symbolic link.
+
+        ``run_ends``: these are the run's last lines; its file is closed right after them, on the
+        same trip to the writer thread (else the lock's release sends the thread a close of its own).
+        """
         check_key(chat_id, "chatId")
         lock = self._locks.get(chat_id)
-        keep_open = lock is not None and lock.locked()  # a run is on: its next lines follow soon
+        # a run is on: its next lines follow soon
+        keep_open = lock is not None and lock.locked() and not run_ends
+        if keep_open:
+            self._kept.add(chat_id)
+        else:
+            self._kept.discard(chat_id)  # the writer closes the file after these lines
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._append_sync, chat_id, line, keep_open)
+        await loop.run_in_executor(self._writer, self._append_sync, chat_id, lines, keep_open)
 
     def close(self) -> None:
         """Wait for pending appends, close the files and stop the writer thread."""
@@ -145,7 +158,10 @@ class ChatStore:
         self._writer.shutdown(wait=True)
 
     def _run_ended(self, chat_id: str) -> None:
-        """The chat's lock was released: close its file once the queued appends are written."""
+        """The chat's lock was released: close its file (if still open) once the queued appends are written."""
+        if chat_id not in self._kept:
+            return  # the run's last append closed it, or it was never kept open
+        self._kept.discard(chat_id)
         try:
             self._writer.submit(self._close_file, chat_id)
         except RuntimeError:  # the store is closed: so are its files
@@ -233,25 +249,22 @@ class ChatStore:
         except UnicodeEncodeError:  # a character the charset lacks: escape everything
             return json.dumps(orjson.loads(data), ensure_ascii=True, separators=(",", ":")).encode(self._charset)
 
-    def _append_sync(self, chat_id: str, line: dict[str, Any], keep_open: bool) -> None:
-        data = self._dumps(line) + b"\n"  # TypeError here leaves the file untouched
-        fd = self._open.get(chat_id)
-        if fd is not None and os.fstat(fd).st_nlink == 0:  # the file was removed meanwhile: a new one
-            self._close_file(chat_id)
-            fd = None
-        if fd is None:
-            fd = self._open_file(chat_id)
-            if keep_open and len(self._open) < MAX_OPEN_FILES:
-                self._open[chat_id] = fd
-            else:
-                keep_open = False
-        else:
-            keep_open = True
+    def _append_sync(self, chat_id: str, lines: tuple[dict[str, Any], ...], keep_open: bool) -> None:
+        fd = self._open.pop(chat_id, None)
         try:
+            data = b"".join([self._dumps(line) + b"\n" for line in lines])  # TypeError: the file is untouched
+            if fd is not None and os.fstat(fd).st_nlink == 0:  # the file was removed meanwhile: a new one
+                stale, fd = fd, None
+                os.close(stale)
+            if fd is None:
+                fd = self._open_file(chat_id)
             _write_all(fd, data)
         finally:
-            if not keep_open:
-                os.close(fd)
+            if fd is not None:
+                if keep_open and len(self._open) < MAX_OPEN_FILES:
+                    self._open[chat_id] = fd
+                else:
+                    os.close(fd)
 
     def _open_file(self, chat_id: str) -> int:
         """Open the chat's file for appending; end a last line a crash cut short."""

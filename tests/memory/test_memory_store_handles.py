@@ -106,3 +106,35 @@ async def test_close_closes_the_files_of_runs_still_going(tmp_path: Path) -> Non
     store.close()
     assert open_descriptors(store.directory / "chat_1.json") == []
     lock.release()  # after close: nothing to do, and no error
+
+
+async def test_the_runs_last_append_closes_its_file_while_the_lock_is_still_held(store: ChatStore) -> None:
+    path = store.directory / "chat_1.json"
+    async with store.lock("chat_1"):
+        await store.append("chat_1", query_line("r1", "hello", ts=1))
+        assert len(open_descriptors(path)) == 1
+        await store.append("chat_1", step_line("r1", 1, [user("hello", ts=1)], ts=2), run_line("r1", ts=3),
+                           run_ends=True)
+        assert open_descriptors(path) == []  # closed on the same trip to the writer thread
+        assert [line["_type"] for line in store.read_lines("chat_1")] == ["query", "step", "run"]
+
+
+async def test_a_line_after_the_runs_end_reopens_the_file_and_the_release_closes_it(store: ChatStore) -> None:
+    path = store.directory / "chat_1.json"
+    async with store.lock("chat_1"):
+        await store.append("chat_1", run_line("r1", ts=1), run_ends=True)
+        await store.append("chat_1", step_line("r1", 2, [user("late", ts=2)], ts=2))
+        assert len(open_descriptors(path)) == 1
+    await settle(store)
+    assert open_descriptors(path) == []
+    assert [line["_type"] for line in store.read_lines("chat_1")] == ["run", "step"]
+
+
+async def test_several_lines_with_one_unserialisable_write_nothing(store: ChatStore) -> None:
+    async with store.lock("chat_1"):
+        await store.append("chat_1", query_line("r1", "hello", ts=1))
+        with pytest.raises(TypeError):
+            await store.append("chat_1", run_line("r1", ts=2), {"_type": "run", "bad": object()}, run_ends=True)
+    assert [line["_type"] for line in store.read_lines("chat_1")] == ["query"]
+    await settle(store)
+    assert open_descriptors(store.directory / "chat_1.json") == []

@@ -26,6 +26,7 @@ class NodeContext(RunContext):
 
     __slots__ = ("root",)
     root: RunContext
+    WRITES_RUN_END = False  # the node's checkpoint follows its last step
 
     def __init__(self, run: RunContext, *, task_id: str, agent: AgentDefinition | None = None,
                  history: list[dict[str, Any]] | None = None) -> None:
