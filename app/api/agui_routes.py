@@ -12,7 +12,7 @@ Every answer carries ``X-Run-Id`` (the gateway's run) and ``X-Chat-Id``.
   thread waits for is answered with ``RUN_STARTED`` + ``RUN_ERROR``. In a cluster (SPEC §16)
   the run may live on another instance: it is found, answered and watched through Redis like
   the native ``/api/ap/submit`` and ``/api/ap/chat/stream``; a client that leaves such a
-  continuation early does not cancel the run (its wait still ends it with the usual timeout).
+  continuation early cancels the run there too (``RunService.abandon``), as it would here.
 
 A frontend tool call ends the AG-UI run (``RUN_FINISHED`` with ``pendingToolCallIds``) while
 the gateway run keeps waiting; a client that goes away in the middle of a stream cancels the
@@ -196,8 +196,8 @@ async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTransl
                     return
         settled = True
     finally:
-        if not settled:  # the client went away in the middle of the stream
-            run.cancel()
+        if not settled:  # the client went away in the middle of the stream (the run may be another instance's)
+            gateway.runs.abandon(run)
 
 
 def _stream(streams: StreamShutdown, gateway: Gateway, run: Run | RemoteRun, translator: AguiTranslator, client_run_id: str,

@@ -143,6 +143,8 @@ class RunService:
         self._runs: dict[str, Run] = {}
         self._per_owner: Counter[str] = Counter()
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        #: interrupts sent to other instances for clients that left (``abandon``)
+        self._abandoning: set[asyncio.Task[None]] = set()
 
     # -- counts (health, sidecar shutdown, history) --------------------------------------
 
@@ -468,6 +470,26 @@ class RunService:
         await run.wait()
         return cancelled
 
+    def abandon(self, run: Run | RemoteRun) -> None:
+        """The client whose leaving ends ``run`` went away (an AG-UI stream, SPEC §17): cancel the run.
+        Another instance's run (SPEC §16) is interrupted through its own instance, from a task of its
+        own: the caller is a stream being closed, which cannot wait for the answer."""
+        if isinstance(run, Run):
+            run.cancel()
+            return
+        if run.outcome is not None or self._directory is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._interrupt_remote(run))
+        self._abandoning.add(task)
+        task.add_done_callback(self._abandoning.discard)
+
+    async def _interrupt_remote(self, run: RemoteRun) -> None:
+        try:
+            await self.interrupt(run.run_id, run.owner)
+        except Exception as exc:  # the cluster store or the run's instance is unreachable: its own wait ends it
+            logger.warning("run %s on instance %s: its client left, but it could not be cancelled: %s",
+                           run.run_id, run.instance, exc)
+
     async def cancel(self, run_id: str, owner: str) -> bool:
         """Like ``interrupt``, but an unknown run is just ``False`` (the sidecar's ``agent.cancel``)."""
         run = self._runs.get(run_id)
@@ -485,6 +507,9 @@ class RunService:
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
+        for task in list(self._abandoning):
+            task.cancel()
+        await asyncio.gather(*self._abandoning, return_exceptions=True)
 
 
 def _leaving_cancels(run: Run) -> bool:

@@ -10,6 +10,7 @@ Redis-stopping tests come last: they leave the cluster with one instance less.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -20,7 +21,7 @@ import httpx
 import orjson
 
 from app.devtools.script import Finish, Gate, Step, Text, Usage, text_script
-from tests.agui.support import answer_input, collect_agui, kinds, user_input
+from tests.agui.support import answer_input, collect_agui, kinds, stream_agui, user_input
 from tests.cluster.conftest import USER_CONCURRENT_RUNS, USER_RPM, Cluster
 from tests.cluster.support import HANG, chat_lines, query_all, sse, watch_all
 from tests.engine.helpers import call
@@ -194,6 +195,40 @@ async def test_an_agui_client_tool_waiting_on_one_instance_is_answered_through_a
     again = await asyncio.wait_for(collect_agui(
         client, f"{cluster.c.url}/ag-ui/asker", answer_input(thread, first, answer, run_id="client-run-3"), user), HANG)
     assert kinds(again) == ["RUN_STARTED", "RUN_ERROR"]
+
+
+async def test_an_agui_client_leaving_a_continuation_on_another_instance_cancels_the_run(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    """A client that leaves an AG-UI stream cancels its run (SPEC §17), also when the continuation
+    streams through an instance the run does not live on: that instance interrupts it on its own."""
+    user = cluster.auth("agui-leaver")
+    tag = cluster.book.add("agui-leave", call("c1", "confirm_dialog", QUESTION),
+                           [Text("Rome "), Gate("agui-leave-gate-never-released"), Text("it is."), Finish("stop")])
+    thread = f"thread-{uuid.uuid4().hex[:12]}"
+    first = await asyncio.wait_for(collect_agui(
+        client, f"{cluster.a.url}/ag-ui/asker", user_input(thread, f"trip {tag}", run_id="client-run-1"), user), HANG)
+    run_id = next(e.event for e in first if kinds([e]) == ["RAW"] and e.event["type"] == "run.start")["runId"]
+
+    async def waiting() -> dict[str, Any] | None:
+        status = await run_status(client, cluster.b.url, user, run_id)
+        return status if status["status"] == "waiting" else None
+
+    await eventually(waiting, "the run on a waits for the client's tool call")
+    answer = answer_input(thread, first, orjson.dumps({"selected": "Rome"}).decode())
+    seen = []
+    async with contextlib.aclosing(stream_agui(client, f"{cluster.b.url}/ag-ui/asker", answer, user)) as stream:
+        async for event in stream:
+            seen.append(event)
+            if kinds([event]) == ["TEXT_MESSAGE_CONTENT"]:
+                break  # the continuation is under way on a, streamed through b: the client leaves
+    assert seen[-1].delta == "Rome "
+
+    async def cancelled() -> dict[str, Any] | None:
+        status = await run_status(client, cluster.c.url, user, run_id)
+        return status if status["status"] == "cancelled" else None
+
+    await eventually(cancelled, "b interrupted the run on a when its client left")
 
 
 async def test_an_interrupt_through_another_instance_reaches_every_watcher(
