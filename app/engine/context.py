@@ -117,7 +117,7 @@ class RunContext:
     pending: list[dict[str, Any]] = field(default_factory=list)
     step_seq: int = 0
     last_system: str | None = None
-    #: the system prompt of the run's last step when the mode left it to the run's end (``defer_step``)
+    #: the system prompt of the run's last step when the mode left it to the run's end (``end_step``)
     step_system: str | None = None
     stage: str = "oneshot"
     task_id: str | None = None
