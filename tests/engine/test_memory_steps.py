@@ -8,7 +8,6 @@ that is closed once the run's end is streamed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,9 @@ from app.devtools import FakeUpstream
 from app.devtools.script import text_script
 from tests.engine.helpers import call, chat_lines
 from tests.support.deployment import agent, write_agent
+from tests.support.descriptors import open_descriptors
 from tests.support.server import GatewayServer
 from tests.support.sse import collect
-
-
-def open_descriptors(path: Path) -> list[str]:
-    """This process's descriptors that point at ``path`` (the gateway runs in this process)."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}") == str(path):
-                found.append(name)
-        except OSError:
-            continue  # closed between listdir and readlink
-    return found
 
 
 def text_of(message: dict[str, Any]) -> str:

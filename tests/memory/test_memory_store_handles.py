@@ -6,13 +6,14 @@ Open descriptors are read from ``/proc/self/fd`` (what the kernel says this proc
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from app.errors import PathEscapeError
 from app.memory import ChatStore
+
+from tests.support.descriptors import open_descriptors
 
 from .sample_lines import query_line, run_line, step_line, user
 
@@ -22,18 +23,6 @@ def store(tmp_path: Path):
     chat_store = ChatStore(tmp_path / "chats")
     yield chat_store
     chat_store.close()
-
-
-def open_descriptors(path: Path) -> list[int]:
-    """This process's descriptors that point at ``path``."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}") == str(path):
-                found.append(int(name))
-        except OSError:
-            continue  # closed between listdir and readlink
-    return found
 
 
 async def settle(store: ChatStore) -> None:
