@@ -145,6 +145,7 @@ class RunService:
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         #: interrupts sent to other instances for clients that left (``abandon``)
         self._abandoning: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # -- counts (health, sidecar shutdown, history) --------------------------------------
 
@@ -477,8 +478,8 @@ class RunService:
         if isinstance(run, Run):
             run.cancel()
             return
-        if run.outcome is not None or self._directory is None:
-            return
+        if run.outcome is not None or self._directory is None or self._closing:
+            return  # shutting down: the cluster may be gone already; the run's own wait still ends it
         task = asyncio.get_running_loop().create_task(self._interrupt_remote(run))
         self._abandoning.add(task)
         task.add_done_callback(self._abandoning.discard)
@@ -499,6 +500,7 @@ class RunService:
 
     async def aclose(self) -> None:
         """Cancel every live run and wait until each has recorded itself (shutdown)."""
+        self._closing = True
         runs = list(self._live.values())
         for run in runs:
             run.cancel()
