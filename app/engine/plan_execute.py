@@ -15,7 +15,7 @@ from app.engine.context import Plan, PlanTask, RunContext
 from app.contract.events import now_ms
 from app.engine.ids import plan_id
 from app.engine.prompts import system_prompt, task_list_text, task_prompt
-from app.engine.steps import flush_step
+from app.engine.steps import end_step, flush_step
 from app.engine.tool_exec import EngineTool, disclose_skills, execute_call, execute_calls, refuse_call
 from app.engine.react import ONE_AT_A_TIME
 from app.engine.turn import model_turn
@@ -223,7 +223,7 @@ async def _summary_stage(ctx: RunContext) -> str:
         await execute_calls(ctx, turn.calls, _engine_tools(stage))
         await flush_step(ctx, system)
         turn = await model_turn(ctx, stage, system, tools, tool_choice="none")
-    await flush_step(ctx, system)
+    await end_step(ctx, system)
     ctx.final_text = turn.content
     return turn.finish_reason or "stop"
 

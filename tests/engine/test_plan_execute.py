@@ -289,6 +289,10 @@ async def test_plan_persisted_in_memory_and_history(
     assert plans[0]["planId"] == plan_id and [t["status"] for t in plans[0]["tasks"]] == ["init", "init"]
     assert [t["status"] for t in plans[-1]["tasks"]] == ["completed", "completed"]
     assert {line.get("taskId") for line in steps if line["_stage"] == "execute"} == {"task_1", "task_2"}
+    # the summary step (written with the run line) carries the summary stage's own system prompt
+    summary = [line for line in steps if line["_stage"] == "summary"]
+    assert len(summary) == 1 and summary[0]["system"] == upstream.requests[-1].body["messages"][0]["content"]
+    assert chat_lines(deploy, chat_id)[-1]["_type"] == "run"
     response = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": chat_id})
     history = response.json()["data"]["events"]
     creates, updates = of_type(history, "plan.create"), of_type(history, "plan.update")
