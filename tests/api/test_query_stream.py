@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -239,6 +240,35 @@ async def test_zero_buffering_each_delta_reaches_client_before_next_is_sent(
     # a buffering gateway deadlocks here; the bound only turns a hang into a failure
     await asyncio.wait_for(consume(), timeout=60)
     assert received == [f"d{k} " for k in range(n)]
+
+
+async def test_a_client_that_stops_reading_never_holds_the_run_up_and_then_gets_every_delta_in_order(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer]
+) -> None:
+    """The run's producer never waits for its client: a client that stops reading after the first
+    events (its window and the gateway's socket buffer far smaller than the answer, so the rest
+    backs up into uvicorn's flow control and the run's log) still sees the run end meanwhile, and
+    then receives every delta, once, in order."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    # fixed socket buffers (no autotuning to megabytes); accepted connections get the listener's
+    gw._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    pieces = [f"{k:03d}" + "x" * 2000 for k in range(400)]  # 800 KB, many times what the buffers hold
+    upstream.enqueue(text_script(pieces))
+    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)])
+    async with httpx.AsyncClient(transport=transport, timeout=60) as slow:
+        events = stream_events(slow, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "go"})
+        received = [await anext(events) for _ in range(3)]  # request.query, chat.start, run.start
+        run = gw.gateway.runs.get(received[2]["runId"], "anonymous")
+        for _ in range(600):  # the client reads nothing while the run goes on to its end
+            if run.outcome is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert run.outcome is not None and run.outcome.status == "completed", "the run waited for its client"
+        received += [event async for event in events]
+    _check_envelope_order(received)
+    assert _deltas(received, "content.delta") == pieces
+    assert received[-1]["type"] == "run.complete"
 
 
 async def test_non_stream_variant_returns_envelope(
