@@ -13,8 +13,10 @@ streams at once, 120 deltas 50 ms apart) and the same thin client:
   process that forwards tokens;
 * ``gateway`` — ``python -m app serve`` on the bench deployment, as in ``bench/latency.py``.
 
-Prints CPU per delta of the process in the middle (utime+stime from ``/proc``, 10 ms ticks),
-the one-way latency p50/p99 of each path, and writes the table to ``bench/RESULTS.md`` between
+Prints CPU per delta of the process in the middle (utime+stime from ``/proc``, 10 ms ticks), of
+the upstream and of the client (this process), their sum (the machine's CPU for one delta, and so
+the least wall time a wave of 200 deltas needs on this machine's cores), the one-way latency
+p50/p99 of each path, and writes the table to ``bench/RESULTS.md`` between
 ``<!-- relay-floor:start -->`` and ``<!-- relay-floor:end -->``.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -106,17 +109,25 @@ def relay(host: str, port: int, listen_port: int) -> None:
 # ---------------------------------------------------------------------------- measuring
 
 
-async def _crowd(target: Target, pid: int) -> tuple[float, list[int], int]:
-    before = cpu_seconds(pid)
+#: one repetition of one path: CPU per delta (µs) of the process in the middle, the upstream and the
+#: client; latency p50 and p99 (ms); failed streams
+Run = tuple[float, float, float, float, float, int]
+
+
+async def _crowd(target: Target, pid: int, upstream_pid: int) -> tuple[tuple[float, float, float], list[int], int]:
+    """CPU per delta of the middle process (the upstream itself for ``direct``), of the upstream
+    and of this process (the client), the lags, and the failed streams."""
+    before = cpu_seconds(pid), cpu_seconds(upstream_pid), time.process_time()
     samples, _, _ = await run_crowd(target, f"crowd pace={PACE_S} deltas={DELTAS}", streams=STREAMS,
                                     probe_message="x", probes=0, timeout_s=300)
-    cpu = cpu_seconds(pid) - before
+    after = cpu_seconds(pid), cpu_seconds(upstream_pid), time.process_time()
     errors = sum(1 for sample in samples if sample.error)
     lags = [lag for sample in samples for lag in sample.lags_ns]
-    return cpu / max(1, len(lags)) * 1e6, lags, errors
+    middle, upstream, client = ((b - a) / max(1, len(lags)) * 1e6 for a, b in zip(before, after, strict=True))
+    return (middle, upstream, client), lags, errors
 
 
-async def measure(repeat: int) -> dict[str, list[tuple[float, float, float, int]]]:
+async def measure(repeat: int) -> dict[str, list[Run]]:
     work = Path(tempfile.mkdtemp(prefix="agw-floor-"))
     upstream, url = start_upstream(work)
     host_port = url.split("//", 1)[1].split("/", 1)[0]
@@ -134,16 +145,17 @@ async def measure(repeat: int) -> dict[str, list[tuple[float, float, float, int]
                          _openai_body("fake-gpt")), relay_proc.pid),
         "gateway": (gateway.target, gateway.proc.pid),
     }
-    results: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in paths}
+    results: dict[str, list[Run]] = {name: [] for name in paths}
     try:
         for target, _ in paths.values():  # warm-up
             await run_load(target, "burst deltas=20", concurrency=5, per_worker=4, timeout_s=60)
         for _ in range(repeat):
             for name, (target, pid) in paths.items():
-                us, lags, errors = await _crowd(target, pid)
-                results[name].append((us, percentile(lags, 50) / 1e6, percentile(lags, 99) / 1e6, errors))
-                print(f"[{name}] {us:.1f} µs CPU per delta, p50 {results[name][-1][1]:.2f} ms, "
-                      f"p99 {results[name][-1][2]:.2f} ms, {errors} failed streams", flush=True)
+                (us, upstream_us, client_us), lags, errors = await _crowd(target, pid, upstream.proc.pid)
+                p50, p99 = percentile(lags, 50) / 1e6, percentile(lags, 99) / 1e6
+                results[name].append((us, upstream_us, client_us, p50, p99, errors))
+                print(f"[{name}] {us:.1f} µs CPU per delta (upstream {upstream_us:.1f}, client {client_us:.1f}), "
+                      f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, {errors} failed streams", flush=True)
     finally:
         relay_proc.kill()
         relay_proc.wait()
@@ -152,18 +164,25 @@ async def measure(repeat: int) -> dict[str, list[tuple[float, float, float, int]
     return results
 
 
-def render(results: dict[str, list[tuple[float, float, float, int]]], repeat: int,
+def render(results: dict[str, list[Run]], repeat: int,
            loads: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
     rows = []
     labels = {"direct": "direct (CPU: the upstream producing)", "relay": "relay (CPU: the relay)",
               "gateway": "gateway (CPU: the gateway)"}
+    cores = os.cpu_count() or 1
     for name, runs in results.items():
         cpu = statistics.median(run[0] for run in runs)
         each = " / ".join(f"{run[0]:.0f}" for run in runs)
-        p50 = statistics.median(run[1] for run in runs)
-        p99 = statistics.median(run[2] for run in runs)
-        failed = sum(run[3] for run in runs)
-        rows.append(f"| {labels[name]} | {cpu:.0f} ({each}) | {p50:.2f} | {p99:.2f} | {failed} |")
+        upstream = statistics.median(run[1] for run in runs)
+        client = statistics.median(run[2] for run in runs)
+        # every process's CPU for one delta (direct: the middle column is the upstream already)
+        machine = statistics.median(run[2] + run[1] + (run[0] if name != "direct" else 0) for run in runs)
+        wave = machine * STREAMS / cores / 1000  # ms of wall time a wave needs on all cores at least
+        p50 = statistics.median(run[3] for run in runs)
+        p99 = statistics.median(run[4] for run in runs)
+        failed = sum(run[5] for run in runs)
+        rows.append(f"| {labels[name]} | {cpu:.0f} ({each}) | {upstream:.0f} | {client:.0f} | {machine:.0f} "
+                    f"| {wave:.1f} | {p50:.2f} | {p99:.2f} | {failed} |")
     return "\n".join([
         "## The floor under a paced delta (`python bench/relay_floor.py`)",
         "",
@@ -173,13 +192,18 @@ def render(results: dict[str, list[tuple[float, float, float, int]]], repeat: in
         "`bench/latency.py`. *relay* is a TCP relay on uvloop protocols (no tasks, no parsing): the "
         "least any process can spend to forward one paced delta here.",
         "",
-        "| path | CPU per delta, µs, median (each run) | latency p50 ms | latency p99 ms | failed streams |",
-        "|---|---|---|---|---|",
+        "| path | CPU per delta, µs, median (each run) | upstream µs | client µs | all processes µs "
+        f"| a wave of {STREAMS} deltas on {cores} cores, ms at least | latency p50 ms | latency p99 ms "
+        "| failed streams |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Latency is one-way, from the upstream's send stamp to the client's arrival time, so the rows "
         "include the client's own queueing. The relay can come out *faster* than direct, because two "
-        "processes share the work of 200 streams.",
+        "processes share the work of 200 streams. The streams start together, so their deltas come in "
+        f"waves of {STREAMS}; the upstream sends a wave over about {STREAMS} times its own CPU per delta. "
+        "When the CPU all processes spend on a wave, spread over every core, takes longer than that, "
+        "the wave's later deltas queue behind its earlier ones, whoever is in the middle.",
     ])
 
 
