@@ -5,8 +5,8 @@ line: reading skips it (with a warning) and the next append first ends it with a
 newline, so every later line starts clean. Runs on one chat never interleave
 because the engine holds ``ChatStore.lock(chat_id)`` for a whole run.
 
-Appends run on one worker thread per store, so the event loop never waits for the
-disk and the lines of a chat reach the file in the order they were appended. Each
+Appends run on one writer thread per store (``app.memory.writer``), so the event loop never
+waits for the disk and the lines of a chat reach the file in the order they were appended. Each
 line is one ``write(2)`` of the whole line on an ``O_APPEND`` descriptor, so a crash
 cuts at most the last line. While a run holds the chat's lock, the chat's file stays
 open on the writer thread (one ``open`` per run instead of one per line: issue 13);
@@ -27,7 +27,6 @@ import logging
 import os
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +36,7 @@ import orjson
 
 from app.errors import PathEscapeError
 from app.memory.lines import ANONYMOUS_OWNER, LINE_QUERY, chat_name, timestamp_of
+from app.memory.writer import WriterThread
 from app.paths import check_key
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class ChatStore:
         self._utf8 = self._charset in _UTF8_NAMES
         # a lock lives as long as someone holds or awaits it, then it is dropped
         self._locks: weakref.WeakValueDictionary[str, _RunLock] = weakref.WeakValueDictionary()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-store")
+        self._writer = WriterThread("chat-store")
         #: chat id → descriptor of its file, kept open while a run holds the chat's lock (writer thread only)
         self._open: dict[str, int] = {}
         #: chats whose file the writer thread may hold open (event loop only): closed at the lock's release
@@ -146,8 +146,7 @@ class ChatStore:
             self._kept.add(chat_id)
         else:
             self._kept.discard(chat_id)  # the writer closes the file after these lines
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._append_sync, chat_id, lines, keep_open)
+        await self._writer.run(self._append_sync, chat_id, lines, keep_open)
 
     def close(self) -> None:
         """Wait for pending appends, close the files and stop the writer thread."""
@@ -155,7 +154,7 @@ class ChatStore:
             self._writer.submit(self._close_all)
         except RuntimeError:  # closed already
             return
-        self._writer.shutdown(wait=True)
+        self._writer.close()
 
     def _run_ended(self, chat_id: str) -> None:
         """The chat's lock was released: close its file (if still open) once the queued appends are written."""

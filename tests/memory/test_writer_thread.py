@@ -1,0 +1,103 @@
+"""``WriterThread`` (``app.memory.writer``): the chat store's writer thread — order, results and
+errors back on the loop, a cancelled caller, a closed loop, and closing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+
+from app.memory.writer import WriterThread
+
+
+async def test_jobs_run_in_order_on_the_thread_and_their_results_come_back() -> None:
+    writer = WriterThread("test-writer")
+    done: list[int] = []
+    threads: set[str] = set()
+
+    def job(n: int) -> int:
+        threads.add(threading.current_thread().name)
+        done.append(n)
+        return n * 10
+
+    try:
+        results = await asyncio.gather(*(writer.run(job, n) for n in range(50)))
+        writer.submit(job, 50)
+        assert await writer.run(job, 51) == 510
+    finally:
+        writer.close()
+    assert results == [n * 10 for n in range(50)]
+    assert done == list(range(52)) and threads == {"test-writer"}
+
+
+async def test_an_error_reaches_the_caller_and_the_thread_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    writer = WriterThread("test-writer")
+
+    def broken() -> None:
+        raise TypeError("not serialisable")
+
+    try:
+        with pytest.raises(TypeError, match="not serialisable"):
+            await writer.run(broken)
+        with caplog.at_level(logging.ERROR, logger="app.memory.writer"):
+            writer.submit(broken)  # nobody awaits it: logged
+            assert await writer.run(lambda: "still here") == "still here"
+    finally:
+        writer.close()
+    assert any("failed on the writer thread" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_job_handed_over_runs_even_when_its_caller_is_cancelled() -> None:
+    writer = WriterThread("test-writer")
+    gate, ran = threading.Event(), threading.Event()
+    try:
+        blocked = asyncio.ensure_future(writer.run(gate.wait, 30))
+        waiting = asyncio.ensure_future(writer.run(ran.set))  # queued behind the blocked job
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        gate.set()
+        await blocked
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await asyncio.to_thread(ran.wait, 30)  # the line is written all the same
+        assert await writer.run(lambda: 1) == 1
+    finally:
+        writer.close()
+
+
+def test_a_caller_whose_loop_has_closed_does_not_stop_the_thread() -> None:
+    writer = WriterThread("test-writer")
+    gate = threading.Event()
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(writer.run(gate.wait, 30))
+        loop.run_until_complete(asyncio.sleep(0.01))
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        loop.close()
+    gate.set()  # the job ends and finds its loop closed
+    try:
+        assert asyncio.run(writer.run(lambda: "next")) == "next"
+    finally:
+        writer.close()
+
+
+async def test_close_runs_what_is_queued_then_refuses_more() -> None:
+    writer = WriterThread("test-writer")
+    done: list[int] = []
+    gate = threading.Event()
+    writer.submit(gate.wait, 30)
+    for n in range(5):
+        writer.submit(done.append, n)
+    gate.set()
+    await asyncio.to_thread(writer.close)
+    assert done == [0, 1, 2, 3, 4]
+    with pytest.raises(RuntimeError):
+        writer.submit(done.append, 5)
+    with pytest.raises(RuntimeError):
+        await writer.run(done.append, 6)
+    writer.close()  # twice: nothing more
+    assert done == [0, 1, 2, 3, 4]
