@@ -32,13 +32,14 @@ _Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop | No
 
 
 class WriterThread:
-    """A daemon thread running jobs one at a time, in the order they were handed over."""
+    """A daemon thread running jobs one at a time, in the order they were handed over (started
+    with the first job: a store that never writes has no thread)."""
 
     def __init__(self, name: str) -> None:
+        self._name = name
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` on the thread after the jobs before it; its result, or its exception.
@@ -58,11 +59,15 @@ class WriterThread:
         if not self._closed:
             self._closed = True
             self._queue.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _put(self, job: _Job) -> None:
         if self._closed:
             raise RuntimeError("the writer thread is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            self._thread.start()
         self._queue.put(job)
 
     def _work(self) -> None:

@@ -101,3 +101,13 @@ async def test_close_runs_what_is_queued_then_refuses_more() -> None:
         await writer.run(done.append, 6)
     writer.close()  # twice: nothing more
     assert done == [0, 1, 2, 3, 4]
+
+
+def test_no_thread_until_the_first_job_and_closing_an_unused_one_is_immediate() -> None:
+    before = threading.active_count()
+    writer = WriterThread("test-writer")
+    assert threading.active_count() == before
+    writer.close()
+    with pytest.raises(RuntimeError):
+        writer.submit(print)
+    assert threading.active_count() == before
