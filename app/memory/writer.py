@@ -11,15 +11,19 @@ with one ``call_soon_threadsafe``.
 
 A job handed over always runs, in order, even when the caller that awaits it is cancelled
 meanwhile (a chat line handed over is written; the executor would have dropped a job that had
-not started). ``close`` runs what is queued, then stops the thread.
+not started). ``close`` runs what is queued, then stops the thread; a process that exits without
+calling it still runs what is queued first (``atexit``, as the executor's own exit hook did).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,6 +44,8 @@ class WriterThread:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._thread: threading.Thread | None = None
+        #: closes the thread when the interpreter exits (a weak reference: it keeps nothing alive)
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` on the thread after the jobs before it; its result, or its exception.
@@ -59,6 +65,7 @@ class WriterThread:
         if not self._closed:
             self._closed = True
             self._queue.put(None)
+            atexit.unregister(self._at_exit)
         if self._thread is not None:
             self._thread.join()
 
@@ -68,6 +75,7 @@ class WriterThread:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
             self._thread.start()
+            atexit.register(self._at_exit)
         self._queue.put(job)
 
     def _work(self) -> None:
@@ -83,6 +91,12 @@ class WriterThread:
             else:
                 if future is not None:
                     _settle(loop, future, result, None)
+
+
+def _close_at_exit(writer: weakref.ref[WriterThread]) -> None:
+    alive = writer()
+    if alive is not None:
+        alive.close()
 
 
 def _settle(loop: asyncio.AbstractEventLoop | None, future: asyncio.Future[Any], result: Any,

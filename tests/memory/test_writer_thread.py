@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +114,20 @@ def test_no_thread_until_the_first_job_and_closing_an_unused_one_is_immediate() 
     with pytest.raises(RuntimeError):
         writer.submit(print)
     assert threading.active_count() == before
+
+
+def test_a_process_that_exits_without_closing_still_runs_what_was_handed_over(tmp_path: Path) -> None:
+    marker = tmp_path / "written"
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from app.memory.writer import WriterThread\n"
+        "writer = WriterThread('exit-test')\n"
+        "writer.submit(time.sleep, 0.3)\n"
+        f"writer.submit(Path({str(marker)!r}).write_text, 'line')\n"
+        # no close(): the interpreter exits with both jobs still queued
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "line"
