@@ -150,10 +150,11 @@ class ChatStore:
 
     def close(self) -> None:
         """Wait for pending appends, close the files and stop the writer thread."""
-        try:
-            self._writer.submit(self._close_all)
-        except RuntimeError:  # closed already
-            return
+        if self._writer.started:  # files are only ever opened on the thread: none without it
+            try:
+                self._writer.submit(self._close_all)
+            except RuntimeError:  # closed already
+                return
         self._writer.close()
 
     def _run_ended(self, chat_id: str) -> None:

@@ -47,6 +47,11 @@ class WriterThread:
         #: closes the thread when the interpreter exits (a weak reference: it keeps nothing alive)
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
 
+    @property
+    def started(self) -> bool:
+        """True once a job was handed over (the thread exists)."""
+        return self._thread is not None
+
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` on the thread after the jobs before it; its result, or its exception.
         ``RuntimeError`` once the thread is closed."""

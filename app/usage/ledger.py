@@ -14,7 +14,8 @@ lines never interleave. The writer takes whatever is queued at once and writes i
 flush; reopened when the day changes). A crash can still leave a torn last line: the reader
 skips it with a warning, and the first append after opening the file ends it with a newline.
 ``flush()`` waits for every line recorded so far (a query made after a run ended sees that
-run's calls).
+run's calls). The thread is a daemon; a process that exits without ``close()`` still writes
+what was recorded first (``atexit``, as ``app.memory.writer.WriterThread`` does for chat lines).
 
 Reading: ``lines(day)`` streams one day's file; a query reads only the files of its range.
 """
@@ -22,11 +23,14 @@ Reading: ``lines(day)`` streams one day's file; a query reads only the files of 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import logging
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
@@ -56,6 +60,9 @@ class UsageLedger:
         self._fd_path: Path | None = None
         self._thread = threading.Thread(target=self._write_loop, name="usage-ledger", daemon=True)
         self._thread.start()
+        #: writes what is queued when the interpreter exits (a weak reference: it keeps nothing alive)
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)
 
     @property
     def directory(self) -> Path:
@@ -86,6 +93,7 @@ class UsageLedger:
         if not self._closed:
             self._closed = True
             self._queue.put(None)
+            atexit.unregister(self._at_exit)
         self._thread.join()
 
     def _write_loop(self) -> None:
@@ -174,3 +182,9 @@ class UsageLedger:
                     yield value
                 else:
                     logger.warning("%s: line %d skipped (not an object)", path.name, number)
+
+
+def _close_at_exit(ledger: weakref.ref[UsageLedger]) -> None:
+    alive = ledger()
+    if alive is not None:
+        alive.close()

@@ -127,3 +127,13 @@ async def test_several_lines_with_one_unserialisable_write_nothing(store: ChatSt
     assert [line["_type"] for line in store.read_lines("chat_1")] == ["query"]
     await settle(store)
     assert open_descriptors(store.directory / "chat_1.json") == []
+
+
+def test_a_store_that_never_wrote_closes_without_starting_its_writer_thread(tmp_path: Path) -> None:
+    import threading
+
+    store = ChatStore(tmp_path / "chats")
+    store.close()
+    store.close()  # twice: nothing more
+    assert not any(thread.name == "chat-store" for thread in threading.enumerate())
+    assert not store._writer.started

@@ -131,3 +131,20 @@ def test_a_process_that_exits_without_closing_still_runs_what_was_handed_over(tm
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert marker.read_text() == "line"
+
+
+def test_a_closed_writer_leaves_no_exit_hook_behind() -> None:
+    # stores come and go in one process (tests, the sidecar's restarts): a closed writer's hook
+    # must not run (nor hold a slot) at exit
+    script = (
+        "import time\n"
+        "from app.memory.writer import WriterThread\n"
+        "writer = WriterThread('exit-test')\n"
+        "writer.submit(time.sleep, 0)\n"
+        "writer.close()\n"
+        "writer.close = lambda: print('closed at exit')\n"  # what the hook would call
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,3 +122,42 @@ async def test_a_hostile_entry_loses_only_itself(tmp_path: Path, bad: dict[str, 
         assert read_n(next(tmp_path.glob("*.jsonl"))) == [1, 2]
     finally:
         ledger.close()
+
+
+def test_a_process_that_exits_without_closing_the_ledger_still_writes_what_it_recorded(tmp_path: Path) -> None:
+    # The writer thread is a daemon: without the exit hook the interpreter stops it with the
+    # lines still queued. The first write is held up so that both lines are still queued at exit.
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from app.usage.ledger import UsageLedger\n"
+        f"ledger = UsageLedger(Path({str(tmp_path)!r}))\n"
+        "slow = ledger._append\n"
+        "ledger._append = lambda path, data: (time.sleep(0.3), slow(path, data))\n"
+        "ledger.record({'ts': int(time.time() * 1000), 'runId': 'r0', 'n': 0})\n"
+        "time.sleep(0.05)\n"  # the thread has taken line 0 and sleeps in its write
+        "ledger.record({'ts': int(time.time() * 1000), 'runId': 'r1', 'n': 1})\n"
+        # no close(): the interpreter exits with line 1 still queued
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    files = list(tmp_path.glob("*.jsonl"))
+    assert len(files) == 1, files
+    assert read_n(files[0]) == [0, 1]
+
+
+def test_closing_the_ledger_takes_its_exit_hook_away(tmp_path: Path) -> None:
+    # gateways come and go in one process (tests, the sidecar's restarts): a closed ledger must
+    # leave no hook behind that would run (and hold a slot) at exit
+    script = (
+        "from pathlib import Path\n"
+        "from app.usage.ledger import UsageLedger\n"
+        f"ledger = UsageLedger(Path({str(tmp_path)!r}))\n"
+        "ledger.close()\n"
+        "ledger.close = lambda: print('closed at exit')\n"  # what the hook would call
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
