@@ -44,7 +44,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -337,7 +337,7 @@ class ClusterNode:
         wire: dict[str, Any] = orjson.loads(entries[0][1][b"d"].rsplit(b"\n", 1)[-1])
         return wire
 
-    async def read_events(self, run_id: str, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    async def read_events(self, run_id: str, after: int) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
         """``(seq, wire dict)`` of the run's stream after ``after``, then live until the terminal event.
         A Redis outage is waited out (bounded), then reported as ``ServiceUnavailable``."""
         key = events_key(run_id)

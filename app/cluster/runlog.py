@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -87,12 +88,14 @@ class StreamRunLog:
     def append(self, event: Stamped) -> None:
         raise AssertionError("a remote run's log is written by its own instance")
 
-    async def read(self, after: int = 0, on_leave: Callable[[], object] | None = None) -> AsyncIterator[WireEvent]:
+    async def read(self, after: int = 0, on_leave: Callable[[], object] | None = None) -> AsyncGenerator[WireEvent, None]:
         finished = False
         try:
-            async for seq, wire in self._node.read_events(self._run_id, after):
-                self._last_seq = max(self._last_seq, seq)
-                yield WireEvent(seq, wire)
+            # aclosing: a reader that leaves early releases its Redis read now, not when collected
+            async with contextlib.aclosing(self._node.read_events(self._run_id, after)) as events:
+                async for seq, wire in events:
+                    self._last_seq = max(self._last_seq, seq)
+                    yield WireEvent(seq, wire)
             finished = True
         finally:
             if not finished and on_leave is not None:
@@ -103,8 +106,9 @@ class StreamRunLog:
         """One event per batch: a remote run's events come from Redis as they are read."""
         finished = False
         try:
-            async for event in self.read(after):
-                yield [event]
+            async with contextlib.aclosing(self.read(after)) as events:
+                async for event in events:
+                    yield [event]
             finished = True
         finally:
             if not finished and on_leave is not None:
