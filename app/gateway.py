@@ -37,6 +37,7 @@ from app.mcp import AgentsMcpServer, McpManager
 from app.tools.registry import builtin_tool_names, builtin_tools, with_mcp_tools
 from app.tools.sandbox import Sandbox
 from app.usage import UsageLedger
+from app.writer import WriterThread
 
 if TYPE_CHECKING:
     from app.cluster import ClusterNode
@@ -66,14 +67,17 @@ class Gateway:
         limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
         # issue 13: httpx on the leanest transport installed (app/llm/upstream.py)
         self.http = shared_client(limits, httpx.Timeout(60.0, connect=10.0), lean_parser=lean_parser)
-        self.chats = ChatStore(self.settings.chats_dir, self.settings.memory.chat.charset)
+        #: the one thread that writes chat files and usage lines: a run's lines of both go out on one
+        #: wake-up of it (app/writer.py); closed after the two stores
+        self._writer = WriterThread("gateway-writer")
+        self.chats = ChatStore(self.settings.chats_dir, self.settings.memory.chat.charset, writer=self._writer)
         self.submits = SubmitRegistry()
         self.services = RunServices(
             settings=self.settings, http=self.http, chats=self.chats, submits=self.submits,
             builtin_tools=with_mcp_tools(builtin_tools(), self.mcp.call_tool), api_key_for=self.api_key_for,
             sandbox=Sandbox(self.settings),
             router=ModelRouter(self.settings.agent.llm.breaker), limiter=RateLimiter(self.settings.agent.limits.user),
-            ledger=UsageLedger(self.settings.state_dir / "usage"),
+            ledger=UsageLedger(self.settings.state_dir / "usage", writer=self._writer),
         )
         if self.settings.agent.tools.sandbox.mode == "off":
             logger.warning(
@@ -150,7 +154,8 @@ class Gateway:
         await self.http.aclose()
         if self.local_upstream is not None:
             self.local_upstream.stop()
-        self.chats.close()  # waits for pending appends: memory is flushed
+        self.chats.close()  # closes the chat files after the pending appends
         self.services.ledger.close()  # writes the queued usage lines
+        self._writer.close()  # returns when all of the above is written: memory and usage are flushed
         self._collector.restore()
         self._switch_interval.restore()

@@ -5,7 +5,8 @@ line: reading skips it (with a warning) and the next append first ends it with a
 newline, so every later line starts clean. Runs on one chat never interleave
 because the engine holds ``ChatStore.lock(chat_id)`` for a whole run.
 
-Appends run on one writer thread per store (``app.memory.writer``), so the event loop never
+Appends run on a writer thread (``app.writer``; the gateway's, shared with the usage ledger, or
+the store's own), so the event loop never
 waits for the disk and the lines of a chat reach the file in the order they were appended. Each
 line is one ``write(2)`` of the whole line on an ``O_APPEND`` descriptor, so a crash
 cuts at most the last line. While a run holds the chat's lock, the chat's file stays
@@ -36,7 +37,7 @@ import orjson
 
 from app.errors import PathEscapeError
 from app.memory.lines import ANONYMOUS_OWNER, LINE_QUERY, chat_name, timestamp_of
-from app.memory.writer import WriterThread
+from app.writer import WriterThread
 from app.paths import check_key
 
 logger = logging.getLogger(__name__)
@@ -88,13 +89,16 @@ class ChatStore:
     Call ``close()`` when done (the gateway does it in its lifespan).
     """
 
-    def __init__(self, chats_dir: Path, charset: str = "utf-8") -> None:
+    def __init__(self, chats_dir: Path, charset: str = "utf-8", writer: WriterThread | None = None) -> None:
         self._dir = Path(chats_dir)
         self._charset = codecs.lookup(charset).name  # LookupError for a bogus charset
         self._utf8 = self._charset in _UTF8_NAMES
         # a lock lives as long as someone holds or awaits it, then it is dropped
         self._locks: weakref.WeakValueDictionary[str, _RunLock] = weakref.WeakValueDictionary()
-        self._writer = WriterThread("chat-store")
+        #: the thread the files are written on: ``writer`` (its owner closes it after ``close``) or our own
+        self._writer = writer if writer is not None else WriterThread("chat-store")
+        self._owns_writer = writer is None
+        self._closed = False
         #: chat id → descriptor of its file, kept open while a run holds the chat's lock (writer thread only)
         self._open: dict[str, int] = {}
         #: chats whose file the writer thread may hold open (event loop only): closed at the lock's release
@@ -139,6 +143,8 @@ class ChatStore:
         same trip to the writer thread (else the lock's release sends the thread a close of its own).
         """
         check_key(chat_id, "chatId")
+        if self._closed:
+            raise RuntimeError("the chat store is closed")
         lock = self._locks.get(chat_id)
         # a run is on: its next lines follow soon
         keep_open = lock is not None and lock.locked() and not run_ends
@@ -149,13 +155,18 @@ class ChatStore:
         await self._writer.run(self._append_sync, chat_id, lines, keep_open)
 
     def close(self) -> None:
-        """Wait for pending appends, close the files and stop the writer thread."""
+        """Close the files once the pending appends are written. With a writer thread of its own,
+        stop it (returns when all is done); a shared one's owner closes it afterwards."""
+        if self._closed:
+            return
+        self._closed = True
         if self._writer.started:  # files are only ever opened on the thread: none without it
             try:
                 self._writer.submit(self._close_all)
-            except RuntimeError:  # closed already
-                return
-        self._writer.close()
+            except RuntimeError:  # the shared thread was closed first: so were the files (at exit)
+                logger.warning("the writer thread was closed before the chat store; files closed at exit")
+        if self._owns_writer:
+            self._writer.close()
 
     def _run_ended(self, chat_id: str) -> None:
         """The chat's lock was released: close its file (if still open) once the queued appends are written."""

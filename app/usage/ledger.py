@@ -8,36 +8,34 @@ A line: ``ts`` (epoch ms, when the call ended; its UTC date names the file), ``r
 and, for errors, ``errorCode``.
 
 Writing: ``record`` only puts the dict on a queue (no future, no lock: it is on every model
-call's path) for the ledger's one writer thread, so the engine never waits for the disk and
-lines never interleave. The writer takes whatever is queued at once and writes it with one
-``write`` per day file on an ``O_APPEND`` descriptor that stays open (no user-space buffer to
-flush; reopened when the day changes). A crash can still leave a torn last line: the reader
-skips it with a warning, and the first append after opening the file ends it with a newline.
-``flush()`` waits for every line recorded so far (a query made after a run ended sees that
-run's calls). The thread is a daemon; a process that exits without ``close()`` still writes
-what was recorded first (``atexit``, as ``app.memory.writer.WriterThread`` does for chat lines).
+call's path) and, unless one is already on its way, hands the writer thread (``app.writer``; the
+gateway's, shared with the chat store, or the ledger's own) a job that writes everything queued
+by then, so the engine never waits for the disk and lines never interleave. A run's usage line
+and its chat lines are handed over in the same loop step, so one wake-up of the shared thread
+writes both. The job writes with one ``write`` per day file on an ``O_APPEND`` descriptor that
+stays open (no user-space buffer to flush; reopened when the day changes). A crash can still
+leave a torn last line: the reader skips it with a warning, and the first append after opening
+the file ends it with a newline. ``flush()`` waits for every line recorded so far (a query made
+after a run ended sees that run's calls). A process that exits without ``close()`` still writes
+what was recorded first (the writer thread's ``atexit`` hook runs the jobs handed over).
 
 Reading: ``lines(day)`` streams one day's file; a query reads only the files of its range.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import contextlib
-import functools
 import logging
 import os
 import queue
-import threading
-import weakref
 from collections.abc import Iterator
-from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from app.writer import WriterThread
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +48,22 @@ def day_of(ts_ms: int) -> date:
 
 
 class UsageLedger:
-    """Append-only daily JSONL files under ``directory`` (``data/.agw/usage``). Call ``close()`` when done."""
+    """Append-only daily JSONL files under ``directory`` (``data/.agw/usage``). Call ``close()`` when done.
 
-    def __init__(self, directory: Path) -> None:
+    ``writer``: the thread to write on (its owner closes it after ``close()``); without one the
+    ledger starts its own, which ``close()`` stops."""
+
+    def __init__(self, directory: Path, writer: WriterThread | None = None) -> None:
         self._dir = Path(directory)
-        self._queue: queue.SimpleQueue[dict[str, Any] | Future[None] | None] = queue.SimpleQueue()
+        self._writer = writer if writer is not None else WriterThread("usage-ledger")
+        self._owns_writer = writer is None
+        #: lines recorded and not yet written (the event loop puts, the writer thread takes)
+        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        #: a ``_write_queued`` job is handed over and has not started taking lines yet
+        self._job_on_its_way = False
         self._closed = False
-        self._fd: int | None = None
+        self._fd: int | None = None  # writer thread only, like ``_fd_path``
         self._fd_path: Path | None = None
-        self._thread = threading.Thread(target=self._write_loop, name="usage-ledger", daemon=True)
-        self._thread.start()
-        #: writes what is queued when the interpreter exits (a weak reference: it keeps nothing alive)
-        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
-        atexit.register(self._at_exit)
 
     @property
     def directory(self) -> Path:
@@ -79,50 +80,55 @@ class UsageLedger:
             logger.warning("usage ledger closed: the model call of run %s is not recorded", entry.get("runId"))
             return
         self._queue.put(entry)
+        if not self._job_on_its_way:  # else the job handed over earlier takes this line too
+            self._job_on_its_way = True
+            try:
+                self._writer.submit(self._write_queued)
+            except RuntimeError:  # the shared thread is closed (the gateway is stopping)
+                logger.warning("usage ledger: the writer thread is closed; the call of run %s is not recorded",
+                               entry.get("runId"))
 
     async def flush(self) -> None:
         """Wait until every line recorded before this call is written."""
         if self._closed:
             return
-        done: Future[None] = Future()
-        self._queue.put(done)
-        await asyncio.wrap_future(done)
+        await self._writer.run(self._write_queued)
 
     def close(self) -> None:
-        """Write what is queued and stop the writer thread."""
+        """Write what is queued and close the day file; with a writer thread of its own, stop it
+        (returns when all is written). A shared thread's owner closes it afterwards."""
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            atexit.unregister(self._at_exit)
-        self._thread.join()
-
-    def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while True:  # everything queued meanwhile goes out with the same write
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            waiting: list[Future[None]] = [item for item in batch if isinstance(item, Future)]
-            stop = any(item is None for item in batch)
             try:
-                lines: dict[Path, list[bytes]] = {}
-                for item in batch:
-                    if isinstance(item, dict):
-                        self._encode(item, lines)
-                for path, chunks in lines.items():
-                    self._append(path, b"".join(chunks))
-            except Exception:  # a bug here must never stop the writer: flush() would wait forever
-                logger.exception("usage ledger: a batch of %d lines was not written", len(batch) - len(waiting))
-            finally:
-                for future in waiting:
-                    if future.set_running_or_notify_cancel():  # False: the flush was cancelled meanwhile
-                        future.set_result(None)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+                self._writer.submit(self._write_queued, True)
+            except RuntimeError:  # the shared thread was closed first: its exit ran our last job
+                pass
+        if self._owns_writer:
+            self._writer.close()
+
+    def _write_queued(self, last: bool = False) -> None:
+        """On the writer thread: write every line queued so far (one write per day file)."""
+        # first: a line recorded from here on hands over a job of its own (this one may take it too)
+        self._job_on_its_way = False
+        batch: list[dict[str, Any]] = []
+        while True:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            lines: dict[Path, list[bytes]] = {}
+            for entry in batch:
+                self._encode(entry, lines)
+            for path, chunks in lines.items():
+                self._append(path, b"".join(chunks))
+        except Exception:  # a bug here must never stop the writer: flush() would wait forever
+            logger.exception("usage ledger: a batch of %d lines was not written", len(batch))
+        finally:
+            if last and self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = self._fd_path = None
 
     def _encode(self, entry: dict[str, Any], lines: dict[Path, list[bytes]]) -> None:
         try:
@@ -183,8 +189,3 @@ class UsageLedger:
                 else:
                     logger.warning("%s: line %d skipped (not an object)", path.name, number)
 
-
-def _close_at_exit(ledger: weakref.ref[UsageLedger]) -> None:
-    alive = ledger()
-    if alive is not None:
-        alive.close()

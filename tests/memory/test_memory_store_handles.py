@@ -137,3 +137,23 @@ def test_a_store_that_never_wrote_closes_without_starting_its_writer_thread(tmp_
     store.close()  # twice: nothing more
     assert not any(thread.name == "chat-store" for thread in threading.enumerate())
     assert not store._writer.started
+
+
+async def test_on_a_shared_writer_thread_close_closes_the_files_and_leaves_the_thread_to_its_owner(
+        tmp_path: Path) -> None:
+    from app.writer import WriterThread
+
+    writer = WriterThread("shared-writer")
+    store = ChatStore(tmp_path / "chats", writer=writer)
+    lock = store.lock("chat_1")
+    await lock.acquire()
+    await store.append("chat_1", query_line("r1", "one", ts=1))
+    assert len(open_descriptors(store.directory / "chat_1.json")) == 1
+    store.close()
+    assert await writer.run(lambda: "the thread still runs") == "the thread still runs"
+    assert open_descriptors(store.directory / "chat_1.json") == []  # closed on the shared thread
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.append("chat_1", query_line("r2", "two", ts=2))
+    lock.release()
+    writer.close()
+    assert [line["runId"] for line in store.read_lines("chat_1")] == ["r1"]

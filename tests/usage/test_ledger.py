@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from app.usage.ledger import UsageLedger, day_of
+from app.writer import WriterThread
 
 DAY_MS = 86_400_000
 
@@ -147,17 +148,18 @@ def test_a_process_that_exits_without_closing_the_ledger_still_writes_what_it_re
     assert read_n(files[0]) == [0, 1]
 
 
-def test_closing_the_ledger_takes_its_exit_hook_away(tmp_path: Path) -> None:
-    # gateways come and go in one process (tests, the sidecar's restarts): a closed ledger must
-    # leave no hook behind that would run (and hold a slot) at exit
-    script = (
-        "from pathlib import Path\n"
-        "from app.usage.ledger import UsageLedger\n"
-        f"ledger = UsageLedger(Path({str(tmp_path)!r}))\n"
-        "ledger.close()\n"
-        "ledger.close = lambda: print('closed at exit')\n"  # what the hook would call
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == ""
+async def test_on_a_shared_writer_thread_close_writes_the_lines_and_leaves_the_thread_to_its_owner(
+        tmp_path: Path) -> None:
+    # the gateway's arrangement: one writer thread for the chat store and the ledger
+    writer = WriterThread("shared-writer")
+    ledger = UsageLedger(tmp_path / "usage", writer=writer)
+    ledger.record(entry(0))
+    ledger.record(entry(1))
+    ledger.close()
+    ledger.record(entry(2))  # refused: the ledger is closed, not the thread
+    done = await writer.run(lambda: "the thread still runs")
+    assert done == "the thread still runs"
+    writer.close()
+    files = list((tmp_path / "usage").glob("*.jsonl"))
+    assert len(files) == 1
+    assert read_n(files[0]) == [0, 1]

@@ -1,4 +1,4 @@
-"""``WriterThread`` (``app.memory.writer``): the chat store's writer thread — order, results and
+"""``WriterThread`` (``app.writer``): the writer thread of the chat store and the usage ledger — order, results and
 errors back on the loop, a cancelled caller, a closed loop, and closing."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.memory.writer import WriterThread
+from app.writer import WriterThread
 
 
 async def test_jobs_run_in_order_on_the_thread_and_their_results_come_back() -> None:
@@ -44,7 +44,7 @@ async def test_an_error_reaches_the_caller_and_the_thread_goes_on(caplog: pytest
     try:
         with pytest.raises(TypeError, match="not serialisable"):
             await writer.run(broken)
-        with caplog.at_level(logging.ERROR, logger="app.memory.writer"):
+        with caplog.at_level(logging.ERROR, logger="app.writer"):
             writer.submit(broken)  # nobody awaits it: logged
             assert await writer.run(lambda: "still here") == "still here"
     finally:
@@ -121,7 +121,7 @@ def test_a_process_that_exits_without_closing_still_runs_what_was_handed_over(tm
     script = (
         "import time\n"
         "from pathlib import Path\n"
-        "from app.memory.writer import WriterThread\n"
+        "from app.writer import WriterThread\n"
         "writer = WriterThread('exit-test')\n"
         "writer.submit(time.sleep, 0.3)\n"
         f"writer.submit(Path({str(marker)!r}).write_text, 'line')\n"
@@ -138,7 +138,7 @@ def test_a_closed_writer_leaves_no_exit_hook_behind() -> None:
     # must not run (nor hold a slot) at exit
     script = (
         "import time\n"
-        "from app.memory.writer import WriterThread\n"
+        "from app.writer import WriterThread\n"
         "writer = WriterThread('exit-test')\n"
         "writer.submit(time.sleep, 0)\n"
         "writer.close()\n"
