@@ -188,4 +188,3 @@ class UsageLedger:
                     yield value
                 else:
                     logger.warning("%s: line %d skipped (not an object)", path.name, number)
-
