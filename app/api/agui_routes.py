@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import cast
 
 from ag_ui.core import BaseEvent, RunAgentInput
@@ -143,6 +143,22 @@ async def _typed(events: AsyncIterator[LogEvent]) -> AsyncGenerator[Stamped, Non
             yield event if isinstance(event, Stamped) else Stamped.from_wire(event.wire())
 
 
+def _watching_batches(runs: RunService, run: Run | RemoteRun,
+                      after: int) -> contextlib.aclosing[AsyncGenerator[Sequence[Stamped], None]]:
+    """``_watching`` in batches (``RunService.watch_batches``): the events already in the log
+    when the stream looks, never waiting for more; closed on exit."""
+    batches = runs.watch_batches(run, after)
+    if isinstance(run, RemoteRun):
+        return contextlib.aclosing(_typed_batches(batches))
+    return contextlib.aclosing(cast(AsyncGenerator[Sequence[Stamped], None], batches))
+
+
+async def _typed_batches(batches: AsyncIterator[Sequence[LogEvent]]) -> AsyncGenerator[Sequence[Stamped], None]:
+    async with contextlib.aclosing(cast(AsyncGenerator[Sequence[LogEvent], None], batches)) as source:
+        async for batch in source:
+            yield [event if isinstance(event, Stamped) else Stamped.from_wire(event.wire()) for event in batch]
+
+
 async def _logged(runs: RunService, run: Run | RemoteRun) -> list[Stamped]:
     """The events the run's log holds now (without waiting for more)."""
     # another instance's run: its record's lastSeq is written at the end, so ask its owner
@@ -183,15 +199,19 @@ async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTransl
     encoder = EventEncoder()
     settled = False  # the AG-UI run ended properly: the gateway run ended, or it waits for the client
     try:
-        for event in translator.begin(client_run_id):
-            yield _frame(encoder, event)
-        async with _watching(gateway.runs, run, after) as events:
-            async for stamped in events:
-                for event in translator.translate(stamped):
-                    yield _frame(encoder, event)
+        yield b"".join(_frame(encoder, event) for event in translator.begin(client_run_id))
+        # the events already in the log go out together, in one write, each its own message
+        async with _watching_batches(gateway.runs, run, after) as batches:
+            async for batch in batches:
+                frames: list[bytes] = []
+                for stamped in batch:
+                    frames.extend(_frame(encoder, event) for event in translator.translate(stamped))
+                    if translator.paused:  # the run waits for the client: nothing after this goes out
+                        frames.extend(_frame(encoder, event) for event in translator.pause())
+                        break
+                if frames:
+                    yield frames[0] if len(frames) == 1 else b"".join(frames)
                 if translator.paused:
-                    for event in translator.pause():
-                        yield _frame(encoder, event)
                     settled = True
                     return
         settled = True

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import cast
 
 import anyio
@@ -149,11 +149,17 @@ def _encode(frame: Frame) -> bytes:
 
 
 async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream) -> AsyncIterator[bytes]:
+    """The chunks as they come: the events already in the run's log when the stream looks
+    (``RunService.watch_batches``: never waiting for more) go out together, in one write, each
+    still its own ``data:`` message; a paced delta is its own write."""
     yield _encode(chunks.opening())
-    async with _watching(gateway, run) as events:
-        async for stamped in events:
-            for frame in chunks.translate(stamped.event):
-                yield _encode(frame)
+    translate = chunks.translate
+    batches = cast(AsyncGenerator[Sequence[Stamped], None], gateway.runs.watch_batches(run, 0, cancel_on_leave=True))
+    async with contextlib.aclosing(batches):  # leaving early cancels the run now (see ``_watching``)
+        async for batch in batches:
+            frames = [_encode(frame) for stamped in batch for frame in translate(stamped.event)]
+            if frames:
+                yield frames[0] if len(frames) == 1 else b"".join(frames)
 
 
 def _chunk_stream(request: Request, gateway: Gateway, run: Run, chunks: ChunkStream,

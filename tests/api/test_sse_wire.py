@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -16,6 +15,7 @@ from app.api.sse import encode_event, event_frame, heartbeat
 from app.contract.events import ContentDeltaEvent, Stamped
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script, tool_call_script
+from tests.support.bodies import RecordBodies
 from tests.support.deployment import agent, write_agent
 from tests.support.server import GatewayServer
 from tests.support.sse import stream_events
@@ -113,21 +113,6 @@ async def test_a_unicode_line_separator_reaches_a_client_that_splits_lines_like_
     assert "".join(contents) == SEPARATORS
 
 
-class _QueryBodies:
-    """Records the body chunks the app sends for ``/api/ap/query`` (each is one ``send``, one write)."""
-
-    def __init__(self, app: Any, bodies: list[bytes]) -> None:
-        self.app, self.bodies = app, bodies
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        async def recording(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.body" and scope.get("path") == "/api/ap/query":
-                self.bodies.append(message["body"])
-            await send(message)
-
-        await self.app(scope, receive, recording)
-
-
 async def test_events_already_in_the_log_go_out_in_one_write_each_still_its_own_message(
     deploy: Path, upstream: FakeUpstream, client: httpx.AsyncClient
 ) -> None:
@@ -135,7 +120,7 @@ async def test_events_already_in_the_log_go_out_in_one_write_each_still_its_own_
     upstream.enqueue(text_script(["one"]))
     bodies: list[bytes] = []
     server = GatewayServer(deploy)
-    server.app.add_middleware(_QueryBodies, bodies=bodies)
+    server.app.add_middleware(RecordBodies, bodies=bodies, path="/api/ap/query")
     with server:
         events = [event async for event in stream_events(
             client, f"{server.url}/api/ap/query", {"agentKey": "plain", "message": "hi"})]
@@ -143,3 +128,28 @@ async def test_events_already_in_the_log_go_out_in_one_write_each_still_its_own_
     assert sum(per_send) == len(events)  # every event, each its own SSE message
     assert max(per_send) >= 2, per_send  # the run's first events were there together: one write
     assert b"".join(bodies).startswith(b"id: 1\r\nevent: message\r\n")
+
+
+async def test_openai_chunks_already_there_go_out_in_one_write_each_still_its_own_message(
+    deploy: Path, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    # the run's end is several chunks at once (the finish chunk, then [DONE]): one write, and
+    # every chunk still a message of its own, in order
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    upstream.enqueue(text_script(["one ", "two"]))
+    bodies: list[bytes] = []
+    server = GatewayServer(deploy)
+    server.app.add_middleware(RecordBodies, bodies=bodies, path="/v1/chat/completions")
+    with server:
+        async with client.stream("POST", f"{server.url}/v1/chat/completions", json={
+                "model": "plain", "messages": [{"role": "user", "content": "x"}], "stream": True}) as r:
+            lines = [line async for line in r.aiter_lines() if line]
+    messages = [line[6:] for line in lines if line.startswith("data: ")]
+    per_send = [body.count(b"data: ") for body in bodies]
+    assert sum(per_send) == len(messages)
+    assert max(per_send) >= 2, per_send  # chunks that were there together: one write
+    assert messages[-1] == "[DONE]"
+    chunks = [orjson.loads(m) for m in messages[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "one two"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert b"".join(bodies) == b"".join(f"data: {m}\r\n\r\n".encode() for m in messages)
