@@ -155,12 +155,14 @@ class SidecarMethods:
         runs = self._gateway.runs
         run = await runs.start(query, OWNER)
         events: list[dict[str, Any]] = []
-        async for stamped in runs.query_stream(run):
+        # the events already in the run's log go out together: one write, each its own notification
+        async for batch in runs.query_batches(run):
             if query.stream:
-                await self._writer.send(
-                    notification("agent.event", {"requestId": run.request_id, "event": stamped.wire()}))
+                await self._writer.send_lines([
+                    notification("agent.event", {"requestId": run.request_id, "event": stamped.wire()})
+                    for stamped in batch])
             else:
-                events.append(stamped.wire())
+                events.extend(stamped.wire() for stamped in batch)
         result = await self._run_result(run)
         if not query.stream:
             result["answer"] = run.final_text
@@ -185,9 +187,9 @@ class SidecarMethods:
         runs = self._gateway.runs
         run = runs.get(body.runId, OWNER)  # a desktop sidecar is one process: its runs are its own
         attach_id = body.attachId or f"attach:{run.run_id}"
-        async for stamped in runs.watch(run, body.after):
-            await self._writer.send(notification("agent.event", {
-                "requestId": run.request_id, "attachId": attach_id, "event": stamped.wire()}))
+        async for batch in runs.watch_batches(run, body.after):
+            await self._writer.send_lines([notification("agent.event", {
+                "requestId": run.request_id, "attachId": attach_id, "event": stamped.wire()}) for stamped in batch])
         return {**await self._run_result(run), "attachId": attach_id}
 
     async def agent_status(self, params: dict[str, Any]) -> dict[str, Any]:

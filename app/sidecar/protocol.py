@@ -13,14 +13,19 @@ Pure functions and one writer; nothing here knows the gateway.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
 import orjson
+
+logger = logging.getLogger(__name__)
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -115,14 +120,78 @@ def parse_line(line: bytes) -> Call | list[Call | Reply] | Reply | None:
     return to_call(data)
 
 
+#: one JSON-RPC message per line
+_LINE: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
+class _PipeProtocol(asyncio.Protocol):
+    """The write side of the protocol pipe: flow control and the reader's going away."""
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._paused: asyncio.Future[None] | None = None
+
+    def pause_writing(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True  # the reader went away (or we closed): later output is dropped
+        self._wake()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def drain(self) -> None:
+        """Returns at once unless the pipe is full; then when the reader has caught up."""
+        if self._paused is not None:
+            await asyncio.shield(self._paused)
+
+    def _wake(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+
 class LineWriter:
-    """Writes protocol messages to ``stream``, one JSON line each, flushed, in call order."""
+    """Writes protocol messages to ``stream``, one JSON line each, flushed, in call order.
+
+    When ``stream`` is a pipe or a socket (a desktop app reading the sidecar), ``open`` makes
+    every message one non-blocking write from the event loop (``loop.connect_write_pipe``): no
+    trip to a thread per message; ``send`` waits only while the pipe is full. A regular file or
+    a terminal (whose non-blocking mode would outlive the process) is written on one thread.
+    A reader that goes away never stops the sidecar: its output is dropped.
+    """
+
+    #: how long ``aclose`` waits for a reader to take the last messages
+    CLOSE_TIMEOUT_S = 10.0
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-stdout")
         self._lock = threading.Lock()
         self._broken = False
+        self._transport: asyncio.WriteTransport | None = None
+        self._pipe: _PipeProtocol | None = None
+
+    async def open(self) -> None:
+        """Write from the event loop when ``stream`` is a pipe or a socket (see the class)."""
+        try:
+            mode = os.fstat(self._stream.fileno()).st_mode
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's buffer): the thread
+            return
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return
+        self._stream.flush()  # nothing is buffered yet; the transport writes the descriptor itself
+        try:
+            transport, pipe = await asyncio.get_running_loop().connect_write_pipe(_PipeProtocol, self._stream)
+        except (NotImplementedError, OSError, ValueError) as exc:  # a loop without pipes: the thread
+            logger.debug("sidecar stdout: writing on a thread (%s)", exc)
+            return
+        self._transport, self._pipe = transport, pipe
 
     def _write(self, data: bytes) -> None:
         with self._lock:
@@ -135,11 +204,40 @@ class LineWriter:
                 self._broken = True  # the reader went away; keep running, drop output
 
     async def send(self, message: dict[str, Any] | list[dict[str, Any]]) -> None:
-        data = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, data)
+        await self._send(orjson.dumps(message, option=_LINE))
+
+    async def send_lines(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Several messages, each its own line, in one write (what is already there goes out together)."""
+        await self._send(b"".join(orjson.dumps(message, option=_LINE) for message in messages))
+
+    async def _send(self, data: bytes) -> None:
+        pipe = self._pipe
+        if pipe is None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._write, data)
+            return
+        if pipe.lost:
+            return
+        assert self._transport is not None
+        self._transport.write(data)
+        await pipe.drain()
+
+    async def aclose(self) -> None:
+        """Let the reader take what is still buffered (at most ``CLOSE_TIMEOUT_S``), then close."""
+        transport, pipe = self._transport, self._pipe
+        if transport is not None and pipe is not None:
+            transport.close()  # the buffer is written first
+            try:
+                await asyncio.wait_for(asyncio.shield(pipe.closed), self.CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                logger.warning("sidecar stdout: the reader took nothing for %.0f s; dropping the rest",
+                               self.CLOSE_TIMEOUT_S)
+                transport.abort()
+        self.close()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._transport is not None:
+            return  # the transport closed the stream
         with self._lock:
             try:
                 self._stream.flush()

@@ -7,7 +7,8 @@
   carry the request's ``id``; ``agent.event`` notifications are written the moment
   each event happens.
 * stdout carries protocol lines only: ``take_stdout`` moves everything else to
-  stderr, and ``LineWriter`` is the single writer.
+  stderr, and ``LineWriter`` is the single writer (from the event loop when stdout is a pipe
+  or a socket; the events already in a run's log go out in one write, one line each).
 * EOF (or SIGTERM/SIGINT) shuts down cleanly: running runs are cancelled (their
   queries answer with ``status: "cancel"``), the remaining requests finish, the
   gateway closes (memory flushed), exit status 0.
@@ -218,6 +219,7 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_serv
                       stdin: IO[bytes] | None = None) -> int:
     """Run the sidecar (and ``extra_services``) until EOF on stdin; returns the exit status (0)."""
     writer = LineWriter(protocol_out)
+    await writer.open()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -234,6 +236,6 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_serv
             logger.info("sidecar ready (gateway %s)", gateway.version)
             await SidecarServer(gateway, writer).serve(reader, stop)
     finally:
-        writer.close()
+        await writer.aclose()
     logger.info("sidecar: stopped")
     return 0
