@@ -179,6 +179,8 @@ class LineWriter:
 
     async def open(self) -> None:
         """Write from the event loop when ``stream`` is a pipe or a socket (see the class)."""
+        if os.name != "posix":  # Windows' proactor needs overlapped pipes, which a parent rarely gives
+            return
         try:
             mode = os.fstat(self._stream.fileno()).st_mode
         except (OSError, ValueError, AttributeError):  # no descriptor (a test's buffer): the thread

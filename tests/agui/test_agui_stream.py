@@ -20,7 +20,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import Finish, Gate, Text, ToolArgs, ToolCall, gated_text_script, http_error_script, text_script
 from tests.agui.support import collect_agui, kinds, parse_event, raw_types, stream_agui, user_input
 from tests.engine.helpers import call
-from tests.support.bodies import RecordBodies
+from tests.support.bodies import recording_gateway
 from tests.support.deployment import agent, write_agent
 from tests.support.server import GatewayServer
 from tests.support.sse import types
@@ -375,11 +375,7 @@ async def test_events_already_there_go_out_in_one_write_each_still_its_own_messa
 ) -> None:
     # the run's opening events are in its log together, and so are its last ones
     # (TEXT_MESSAGE_END, RUN_FINISHED): each group is one write, each event still a message
-    write_agent(deploy, "plain", agent("ONESHOT"))
-    upstream.enqueue(text_script(["one ", "two"]))
-    bodies: list[bytes] = []
-    server = GatewayServer(deploy)
-    server.app.add_middleware(RecordBodies, bodies=bodies, path="/ag-ui/plain")
+    server, bodies = recording_gateway(deploy, upstream, "/ag-ui/plain", ["one ", "two"])
     with server:
         events = await collect_agui(client, f"{server.url}/ag-ui/plain", user_input("thread-batched", "hi"))
     assert kinds(events) == [*OPENING, "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT",

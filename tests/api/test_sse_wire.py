@@ -15,7 +15,7 @@ from app.api.sse import encode_event, event_frame, heartbeat
 from app.contract.events import ContentDeltaEvent, Stamped
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script, tool_call_script
-from tests.support.bodies import RecordBodies
+from tests.support.bodies import recording_gateway
 from tests.support.deployment import agent, write_agent
 from tests.support.server import GatewayServer
 from tests.support.sse import stream_events
@@ -116,11 +116,7 @@ async def test_a_unicode_line_separator_reaches_a_client_that_splits_lines_like_
 async def test_events_already_in_the_log_go_out_in_one_write_each_still_its_own_message(
     deploy: Path, upstream: FakeUpstream, client: httpx.AsyncClient
 ) -> None:
-    write_agent(deploy, "plain", agent("ONESHOT"))
-    upstream.enqueue(text_script(["one"]))
-    bodies: list[bytes] = []
-    server = GatewayServer(deploy)
-    server.app.add_middleware(RecordBodies, bodies=bodies, path="/api/ap/query")
+    server, bodies = recording_gateway(deploy, upstream, "/api/ap/query", ["one"])
     with server:
         events = [event async for event in stream_events(
             client, f"{server.url}/api/ap/query", {"agentKey": "plain", "message": "hi"})]
@@ -135,11 +131,7 @@ async def test_openai_chunks_already_there_go_out_in_one_write_each_still_its_ow
 ) -> None:
     # the run's end is several chunks at once (the finish chunk, then [DONE]): one write, and
     # every chunk still a message of its own, in order
-    write_agent(deploy, "plain", agent("ONESHOT"))
-    upstream.enqueue(text_script(["one ", "two"]))
-    bodies: list[bytes] = []
-    server = GatewayServer(deploy)
-    server.app.add_middleware(RecordBodies, bodies=bodies, path="/v1/chat/completions")
+    server, bodies = recording_gateway(deploy, upstream, "/v1/chat/completions", ["one ", "two"])
     with server:
         async with client.stream("POST", f"{server.url}/v1/chat/completions", json={
                 "model": "plain", "messages": [{"role": "user", "content": "x"}], "stream": True}) as r:

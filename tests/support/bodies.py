@@ -6,7 +6,13 @@ check which events went out together.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from app.devtools import FakeUpstream
+from app.devtools.script import text_script
+from tests.support.deployment import agent, write_agent
+from tests.support.server import GatewayServer
 
 
 class RecordBodies:
@@ -22,3 +28,15 @@ class RecordBodies:
             await send(message)
 
         await self.app(scope, receive, recording)
+
+
+def recording_gateway(deploy: Path, upstream: FakeUpstream, path: str,
+                      answer: list[str]) -> tuple[GatewayServer, list[bytes]]:
+    """A gateway (not started) with a ONESHOT agent ``plain`` whose next answer is ``answer``, and the
+    list that will hold the body chunks it sends for ``path``."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    upstream.enqueue(text_script(answer))
+    bodies: list[bytes] = []
+    server = GatewayServer(deploy)
+    server.app.add_middleware(RecordBodies, bodies=bodies, path=path)
+    return server, bodies
