@@ -2,7 +2,7 @@
 
 ``ChatStore`` writes its chat files here and ``UsageLedger`` its usage lines, so the event loop
 never waits for the disk (issue 13). The gateway gives both the same thread: a run's usage line
-and its chat lines are handed over in the same loop step, so one wake-up of the thread writes
+and its last chat lines are handed over moments apart, so one wake-up of the thread writes
 both (a thread of its own for the ledger cost about 0.2 ms of CPU per run: docs/DECISIONS.md).
 It is what ``ThreadPoolExecutor(max_workers=1)`` with ``loop.run_in_executor`` does, at a
 lower cost per trip, which a run pays two or three times: about 50 µs of CPU against about 80

@@ -11,7 +11,7 @@ Writing: ``record`` only puts the dict on a queue (no future, no lock: it is on 
 call's path) and, unless one is already on its way, hands the writer thread (``app.writer``; the
 gateway's, shared with the chat store, or the ledger's own) a job that writes everything queued
 by then, so the engine never waits for the disk and lines never interleave. A run's usage line
-and its chat lines are handed over in the same loop step, so one wake-up of the shared thread
+and its last chat lines are handed over moments apart, so one wake-up of the shared thread
 writes both. The job writes with one ``write`` per day file on an ``O_APPEND`` descriptor that
 stays open (no user-space buffer to flush; reopened when the day changes). A crash can still
 leave a torn last line: the reader skips it with a warning, and the first append after opening
