@@ -128,32 +128,18 @@ async def _answer(gateway: Gateway, streams: StreamShutdown, agent_key: str, thr
 
 
 def _watching(runs: RunService, run: Run | RemoteRun,
-              after: int) -> contextlib.aclosing[AsyncGenerator[Stamped, None]]:
-    """The run's events after ``after``; closed on exit. Leaving never cancels the run by itself.
-    Another instance's run (SPEC §16) comes as wire dicts from Redis: typed again for the translator."""
-    events = runs.watch(run, after)
-    if isinstance(run, RemoteRun):
-        return contextlib.aclosing(_typed(events))
-    return contextlib.aclosing(cast(AsyncGenerator[Stamped, None], events))
-
-
-async def _typed(events: AsyncIterator[LogEvent]) -> AsyncGenerator[Stamped, None]:
-    async with contextlib.aclosing(cast(AsyncGenerator[LogEvent, None], events)) as source:
-        async for event in source:
-            yield event if isinstance(event, Stamped) else Stamped.from_wire(event.wire())
-
-
-def _watching_batches(runs: RunService, run: Run | RemoteRun,
-                      after: int) -> contextlib.aclosing[AsyncGenerator[Sequence[Stamped], None]]:
-    """``_watching`` in batches (``RunService.watch_batches``): the events already in the log
-    when the stream looks, never waiting for more; closed on exit."""
+              after: int) -> contextlib.aclosing[AsyncGenerator[Sequence[Stamped], None]]:
+    """The run's events after ``after``, in batches (``RunService.watch_batches``: the events
+    already in the log when the reader looks, never waiting for more); closed on exit. Leaving
+    never cancels the run by itself. Another instance's run (SPEC §16) comes as wire dicts from
+    Redis: typed again for the translator."""
     batches = runs.watch_batches(run, after)
     if isinstance(run, RemoteRun):
-        return contextlib.aclosing(_typed_batches(batches))
+        return contextlib.aclosing(_typed(batches))
     return contextlib.aclosing(cast(AsyncGenerator[Sequence[Stamped], None], batches))
 
 
-async def _typed_batches(batches: AsyncIterator[Sequence[LogEvent]]) -> AsyncGenerator[Sequence[Stamped], None]:
+async def _typed(batches: AsyncIterator[Sequence[LogEvent]]) -> AsyncGenerator[Sequence[Stamped], None]:
     async with contextlib.aclosing(cast(AsyncGenerator[Sequence[LogEvent], None], batches)) as source:
         async for batch in source:
             yield [event if isinstance(event, Stamped) else Stamped.from_wire(event.wire()) for event in batch]
@@ -166,11 +152,12 @@ async def _logged(runs: RunService, run: Run | RemoteRun) -> list[Stamped]:
     logged: list[Stamped] = []
     if last == 0:
         return logged
-    async with _watching(runs, run, 0) as events:
-        async for stamped in events:
-            logged.append(stamped)
-            if stamped.seq >= last:
-                break
+    async with _watching(runs, run, 0) as batches:
+        async for batch in batches:
+            for stamped in batch:
+                logged.append(stamped)
+                if stamped.seq >= last:
+                    return logged
     return logged
 
 
@@ -201,7 +188,7 @@ async def _frames(gateway: Gateway, run: Run | RemoteRun, translator: AguiTransl
     try:
         yield b"".join(_frame(encoder, event) for event in translator.begin(client_run_id))
         # the events already in the log go out together, in one write, each its own message
-        async with _watching_batches(gateway.runs, run, after) as batches:
+        async with _watching(gateway.runs, run, after) as batches:
             async for batch in batches:
                 frames: list[bytes] = []
                 for stamped in batch:

@@ -130,11 +130,13 @@ async def chat_completions(request: Request) -> Response:
     return CompletionResponse(gateway, run, chunks, headers)
 
 
-def _watching(gateway: Gateway, run: Run) -> contextlib.aclosing[AsyncGenerator[Stamped, None]]:
-    """The run's events from the start; leaving early (disconnect, close) cancels the run. Closed
-    on exit, so the cancellation happens now even when the consumer is closed between events."""
-    events = cast(AsyncGenerator[Stamped, None], gateway.runs.watch(run, 0, cancel_on_leave=True))
-    return contextlib.aclosing(events)
+def _watching(gateway: Gateway, run: Run) -> contextlib.aclosing[AsyncGenerator[Sequence[Stamped], None]]:
+    """The run's events from the start, in batches (``RunService.watch_batches``: the events
+    already in the log when the reader looks, never waiting for more); leaving early (disconnect,
+    close) cancels the run. Closed on exit, so the cancellation happens now even when the consumer
+    is closed between events."""
+    batches = gateway.runs.watch_batches(run, 0, cancel_on_leave=True)
+    return contextlib.aclosing(cast(AsyncGenerator[Sequence[Stamped], None], batches))
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -149,13 +151,11 @@ def _encode(frame: Frame) -> bytes:
 
 
 async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream) -> AsyncIterator[bytes]:
-    """The chunks as they come: the events already in the run's log when the stream looks
-    (``RunService.watch_batches``: never waiting for more) go out together, in one write, each
-    still its own ``data:`` message; a paced delta is its own write."""
+    """The chunks as they come: the events of a batch go out together, in one write, each still
+    its own ``data:`` message; a paced delta is its own write."""
     yield _encode(chunks.opening())
     translate = chunks.translate
-    batches = cast(AsyncGenerator[Sequence[Stamped], None], gateway.runs.watch_batches(run, 0, cancel_on_leave=True))
-    async with contextlib.aclosing(batches):  # leaving early cancels the run now (see ``_watching``)
+    async with _watching(gateway, run) as batches:
         async for batch in batches:
             frames = [_encode(frame) for stamped in batch for frame in translate(stamped.event)]
             if frames:
@@ -186,9 +186,10 @@ class CompletionResponse(Response):
 
     async def _fold(self) -> CompletionFold:
         fold = CompletionFold()
-        async with _watching(self._gateway, self._run) as events:
-            async for stamped in events:
-                fold.add(stamped.event)
+        async with _watching(self._gateway, self._run) as batches:
+            async for batch in batches:
+                for stamped in batch:
+                    fold.add(stamped.event)
         return fold
 
     async def _response(self) -> Response:
