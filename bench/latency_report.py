@@ -6,18 +6,23 @@ rewritten; a new file gets both this section's and the load section's markers.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 START, END = "<!-- latency:start -->", "<!-- latency:end -->"
 LOAD_START, LOAD_END = "<!-- load:start -->", "<!-- load:end -->"
 PROJECT_PACKAGES = ("fastapi", "starlette", "sse-starlette", "uvicorn", "httpx", "httpcore", "pydantic", "orjson",
                     "uvloop", "httptools")
+Loads = tuple[tuple[float, float, float], tuple[float, float, float]]
+R = TypeVar("R")
+
 LITELLM_PACKAGES = ("litellm", "fastapi", "uvicorn", "httpx", "openai", "aiohttp", "uvloop")
 
 
@@ -112,3 +117,16 @@ def replace_section(results: Path, start: str, end: str, body: str) -> None:
 
 def write_section(results: Path, body: str) -> None:
     replace_section(results, START, END, body)
+
+
+def measure_and_report(measure: Callable[[int], Coroutine[Any, Any, R]], render: Callable[[R, int, Loads], str], repeat: int,
+                       results: Path, start: str, end: str, *, write: bool) -> None:
+    """A benchmark's run: ``measure(repeat)`` between two load-average readings, ``render`` the
+    figures, print them, and (``write``) put them between ``start`` and ``end`` in ``results``."""
+    before = load_average()
+    figures = asyncio.run(measure(repeat))
+    report = render(figures, repeat, (before, load_average()))
+    print(report)
+    if write:
+        replace_section(results, start, end, report)
+

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from latency_client import Target, run_crowd, run_load
 from latency_proc import cpu_seconds, free_port, stop
-from latency_report import load_average, percentile, replace_section
+from latency_report import measure_and_report, percentile
 from latency_targets import _openai_body, start_gateway, start_upstream
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -216,12 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     options = parser.parse_args(args)
-    before = load_average()
-    results = asyncio.run(measure(options.repeat))
-    report = render(results, options.repeat, (before, load_average()))
-    print(report)
-    if not options.no_write:
-        replace_section(RESULTS, START, END, report)
+    measure_and_report(measure, render, options.repeat, RESULTS, START, END, write=not options.no_write)
     return 0
 
 

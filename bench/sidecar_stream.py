@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from latency_client import run_load
 from latency_proc import cpu_seconds, stop
-from latency_report import load_average, percentile, replace_section
+from latency_report import measure_and_report, percentile
 from latency_targets import REPO, _env, make_deployment, start_gateway, start_upstream
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -184,12 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    before = load_average()
-    results = asyncio.run(measure(options.repeat))
-    report = render(results, options.repeat, (before, load_average()))
-    print(report)
-    if not options.no_write:
-        replace_section(RESULTS, START, END, report)
+    measure_and_report(measure, render, options.repeat, RESULTS, START, END, write=not options.no_write)
     return 0
 
 
