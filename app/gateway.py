@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -143,19 +143,34 @@ class Gateway:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.scheduler.stop()
-        await self.agents_mcp.stop()
-        await self.runs.aclose()
-        await self.mcp.stop()  # after the runs: none calls an MCP tool any more
+        # Each step runs even when one before it failed (Redis gone, an MCP server that hangs up
+        # badly): a failure is logged and the rest goes on. Memory and usage are flushed, the
+        # writer thread stopped and the interpreter's settings restored whatever happened above,
+        # a cancelled shutdown included.
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("the scheduler", self.scheduler.stop),
+            ("the agents' MCP server", self.agents_mcp.stop),
+            ("the runs", self.runs.aclose),
+            ("the MCP clients", self.mcp.stop),  # after the runs: none calls an MCP tool any more
+        ]
         if self.cluster is not None:
-            await self.cluster.stop()  # after the runs recorded their end in Redis
-        await self.telemetry.aclose()  # every run's span has ended: flush them
-        await self.catalog.stop()
-        await self.http.aclose()
-        if self.local_upstream is not None:
-            self.local_upstream.stop()
-        self.chats.close()  # closes the chat files after the pending appends
-        self.services.ledger.close()  # writes the queued usage lines
-        self._writer.close()  # returns when all of the above is written: memory and usage are flushed
-        self._collector.restore()
-        self._switch_interval.restore()
+            steps.append(("the cluster node", self.cluster.stop))  # after the runs recorded their end in Redis
+        steps += [
+            ("telemetry", self.telemetry.aclose),  # every run's span has ended: flush them
+            ("the catalog", self.catalog.stop),
+            ("the upstream client", self.http.aclose),
+        ]
+        try:
+            for name, stop in steps:
+                try:
+                    await stop()
+                except Exception:
+                    logger.exception("stopping %s failed; the gateway goes on stopping the rest", name)
+            if self.local_upstream is not None:
+                self.local_upstream.stop()
+        finally:
+            self.chats.close()  # closes the chat files after the pending appends
+            self.services.ledger.close()  # writes the queued usage lines
+            self._writer.close()  # returns when all of the above is written: memory and usage are flushed
+            self._collector.restore()
+            self._switch_interval.restore()

@@ -117,9 +117,15 @@ def _settle(loop: asyncio.AbstractEventLoop | None, future: asyncio.Future[Any],
 
 
 def _set(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled meanwhile
+    if future.done():  # the caller was cancelled meanwhile: a failure is still told, in the log
+        if error is not None:
+            logger.error("a job on the writer thread failed after its caller had left", exc_info=error)
         return
     if error is not None:
+        if isinstance(error, StopIteration):  # a future cannot hold one (its waiter would hang)
+            wrapped = RuntimeError(f"StopIteration raised on the writer thread: {error}")
+            wrapped.__cause__ = error
+            error = wrapped
         future.set_exception(error)
     else:
         future.set_result(result)

@@ -70,6 +70,46 @@ async def test_a_job_handed_over_runs_even_when_its_caller_is_cancelled() -> Non
         writer.close()
 
 
+async def test_a_failure_after_its_caller_was_cancelled_is_still_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """The user stops a run while its step line waits behind another job, and that write then fails
+    (a full disk): nobody awaits the result any more, but the failure must reach the log."""
+    writer = WriterThread("test-writer")
+    gate = threading.Event()
+
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    try:
+        blocked = asyncio.ensure_future(writer.run(gate.wait, 30))
+        waiting = asyncio.ensure_future(writer.run(full_disk))  # queued behind the blocked job
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with caplog.at_level(logging.ERROR, logger="app.writer"):
+            gate.set()
+            await blocked
+            assert await writer.run(lambda: "after") == "after"  # its result came back before this one
+            await asyncio.sleep(0)
+    finally:
+        writer.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    failures = [r for r in caplog.records if "after its caller had left" in r.getMessage()]
+    assert failures and "No space left on device" in str(failures[0].exc_info[1])  # type: ignore[index]
+
+
+async def test_a_job_that_raises_stop_iteration_fails_its_caller_instead_of_hanging() -> None:
+    """``Future.set_exception(StopIteration())`` raises inside the loop's callback and leaves the future
+    pending: a job calling ``next`` on an empty iterator would hang its caller for ever."""
+    writer = WriterThread("test-writer")
+    try:
+        with pytest.raises(RuntimeError, match="StopIteration") as raised:
+            await asyncio.wait_for(writer.run(next, iter(())), 30)
+        assert isinstance(raised.value.__cause__, StopIteration)
+        assert await writer.run(lambda: "still here") == "still here"
+    finally:
+        writer.close()
+
+
 def test_a_caller_whose_loop_has_closed_does_not_stop_the_thread() -> None:
     writer = WriterThread("test-writer")
     gate = threading.Event()

@@ -140,7 +140,7 @@ async def _write(chats: ChatStore, chat_id: str, lines: list[dict[str, Any]]) ->
             for line in lines:
                 await chats.append(chat_id, line)
     except BaseException:
-        await asyncio.shield(asyncio.to_thread(chats.path(chat_id).unlink, missing_ok=True))
+        await asyncio.shield(chats.remove(chat_id))  # after the lines already handed over
         raise
 
 

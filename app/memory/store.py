@@ -154,6 +154,15 @@ class ChatStore:
             self._kept.discard(chat_id)  # the writer closes the file after these lines
         await self._writer.run(self._append_sync, chat_id, lines, keep_open)
 
+    async def remove(self, chat_id: str) -> None:
+        """Delete the chat's file once the appends already handed over are written (a line still
+        queued would otherwise create the file again after it was deleted)."""
+        check_key(chat_id, "chatId")
+        if self._closed:
+            raise RuntimeError("the chat store is closed")
+        self._kept.discard(chat_id)
+        await self._writer.run(self._remove_sync, chat_id)
+
     def close(self) -> None:
         """Close the files once the pending appends are written. With a writer thread of its own,
         stop it (returns when all is done); a shared one's owner closes it afterwards."""
@@ -262,6 +271,7 @@ class ChatStore:
 
     def _append_sync(self, chat_id: str, lines: tuple[dict[str, Any], ...], keep_open: bool) -> None:
         fd = self._open.pop(chat_id, None)
+        written = False
         try:
             data = b"".join([self._dumps(line) + b"\n" for line in lines])  # TypeError: the file is untouched
             if fd is not None and os.fstat(fd).st_nlink == 0:  # the file was removed meanwhile: a new one
@@ -270,12 +280,19 @@ class ChatStore:
             if fd is None:
                 fd = self._open_file(chat_id)
             _write_all(fd, data)
+            written = True
         finally:
             if fd is not None:
-                if keep_open and len(self._open) < MAX_OPEN_FILES:
+                # after a failure the file is closed: a write that failed part-way (a full disk) may
+                # have left half a line, and only opening the file again ends it before the next one
+                if written and keep_open and len(self._open) < MAX_OPEN_FILES:
                     self._open[chat_id] = fd
                 else:
                     os.close(fd)
+
+    def _remove_sync(self, chat_id: str) -> None:
+        self._close_file(chat_id)
+        (self._dir / f"{chat_id}{_SUFFIX}").unlink(missing_ok=True)  # a symbolic link: the link itself
 
     def _open_file(self, chat_id: str) -> int:
         """Open the chat's file for appending; end a last line a crash cut short."""

@@ -404,3 +404,41 @@ async def test_fork_from_a_graph_node_restarts_there_with_the_state_overridden(
     # a node the run never reached is not a fork point
     envelope = await fork(client, gw, {"chatId": chat_id, "runId": run_id, "node": "review#3"}, status=404)
     assert "never reached node 'review'" in envelope["msg"]
+
+
+async def test_a_fork_cancelled_while_its_lines_wait_on_the_writer_thread_leaves_no_chat_file(
+        tmp_path: Path) -> None:
+    """The client leaves while the new chat's lines are still queued behind a slow write: the
+    half-written chat is removed, and a line that was already handed over does not bring it back
+    (it is written first, then the file is deleted)."""
+    import threading
+
+    from app.api.fork_routes import _write
+    from app.memory import ChatStore
+
+    store = ChatStore(tmp_path / "chats")
+    gate = threading.Event()
+    lines = [{"_type": "fork", "n": 0}, {"_type": "query", "n": 1}, {"_type": "step", "n": 2}]
+    write_line = store._append_sync
+
+    def slow_second_line(chat_id: str, batch: tuple[dict[str, Any], ...], keep_open: bool) -> None:
+        if batch[0].get("n") == 1:
+            gate.wait(30)  # a slow disk
+        write_line(chat_id, batch, keep_open)
+
+    store._append_sync = slow_second_line  # type: ignore[method-assign]
+    try:
+        fork = asyncio.ensure_future(_write(store, "forked_chat", lines))
+        while not (store.directory / "forked_chat.json").exists():  # the first line is written
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # the second is on the thread, waiting for the disk
+        fork.cancel()
+        await asyncio.sleep(0.02)
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await fork
+        await store.append("other_chat", {"_type": "query"})  # everything queued before is done
+        assert not (store.directory / "forked_chat.json").exists()
+    finally:
+        gate.set()
+        store.close()

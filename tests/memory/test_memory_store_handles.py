@@ -157,3 +157,55 @@ async def test_on_a_shared_writer_thread_close_closes_the_files_and_leaves_the_t
     lock.release()
     writer.close()
     assert [line["runId"] for line in store.read_lines("chat_1")] == ["r1"]
+
+
+async def test_attack_a_write_that_fails_half_way_does_not_glue_the_runs_next_line_to_the_half_line(
+        store: ChatStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk cuts a step line short while the run keeps the file open. The run's next line
+    (its end) must start on a line of its own, else both are lost when the chat is read."""
+    import errno
+    import os
+
+    from app.memory import store as store_module
+
+    real_write_all = store_module._write_all
+    failures = []
+
+    def half_then_full(fd: int, data: bytes) -> None:
+        if data.startswith(b'{"_type":"step"') and not failures:
+            failures.append(fd)
+            os.write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, data)
+
+    async with store.lock("chat_1"):
+        await store.append("chat_1", query_line("r1", "hello", ts=1))
+        monkeypatch.setattr(store_module, "_write_all", half_then_full)
+        with pytest.raises(OSError, match="No space left"):
+            await store.append("chat_1", step_line("r1", 1, [user("hello", ts=1)], ts=2))
+        monkeypatch.undo()
+        await store.append("chat_1", run_line("r1", ts=3), run_ends=True)
+    assert failures
+    assert [line["_type"] for line in store.read_lines("chat_1")] == ["query", "run"]
+
+
+async def test_remove_deletes_the_file_after_the_lines_already_handed_over(store: ChatStore) -> None:
+    """A line still queued on the writer thread is written first; the file is gone afterwards
+    (removed directly, the queued line would create it again)."""
+    import asyncio
+    import threading
+
+    gate = threading.Event()
+    store._writer.submit(gate.wait, 30)  # the thread is busy: what follows queues behind
+    lock = store.lock("chat_1")
+    await lock.acquire()
+    pending = asyncio.ensure_future(store.append("chat_1", query_line("r1", "one", ts=1)))
+    await asyncio.sleep(0)
+    lock.release()
+    removal = asyncio.ensure_future(store.remove("chat_1"))
+    gate.set()
+    await pending
+    await removal
+    await settle(store)
+    assert not (store.directory / "chat_1.json").exists()
+    assert open_descriptors(store.directory / "chat_1.json") == []

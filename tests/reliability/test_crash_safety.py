@@ -180,3 +180,49 @@ async def test_sigterm_mid_stream_records_the_run_as_cancelled_and_exits_cleanly
     assert lines[-1]["_type"] == "run" and lines[-1]["status"] == "cancel"
     steps = [line for line in lines if line["_type"] == "step"]
     assert steps and steps[-1]["messages"][-1]["content"] == [{"type": "text", "text": "half"}]
+
+
+async def test_a_step_of_the_shutdown_that_fails_still_leaves_memory_and_usage_flushed(
+        tmp_path: Path, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis gone or an MCP server that hangs up badly makes one step of the gateway's shutdown
+    raise: the steps after it still run, the chat files and usage lines are written, and the
+    writer thread stops (it used to be skipped, left running with the chats' files open)."""
+    import asyncio
+    import logging
+    import threading
+
+    from app.config import load_settings
+    from app.gateway import Gateway
+
+    deploy = make_deployment(tmp_path / "deploy", upstream.url)
+    settings = load_settings(deploy, files=(Path("application.yml"),), env={})
+    gateway = Gateway(settings)
+    await gateway.__aenter__()
+    steps: list[str] = []
+
+    async def broken_catalog_stop() -> None:
+        steps.append("catalog")
+        raise ConnectionError("the catalog's watcher went away")
+
+    real_http_close = gateway.http.aclose
+
+    async def http_close() -> None:
+        steps.append("http")
+        await real_http_close()
+
+    gateway.catalog.stop = broken_catalog_stop  # type: ignore[method-assign]
+    gateway.http.aclose = http_close  # type: ignore[method-assign]
+    lock = gateway.chats.lock("chat_1")
+    await lock.acquire()
+    await gateway.chats.append("chat_1", {"_type": "query", "runId": "r1"})
+    gateway.services.ledger.record({"runId": "r1", "ts": 1_764_547_200_000, "totalTokens": 1})
+    lock.release()
+    with caplog.at_level(logging.ERROR, logger="app.gateway"):
+        await gateway.__aexit__(None, None, None)
+    await asyncio.sleep(0)
+    assert steps == ["catalog", "http"]  # the step after the failed one ran
+    assert any("stopping the catalog failed" in r.getMessage() for r in caplog.records)
+    assert not any(thread.name == "gateway-writer" for thread in threading.enumerate())
+    assert [line["runId"] for line in gateway.chats.read_lines("chat_1")] == ["r1"]
+    usage_files = list((settings.state_dir / "usage").glob("*.jsonl"))
+    assert len(usage_files) == 1 and b'"r1"' in usage_files[0].read_bytes()
