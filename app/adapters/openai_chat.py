@@ -26,9 +26,11 @@ Response side, streaming (``ChunkStream``): one ``chat.completion.chunk`` per fr
    and the stream ends without ``[DONE]`` — what OpenAI and LiteLLM's proxy do; the
    official SDK raises ``openai.APIError`` on that frame.
 
-Non-streaming (``CompletionFold``): one ``chat.completion`` with the run's final answer as
-``message.content``, the reasoning deltas joined as ``message.reasoning_content`` (when
-there were any), ``usage`` and ``finish_reason``; a failed or cancelled run is an error body.
+Non-streaming (``CompletionFold``): one ``chat.completion`` with the content deltas joined as
+``message.content`` (the text the stream sends, every model turn of a REACT or PLAN run
+included, as OpenAI's two forms carry the same content), the reasoning deltas joined as
+``message.reasoning_content`` (when there were any), ``usage`` and ``finish_reason``; a
+failed or cancelled run is an error body.
 
 Errors (``error_body``, ``error_status``): OpenAI's ``{"error": {"message", "type", "code",
 "param"}}``. The HTTP status is the ``GatewayError``'s; ``type`` names the class the SDK
@@ -247,6 +249,7 @@ class ChunkStream:
 class CompletionFold:
     """Collects what a non-streaming ``chat.completion`` needs from the run's events."""
 
+    content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     complete: ev.RunComplete | None = None
     error: dict[str, Any] | None = None
@@ -254,6 +257,8 @@ class CompletionFold:
 
     def add(self, event: ev.Event) -> None:
         match event:
+            case ev.ContentDeltaEvent(delta=delta):
+                self.content.append(delta)
             case ev.ReasoningDeltaEvent(delta=delta):
                 self.reasoning.append(delta)
             case ev.RunComplete():
@@ -274,10 +279,10 @@ class CompletionFold:
             return (502 if code.startswith("upstream_") else 500), run_error_body(self.error)
         return 500, cancelled_body()
 
-    def completion(self, *, run_id: str, created: int, model: str, answer: str) -> dict[str, Any]:
-        """The ``chat.completion`` body of a completed run whose final answer is ``answer``."""
+    def completion(self, *, run_id: str, created: int, model: str) -> dict[str, Any]:
+        """The ``chat.completion`` body of a completed run: the same text as its stream's chunks."""
         assert self.complete is not None, "the run did not complete"
-        message: dict[str, Any] = {"role": "assistant", "content": answer}
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
         return {

@@ -152,12 +152,15 @@ def _encode(frame: Frame) -> bytes:
 
 async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream) -> AsyncIterator[bytes]:
     """The chunks as they come: the events of a batch go out together, in one write, each still
-    its own ``data:`` message; a paced delta is its own write."""
-    yield _encode(chunks.opening())
+    its own ``data:`` message; a paced delta is its own write. The opening chunk goes out with
+    the run's first batch: its reader is then running, so a client that is gone by the first
+    write cancels the run too (a reader closed before its first step runs no clean-up)."""
     translate = chunks.translate
+    opening: list[bytes] = [_encode(chunks.opening())]
     async with _watching(gateway, run) as batches:
         async for batch in batches:
-            frames = [_encode(frame) for stamped in batch for frame in translate(stamped.event)]
+            frames = [*opening, *(_encode(frame) for stamped in batch for frame in translate(stamped.event))]
+            opening = []
             if frames:
                 yield frames[0] if len(frames) == 1 else b"".join(frames)
 
@@ -199,8 +202,8 @@ class CompletionResponse(Response):
             status, body = failure
             return OpenAIJSON(body, status_code=status, headers={**self._extra_headers, "x-should-retry": "false"})
         chunks = self._chunks
-        return OpenAIJSON(fold.completion(run_id=chunks.run_id, created=chunks.created, model=chunks.model,
-                                          answer=self._run.final_text), headers=self._extra_headers)
+        return OpenAIJSON(fold.completion(run_id=chunks.run_id, created=chunks.created, model=chunks.model),
+                          headers=self._extra_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: list[Response] = []

@@ -172,6 +172,31 @@ async def test_backend_tool_calls_are_not_shown_only_the_answer_streams(
     assert len(upstream.requests) == 2  # the tool really ran inside the gateway
 
 
+async def test_non_stream_content_is_the_text_the_stream_sends_every_turn_included(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start
+) -> None:
+    """A REACT run whose first turn says something before its tool call: the streamed chunks
+    carry both turns' text, and the non-streaming ``message.content`` must carry the same (it
+    used to be the last turn's text only)."""
+    tools = {"backends": ["mock_city_weather"], "frontends": [], "actions": []}
+    write_agent(deploy, "weather", agent("REACT", tools=tools))
+    gw = start_gateway()
+    client = sdk(gw)
+    texts: list[str] = []
+    for stream in (True, False):
+        upstream.enqueue(call("call_1", "mock_city_weather", {"city": "Paris"}, text=("Let me check. ",)),
+                         text_script(["Sunny", "."]))
+        if stream:
+            chunks = [chunk async for chunk in await client.chat.completions.create(
+                model="weather", messages=[{"role": "user", "content": "weather?"}], stream=True)]
+            texts.append("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+        else:
+            completion = await client.chat.completions.create(
+                model="weather", messages=[{"role": "user", "content": "weather?"}])
+            texts.append(completion.choices[0].message.content or "")
+    assert texts == ["Let me check. Sunny.", "Let me check. Sunny."]
+
+
 # ------------------------------------------------------------------------ conversation
 
 
