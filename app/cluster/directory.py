@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from app.cluster.keys import REFUSED_USER, events_key, run_key
+from app.cluster.keys import ENDED_STATUSES, REFUSED_USER, events_key, run_key
 from app.cluster.node import ClusterNode
 from app.cluster.runlog import ClusterRunLog, StreamRunLog
 from app.config import LimitSettings
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from app.runs.service import Run
 
 INSTANCE_LOST = "instance_lost"
-_END_STATUS = {"completed": "completed", "error": "error", "cancelled": "cancelled"}
 _TERMINAL_STATUS = {"run.complete": "completed", "run.error": "error", "run.cancel": "cancelled"}
 
 
@@ -110,7 +109,7 @@ class ClusterDirectory:
         with _unreachable_is_503():
             run_id = await self.node.active_run_of_chat(chat_id)
             record = await self.node.run_record(run_id) if run_id else None
-        return run_id if record is not None and record.get("status") not in _END_STATUS else None
+        return run_id if record is not None and record.get("status") not in ENDED_STATUSES else None
 
     async def runs_of(self, owner: str) -> list[RemoteRun]:
         with _unreachable_is_503():
@@ -123,7 +122,7 @@ class ClusterDirectory:
             outcome = RunOutcome(data["status"], finish_reason=data.get("finishReason"), error=data.get("error"),
                                  reason=data.get("reason"))
         status = record.get("status", "running")
-        ended = status in _END_STATUS
+        ended = status in ENDED_STATUSES
         return RemoteRun(
             run_id=record["runId"], chat_id=record["chatId"], request_id=record.get("requestId", record["runId"]),
             owner=record["owner"], agent_key=record.get("agentKey", ""), instance=record.get("instance", ""),
@@ -154,7 +153,7 @@ class ClusterDirectory:
     async def _describe_record(self, run: RemoteRun) -> dict[str, Any]:
         data: dict[str, Any] = {
             "runId": run.run_id, "chatId": run.chat_id, "agentKey": run.agent_key, "requestId": run.request_id,
-            "status": run.status if run.status in _END_STATUS else "running",
+            "status": run.status if run.status in ENDED_STATUSES else "running",
             "lastSeq": max(run.log.last_seq, await self.node.last_seq(run.run_id)),
             "startedAt": run.started_at, "onDisconnect": run.on_disconnect, "pendingTools": [],
         }

@@ -16,6 +16,8 @@ STREAM_MAXLEN = 100_000
 OWNER_INDEX_SECONDS = 7 * 86400
 #: Redis connections of one instance at most
 MAX_CONNECTIONS = 4096
+#: a run record's ``status`` once the run has ended (``lastSeq`` is then its terminal event's seq)
+ENDED_STATUSES = frozenset({"completed", "error", "cancelled"})
 #: the set of every instance that joined (members are dropped by the reaper once dead and empty)
 INSTANCES = "agw:instances"
 

@@ -55,6 +55,7 @@ from redis.exceptions import RedisError
 
 from app.cluster.keys import (
     ADMIT,
+    ENDED_STATUSES,
     INSTANCES,
     MAX_CONNECTIONS,
     OWNER_INDEX_SECONDS,
@@ -346,8 +347,12 @@ class ClusterNode:
         while True:
             try:
                 reply = await self.redis.xread({key: last}, count=500, block=1000)
-                if not reply and await self.run_record(run_id) is None:
-                    return  # expired while we waited
+                if not reply:
+                    record = await self.run_record(run_id)
+                    if record is None:
+                        return  # expired while we waited
+                    if record.get("status") in ENDED_STATUSES and int(record.get("lastSeq") or 0) <= after:
+                        return  # ended, and its terminal event is at or before ``after``: nothing more comes
             except (RedisError, OSError) as exc:
                 failures += 1
                 if failures > 60:

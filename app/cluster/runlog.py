@@ -89,6 +89,8 @@ class StreamRunLog:
         raise AssertionError("a remote run's log is written by its own instance")
 
     async def read(self, after: int = 0, on_leave: Callable[[], object] | None = None) -> AsyncGenerator[WireEvent, None]:
+        if self._ended and after >= self._last_seq:
+            return  # a resume from at or past the end (a client reconnecting after the terminal event)
         finished = False
         try:
             # aclosing: a reader that leaves early releases its Redis read now, not when collected

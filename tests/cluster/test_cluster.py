@@ -106,6 +106,15 @@ async def test_a_run_resumes_on_another_instance_with_every_event_once(
     replay = [event async for event in sse(client, "GET", f"{cluster.proxy.url}/api/ap/run/stream",
                                            {**user, "Last-Event-ID": "0"}, params={"runId": run_id})]
     assert replay == combined
+    # a resume from the terminal event on (a browser's EventSource reconnecting after run.complete)
+    # ends at once on an instance that did not run it, as it does on the one that did
+    async with asyncio.timeout(HANG):
+        for url in (cluster.a.url, cluster.b.url):
+            assert await watch_all(client, url, user, run_id, after=combined[-1]["seq"]) == []
+            assert await watch_all(client, url, user, run_id, after=combined[-1]["seq"] + 5) == []
+        last = {**user, "Last-Event-ID": str(combined[-1]["seq"])}
+        assert [e async for e in sse(client, "GET", f"{cluster.proxy.url}/api/ap/run/stream", last,
+                                     params={"runId": run_id})] == []
     status = await run_status(client, cluster.c.url, user, run_id)
     assert status["status"] == "completed" and status["lastSeq"] == combined[-1]["seq"]
     listed = (await client.get(f"{cluster.proxy.url}/api/ap/runs", headers=user)).json()["data"]

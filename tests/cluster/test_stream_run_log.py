@@ -47,3 +47,15 @@ async def test_an_event_reader_that_leaves_early_closes_the_redis_read_at_once()
     assert (await anext(reader)).seq == 6
     await reader.aclose()
     assert node.closed == ["run_2"]
+
+
+async def test_a_resume_from_the_end_of_an_ended_run_ends_at_once_without_reading_redis() -> None:
+    """``after`` at or past the terminal seq of an ended remote run: nothing is read, nothing waits
+    (the Redis read skips every entry up to ``after`` and would never see the terminal event)."""
+    node = _Node()
+    log = StreamRunLog(cast(ClusterNode, node), "run_3", last_seq=7, ended=True)
+    for after in (7, 12):
+        assert [event async for event in log.read(after)] == []
+        assert [batch async for batch in log.read_batches(after, lambda: node.closed.append("left"))] == []
+    assert node.closed == []  # no read was opened, and the readers did not "leave early"
+    assert [event.seq async for event in log.read(5)][:2] == [6, 7]  # before the end: read as before
