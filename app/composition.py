@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -18,11 +19,11 @@ import typer
 import uvicorn
 
 from app.api.app import create_app
-from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level, log_unknown_keys
+from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level, fail, log_unknown_keys
 from app.config import Settings, load_settings
 from app.gateway import Gateway
-from app.sidecar.protocol import take_stdout
 from app.sidecar.server import ExtraService, run_sidecar
+from app.sidecar.stdio import take_stdout
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,12 @@ def sidecar(
 ) -> int:
     """Run the gateway as JSON-RPC 2.0 over stdin/stdout (SPEC §10)."""
     effective_log_level(ctx)  # logs go to stderr
-    out = take_stdout()  # from here on only protocol lines reach the real stdout
+    if sys.stdin is None:
+        raise fail("stdin is closed: the sidecar reads its JSON-RPC requests from stdin", 2)
+    try:
+        out = take_stdout()  # from here on only protocol lines reach the real stdout
+    except OSError as exc:
+        raise fail(f"stdout is not open ({exc.strerror}): the sidecar writes its JSON-RPC answers there", 2) from None
     settings = load_settings(deployment_dir(ctx, dir))
     log_unknown_keys(settings.base_dir)
     services = [http_api(settings, http_port)] if http_port is not None else []

@@ -4,6 +4,8 @@
 never waits for the disk (issue 13). The gateway gives both the same thread: a run's usage line
 and its last chat lines are handed over moments apart, so one wake-up of the thread writes
 both (a thread of its own for the ledger cost about 0.2 ms of CPU per run: docs/DECISIONS.md).
+The sidecar writes its protocol stream on one when the event loop cannot drive that stream
+(``app.sidecar.protocol.LineWriter``), and closes it with a timeout: a write nobody reads never ends.
 It is what ``ThreadPoolExecutor(max_workers=1)`` with ``loop.run_in_executor`` does, at a
 lower cost per trip, which a run pays two or three times: about 50 µs of CPU against about 80
 (micro-benchmark: 5,000 trips × 4, uvloop, one 200-byte ``os.write`` per trip;
@@ -68,14 +70,18 @@ class WriterThread:
         exception is logged). ``RuntimeError`` once the thread is closed."""
         self._put((function, args, None, None))
 
-    def close(self) -> None:
-        """Run the jobs already handed over, then stop the thread (returns when it has)."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Run the jobs already handed over, then stop the thread: returns when it has (``True``),
+        or after ``timeout`` seconds with the thread still busy (``False``; a daemon thread, so
+        the interpreter does not wait for a job that never ends, e.g. a write nobody reads)."""
         if not self._closed:
             self._closed = True
             self._queue.put(None)
             atexit.unregister(self._at_exit)
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     def _put(self, job: _Job) -> None:
         if self._closed:

@@ -188,3 +188,17 @@ def test_a_closed_writer_leaves_no_exit_hook_behind() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
+
+
+def test_close_with_a_timeout_returns_while_a_job_never_ends_and_the_thread_is_a_daemon() -> None:
+    """A write nobody reads blocks for ever: ``close(timeout)`` says so instead of waiting with it,
+    and the daemon thread does not keep the interpreter alive."""
+    writer = WriterThread("test-writer")
+    gate = threading.Event()
+    writer.submit(gate.wait, 60)
+    try:
+        assert writer.close(timeout=0.05) is False
+        assert writer._thread is not None and writer._thread.daemon and writer._thread.is_alive()
+    finally:
+        gate.set()
+    assert writer.close(timeout=30) is True  # the job ended: the stop marker behind it ends the thread

@@ -6,8 +6,9 @@ Pure functions and one writer; nothing here knows the gateway.
   error reply for a line that is not a valid request (-32700 / -32600).
 * ``RpcError`` — raised by method handlers; ``code`` is the JSON-RPC error code.
 * ``LineWriter`` — the *only* thing that writes to the protocol stream: one line per
-  message, flushed at once, in call order, on one writer thread (the event loop
-  never blocks on a slow reader; each caller awaits its own write = backpressure).
+  message, flushed at once, in call order: from the event loop when it may drive the
+  stream (``app.sidecar.stdio``), else on one writer thread; the loop never blocks on a
+  slow reader, and each caller awaits its own write (backpressure).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Sequence
+import select
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
 import orjson
+
+from app.sidecar.stdio import blocking_restorer, loop_may_drive
+from app.writer import WriterThread
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +160,14 @@ class _PipeProtocol(asyncio.Protocol):
 class LineWriter:
     """Writes protocol messages to ``stream``, one JSON line each, flushed, in call order.
 
-    When ``stream`` is a pipe or a socket (a desktop app reading the sidecar), ``open`` makes
-    every message one non-blocking write from the event loop (``loop.connect_write_pipe``): no
-    trip to a thread per message; ``send`` waits only while the pipe is full. A regular file or
-    a terminal (whose non-blocking mode would outlive the process) is written on one thread.
-    A reader that goes away never stops the sidecar: its output is dropped.
+    When the event loop may drive ``stream`` (a pipe or a socket of its own: a desktop app
+    reading the sidecar; ``app.sidecar.stdio.loop_may_drive``), ``open`` makes every message one
+    non-blocking write from the loop (``loop.connect_write_pipe``): no trip to a thread per
+    message; ``send`` waits only while the pipe is full. Anything else (a terminal, a regular
+    file, stderr merged into stdout, one socket for stdin and stdout, Windows) is written in
+    blocking mode on one writer thread. A reader that goes away never stops the sidecar: its
+    output is dropped. ``aclose`` waits at most ``CLOSE_TIMEOUT_S`` for a reader to take the
+    rest, on either path.
     """
 
     #: how long ``aclose`` waits for a reader to take the last messages
@@ -171,39 +175,52 @@ class LineWriter:
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-stdout")
-        self._lock = threading.Lock()
+        try:
+            self._fd: int | None = stream.fileno()
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's buffer): its own write
+            self._fd = None
+        self._thread = WriterThread("sidecar-stdout")
         self._broken = False
         self._transport: asyncio.WriteTransport | None = None
         self._pipe: _PipeProtocol | None = None
+        self._restore: Callable[[], None] | None = None
 
-    async def open(self) -> None:
-        """Write from the event loop when ``stream`` is a pipe or a socket (see the class)."""
-        if os.name != "posix":  # Windows' proactor needs overlapped pipes, which a parent rarely gives
+    @property
+    def fileno(self) -> int | None:
+        """The protocol stream's descriptor (``None`` for a stream without one)."""
+        return self._fd
+
+    async def open(self, *, stdin_fd: int = 0) -> None:
+        """Write from the event loop when it may drive the stream (see the class); ``stdin_fd``
+        is the requests' stream, which must not be the same pipe or socket."""
+        fd = self._fd
+        if fd is None or not loop_may_drive(fd, stdin_fd, 2):
             return
+        self._stream.flush()  # nothing is buffered yet; the transport writes its descriptor itself
+        restore = blocking_restorer(fd)
+        # the transport owns and closes its own descriptor; ours stays open to put the mode back
+        twin = os.fdopen(os.dup(fd), "wb", buffering=0)
         try:
-            mode = os.fstat(self._stream.fileno()).st_mode
-        except (OSError, ValueError, AttributeError):  # no descriptor (a test's buffer): the thread
-            return
-        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-            return
-        self._stream.flush()  # nothing is buffered yet; the transport writes the descriptor itself
-        try:
-            transport, pipe = await asyncio.get_running_loop().connect_write_pipe(_PipeProtocol, self._stream)
+            transport, pipe = await asyncio.get_running_loop().connect_write_pipe(_PipeProtocol, twin)
         except (NotImplementedError, OSError, ValueError) as exc:  # a loop without pipes: the thread
+            twin.close()
+            restore()
             logger.debug("sidecar stdout: writing on a thread (%s)", exc)
             return
-        self._transport, self._pipe = transport, pipe
+        self._transport, self._pipe, self._restore = transport, pipe, restore
 
     def _write(self, data: bytes) -> None:
-        with self._lock:
-            if self._broken:
-                return
-            try:
+        """On the writer thread (blocking mode)."""
+        if self._broken:
+            return
+        try:
+            if self._fd is None:
                 self._stream.write(data)
                 self._stream.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                self._broken = True  # the reader went away; keep running, drop output
+            else:
+                _write_all(self._fd, data)
+        except (BrokenPipeError, ValueError, OSError):
+            self._broken = True  # the reader went away; keep running, drop output
 
     async def send(self, message: dict[str, Any] | list[dict[str, Any]]) -> None:
         await self._send(orjson.dumps(message, option=_LINE))
@@ -215,7 +232,10 @@ class LineWriter:
     async def _send(self, data: bytes) -> None:
         pipe = self._pipe
         if pipe is None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._write, data)
+            try:
+                await self._thread.run(self._write, data)
+            except RuntimeError:  # closed: the sidecar is stopping, nobody waits for this line
+                pass
             return
         if pipe.lost:
             return
@@ -224,37 +244,62 @@ class LineWriter:
         await pipe.drain()
 
     async def aclose(self) -> None:
-        """Let the reader take what is still buffered (at most ``CLOSE_TIMEOUT_S``), then close."""
+        """Let the reader take what is still buffered or queued (at most ``CLOSE_TIMEOUT_S``), then close."""
         transport, pipe = self._transport, self._pipe
         if transport is not None and pipe is not None:
             transport.close()  # the buffer is written first
             try:
                 await asyncio.wait_for(asyncio.shield(pipe.closed), self.CLOSE_TIMEOUT_S)
             except TimeoutError:
-                logger.warning("sidecar stdout: the reader took nothing for %.0f s; dropping the rest",
-                               self.CLOSE_TIMEOUT_S)
+                self._gave_up()
                 transport.abort()
+        elif self._thread.started:
+            try:
+                await asyncio.wait_for(self._thread.run(_nothing), self.CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                self._gave_up()
+            except RuntimeError:  # closed already
+                pass
         self.close()
 
+    def _gave_up(self) -> None:
+        logger.warning("sidecar stdout: the reader took nothing for %.0f s; dropping the rest", self.CLOSE_TIMEOUT_S)
+        self._broken = True  # a write still queued on the thread is dropped
+
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Stop writing: the loop's transport and the stream are closed, stdout's blocking mode put
+        back; the writer thread stops once its current write ends (not waited for: it may never end)."""
         if self._transport is not None:
-            return  # the transport closed the stream
-        with self._lock:
+            self._transport.close()
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+            self._stream.close()  # the app reads the end of the stream now, as it did from the transport
+        self._thread.close(timeout=0)
+        if self._fd is None:
             try:
                 self._stream.flush()
             except (BrokenPipeError, ValueError, OSError):
                 pass
 
 
-def take_stdout() -> IO[bytes]:
-    """Reserve the real stdout for the protocol and point fd 1 (and ``sys.stdout``) at stderr.
+def _nothing() -> None:
+    """A job that marks the point where every write handed over before it is done."""
 
-    After this nothing else — a stray ``print``, a library, a child process inheriting
-    fd 1 — can put a byte on the protocol stream.
-    """
-    sys.stdout.flush()
-    protocol_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return os.fdopen(protocol_fd, "wb", buffering=65536)
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` in blocking mode; a descriptor another holder made non-blocking is
+    waited on (``poll``) rather than given up."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.poll()
+
+
+__all__ = ["APPLICATION_ERROR", "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND",
+           "PARSE_ERROR", "Call", "LineWriter", "Reply", "RpcError", "error_message", "notification",
+           "parse_line", "result_message", "to_call"]

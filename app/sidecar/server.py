@@ -1,14 +1,16 @@
 """The sidecar loop (SPEC §10): JSON-RPC 2.0 over stdin/stdout around one ``Gateway``.
 
-* stdin is read asynchronously (``loop.connect_read_pipe``; a reader thread when
-  stdin is a regular file), one request per line, up to ``MAX_LINE_BYTES``; a longer
-  line is skipped with a -32600 error and reading goes on.
+* stdin is read asynchronously (``loop.connect_read_pipe`` for a pipe or a socket; a
+  reader thread for a terminal, ``/dev/null`` or a regular file: ``app.sidecar.stdio``),
+  one request per line, up to ``MAX_LINE_BYTES``; a longer line is skipped with a -32600
+  error and reading goes on.
 * Each request runs in its own task, so several queries stream at once; replies
   carry the request's ``id``; ``agent.event`` notifications are written the moment
   each event happens.
 * stdout carries protocol lines only: ``take_stdout`` moves everything else to
   stderr, and ``LineWriter`` is the single writer (from the event loop when stdout is a pipe
-  or a socket; the events already in a run's log go out in one write, one line each).
+  or a socket of its own; the events already in a run's log go out in one write, one line each).
+  The blocking mode the loop changes on stdin and stdout is put back when the sidecar stops.
 * EOF (or SIGTERM/SIGINT) shuts down cleanly: running runs are cancelled (their
   queries answer with ``status: "cancel"``), the remaining requests finish, the
   gateway closes (memory flushed), exit status 0.
@@ -27,7 +29,6 @@ import contextlib
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -38,6 +39,7 @@ from app.errors import GatewayError
 from app.gateway import Gateway
 from app.scheduler.service import OutcomeListener, ScheduledRunEvent
 from app.sidecar.methods import SidecarMethods, map_error
+from app.sidecar.stdio import Stdin
 from app.sidecar.protocol import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -74,22 +76,6 @@ class _Oversize:
 
 
 OVERSIZE = _Oversize()
-
-
-async def open_stdin(stream: IO[bytes], limit: int = MAX_LINE_BYTES) -> asyncio.StreamReader:
-    """An ``asyncio.StreamReader`` fed from ``stream`` without blocking the loop."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit)
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
-    except (ValueError, OSError):  # a regular file cannot be watched by the selector: read in a thread
-        def pump() -> None:
-            while chunk := stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
-                loop.call_soon_threadsafe(reader.feed_data, chunk)
-            loop.call_soon_threadsafe(reader.feed_eof)
-
-        threading.Thread(target=pump, name="sidecar-stdin", daemon=True).start()
-    return reader
 
 
 async def next_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
@@ -218,8 +204,16 @@ def scheduler_events(writer: LineWriter) -> OutcomeListener:
 async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_services: Sequence[ExtraService] = (),
                       stdin: IO[bytes] | None = None) -> int:
     """Run the sidecar (and ``extra_services``) until EOF on stdin; returns the exit status (0)."""
+    source = stdin if stdin is not None else (sys.stdin.buffer if sys.stdin is not None else None)
+    if source is None:
+        raise OSError("stdin is closed: the sidecar reads its JSON-RPC requests from stdin")
+    try:
+        stdin_fd = source.fileno()
+    except (OSError, ValueError, AttributeError):
+        stdin_fd = -1
     writer = LineWriter(protocol_out)
-    await writer.open()
+    await writer.open(stdin_fd=stdin_fd)
+    requests: Stdin | None = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -232,10 +226,13 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_serv
         async with gateway, contextlib.AsyncExitStack() as services:
             for service in extra_services:
                 await services.enter_async_context(service(gateway, stop))
-            reader = await open_stdin(stdin if stdin is not None else sys.stdin.buffer)
+            others = (writer.fileno,) if writer.fileno is not None else ()
+            requests = await Stdin.open(source, MAX_LINE_BYTES, others=(*others, 2))
             logger.info("sidecar ready (gateway %s)", gateway.version)
-            await SidecarServer(gateway, writer).serve(reader, stop)
+            await SidecarServer(gateway, writer).serve(requests.reader, stop)
     finally:
+        if requests is not None:
+            requests.close()
         await writer.aclose()
     logger.info("sidecar: stopped")
     return 0
