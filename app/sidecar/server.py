@@ -39,7 +39,6 @@ from app.errors import GatewayError
 from app.gateway import Gateway
 from app.scheduler.service import OutcomeListener, ScheduledRunEvent
 from app.sidecar.methods import SidecarMethods, map_error
-from app.sidecar.stdio import Stdin
 from app.sidecar.protocol import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -54,6 +53,7 @@ from app.sidecar.protocol import (
     parse_line,
     result_message,
 )
+from app.sidecar.stdio import Stdin
 
 logger = logging.getLogger(__name__)
 
