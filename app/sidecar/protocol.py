@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import select
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
 import orjson
 
-from app.sidecar.stdio import blocking_restorer, loop_may_drive
+from app.sidecar.stdio import blocking_restorer, loop_may_drive, wait_ready
 from app.writer import WriterThread
 
 logger = logging.getLogger(__name__)
@@ -289,15 +288,13 @@ def _nothing() -> None:
 
 def _write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` in blocking mode; a descriptor another holder made non-blocking is
-    waited on (``poll``) rather than given up."""
+    waited on rather than given up."""
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            poller.poll()
+            wait_ready(fd, write=True)
 
 
 __all__ = ["APPLICATION_ERROR", "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND",

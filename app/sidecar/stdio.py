@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import stat
 import sys
 import threading
@@ -53,8 +54,8 @@ def loop_may_drive(fd: int, *others: int) -> bool:
     if mine is None or not (stat.S_ISFIFO(mine[2]) or stat.S_ISSOCK(mine[2])):
         return False
     for other in others:
-        theirs = _identity(other) if other != fd else None
-        if theirs is not None and theirs[:2] == mine[:2]:
+        theirs = _identity(other)
+        if theirs is not None and theirs[:2] == mine[:2]:  # ``other == fd`` included: the same stream
             return False
     return True
 
@@ -76,12 +77,39 @@ def take_stdout() -> IO[bytes]:
     """Reserve the real stdout for the protocol and point fd 1 (and ``sys.stdout``) at stderr.
 
     After this nothing else — a stray ``print``, a library, a child process inheriting
-    fd 1 — can put a byte on the protocol stream. ``OSError`` when stdout is not open.
+    fd 1 or fd 2 — can put a byte on the protocol stream:
+
+    * the protocol's descriptor is above 2 and not inherited (a closed stderr would otherwise
+      make it fd 2, and ``dup2(2, 1)`` would put the protocol back on fd 1);
+    * a closed stderr becomes ``/dev/null``;
+    * a stderr that *is* the protocol stream (inetd and systemd's ``Accept=yes`` give one
+      socket as fds 0, 1 and 2; a launcher's ``2>&1``) becomes ``/dev/null`` too: SPEC §10's
+      stdout carries protocol lines only, and a log record could land inside a long line.
+      Start the sidecar with stderr on a file of its own to keep its logs.
+
+    ``OSError`` when stdout is not open.
     """
     if sys.stdout is not None:
         sys.stdout.flush()
-    protocol_fd = os.dup(1)  # EBADF: the sidecar was started with stdout closed
-    os.dup2(2, 1)
+    if os.name == "posix":
+        import fcntl
+
+        protocol_fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)  # EBADF: started with stdout closed
+    else:
+        protocol_fd = os.dup(1)
+    try:
+        mine, theirs = _identity(protocol_fd), _identity(2)
+        if theirs is None or (mine is not None and theirs[:2] == mine[:2]):
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != 2:
+                os.dup2(null, 2)
+                os.close(null)
+        os.dup2(2, 1)
+    except BaseException:
+        os.close(protocol_fd)
+        raise
     sys.stdout = sys.stderr
     return os.fdopen(protocol_fd, "wb", buffering=65536)
 
@@ -90,9 +118,11 @@ class Stdin:
     """The requests' stream as an ``asyncio.StreamReader`` (``reader``), without blocking the loop;
     ``close`` puts stdin's blocking mode back."""
 
-    def __init__(self, reader: asyncio.StreamReader, restore: Callable[[], None] | None) -> None:
+    def __init__(self, reader: asyncio.StreamReader, restore: Callable[[], None] | None = None,
+                 transport: asyncio.BaseTransport | None = None) -> None:
         self.reader = reader
         self._restore = restore
+        self._transport = transport
 
     @classmethod
     async def open(cls, stream: IO[bytes], limit: int, *, others: tuple[int, ...] = ()) -> Stdin:
@@ -109,8 +139,8 @@ class Stdin:
             # the transport owns and closes its own descriptor; ours stays open to put the mode back
             twin = os.fdopen(os.dup(fd), "rb", buffering=0)
             try:
-                await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), twin)
-                return cls(reader, restore)
+                transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), twin)
+                return cls(reader, restore, transport)
             except (ValueError, OSError) as exc:
                 twin.close()
                 restore()
@@ -119,7 +149,7 @@ class Stdin:
         def pump() -> None:
             # the descriptor itself, not the buffered stream: a daemon thread blocked inside the
             # stream's read holds its lock, and the interpreter aborts when it finds it held at exit
-            read = (lambda size: os.read(fd, size)) if fd is not None else getattr(stream, "read1", stream.read)
+            read = (lambda size: _read_blocking(fd, size)) if fd is not None else getattr(stream, "read1", stream.read)
             try:
                 while chunk := read(65536):
                     loop.call_soon_threadsafe(reader.feed_data, chunk)
@@ -136,9 +166,32 @@ class Stdin:
         return cls(reader, None)
 
     def close(self) -> None:
+        """Stop reading (the loop's transport is closed) and put stdin's blocking mode back."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
         if self._restore is not None:
             self._restore()
             self._restore = None
 
 
-__all__ = ["Stdin", "blocking_restorer", "loop_may_drive", "take_stdout"]
+def _read_blocking(fd: int, size: int) -> bytes:
+    """``os.read`` on a descriptor another holder may have left non-blocking: wait instead of
+    taking ``EAGAIN`` for the end of input."""
+    while True:
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            wait_ready(fd, write=False)
+
+
+def wait_ready(fd: int, *, write: bool) -> None:
+    """Wait until ``fd`` can be read or written (``select`` with a timeout: macOS's ``poll`` does
+    not take devices, and an error it reports at once would make the caller spin)."""
+    if write:
+        select.select([], [fd], [fd], 1.0)
+    else:
+        select.select([fd], [], [fd], 1.0)
+
+
+__all__ = ["Stdin", "blocking_restorer", "loop_may_drive", "take_stdout", "wait_ready"]

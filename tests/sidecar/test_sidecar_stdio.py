@@ -104,33 +104,111 @@ async def test_one_socket_as_stdin_and_stdout_still_gets_its_answers(launch: Lau
     assert "Traceback" not in (tmp_path / "stderr").read_text(errors="replace")
 
 
-async def test_stderr_merged_into_stdout_stays_blocking_and_the_mode_is_put_back_after(launch: Launch) -> None:
-    """``stderr=STDOUT``: a non-blocking protocol stream would make every log record a possible
-    ``BlockingIOError`` (dropped, or cut into a JSON line); and the modes the sidecar changed on
-    its pipes must be put back when it exits (a launcher writing the same stdout afterwards
-    failed with EAGAIN)."""
+async def _output_until_exit(proc: subprocess.Popen[bytes], fd: int) -> bytes:
+    """Everything ``fd`` carries until ``proc`` has exited (read as it comes, so it never waits for us)."""
+    status = asyncio.ensure_future(_exit_status(proc))
+    data = b""
+    while True:
+        done = status.done()
+        readable, _, _ = await asyncio.to_thread(select.select, [fd], [], [], 0 if done else 0.1)
+        if readable:
+            chunk = os.read(fd, 65536)
+            data += chunk
+            if chunk:
+                continue
+        if done:
+            break
+    await status
+    return data
+
+
+def _only_protocol_lines(data: bytes) -> list[dict[str, object]]:
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    messages = [orjson.loads(line) for line in lines]  # a log line is not JSON: it fails here
+    assert all(message["jsonrpc"] == "2.0" for message in messages), messages
+    return messages
+
+
+async def test_stderr_merged_into_stdout_keeps_logs_off_the_protocol_and_the_mode_is_put_back(
+        launch: Launch) -> None:
+    """``2>&1``: SPEC §10's stdout carries protocol lines only, and a log record written into a
+    non-blocking protocol pipe could be dropped or cut into a long JSON line; the sidecar sends
+    its logs to ``/dev/null`` instead. The mode the loop changed on each pipe is put back when it
+    exits (a launcher writing the same stdout afterwards failed with EAGAIN)."""
     in_read, in_write = os.pipe()
     out_read, out_write = os.pipe()
     try:
         proc = launch(stdin=in_read, stdout=out_write, stderr=out_write)
         os.write(in_write, _health(1))
-        replies = await asyncio.to_thread(_read_replies, out_read, 1)
-        assert replies[0]["id"] == 1
-        assert os.get_blocking(out_write), "the merged stdout/stderr was made non-blocking"
         os.close(in_write)
         in_write = -1
-        status_task = asyncio.ensure_future(_exit_status(proc))
-        while not status_task.done():  # keep reading its logs, so it never waits for us
-            readable, _, _ = await asyncio.to_thread(select.select, [out_read], [], [], 0.1)
-            if readable:
-                os.read(out_read, 65536)
-        assert await status_task == 0
+        messages = _only_protocol_lines(await _output_until_exit(proc, out_read))
+        assert proc.returncode == 0
+        assert [m["id"] for m in messages] == [1]
         assert os.get_blocking(in_read), "stdin's pipe was left non-blocking"
-        assert os.get_blocking(out_write)
+        assert os.get_blocking(out_write), "stdout's pipe was left non-blocking"
     finally:
         for fd in (in_read, in_write, out_read, out_write):
             if fd >= 0:
                 os.close(fd)
+
+
+async def test_inetd_one_socket_as_stdin_stdout_and_stderr_carries_protocol_lines_only(launch: Launch) -> None:
+    """inetd and systemd's ``Accept=yes`` give one socket as fds 0, 1 and 2: the INFO logs
+    ("sidecar ready", …) went to the JSON-RPC client among its answers."""
+    ours, theirs = socket.socketpair()
+    with ours:
+        proc = launch(stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=theirs.fileno())
+        theirs.close()
+        ours.sendall(_health(1) + _health(2))
+        ours.shutdown(socket.SHUT_WR)
+        messages = _only_protocol_lines(await _output_until_exit(proc, ours.fileno()))
+    assert proc.returncode == 0
+    assert sorted(m["id"] for m in messages) == [1, 2]  # type: ignore[type-var]
+
+
+def test_a_closed_stderr_cannot_put_the_protocol_back_on_fd_1_or_2(tmp_path: Path) -> None:
+    """Started with stderr closed, ``os.dup(1)`` returned 2 and ``dup2(2, 1)`` made fd 1 the
+    protocol again: anything writing fd 1 or 2 (a child process, C code) wrote into it."""
+    script = ("import os\n"
+              "from app.sidecar.stdio import take_stdout\n"
+              "out = take_stdout()\n"
+              "assert out.fileno() > 2 and not os.get_inheritable(out.fileno())\n"
+              "os.write(1, b'stray on fd 1\\n')\n"
+              "os.write(2, b'stray on fd 2\\n')\n"
+              "out.write(b'PROTOCOL\\n')\n"
+              "out.flush()\n")
+    result = subprocess.run(["/bin/sh", "-c", f'exec "{sys.executable}" -c "$0" 2>&-', script],
+                            capture_output=True, cwd=str(REPO), timeout=HANG)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"PROTOCOL\n"
+
+
+async def test_a_terminal_another_holder_left_non_blocking_is_read_not_taken_for_the_end(
+        launch: Launch, tmp_path: Path) -> None:
+    """stdin a terminal (read on a thread) whose description someone else made non-blocking: the
+    reader took ``EAGAIN`` for the end of input and the sidecar stopped before reading anything."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(slave, False)  # our copy shares the description with the sidecar's stdin
+    out_read, out_write = os.pipe()
+    try:
+        with open(tmp_path / "stderr", "wb") as stderr:
+            proc = launch(stdin=slave, stdout=out_write, stderr=stderr.fileno())
+        for _ in range(HANG * 20):  # the reader starts with the sidecar: it meets an empty terminal first
+            if b"sidecar ready" in (tmp_path / "stderr").read_bytes() or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert proc.poll() is None, "the sidecar took the empty terminal for the end of its input"
+        os.write(master, _health(7))
+        replies = await asyncio.to_thread(_read_replies, out_read, 1)
+        assert [r["id"] for r in replies] == [7]
+        proc.terminate()
+        assert await _exit_status(proc) == 0
+    finally:
+        for fd in (master, slave, out_read, out_write):
+            os.close(fd)
 
 
 async def test_own_pipes_are_driven_by_the_loop_and_left_blocking_after_exit(launch: Launch, tmp_path: Path) -> None:
