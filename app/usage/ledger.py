@@ -85,12 +85,15 @@ class UsageLedger:
             try:
                 self._writer.submit(self._write_queued)
             except RuntimeError:  # the shared thread is closed (the gateway is stopping)
+                self._job_on_its_way = False  # the next refused line is told about too
                 logger.warning("usage ledger: the writer thread is closed; the call of run %s is not recorded",
                                entry.get("runId"))
 
     async def flush(self) -> None:
         """Wait until every line recorded before this call is written."""
-        if self._closed:
+        if self._closed:  # the last lines are queued on the thread: wait for them if it still runs
+            with contextlib.suppress(RuntimeError):
+                await self._writer.run(_nothing)
             return
         await self._writer.run(self._write_queued)
 
@@ -139,8 +142,8 @@ class UsageLedger:
 
     def _append(self, path: Path, data: bytes) -> None:
         try:
-            if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
-                logger.warning("%s was removed while open; writing a new file", path.name)
+            if self._fd is not None and not _still_named(self._fd, self._fd_path):
+                logger.warning("%s was removed or moved while open; writing a new file", path.name)
                 os.close(self._fd)
                 self._fd = None
             if self._fd_path != path or self._fd is None:
@@ -188,3 +191,19 @@ class UsageLedger:
                     yield value
                 else:
                     logger.warning("%s: line %d skipped (not an object)", path.name, number)
+
+
+def _nothing() -> None:
+    """A job that marks the point where every job handed over before it is done."""
+
+
+def _still_named(fd: int, path: Path | None) -> bool:
+    """True when ``path`` still names the file open as ``fd`` (not removed, not moved away: a log
+    rotation's ``mv`` leaves the descriptor on the old file)."""
+    if path is None:
+        return False
+    try:
+        named, open_file = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (open_file.st_dev, open_file.st_ino)

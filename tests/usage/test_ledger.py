@@ -65,6 +65,23 @@ async def test_a_day_file_removed_while_open_is_written_anew(tmp_path: Path) -> 
         ledger.close()
 
 
+async def test_a_day_file_moved_away_while_open_is_written_anew_under_its_name(tmp_path: Path) -> None:
+    """A log rotation's ``mv`` leaves the open descriptor on the moved file: the lines after it
+    went on into the archive until the day changed."""
+    ledger = UsageLedger(tmp_path)
+    try:
+        ledger.record(entry(1))
+        await ledger.flush()
+        path = next(tmp_path.glob("*.jsonl"))
+        archived = path.rename(tmp_path / "archived.jsonl.1")
+        ledger.record(entry(2))
+        await ledger.flush()
+        assert read_n(archived) == [1]
+        assert read_n(path) == [2]
+    finally:
+        ledger.close()
+
+
 async def test_a_bad_entry_is_logged_and_the_writer_keeps_going(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ledger = UsageLedger(tmp_path)
     try:
@@ -163,3 +180,34 @@ async def test_on_a_shared_writer_thread_close_writes_the_lines_and_leaves_the_t
     files = list((tmp_path / "usage").glob("*.jsonl"))
     assert len(files) == 1
     assert read_n(files[0]) == [0, 1]
+
+
+async def test_on_a_shared_writer_thread_flush_after_close_waits_for_the_last_lines(tmp_path: Path) -> None:
+    import threading
+
+    writer = WriterThread("shared-writer")
+    ledger = UsageLedger(tmp_path / "usage", writer=writer)
+    gate = threading.Event()
+    writer.submit(gate.wait, 30)  # the thread is busy: the ledger's last write queues behind
+    ledger.record(entry(0))
+    ledger.close()
+    flushed = asyncio.ensure_future(ledger.flush())
+    await asyncio.sleep(0.02)
+    assert not flushed.done()  # it used to return at once, before the line was written
+    gate.set()
+    await flushed
+    files = list((tmp_path / "usage").glob("*.jsonl"))
+    assert len(files) == 1 and read_n(files[0]) == [0]
+    writer.close()
+
+
+def test_every_line_refused_by_a_closed_shared_thread_is_reported(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    writer = WriterThread("shared-writer")
+    ledger = UsageLedger(tmp_path / "usage", writer=writer)
+    writer.close()  # closed before the ledger (not the gateway's order, but nothing may go unsaid)
+    with caplog.at_level(logging.WARNING, logger="app.usage.ledger"):
+        ledger.record(entry(1))
+        ledger.record(entry(2))
+    refused = [r for r in caplog.records if "writer thread is closed" in r.getMessage()]
+    assert [r.getMessage().split("run ")[1].split(" ")[0] for r in refused] == ["r1", "r2"]
