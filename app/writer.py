@@ -65,6 +65,11 @@ class WriterThread:
         self._put((function, args, loop, future))
         return await future
 
+    async def drain(self) -> None:
+        """Wait until every job handed over before this call is done. ``RuntimeError`` once the
+        thread is closed."""
+        await self.run(_nothing)
+
     def submit(self, function: Callable[..., Any], *args: Any) -> None:
         """Run ``function(*args)`` on the thread after the jobs before it, awaited by nobody (an
         exception is logged). ``RuntimeError`` once the thread is closed."""
@@ -105,6 +110,10 @@ class WriterThread:
             else:
                 if future is not None:
                     _settle(loop, future, result, None)
+
+
+def _nothing() -> None:
+    """The job ``drain`` waits for: it runs after every job handed over before it."""
 
 
 def _close_at_exit(writer: weakref.ref[WriterThread]) -> None:

@@ -254,7 +254,7 @@ class LineWriter:
                 transport.abort()
         elif self._thread.started:
             try:
-                await asyncio.wait_for(self._thread.run(_nothing), self.CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(self._thread.drain(), self.CLOSE_TIMEOUT_S)
             except TimeoutError:
                 self._gave_up()
             except RuntimeError:  # closed already
@@ -280,10 +280,6 @@ class LineWriter:
                 self._stream.flush()
             except (BrokenPipeError, ValueError, OSError):
                 pass
-
-
-def _nothing() -> None:
-    """A job that marks the point where every write handed over before it is done."""
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -93,7 +93,7 @@ class UsageLedger:
         """Wait until every line recorded before this call is written."""
         if self._closed:  # the last lines are queued on the thread: wait for them if it still runs
             with contextlib.suppress(RuntimeError):
-                await self._writer.run(_nothing)
+                await self._writer.drain()
             return
         await self._writer.run(self._write_queued)
 
@@ -191,10 +191,6 @@ class UsageLedger:
                     yield value
                 else:
                     logger.warning("%s: line %d skipped (not an object)", path.name, number)
-
-
-def _nothing() -> None:
-    """A job that marks the point where every job handed over before it is done."""
 
 
 def _still_named(fd: int, path: Path | None) -> bool:
