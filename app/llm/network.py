@@ -54,6 +54,9 @@ class _Protocol(asyncio.Protocol):
         self.lost = False
         self.error: BaseException | None = None
         self.reading_paused = False
+        #: reading was paused once: bytes may have waited in the kernel since, so the connection
+        #: can no longer tell that nothing follows a response (``LeanStream.stale``)
+        self.paused_once = False
         self._reader: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         #: the waiting read's deadline (loop time), and the one timer that enforces it (see wait_readable)
@@ -70,7 +73,7 @@ class _Protocol(asyncio.Protocol):
         self.buffer.append(data)
         self.buffered += len(data)
         if self.buffered > HIGH_WATER and not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
+            self.reading_paused = self.paused_once = True
             self.transport.pause_reading()
         self._wake_reader()
 
@@ -207,10 +210,13 @@ class LeanStream(httpcore.AsyncNetworkStream):
     def stale(self) -> bool:
         """Bytes nobody asked for, or the end of the connection, arrived: not fit for another request.
 
-        The protocol always reads (paused only with data buffered), so what the kernel had by the
-        loop's last poll is here already: no poll(2) per idle connection per pool operation."""
+        The protocol always reads, so what the kernel had by the loop's last poll is here already:
+        no poll(2) per idle connection per pool operation. A connection whose reading was ever
+        paused (back-pressure) cannot say so: bytes sent after a response may still wait in the
+        kernel (or, over TLS, in the SSL transport) when its last byte is read, and the next
+        request on it would read them as its own answer. Such a connection is never reused."""
         protocol = self._protocol
-        return bool(protocol.buffer) or protocol.eof or protocol.lost
+        return bool(protocol.buffer) or protocol.eof or protocol.lost or protocol.paused_once
 
     def closing(self) -> bool:
         return self._transport.is_closing()
@@ -225,9 +231,15 @@ class LeanStream(httpcore.AsyncNetworkStream):
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        protocol = self._protocol
+        if protocol.buffer or protocol.eof or protocol.lost:
+            # Bytes before the handshake are no part of the TLS session: read after it, they would
+            # pass for the encrypted answer (uvloop delivers them to this protocol).
+            self._transport.close()
+            raise httpcore.ConnectError("the upstream sent data before the TLS handshake")
         try:
             async with asyncio.timeout(timeout):
-                transport = await loop.start_tls(self._transport, self._protocol, ssl_context,
+                transport = await loop.start_tls(self._transport, protocol, ssl_context,
                                                  server_hostname=server_hostname)
         except TimeoutError:
             self._transport.close()
@@ -235,6 +247,9 @@ class LeanStream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             self._transport.close()
             raise httpcore.ConnectError(str(exc)) from exc
+        except BaseException:
+            self._transport.close()
+            raise
         if transport is None:  # the connection closed during the handshake
             raise httpcore.ConnectError("the upstream closed the connection during the TLS handshake")
         self._protocol.transport = cast(asyncio.Transport, transport)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
 import random
+import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from app.errors import UpstreamDisconnected, UpstreamError, UpstreamHTTPError, U
 from app.llm.client import stream_chat
 from app.llm.deltas import ContentDelta
 from app.llm.network import (
-    HIGH_WATER, LOW_WATER, LeanStream, LinearPool, StreamingTransport, _Protocol,
+    HIGH_WATER, LOW_WATER, LeanBackend, LeanStream, LinearPool, StreamingTransport, _Protocol,
 )
 from app.llm.h1 import H1Transport
 from app.llm.upstream import MAX_PARSED_URLS, UpstreamClient, shared_client
@@ -234,6 +236,54 @@ async def test_tls_stream_and_certificate_check(tmp_path: Path, kind: str) -> No
         await server.wait_closed()
 
 
+async def _connected_with_buffered_plaintext(port: int) -> LeanStream:
+    """A plain connection to ``port`` whose protocol has already received the server's first bytes."""
+    stream = await LeanBackend().connect_tcp("127.0.0.1", port, timeout=5)
+    assert isinstance(stream, LeanStream)
+    for _ in range(500):
+        if stream._protocol.buffer:
+            return stream
+        await asyncio.sleep(0.01)
+    raise AssertionError("the plaintext never arrived")
+
+
+async def test_attack_plaintext_sent_before_the_tls_handshake_is_not_read_as_the_https_answer(tmp_path: Path) -> None:
+    """An on-path attacker writes an HTTP answer in the clear as soon as the TCP connection is up,
+    then lets the genuine server's TLS go on. On uvloop those bytes reached our protocol before
+    ``start_tls`` and, after a valid handshake, were read first: a forged model answer on an https
+    call whose certificate checks out. Bytes before the handshake now fail the connection."""
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nFORGED"
+    handshakes: list[str] = []
+
+    async def attacker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(forged)  # in the clear, before any TLS
+        await writer.drain()
+        try:
+            await writer.start_tls(server_tls)  # then the genuine server's handshake
+            handshakes.append("done")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\ngenuine")
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError, OSError):
+            handshakes.append("failed")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(attacker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        stream = await _connected_with_buffered_plaintext(port)  # the forged bytes wait in our protocol
+        with pytest.raises(httpcore.ConnectError, match="before the TLS handshake"):
+            await stream.start_tls(ssl.create_default_context(cafile=str(cert)), server_hostname="127.0.0.1",
+                                   timeout=5)
+        assert stream.closing()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # -- the protocol: back-pressure and end of stream ---------------------------------------------
 
 
@@ -272,6 +322,95 @@ async def test_reading_pauses_above_the_high_water_mark_and_resumes_below_the_lo
     while protocol.buffer:
         received += len(await stream.read(65536))
     assert received == sent + len(chunk)
+
+
+def test_a_connection_whose_reading_was_paused_is_never_reused() -> None:
+    """While reading is paused the kernel keeps what the server sends: once the reader drained the
+    buffer, an empty buffer no longer means that nothing follows the response."""
+    protocol, transport = _Protocol(), _RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    stream = LeanStream(transport, protocol)  # type: ignore[arg-type]
+    protocol.data_received(b"x" * (HIGH_WATER + 1))
+    while protocol.buffer:
+        protocol.take(65536)
+    assert transport.calls == ["pause", "resume"]
+    assert stream.stale() and stream.get_extra_info("is_readable") is True
+
+
+@pytest.mark.parametrize("kind", ["h1", "httpcore"])
+async def test_attack_bytes_left_in_the_kernel_after_a_paused_response_never_reach_the_next_request(kind: str) -> None:
+    """A large answer fills the protocol's buffer, so reading pauses with the answer's last byte
+    already read from the socket; the server then sends more (a broken or hostile upstream, or the
+    rest of another exchange). Read to its end, the answer left an empty buffer, and the connection
+    went back to the pool: the next request on it, maybe another user's, read those bytes as its
+    own answer. A connection that paused is now closed after its response.
+
+    The steps are in lockstep with the client so the pause comes with the whole body buffered: the
+    head alone, then ``HIGH_WATER`` bytes of body (the buffer is full, not over), then the body's
+    last bytes in one small write (over: reading pauses), then the extra answer."""
+    tail = b"z" * 100
+    body_length = HIGH_WATER + len(tail)
+    leftover = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nUSER-A-PRIVATE"
+    steps = [asyncio.Event() for _ in range(3)]  # head read, buffer full, pause seen
+    requests = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while await reader.readuntil(b"\r\n\r\n"):
+            requests += 1
+            if requests > 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfor-user-B")
+                await writer.drain()
+                continue
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % body_length)
+            await writer.drain()
+            await steps[0].wait()
+            writer.write(b"a" * HIGH_WATER)
+            await writer.drain()
+            await steps[1].wait()
+            writer.write(tail)
+            await writer.drain()
+            await steps[2].wait()
+            writer.write(leftover)
+            await writer.drain()
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(2000):
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("the exchange did not get there")
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        async with httpx.AsyncClient(transport=_transport(kind), timeout=10) as client:
+            async with client.stream("GET", url) as first:
+                network = first.extensions["network_stream"]
+                protocol = network._protocol
+                steps[0].set()
+                await until(lambda: protocol.buffered >= HIGH_WATER)
+                assert not protocol.reading_paused
+                steps[1].set()
+                await until(lambda: protocol.reading_paused)
+                assert protocol.buffered == body_length  # the body's last byte is read from the socket
+                steps[2].set()  # the server's extra bytes can only wait in the kernel now
+                peek = socket.socket(fileno=os.dup(network.get_extra_info("socket").fileno()))
+                try:
+                    def arrived() -> bool:
+                        try:
+                            return len(peek.recv(1024, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == len(leftover)
+                        except BlockingIOError:
+                            return False
+                    await until(arrived)
+                finally:
+                    peek.close()
+                assert len(await first.aread()) == body_length
+            second = await client.get(url)
+        assert second.content == b"for-user-B"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_read_waits_for_data_then_sees_the_end() -> None:
