@@ -39,6 +39,10 @@ Relative folders are resolved against the deployment folder.
 
 A key no setting reads (a typo such as `sever:`) is reported at start as a WARNING naming the file
 and the closest known key; `agw validate` lists them too.
+
+Calls to model providers (and HTTP tools) honour the standard proxy variables `HTTP_PROXY`,
+`HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`, as any httpx client does; a host in `NO_PROXY` is
+reached directly. The proxies' URLs are never logged.
 """
 
 _FIELD_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:")

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import httpx
+from httpx._utils import get_environment_proxies  # httpx's own reading of *_PROXY / NO_PROXY
 
 from app.llm.network import StreamingTransport
 
@@ -115,8 +116,26 @@ def shared_client(limits: httpx.Limits, timeout: httpx.Timeout, *, lean_parser: 
     transport = streaming_transport(limits, lean_parser=lean_parser)
     logger.info("upstream answers are parsed by %s",
                 "httptools" if not isinstance(transport, StreamingTransport) else "h11 (httpcore)")
-    return UpstreamClient(limits=limits, timeout=timeout, transport=transport)
+    return UpstreamClient(limits=limits, timeout=timeout, transport=transport, mounts=environment_proxies(limits))
 
 
-__all__ = ["MAX_PARSED_URLS", "NoCookieJar", "NoCookies", "UpstreamClient", "has_httptools", "shared_client",
+def environment_proxies(limits: httpx.Limits) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` as httpx's mounts.
+
+    httpx honours the environment's proxies only when it builds its own transport; the gateway
+    passes one (the lean transport), so without these mounts an egress proxy would be bypassed
+    or, where the proxy is the only way out, every provider call would fail. A proxied origin
+    goes through httpx's own transport with the proxy (as a plain ``httpx.AsyncClient`` would);
+    a ``NO_PROXY`` host keeps the lean transport (mount ``None``). The proxies' URLs are not
+    logged: they may carry credentials."""
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    for pattern, proxy in get_environment_proxies().items():
+        mounts[pattern] = None if proxy is None else httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+    proxied = sorted(pattern for pattern, mount in mounts.items() if mount is not None)
+    if proxied:
+        logger.info("upstream requests for %s go through the proxy set in the environment", ", ".join(proxied))
+    return mounts
+
+
+__all__ = ["MAX_PARSED_URLS", "NoCookieJar", "NoCookies", "UpstreamClient", "environment_proxies", "has_httptools", "shared_client",
            "streaming_transport"]

@@ -568,6 +568,41 @@ async def test_attack_a_cookie_set_during_one_users_call_rides_on_the_next_users
     assert seen == ([None, None] if shared else [None, "session=alice"])
 
 
+@pytest.mark.parametrize("lean_parser", [None, False], ids=["h1", "httpcore"])
+async def test_a_proxy_set_in_the_environment_carries_the_upstream_calls(monkeypatch: pytest.MonkeyPatch,
+                                                                          lean_parser: bool | None) -> None:
+    """httpx honours ``HTTP_PROXY`` only when it builds its own transport, and the gateway passes
+    one: behind an egress proxy every provider call failed or bypassed it. ``NO_PROXY`` hosts keep
+    the lean transport."""
+    request_lines: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_lines.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nvia-proxy")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = shared_client(LIMITS, httpx.Timeout(10.0), lean_parser=lean_parser)
+    try:
+        proxied = await client.get("http://provider.invalid/v1/models")
+        assert proxied.text == "via-proxy"
+        direct = await client.get(f"{url}/direct")  # NO_PROXY: straight to the host, on the lean transport
+        assert direct.text == "via-proxy" and isinstance(direct.extensions["network_stream"], LeanStream)
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert request_lines == [b"GET http://provider.invalid/v1/models HTTP/1.1", b"GET /direct HTTP/1.1"]
+
+
 async def test_the_shared_client_cannot_be_given_cookies_to_keep() -> None:
     client = shared_client(LIMITS, httpx.Timeout(10.0))
     try:
