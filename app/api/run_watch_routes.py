@@ -39,7 +39,8 @@ def resume_point(after: str | None, last_event_id: str | None) -> int:
     if raw is None or raw.strip() == "":
         return 0
     text = raw.strip()
-    if not text.isdigit() or len(text) > 16 or int(text) > _MAX_SEQ:
+    # ASCII digits only: str.isdigit also takes "²" or "①", which int() refuses (a 500 before)
+    if not (text.isascii() and text.isdigit()) or len(text) > 16 or int(text) > _MAX_SEQ:
         raise RequestError(f"{name} must be a non-negative event seq number, got {raw[:32]!r}")
     return int(text)
 

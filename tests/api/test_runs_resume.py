@@ -224,12 +224,14 @@ async def watch_all_query(client: httpx.AsyncClient, gw: GatewayServer, body: di
     ("/api/ap/run/stream", {"runId": "run_x", "after": "1e9"}, None, 400, "after must be a non-negative"),
     ("/api/ap/run/stream", {"runId": "run_x"}, {"Last-Event-ID": "abc"}, 400, "Last-Event-ID must be"),
     ("/api/ap/run/stream", {"runId": "run_x", "after": "9" * 30}, None, 400, "after"),
+    ("/api/ap/run/stream", {"runId": "run_x", "after": "\u00b2"}, None, 400, "after must be a non-negative"),
+    ("/api/ap/chat/stream", {"chatId": "chat_none", "after": "\u2460"}, None, 400, "after must be a non-negative"),
     ("/api/ap/chat/stream", {"chatId": "chat_none"}, None, 404, "has no active run"),
     ("/api/ap/run", {"runId": "run_nope"}, None, 404, "unknown or expired run"),
     ("/api/ap/runs", {"status": "sleeping"}, None, 400, "status must be one of"),
     ("/api/ap/runs", {"chatId": "a/b"}, None, 400, "invalid chatId"),
 ], ids=["unknown", "missing_id", "path_trick", "negative_after", "float_after", "bad_last_event_id",
-        "huge_after", "chat_without_run", "status_unknown", "bad_status", "bad_chat"])
+        "huge_after", "attack_superscript_digit_after", "attack_circled_digit_after", "chat_without_run", "status_unknown", "bad_status", "bad_chat"])
 async def test_watch_endpoints_refuse_bad_input_with_an_envelope(
     gw: GatewayServer, client: httpx.AsyncClient, path: str, params: dict[str, str],
     headers: dict[str, str] | None, status: int, message: str
