@@ -205,6 +205,11 @@ class RunService:
         # SPEC §19: the caller's trace (a malformed traceparent is ignored), else a new one
         run.trace_parent = parse_traceparent(traceparent)
         run.trace_id = run.trace_parent.trace_id if run.trace_parent is not None else new_trace_id()
+        if new_chat_id and (chats.exists(chat_id) or any(live.chat_id == chat_id for live in self._live.values())):
+            # checked again with no await left before the run is live: two starts naming the same new
+            # chat (AG-UI threadId) must not both pass the check above, the second writing into a chat
+            # the first one created, whoever its owner
+            raise RequestError(f"chat {chat_id} already exists; continue it with chatId")
         # the local check and reservation are one step; in a cluster the caps then count every instance
         self._admit(run)
         if self._directory is not None:  # SPEC §16: and the run is findable cluster-wide from here on
