@@ -23,12 +23,10 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import cast
 
-import anyio
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
 
 from app.adapters.openai_chat import (
     ChatCompletionRequest,
@@ -42,7 +40,8 @@ from app.adapters.openai_chat import (
 from app.api.auth import user_of
 from app.api.body import read_json
 from app.api.lane import direct
-from app.api.sse import HEARTBEAT, EventStream, json_line
+from app.api.deferred import DeferredResponse
+from app.api.sse import HEARTBEAT, EventStream, StreamShutdown, json_line
 from app.api.state import gateway_of, streams_of
 from app.catalog.definitions import AgentDefinition
 from app.contract.events import Stamped
@@ -127,7 +126,7 @@ async def chat_completions(request: Request) -> Response:
     chunks = ChunkStream(run.run_id, run.started_at // 1000, body.model, body.include_usage)
     if body.stream:
         return _chunk_stream(request, gateway, run, chunks, headers)
-    return CompletionResponse(gateway, run, chunks, headers)
+    return CompletionResponse(gateway, run, chunks, headers, streams_of(request))
 
 
 def _watching(gateway: Gateway, run: Run) -> contextlib.aclosing[AsyncGenerator[Sequence[Stamped], None]]:
@@ -178,13 +177,13 @@ def _chunk_stream(request: Request, gateway: Gateway, run: Run, chunks: ChunkStr
 # ------------------------------------------------------------------------- non-streaming
 
 
-class CompletionResponse(Response):
-    """One ``chat.completion`` once the run ended. While it runs, the client's disconnect is
-    watched in the same task group: whichever ends first cancels the other, and a client that
-    went away cancels the run (Starlette's streaming pattern, for a response sent at the end)."""
+class CompletionResponse(DeferredResponse):
+    """One ``chat.completion`` once the run ended (``DeferredResponse``: a client that went away
+    cancels the run, and the server stopping cancels it too, so its answer comes at once)."""
 
-    def __init__(self, gateway: Gateway, run: Run, chunks: ChunkStream, headers: dict[str, str]) -> None:
-        super().__init__()
+    def __init__(self, gateway: Gateway, run: Run, chunks: ChunkStream, headers: dict[str, str],
+                 shutdown: StreamShutdown) -> None:
+        super().__init__(self._response, shutdown=shutdown, on_shutdown=run.cancel)
         self._gateway, self._run, self._chunks, self._extra_headers = gateway, run, chunks, headers
 
     async def _fold(self) -> CompletionFold:
@@ -204,18 +203,3 @@ class CompletionResponse(Response):
         chunks = self._chunks
         return OpenAIJSON(fold.completion(run_id=chunks.run_id, created=chunks.created, model=chunks.model),
                           headers=self._extra_headers)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer: list[Response] = []
-
-        async def until_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            group.cancel_scope.cancel()  # the run's watch is cancelled with it, and cancels the run
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(until_disconnect)
-            answer.append(await self._response())
-            group.cancel_scope.cancel()
-        if answer:
-            await answer[0](scope, receive, send)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import user_of
 from app.api.body import read_json
+from app.api.deferred import DeferredResponse
 from app.api.envelope import EnvelopeResponse, fail, ok
 from app.api.lane import direct
 from app.api.sse import event_stream_response
@@ -24,7 +25,9 @@ from app.api.state import gateway_of, streams_of
 from app.contract.bodies import QueryRequest, SubmitRequest
 from app.contract.runs import RunOutcome
 from app.errors import RunLimitExceeded
+from app.gateway import Gateway
 from app.paths import check_key
+from app.runs.service import Run
 
 router = APIRouter()
 
@@ -51,6 +54,11 @@ async def query(request: Request) -> Response:
         return event_stream_response(gateway.runs.query_batches(run), shutdown=streams_of(request),
                                      heartbeat_seconds=gateway.settings.server.sse_heartbeat_seconds,
                                      on_shutdown=run.cancel)
+    return DeferredResponse(lambda: _answer(gateway, run), shutdown=streams_of(request), on_shutdown=run.cancel)
+
+
+async def _answer(gateway: Gateway, run: Run) -> Response:
+    """The ``stream: false`` answer: every event of the run and its outcome, once it ended."""
     events = [stamped.wire() async for stamped in gateway.runs.query_stream(run)]
     outcome = await run.finished()
     data = {

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: how long a stream may go on after shutdown began, to deliver its terminal event
 SHUTDOWN_GRACE_SECONDS = 3.0
+#: how long the body's last chunk may wait for a client that reads nothing, after the grace period
+FINAL_SEND_SECONDS = 1.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -219,8 +221,12 @@ class EventStream(Response):
         except asyncio.CancelledError:
             if stop.reason is None or task.uncancel() > 0:
                 raise  # not (only) our own stop: the server cancels the request
-            if stop.reason == _GRACE_OVER:  # the client is still there: end the body properly
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if stop.reason == _GRACE_OVER:  # the client is still there: end the body properly …
+                # … unless it stopped reading: the send would wait for it forever, and so would the
+                # server's exit; given up, the server closes the connection
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FINAL_SEND_SECONDS):
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream(self, send: Send, receive: Receive, stop: _Stop) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -20,6 +20,7 @@ import typer
 import uvicorn
 
 from app.api.app import create_app
+from app.api.sse import SHUTDOWN_GRACE_SECONDS
 from app.cli.options import (
     DirOption,
     LogLevelOption,
@@ -72,10 +73,18 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: how long a stopping server waits for its open requests before it cancels them: the streams end
+#: within ``SHUTDOWN_GRACE_SECONDS`` (their runs are cancelled, each client gets ``run.cancel``);
+#: this bounds what cannot end by itself, e.g. a client that stopped reading its stream
+SHUTDOWN_TIMEOUT_SECONDS = int(SHUTDOWN_GRACE_SECONDS) + 7
+
+
 def uvicorn_config(app: Any, settings: Settings, level: str, loop: str, http: str) -> uvicorn.Config:
-    """The server's configuration: address, logging (ours), the stack, the idle keep-alive time."""
+    """The server's configuration: address, logging (ours), the stack, the idle keep-alive time,
+    and a bounded graceful shutdown (``SHUTDOWN_TIMEOUT_SECONDS``)."""
     return uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=level.lower(),
-                          log_config=None, loop=loop, http=http, timeout_keep_alive=settings.server.keep_alive_seconds)
+                          log_config=None, loop=loop, http=http, timeout_keep_alive=settings.server.keep_alive_seconds,
+                          timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_SECONDS)
 
 
 def serve(

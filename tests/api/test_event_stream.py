@@ -49,6 +49,42 @@ async def test_server_stop_cancels_the_run_and_the_client_still_receives_run_can
     assert [e["delta"] for e in seen if e["type"] == "content.delta"] == ["first"]
 
 
+@pytest.mark.parametrize("endpoint", ["query", "openai"])
+async def test_server_stop_ends_a_non_streamed_run_with_its_cancelled_answer(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    endpoint: str,
+) -> None:
+    """``stream: false`` waits for the run's end with nothing sent. The server stopping did not
+    reach it: uvicorn waited for the run to end by itself (up to its run timeout, or forever on a
+    frontend tool) and the process did not exit. Now the run is cancelled as for a stream, and the
+    client gets the cancelled run's answer."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    stopping = threading.Event()
+    gw.app.state.streams.exiting = stopping.is_set  # what uvicorn's SIGTERM sets, told directly
+    upstream.enqueue([Text("first"), Gate("never-released"), Text("second"), Finish("stop")])
+    if endpoint == "query":
+        url, body = f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "x", "stream": False}
+    else:
+        url, body = f"{gw.url}/v1/chat/completions", {"model": "plain", "messages": [{"role": "user", "content": "x"}]}
+    try:
+        answering = asyncio.create_task(client.post(url, json=body, timeout=60))
+        for _ in range(2000):  # bounded poll until the run streams (held at the gate)
+            if upstream.requests and any(run["lastSeq"] > 2 for run in
+                                         (await client.get(f"{gw.url}/api/ap/runs")).json()["data"]):
+                break
+            await asyncio.sleep(0.01)
+        stopping.set()
+        async with asyncio.timeout(60):  # without the shutdown path the answer waits for the gate
+            reply = await answering
+    finally:
+        upstream.release("never-released")
+    assert reply.status_code == 409 if endpoint == "query" else reply.status_code >= 400
+    if endpoint == "query":
+        data = reply.json()["data"]
+        assert data["status"] == "cancelled" and data["events"][-1]["type"] == "run.cancel"
+
+
 # -- at the ASGI level --------------------------------------------------------------------------
 
 
@@ -103,6 +139,37 @@ async def test_a_stream_that_outlives_the_shutdown_grace_period_is_ended_with_it
     assert stream.bodies() == [(b"data: 1\r\n\r\n", True), (b"", False)]
     assert stream.closed == ["closed"]
     await stream.shutdown.aclose()
+
+
+async def test_attack_a_client_that_stops_reading_cannot_hold_the_servers_exit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that keeps its connection but reads nothing: once its socket's buffers are full,
+    every send waits for it. After the grace period the stream's last chunk waited forever too,
+    and with it the server's exit (and its lifespan shutdown: chats and usage flushed). The last
+    chunk now waits ``FINAL_SEND_SECONDS`` at most; ``agw serve`` also bounds the whole shutdown."""
+    monkeypatch.setattr(sse, "SHUTDOWN_GRACE_SECONDS", 0.05)
+    monkeypatch.setattr(sse, "FINAL_SEND_SECONDS", 0.05)
+    stream = _Harness(exiting=True)
+    real_send = stream.send
+
+    async def stuck_after_the_first_frame(message: dict[str, Any]) -> None:
+        if stream.bodies():
+            await asyncio.Event().wait()  # the client's buffers are full: this send never completes
+        await real_send(message)
+
+    stream.send = stuck_after_the_first_frame  # type: ignore[method-assign]
+    await asyncio.wait_for(stream.serve(on_shutdown=lambda: None), 30)
+    assert stream.bodies() == [(b"data: 1\r\n\r\n", True)] and stream.closed == ["closed"]
+    await stream.shutdown.aclose()
+
+
+def test_agw_serve_bounds_its_graceful_shutdown() -> None:
+    from app.cli.serve import SHUTDOWN_TIMEOUT_SECONDS, uvicorn_config
+    from app.config import load_settings
+
+    config = uvicorn_config(object(), load_settings(Path("."), files=(), env={}), "INFO", "asyncio", "h11")
+    assert config.timeout_graceful_shutdown == SHUTDOWN_TIMEOUT_SECONDS > sse.SHUTDOWN_GRACE_SECONDS
 
 
 async def test_a_failing_shutdown_callback_still_ends_the_stream_after_the_grace_period(

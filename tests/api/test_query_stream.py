@@ -399,6 +399,40 @@ async def test_client_disconnect_cancels_run_and_closes_upstream(
     assert snapshots and snapshots[0]["text"] == "first"  # what was streamed is not lost
 
 
+async def test_a_non_streamed_query_whose_client_leaves_cancels_its_run(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """SPEC §6: the client leaving cancels the run (``onDisconnect: cancel``, the default) with
+    ``stream: false`` too. Nothing listened for the disconnect there: the run went on to its end,
+    holding the upstream call and the user's concurrent-run slot."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue([Text("first"), Gate("never-released"), Text("second"), Finish("stop")])
+    try:
+        async with httpx.AsyncClient() as leaving:
+            answering = asyncio.create_task(leaving.post(f"{gw.url}/api/ap/query",
+                                                         json={"agentKey": "plain", "message": "x", "stream": False}))
+            run_id = None
+            for _ in range(2000):  # bounded poll until the run streams (held at the gate)
+                runs = (await client.get(f"{gw.url}/api/ap/runs")).json()["data"]
+                if runs and runs[0]["lastSeq"] > 2:
+                    run_id = runs[0]["runId"]
+                    break
+                await asyncio.sleep(0.01)
+            assert run_id is not None
+            answering.cancel()  # the client goes away before the answer
+            await asyncio.gather(answering, return_exceptions=True)
+        assert await asyncio.to_thread(upstream.wait_disconnect, 0, 20.0), "upstream connection was not closed"
+        for _ in range(2000):  # bounded poll: the run ends as cancelled
+            run = (await client.get(f"{gw.url}/api/ap/run", params={"runId": run_id})).json()["data"]
+            if run["status"] != "running":
+                break
+            await asyncio.sleep(0.01)
+        assert run["status"] == "cancelled"
+    finally:
+        upstream.release("never-released")
+
+
 async def test_model_settings_reach_the_upstream_request(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
