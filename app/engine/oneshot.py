@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.engine.context import RunContext
 from app.engine.prompts import system_prompt
 from app.engine.steps import end_step, flush_step
-from app.engine.tool_exec import execute_calls
+from app.engine.tool_exec import execute_calls, refuse_unoffered
 from app.engine.turn import ToolChoiceWire, model_turn
 
 TOOL_CHOICE: dict[str, ToolChoiceWire] = {"NONE": "none", "AUTO": "auto", "REQUIRED": "required"}
@@ -22,6 +22,7 @@ async def run_oneshot(ctx: RunContext) -> str:
         await execute_calls(ctx, turn.calls, {})
         await flush_step(ctx, system)
         turn = await model_turn(ctx, stage, system, tools, tool_choice="none")
+        refuse_unoffered(ctx, turn.calls)
     await end_step(ctx, system)
     ctx.final_text = turn.content
     return turn.finish_reason or "stop"

@@ -16,7 +16,7 @@ from app.contract.events import now_ms
 from app.engine.ids import plan_id
 from app.engine.prompts import system_prompt, task_list_text, task_prompt
 from app.engine.steps import end_step, flush_step
-from app.engine.tool_exec import EngineTool, disclose_skills, execute_call, execute_calls, refuse_call
+from app.engine.tool_exec import EngineTool, disclose_skills, execute_call, execute_calls, refuse_call, refuse_unoffered
 from app.engine.react import ONE_AT_A_TIME
 from app.engine.turn import model_turn
 from app.errors import RunFailed
@@ -131,7 +131,8 @@ async def _plan_stage(ctx: RunContext) -> None:
     system = system_prompt(ctx.agent, stage, tools)
     engine = _engine_tools(stage)
     if stage.deep_thinking:
-        await model_turn(ctx, stage, system, tools, tool_choice="none", reasoning_enabled=True)  # agent-plan-draft
+        draft = await model_turn(ctx, stage, system, tools, tool_choice="none", reasoning_enabled=True)  # agent-plan-draft
+        refuse_unoffered(ctx, draft.calls)
         await flush_step(ctx, system)
         tools = [tool for tool in tools if tool.name == ADD_TASKS]
         system = system_prompt(ctx.agent, stage, tools)
@@ -223,6 +224,7 @@ async def _summary_stage(ctx: RunContext) -> str:
         await execute_calls(ctx, turn.calls, _engine_tools(stage))
         await flush_step(ctx, system)
         turn = await model_turn(ctx, stage, system, tools, tool_choice="none")
+        refuse_unoffered(ctx, turn.calls)
     await end_step(ctx, system)
     ctx.final_text = turn.content
     return turn.finish_reason or "stop"

@@ -100,6 +100,8 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
             result = await _dispatch(ctx, call, args, engine_tools)
     except ToolError as exc:
         result = error_result(exc.message)
+        if call.kind is ToolKind.FRONTEND:  # failed before (or while) waiting: a submit now goes nowhere
+            ctx.services.submits.discard(ctx.run_id, call.event_id, "the call failed")
     if not (isinstance(result, dict) and result.get("ok") is False):
         ctx.results_by_tool[call.name] = result
     if call.is_action:
@@ -125,6 +127,18 @@ async def execute_calls(ctx: RunContext, calls: list[ToolCall], engine_tools: Ma
     for call in calls:
         await execute_call(ctx, call, engine_tools)
     disclose_skills(ctx)
+
+
+#: the result of a call made on a model call that offered no tools (``tool_choice: none``, which
+#: many OpenAI-compatible servers ignore): streamed, so it still gets its one result
+NOT_OFFERED = "no tool may be called at this point of the run; the call was not run"
+
+
+def refuse_unoffered(ctx: RunContext, calls: list[ToolCall]) -> None:
+    """Answer the calls of a turn that asked for none: every ``tool.start`` gets its result, a
+    frontend call's wait is closed, and the chat's history pairs each call with a result."""
+    for call in calls:
+        refuse_call(ctx, call, NOT_OFFERED)
 
 
 def refuse_call(ctx: RunContext, call: ToolCall, message: str) -> None:

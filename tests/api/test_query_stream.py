@@ -186,6 +186,34 @@ async def test_oneshot_runs_several_calls_of_one_turn(
     assert upstream.requests[1].body["tool_choice"] == "none"
 
 
+async def test_a_tool_called_when_none_may_be_gets_its_result_and_the_chat_stays_valid(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """ONESHOT's second model call says ``tool_choice: none``; many OpenAI-compatible servers
+    ignore it. The call was streamed (``tool.start`` … ``tool.end``, a frontend one opening its
+    wait), written to memory, and never answered: a dialog nothing waits for, and a history
+    whose tool call has no result. It is now refused with a result, like any call not run."""
+    tools = {"backends": ["city_datetime"], "frontends": ["confirm_dialog"], "actions": []}
+    write_agent(deploy, "once", agent("ONESHOT", tools=tools))
+    gw = start_gateway()
+    upstream.enqueue(tool_call_script("c1", "city_datetime", ['{"city":"Paris"}']),
+                     tool_call_script("c2", "confirm_dialog", ['{"question":"Sure?"}']),
+                     text_script(["next"]))
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "once", "message": "time?"})
+    assert upstream.requests[1].body["tool_choice"] == "none"
+    starts = [e["toolId"] for e in events if e["type"] == "tool.start"]
+    results = {e["toolId"]: e["result"] for e in events if e["type"] == "tool.result"}
+    assert len(starts) == 2 and set(results) == set(starts)
+    assert results[starts[1]]["ok"] is False and "not run" in results[starts[1]]["error"]
+    assert events[-1]["type"] == "run.complete"
+    chat_id = events[0]["chatId"]
+    await collect(client, f"{gw.url}/api/ap/query", {"chatId": chat_id, "message": "again"})
+    replayed = upstream.requests[2].body["messages"]
+    called = {c["id"] for m in replayed if m["role"] == "assistant" for c in m.get("tool_calls") or []}
+    answered = {m["tool_call_id"] for m in replayed if m["role"] == "tool"}
+    assert called == answered == {"c1", "c2"}
+
+
 async def test_anthropic_protocol_text_reasoning_and_tool(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:

@@ -246,3 +246,35 @@ async def test_regression_an_answer_sent_while_the_turn_still_streams_is_not_los
     await asyncio.wait_for(consume(), timeout=HANG)
     assert events[-1]["type"] == "run.complete"
     assert first(events, "tool.result")["result"] == {"selected": "Rome"}
+
+
+async def test_a_frontend_call_whose_arguments_are_broken_leaves_no_wait_open(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """The wait opens at ``tool.start`` (a client may answer while the turn streams). A call whose
+    arguments then fail (here cut short by ``finish_reason: length``) got its error result, but
+    its wait stayed open: the run said ``waiting`` with a pending tool while the model was on its
+    next turn, and the user's answer was accepted, then thrown away."""
+    from app.devtools.script import Finish, Gate, Text, ToolArgs, ToolCall
+
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue([ToolCall(0, "c1", "confirm_dialog"), ToolArgs(0, '{"question":"Which ci'), Finish("length")],
+                     [Text("thinking"), Gate("g"), Text(" done"), Finish("stop")])
+    events: list[dict[str, Any]] = []
+    seen: dict[str, Any] = {}
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "content.delta" and event["delta"] == "thinking":
+                run_id, tool_id = first(events, "run.start")["runId"], first(events, "tool.start")["toolId"]
+                seen["run"] = (await client.get(f"{gw.url}/api/ap/run", params={"runId": run_id})).json()["data"]
+                seen["submit"] = await _submit(client, gw, run_id, tool_id, {"selected": "Paris"})
+                upstream.release("g")
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    assert "not valid JSON" in first(events, "tool.result")["result"]["error"]
+    assert seen["run"]["status"] == "running" and not seen["run"]["pendingTools"]
+    assert seen["submit"]["accepted"] is False
+    assert types(events)[-1] == "run.complete" and "request.submit" not in types(events)
