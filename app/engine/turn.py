@@ -252,7 +252,8 @@ async def _stream_turn(
 ) -> TurnResult:
     result = TurnResult(msg_id=msg_id())
     blocks = _Blocks(ctx)
-    calls: dict[int, ToolCall] = {}
+    calls: dict[int, ToolCall] = {}  # by index: where the next fragment goes
+    ordered: list[ToolCall] = []  # every call, in the order they started
     started = now_ms()
     first_delta_at: int | None = None
     prompt_tokens = completion_tokens = 0
@@ -272,12 +273,18 @@ async def _stream_turn(
                 ctx.emit(ev.ReasoningDeltaEvent(reasoning_id=block, delta=delta.text))
             elif isinstance(delta, ToolCallStart):
                 blocks.close()
-                calls[delta.index] = _start_call(ctx, tools, delta)
+                # a start for an index already in use (a hostile or broken upstream) is a new call:
+                # the earlier one keeps its place, its end and its result
+                if delta.call_id and any(call.call_id == delta.call_id for call in ordered):
+                    delta = ToolCallStart(delta.index, "", delta.name)  # an id used twice: a unique one
+                calls[delta.index] = begun = _start_call(ctx, tools, delta)
+                ordered.append(begun)
             elif isinstance(delta, ToolCallArgs):
                 call = calls.get(delta.index)
                 if call is None:  # fragment before its start: adopt it under a generated id
                     call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""))
                     calls[delta.index] = call
+                    ordered.append(call)
                 call.fragments.append(delta.fragment)
                 if call.is_action:
                     ctx.emit(ev.ActionArgs(action_id=call.event_id, delta=delta.fragment, run_id=ctx.run_id))
@@ -291,7 +298,7 @@ async def _stream_turn(
                 result.finish_reason = delta.reason
     except BaseException as exc:  # cancelled or failed mid-stream: keep what the client already saw
         blocks.close()
-        result.calls = list(calls.values())
+        result.calls = ordered
         _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
         _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, exc,
                    reasoning_tokens=reasoning_tokens)
@@ -301,13 +308,13 @@ async def _stream_turn(
     finally:
         await stream.aclose()
     blocks.close()
-    for call in calls.values():
+    for call in ordered:
         ctx.emit(ev.ActionEnd(action_id=call.event_id, run_id=ctx.run_id) if call.is_action
                  else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
     ctx.add_usage(model, prompt_tokens, completion_tokens)
     ctx.last_call_tokens = prompt_tokens + completion_tokens
     result.prompt_tokens, result.completion_tokens = prompt_tokens, completion_tokens
-    result.calls = list(calls.values())
+    result.calls = ordered
     _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
     _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, None,
                reasoning_tokens=reasoning_tokens)

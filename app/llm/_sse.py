@@ -10,6 +10,7 @@ drives them (see ``LineSplitter`` for why not a chain of async generators).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -144,12 +145,60 @@ def deltas_of(events: Iterable[tuple[str | None, str]], translator: Translator) 
 
 
 def parse_json(data: str) -> Any:
-    """Decode one ``data:`` payload; anything that is not JSON is a protocol error."""
+    """Decode one ``data:`` payload; anything that is not JSON is a protocol error.
+
+    orjson refuses a string escape that is half of a surrogate pair (``"\\ud83d"``), which is
+    valid JSON: a server that cuts its text between the two halves of an emoji sends it. Such a
+    payload is decoded by the standard library instead, and the lone half becomes U+FFFD (it
+    could not be written to a chat file or an event, which must be UTF-8)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        try:
+            return _scrub(json.loads(data))
+        except ValueError:
+            pass
         preview = data if len(data) <= 200 else data[:200] + "…"
         raise UpstreamProtocolError(f"upstream sent a chunk that is not JSON: {preview!r}") from exc
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD (pairs are joined)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    if isinstance(value, dict):
+        return {_scrub(key): _scrub(item) for key, item in value.items()}
+    return value
+
+
+def count(value: Any) -> int:
+    """A token count or index from the upstream: a non-negative int, else 0 (never raises)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return max(int(value), 0)
+    if isinstance(value, str) and value.isascii() and value.strip().isdigit():
+        return int(value)
+    return 0
+
+
+def wire_index(value: Any) -> int | None:
+    """An index as the upstream sent it: an int (not a bool), else ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def arguments_fragment(value: Any) -> str:
+    """A tool call's ``arguments`` as text: a string as sent; an object or array (some servers
+    send the arguments parsed) as its JSON; anything else nothing."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return ""
 
 
 def json_object(value: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from app.errors import UpstreamDisconnected
-from app.llm._sse import in_stream_error, json_object, parse_json
+from app.llm._sse import count, in_stream_error, json_object, parse_json, wire_index
 from app.llm.deltas import (
     ContentDelta,
     Delta,
@@ -187,6 +187,10 @@ class _StreamState:
         self.input_tokens = 0
         self.output_tokens = 0
         self.stop_reason: str | None = None
+        #: content block index → the index of its tool call here: each ``tool_use`` block gets its own,
+        #: so a block index the upstream repeats or sends out of order never merges two calls
+        self._calls: dict[int, int] = {}
+        self._next_call = 0
 
     def deltas(self, event: dict[str, Any]) -> list[Delta]:
         kind = event.get("type")
@@ -222,28 +226,40 @@ class _StreamState:
             return
         if "input_tokens" in usage:
             self.input_tokens = sum(
-                int(usage.get(key) or 0)
-                for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+                count(usage.get(key)) for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
             )
         if "output_tokens" in usage:
-            self.output_tokens = int(usage.get("output_tokens") or 0)
+            self.output_tokens = count(usage.get("output_tokens"))
 
-    @staticmethod
-    def _block_start(event: dict[str, Any]) -> list[Delta]:
-        index = int(event.get("index") or 0)
+    def _call_index(self, block: int | None, *, new: bool) -> int:
+        """The tool call index of content block ``block``: a new one for a ``tool_use`` start (or a
+        fragment of a block never started, which the engine adopts as a nameless call)."""
+        if not new:
+            if block is not None and block in self._calls:
+                return self._calls[block]
+            if block is None and self._next_call:  # no usable block index: the call being streamed
+                return self._next_call - 1
+        index, self._next_call = self._next_call, self._next_call + 1
+        if block is not None:
+            self._calls[block] = index
+        return index
+
+    def _block_start(self, event: dict[str, Any]) -> list[Delta]:
         block = json_object(event.get("content_block"))
         kind = block.get("type")
         if kind == "tool_use":
-            return [ToolCallStart(index, str(block.get("id") or f"toolu_{index}"), str(block.get("name") or ""))]
+            index = self._call_index(wire_index(event.get("index")), new=True)
+            call_id, name = block.get("id"), block.get("name")
+            # no id: "" and the engine gives the call a unique one
+            return [ToolCallStart(index, call_id if isinstance(call_id, str) else "",
+                                  name if isinstance(name, str) else "")]
         if kind == "text" and block.get("text"):
             return [ContentDelta(str(block["text"]))]
         if kind == "thinking" and block.get("thinking"):
             return [ReasoningDelta(str(block["thinking"]))]
         return []
 
-    @staticmethod
-    def _block_delta(event: dict[str, Any]) -> list[Delta]:
-        index = int(event.get("index") or 0)
+    def _block_delta(self, event: dict[str, Any]) -> list[Delta]:
         delta = json_object(event.get("delta"))
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
@@ -251,7 +267,8 @@ class _StreamState:
         if kind == "thinking_delta" and delta.get("thinking"):
             return [ReasoningDelta(str(delta["thinking"]))]
         if kind == "input_json_delta" and delta.get("partial_json"):
-            return [ToolCallArgs(index, str(delta["partial_json"]))]
+            return [ToolCallArgs(self._call_index(wire_index(event.get("index")), new=False),
+                                 str(delta["partial_json"]))]
         return []  # signature_delta, empty fragments
 
 

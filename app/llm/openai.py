@@ -6,8 +6,8 @@ moment its line is read:
 
 * ``choices[0].delta.reasoning_content`` / ``.reasoning`` → ``ReasoningDelta``
 * ``choices[0].delta.content`` → ``ContentDelta``
-* ``choices[0].delta.tool_calls[]`` → ``ToolCallStart`` (once per ``index``, when its id
-  or name first appears) and ``ToolCallArgs`` (every non-empty ``function.arguments``)
+* ``choices[0].delta.tool_calls[]`` → ``ToolCallStart`` (once per call, when its name is
+  known) and ``ToolCallArgs`` (every non-empty ``function.arguments``); see ``_ToolCallTracker``
 * ``choices[0].finish_reason`` → ``FinishDelta``; ``usage`` → ``UsageDelta``
 * ``data: [DONE]`` ends the stream. Ending without ``[DONE]`` and without a finish
   reason → ``UpstreamDisconnected``; a non-JSON ``data:`` → ``UpstreamProtocolError``;
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import UpstreamDisconnected
-from app.llm._sse import in_stream_error, json_object, parse_json
+from app.llm._sse import arguments_fragment, count, in_stream_error, json_object, parse_json, wire_index
 from app.llm.deltas import (
     ContentDelta,
     Delta,
@@ -83,31 +83,104 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
+class _Call:
+    """One tool call of the response, under the index the tracker gave it."""
+
+    __slots__ = ("index", "wire", "call_id", "name", "started", "held")
+
+    def __init__(self, index: int, wire: int | None, call_id: str | None) -> None:
+        self.index = index
+        self.wire = wire  # the index the upstream gave it, if any
+        self.call_id = call_id
+        self.name: str | None = None
+        self.started = False
+        self.held: list[str] = []  # argument fragments that came before the call's name
+
+
 class _ToolCallTracker:
-    """Emits ``ToolCallStart`` once per index, before that index's first fragment; notes the finish."""
+    """``tool_calls`` fragments → ``ToolCallStart`` / ``ToolCallArgs``, one index per call.
+
+    The wire's ``index`` says which call a fragment continues, and a call starts with its ``id``
+    and ``function.name``. Servers differ: some send every parallel call under index 0, or no
+    index (a new ``id`` then means a new call), some send the name after the id. So each call gets
+    its own index here; ``ToolCallStart`` goes out once the call has a name (fragments before it
+    are held, then follow it), and a call that never got one starts nameless at the finish (it is
+    answered as an unknown tool). A call without an id starts with ``""``: the engine gives it a
+    unique one. Arguments sent as a JSON object are passed on as their JSON text."""
 
     def __init__(self) -> None:
-        self._started: set[int] = set()
+        self._by_wire: dict[int, _Call] = {}
+        self._by_id: dict[str, _Call] = {}
+        self._last: _Call | None = None
+        self._calls: list[_Call] = []
         self.finished = False  # a finish reason was read
 
     def deltas(self, calls: list[Any]) -> list[Delta]:
         out: list[Delta] = []
-        for position, call in enumerate(calls):
+        for call in calls:
             if not isinstance(call, dict):
                 continue
-            index = call.get("index")
-            if not isinstance(index, int):
-                index = position
+            wire = wire_index(call.get("index"))
+            raw_id = call.get("id")
+            call_id = raw_id if isinstance(raw_id, str) and raw_id else None
             function = json_object(call.get("function"))
-            call_id = call.get("id")
-            name = function.get("name")
-            arguments = function.get("arguments")
-            fragment = arguments if isinstance(arguments, str) else ""
-            if index not in self._started and (call_id or name or fragment):
-                self._started.add(index)
-                out.append(ToolCallStart(index, str(call_id or f"call_{index}"), str(name or "")))
+            raw_name = function.get("name")
+            name = raw_name if isinstance(raw_name, str) and raw_name else None
+            fragment = arguments_fragment(function.get("arguments"))
+            current = self._find(wire, call_id)
+            if current is None:
+                if not (call_id or name or fragment):
+                    continue
+                current = self._new(wire, call_id)
+            if current.name is None and name:
+                current.name = name
+                out.extend(self._start(current))
             if fragment:
-                out.append(ToolCallArgs(index, fragment))
+                if current.started:
+                    out.append(ToolCallArgs(current.index, fragment))
+                else:
+                    current.held.append(fragment)
+        return out
+
+    def flush(self) -> list[Delta]:
+        """At the finish: the calls that never got a name start now (nameless), with what they held."""
+        out: list[Delta] = []
+        for call in self._calls:
+            if not call.started:
+                out.extend(self._start(call))
+        return out
+
+    def _find(self, wire: int | None, call_id: str | None) -> _Call | None:
+        if call_id is not None:
+            known = self._by_id.get(call_id)
+            if known is not None and (wire is None or known.wire is None or known.wire == wire):
+                return known  # (the same id under another index is another call: the engine renames it)
+            begun = self._by_wire.get(wire) if wire is not None else None
+            if begun is not None and begun.call_id is None:  # the id came after the call began
+                begun.call_id = call_id
+                self._by_id[call_id] = begun
+                return begun
+            return None  # a new id: a new call, whatever its index
+        if wire is not None:
+            return self._by_wire.get(wire)
+        return self._last  # neither index nor id: the call being streamed goes on
+
+    def _new(self, wire: int | None, call_id: str | None) -> _Call:
+        call = _Call(len(self._calls), wire, call_id)
+        self._calls.append(call)
+        if wire is not None:
+            self._by_wire[wire] = call
+        if call_id is not None:
+            self._by_id[call_id] = call
+        self._last = call
+        return call
+
+    @staticmethod
+    def _start(call: _Call) -> list[Delta]:
+        call.started = True
+        out: list[Delta] = [ToolCallStart(call.index, call.call_id or "", call.name or "")]
+        out.extend(ToolCallArgs(call.index, fragment) for fragment in call.held)
+        call.held = []
         return out
 
 
@@ -132,12 +205,13 @@ def _chunk_deltas(chunk: dict[str, Any], tracker: _ToolCallTracker) -> list[Delt
         finish = choice.get("finish_reason")
         if isinstance(finish, str) and finish:
             tracker.finished = True
+            out.extend(tracker.flush())
             out.append(FinishDelta(finish))
     usage = chunk.get("usage")
     if isinstance(usage, dict):
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        total = int(usage.get("total_tokens") or prompt + completion)
+        prompt = count(usage.get("prompt_tokens"))
+        completion = count(usage.get("completion_tokens"))
+        total = count(usage.get("total_tokens")) or prompt + completion
         details = usage.get("completion_tokens_details")
         reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
         out.append(UsageDelta(prompt, completion, total,
@@ -157,7 +231,7 @@ class StreamTranslator:
     def event(self, name: str | None, data: str) -> list[Delta]:
         if data.strip() == "[DONE]":
             self.done = True
-            return []
+            return self._tracker.flush()
         chunk = parse_json(data)
         if not isinstance(chunk, dict):
             return []

@@ -41,11 +41,19 @@ class _Turn:
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def render(self) -> list[dict[str, Any]]:
-        results: dict[str, dict[str, Any]] = {}
+        # results pair with calls by id, in order: two calls that share an id (an upstream that
+        # repeats ids) each keep their own result
+        waiting: dict[str, list[dict[str, Any]]] = {}
         for result in self.results:
-            results.setdefault(result["tool_call_id"], result)
-        calls = [call for call in self.calls if call["id"] in results]
-        if len(calls) != len(self.calls) or len(results) != len(calls):
+            waiting.setdefault(result["tool_call_id"], []).append(result)
+        calls: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
+        for call in self.calls:
+            queue = waiting.get(call["id"])
+            if queue:
+                calls.append(call)
+                results.append(queue.pop(0))
+        if len(calls) != len(self.calls) or len(self.results) != len(calls):
             logger.debug("replay: dropped %d unanswered call(s), %d orphan result(s)",
                          len(self.calls) - len(calls), len(self.results) - len(calls))
         text = "".join(self.texts)
@@ -54,7 +62,7 @@ class _Turn:
         assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
             assistant["tool_calls"] = calls
-        return [assistant, *(results[call["id"]] for call in calls)]
+        return [assistant, *results]
 
 
 def _tool_call(call: Mapping[str, Any], message: Mapping[str, Any]) -> dict[str, Any] | None:

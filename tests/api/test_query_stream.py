@@ -214,6 +214,31 @@ async def test_a_tool_called_when_none_may_be_gets_its_result_and_the_chat_stays
     assert called == answered == {"c1", "c2"}
 
 
+async def test_attack_two_calls_under_one_id_each_keep_their_own_result(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """An upstream that gives two calls of one response the same id: both ran under that id as
+    their ``toolId``, and the chat's replay paired both calls with the first one's result (the
+    second result lost, the model told Paris twice). The second call now gets an id of its own."""
+    write_agent(deploy, "multi", agent("ONESHOT", tools=WEATHER))
+    gw = start_gateway()
+    upstream.enqueue(
+        parallel_tool_calls_script([("dup", "city_datetime", ['{"city":"Paris"}']),
+                                    ("dup", "city_datetime", ['{"city":"Tokyo"}'])]),
+        text_script(["both done"]), text_script(["again"]),
+    )
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "multi", "message": "two"})
+    starts = [e["toolId"] for e in events if e["type"] == "tool.start"]
+    results = {e["toolId"]: e["result"]["city"] for e in events if e["type"] == "tool.result"}
+    assert len(set(starts)) == 2 and sorted(results.values()) == ["Paris", "Tokyo"]
+    await collect(client, f"{gw.url}/api/ap/query", {"chatId": events[0]["chatId"], "message": "again"})
+    replayed = upstream.requests[2].body["messages"]
+    [assistant] = [m for m in replayed if m.get("tool_calls")]
+    ids = [c["id"] for c in assistant["tool_calls"]]
+    answers = {m["tool_call_id"]: orjson.loads(m["content"])["city"] for m in replayed if m["role"] == "tool"}
+    assert len(set(ids)) == 2 and [answers[i] for i in ids] == ["Paris", "Tokyo"]
+
+
 async def test_anthropic_protocol_text_reasoning_and_tool(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:

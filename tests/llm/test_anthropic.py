@@ -78,10 +78,10 @@ async def test_tool_use_arguments_in_three_fragments(http: httpx.AsyncClient, fa
     fake.enqueue(tool_call_script("toolu_1", "get_weather", ['{"ci', 'ty":', '"Paris"}'], text=["Checking"], usage=(5, 9)))
     assert await collect(http, fake, tools=[WEATHER_TOOL]) == [
         ContentDelta("Checking"),
-        ToolCallStart(1, "toolu_1", "get_weather"),  # index = content block index
-        ToolCallArgs(1, '{"ci'),
-        ToolCallArgs(1, 'ty":'),
-        ToolCallArgs(1, '"Paris"}'),
+        ToolCallStart(0, "toolu_1", "get_weather"),  # index = the response's first tool call (block 1)
+        ToolCallArgs(0, '{"ci'),
+        ToolCallArgs(0, 'ty":'),
+        ToolCallArgs(0, '"Paris"}'),
         FinishDelta("tool_calls"),
         UsageDelta(5, 9, 14),
     ]
@@ -276,3 +276,47 @@ def test_translate_messages_leading_tool_results_and_empty_content() -> None:
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "x", "name": "f", "input": {}}]},
     ]
+
+
+def _event(kind: str, **body: object) -> list[str]:
+    import orjson
+
+    return [f"event: {kind}", "data: " + orjson.dumps({"type": kind, **body}).decode(), ""]
+
+
+def test_a_repeated_or_unknown_block_index_never_merges_or_loses_a_call() -> None:
+    """Each ``tool_use`` block is its own call here, whatever block index the upstream gives it.
+    A second start under an index already streaming replaced the first call (its ``tool.start``
+    never ended, and it vanished from memory); a fragment for a block never started went to
+    whatever call had that number."""
+    lines = [
+        *_event("message_start", message={"usage": {"input_tokens": 5}}),
+        *_event("content_block_start", index=1, content_block={"type": "tool_use", "id": "toolu_1", "name": "w"}),
+        *_event("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": '{"a":1}'}),
+        *_event("content_block_start", index=1, content_block={"type": "tool_use", "id": "toolu_2", "name": "t"}),
+        *_event("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": "{}"}),
+        *_event("content_block_delta", index=7, delta={"type": "input_json_delta", "partial_json": '{"x":2}'}),
+        *_event("content_block_start", index=3, content_block={"type": "tool_use", "name": "v"}),
+        *_event("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": "3"}),
+        *_event("message_stop"),
+    ]
+    assert translate(StreamTranslator(), lines) == [
+        ToolCallStart(0, "toolu_1", "w"), ToolCallArgs(0, '{"a":1}'),
+        ToolCallStart(1, "toolu_2", "t"), ToolCallArgs(1, "{}"),
+        ToolCallArgs(2, '{"x":2}'),  # a block never started: the engine adopts it as a nameless call
+        ToolCallStart(3, "", "v"),  # no id: the engine gives it a unique one
+        FinishDelta("tool_calls"), UsageDelta(5, 3, 8),
+    ]
+
+
+def test_an_index_or_usage_that_is_not_a_number_is_no_crash() -> None:
+    """``int()`` on the upstream's values raised ``ValueError``: the run ended as an internal error."""
+    lines = [
+        *_event("message_start", message={"usage": {"input_tokens": "lots", "cache_read_input_tokens": None}}),
+        *_event("content_block_start", index="zero", content_block={"type": "tool_use", "id": "toolu_1", "name": "w"}),
+        *_event("content_block_delta", index="zero", delta={"type": "input_json_delta", "partial_json": "{}"}),
+        *_event("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 2.0}),
+        *_event("message_stop"),
+    ]
+    assert translate(StreamTranslator(), lines) == [
+        ToolCallStart(0, "toolu_1", "w"), ToolCallArgs(0, "{}"), FinishDelta("tool_calls"), UsageDelta(0, 2, 2)]

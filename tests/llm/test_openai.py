@@ -393,3 +393,82 @@ def test_deltas_before_an_error_object_in_the_same_read_are_handed_over_first() 
         for delta in deltas_of(EventReader().feed(chunk), StreamTranslator()):
             seen.append(delta)
     assert seen == [ContentDelta("a")]
+
+
+def _chunk(delta: dict[str, object], finish: str | None = None) -> str:
+    return "data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).decode()
+
+
+def _call(call_id: str | None = None, name: str | None = None, arguments: object = None,
+          index: int | None = None) -> dict[str, object]:
+    call: dict[str, object] = {"type": "function", "function": {}}
+    if index is not None:
+        call["index"] = index
+    if call_id is not None:
+        call["id"] = call_id
+    function: dict[str, object] = {}
+    if name is not None:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    call["function"] = function
+    return call
+
+
+@pytest.mark.parametrize(("calls", "expected"), [
+    pytest.param([[_call("call_a", "w", '{"city":"A"}', index=0)], [_call("call_b", "t", '{"city":"B"}', index=0)]],
+                 [ToolCallStart(0, "call_a", "w"), ToolCallArgs(0, '{"city":"A"}'),
+                  ToolCallStart(1, "call_b", "t"), ToolCallArgs(1, '{"city":"B"}')],
+                 id="parallel_calls_all_under_index_0"),
+    pytest.param([[_call("call_a", "w", '{"city":"A"}')], [_call("call_b", "t", '{"city":"B"}')], [_call(arguments="!")]],
+                 [ToolCallStart(0, "call_a", "w"), ToolCallArgs(0, '{"city":"A"}'),
+                  ToolCallStart(1, "call_b", "t"), ToolCallArgs(1, '{"city":"B"}'), ToolCallArgs(1, "!")],
+                 id="no_index_a_new_id_is_a_new_call"),
+    pytest.param([[_call("call_a", index=0)], [_call(name="w", arguments='{"a"', index=0)], [_call(arguments=":1}", index=0)]],
+                 [ToolCallStart(0, "call_a", "w"), ToolCallArgs(0, '{"a"'), ToolCallArgs(0, ":1}")],
+                 id="the_name_after_the_id"),
+    pytest.param([[_call(arguments='{"a":', index=0)], [_call("call_a", "w", "1}", index=0)]],
+                 [ToolCallStart(0, "call_a", "w"), ToolCallArgs(0, '{"a":'), ToolCallArgs(0, "1}")],
+                 id="fragments_before_the_name_follow_the_start"),
+    pytest.param([[_call("call_a", arguments="{}", index=0)]],
+                 [ToolCallStart(0, "call_a", ""), ToolCallArgs(0, "{}")],
+                 id="never_named_starts_nameless_at_the_finish"),
+    pytest.param([[_call("call_a", "w", {"city": "A"}, index=0)]],
+                 [ToolCallStart(0, "call_a", "w"), ToolCallArgs(0, '{"city":"A"}')],
+                 id="arguments_sent_as_an_object"),
+    pytest.param([[_call(name="w", arguments="{}", index=0)], [_call(name="t", arguments="{}", index=1)]],
+                 [ToolCallStart(0, "", "w"), ToolCallArgs(0, "{}"), ToolCallStart(1, "", "t"), ToolCallArgs(1, "{}")],
+                 id="no_id_the_engine_names_it"),
+    pytest.param([[_call("call_a", "w", "{}", index=0)], [_call("call_a", "t", "{}", index=1)]],
+                 [ToolCallStart(0, "call_a", "w"), ToolCallArgs(0, "{}"), ToolCallStart(1, "call_a", "t"),
+                  ToolCallArgs(1, "{}")],
+                 id="one_id_under_two_indexes_is_two_calls"),
+])
+def test_quirky_tool_call_streams_keep_each_call_whole(calls: list[list[dict[str, object]]],
+                                                       expected: list[Delta]) -> None:
+    """Servers differ in how they stream tool calls: every parallel call under index 0, no index
+    at all, the name after the id, arguments as an object, no id. Each call now stays whole and
+    apart; before, a second call's arguments were glued onto the first (invalid JSON, the second
+    call lost), a late name was dropped, object arguments vanished, and a missing id became
+    ``call_<index>``, the same in every turn."""
+    lines = [_chunk({"tool_calls": chunk}) for chunk in calls]
+    lines += [_chunk({}, "tool_calls"), "data: [DONE]"]
+    assert translate(StreamTranslator(), lines) == [*expected, FinishDelta("tool_calls")]
+
+
+def test_a_usage_that_is_not_a_number_is_no_crash() -> None:
+    lines = [_chunk({"content": "hi"}, "stop"),
+             'data: {"choices":[],"usage":{"prompt_tokens":"n/a","completion_tokens":3,"total_tokens":null}}',
+             "data: [DONE]"]
+    assert translate(StreamTranslator(), lines) == [ContentDelta("hi"), FinishDelta("stop"), UsageDelta(0, 3, 3)]
+
+
+def test_an_emoji_split_between_two_chunks_does_not_end_the_run() -> None:
+    """orjson refuses a JSON escape holding half a surrogate pair; the run died with "not JSON".
+    The halves are now decoded (each lone half as U+FFFD, which any file or client can carry)."""
+    lines = ['data: {"choices":[{"index":0,"delta":{"content":"a\\ud83d"}}]}',
+             'data: {"choices":[{"index":0,"delta":{"content":"\\ude00b"}}]}',
+             'data: {"choices":[{"index":0,"delta":{"content":"\\ud83d\\ude00"}}]}',
+             _chunk({}, "stop"), "data: [DONE]"]
+    assert translate(StreamTranslator(), lines) == [ContentDelta("a\ufffd"), ContentDelta("\ufffdb"),
+                                                    ContentDelta("\U0001f600"), FinishDelta("stop")]

@@ -100,6 +100,25 @@ def test_orphan_tool_calls_and_results_are_dropped() -> None:
     ]
 
 
+def test_two_calls_of_one_turn_that_share_an_id_each_keep_their_own_result() -> None:
+    """Chats written before the engine renamed a repeated call id: each result pairs with its call
+    in order (both used to get the first result, and the second was lost)."""
+    lines = [
+        query_line("r1", "two", ts=1),
+        step_line("r1", 1, [
+            user("two", ts=1),
+            tool_call("dup", "a", {"city": "Paris"}, msg_id="m_1", ts=2),
+            tool_call("dup", "a", {"city": "Tokyo"}, msg_id="m_1", ts=2),
+            tool_result("dup", "a", "PARIS", ts=3),
+            tool_result("dup", "a", "TOKYO", ts=4),
+        ], ts=4),
+        run_line("r1", "complete", ts=5),
+    ]
+    replayed = replay_messages(lines, 5)
+    assert [len(m.get("tool_calls") or ()) for m in replayed] == [0, 2, 0, 0]
+    assert [m["content"] for m in replayed if m["role"] == "tool"] == ['"PARIS"', '"TOKYO"']
+
+
 def test_run_that_crashed_before_its_first_step_replays_its_question() -> None:
     lines = [query_line("r1", "are you there?", ts=1)] + simple_run("r2", "hello?", "yes", 10)
     assert replay_messages(lines, 5) == [
