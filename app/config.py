@@ -303,6 +303,12 @@ class RunSettings(_Section):
 
     #: how long an ended run stays attachable
     retention_seconds: float = Field(300, alias="retention-seconds", ge=0)
+    #: the most ended runs kept attachable, all users together (the oldest goes first); each holds its
+    #: whole event log in memory
+    max_retained: int = Field(2000, alias="max-retained", ge=0)
+    #: the most ended runs of one user kept attachable (the user's oldest goes first), so one user's
+    #: many short runs cannot push everyone else's out, nor fill the memory
+    max_retained_per_user: int = Field(100, alias="max-retained-per-user", ge=0)
     #: what a client disconnect does to a run whose query did not say: ``cancel`` or ``continue``
     on_disconnect: str = Field("cancel", alias="on-disconnect", pattern="^(cancel|continue)$")
 
@@ -489,6 +495,8 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_CLUSTER_LEASE_SECONDS": "agent.cluster.lease-seconds",
     "AGENT_CLUSTER_INSTANCE_NAME": "agent.cluster.instance-name",
     "AGENT_RUNS_RETENTION_SECONDS": "agent.runs.retention-seconds",
+    "AGENT_RUNS_MAX_RETAINED": "agent.runs.max-retained",
+    "AGENT_RUNS_MAX_RETAINED_PER_USER": "agent.runs.max-retained-per-user",
     "AGENT_RUNS_ON_DISCONNECT": "agent.runs.on-disconnect",
     "AGENT_LIMITS_CONCURRENT_RUNS": "agent.limits.concurrent-runs",
     "AGENT_LIMITS_USER_CONCURRENT_RUNS": "agent.limits.user.concurrent-runs",

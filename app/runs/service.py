@@ -142,7 +142,9 @@ class RunService:
         #: every run the service still knows: live and retained
         self._runs: dict[str, Run] = {}
         self._per_owner: Counter[str] = Counter()
+        #: the retained (ended) runs' expiry timers, oldest first, and their count per owner
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._retained_per_owner: Counter[str] = Counter()
         #: interrupts sent to other instances for clients that left (``abandon``)
         self._abandoning: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -300,14 +302,26 @@ class RunService:
         self._retain(run)
 
     def _retain(self, run: Run) -> None:
+        """Keep the ended ``run`` attachable for ``retention-seconds``, within the count caps
+        (``max-retained-per-user``, then ``max-retained``): past a cap the oldest goes first."""
         if run.run_id in self._expiry or self._runs.get(run.run_id) is not run:
             return
-        seconds = self._services.settings.agent.runs.retention_seconds
+        settings = self._services.settings.agent.runs
         loop = asyncio.get_running_loop()
-        self._expiry[run.run_id] = loop.call_later(seconds, self._forget, run)
+        self._expiry[run.run_id] = loop.call_later(settings.retention_seconds, self._forget, run)  # in end order
+        self._retained_per_owner[run.owner] += 1
+        if self._retained_per_owner[run.owner] > settings.max_retained_per_user:
+            self._forget(next(kept for kept in map(self._runs.__getitem__, self._expiry) if kept.owner == run.owner))
+        while len(self._expiry) > settings.max_retained:
+            self._forget(self._runs[next(iter(self._expiry))])
 
     def _forget(self, run: Run) -> None:
-        self._expiry.pop(run.run_id, None)
+        handle = self._expiry.pop(run.run_id, None)
+        if handle is not None:
+            handle.cancel()  # (a no-op when it is the timer's own call)
+            self._retained_per_owner[run.owner] -= 1
+            if self._retained_per_owner[run.owner] <= 0:
+                del self._retained_per_owner[run.owner]
         if self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]
 
@@ -514,6 +528,7 @@ class RunService:
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
+        self._retained_per_owner.clear()
         for task in list(self._abandoning):
             task.cancel()
         await asyncio.gather(*self._abandoning, return_exceptions=True)
