@@ -14,6 +14,7 @@ from app.devtools import FakeUpstream
 from app.devtools.script import text_script
 from app.errors import RequestError
 from app.gateway import Gateway
+from app.runs import Run
 from tests.support.deployment import agent, make_deployment, write_agent
 
 
@@ -30,14 +31,15 @@ async def test_attack_two_starts_naming_the_same_new_chat_cannot_both_write_into
     await gateway.__aenter__()
     try:
         query = QueryRequest(agentKey="plain", message="hello")
-        first, second = await asyncio.gather(gateway.runs.start(query, "alice", new_chat_id="chat_shared01"),
-                                             gateway.runs.start(query, "mallory", new_chat_id="chat_shared01"),
-                                             return_exceptions=True)
-        assert not isinstance(first, BaseException)
-        assert isinstance(second, RequestError) and "already exists" in str(second)
-        await first.wait()
+        outcomes = await asyncio.gather(gateway.runs.start(query, "alice", new_chat_id="chat_shared01"),
+                                        gateway.runs.start(query, "mallory", new_chat_id="chat_shared01"),
+                                        return_exceptions=True)
+        started = [outcome for outcome in outcomes if isinstance(outcome, Run)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, RequestError)]
+        assert len(started) == 1 and len(refused) == 1 and "already exists" in str(refused[0])
+        await started[0].wait()  # (whichever of the two got there first)
         owners = {line.get("owner") for line in gateway.chats.read_lines("chat_shared01") if line["_type"] == "query"}
-        assert owners == {"alice"}
+        assert owners == {started[0].owner}
         with pytest.raises(RequestError, match="already exists"):  # and once it is on disk, as before
             await gateway.runs.start(query, "mallory", new_chat_id="chat_shared01")
     finally:
