@@ -25,6 +25,8 @@ from app.llm.deltas import (
     ContentDelta,
     FinishDelta,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     ToolCallArgs,
     ToolCallStart,
     UsageDelta,
@@ -74,7 +76,8 @@ class TurnResult:
 
 def model_messages(ctx: RunContext, system: str) -> list[dict[str, Any]]:
     """System prompt + replayed history + this run so far, in model shape."""
-    current = replay_messages([{"_type": "step", "runId": ctx.run_id, "messages": ctx.messages}], 1)
+    current = replay_messages([{"_type": "step", "runId": ctx.run_id, "messages": ctx.messages}], 1,
+                              signed_reasoning=True)
     return [{"role": "system", "content": system}, *ctx.history, *current]
 
 
@@ -87,6 +90,24 @@ class _Blocks:
         self.block_id = ""
         self.texts: dict[str, list[str]] = {}
         self.order: list[tuple[str, str]] = []
+        #: the provider's signature of a reasoning block (Anthropic), and encrypted reasoning blocks,
+        #: by block id: never shown, sent back while the run's tool loop goes on
+        self.signatures: dict[str, str] = {}
+        self.redacted: dict[str, str] = {}
+
+    def sign(self, signature: str) -> None:
+        """The signature of the last reasoning block (it follows that block's text)."""
+        for kind, block_id in reversed(self.order):
+            if kind == "reasoning":
+                self.signatures[block_id] = signature
+                return
+
+    def redact(self, data: str) -> None:
+        """An encrypted reasoning block, in its place among the others."""
+        self.close()
+        block_id = f"redacted_{len(self.redacted)}"
+        self.redacted[block_id] = data
+        self.order.append(("redacted", block_id))
 
     def enter(self, kind: Literal["reasoning", "content"]) -> str:
         if self.open == kind:
@@ -291,6 +312,10 @@ async def _stream_turn(
                 else:
                     ctx.emit(ev.ToolArgs(tool_id=call.event_id, delta=delta.fragment, run_id=ctx.run_id,
                                          chunk_index=len(call.fragments) - 1))
+            elif isinstance(delta, ReasoningSignature):
+                blocks.sign(delta.signature)
+            elif isinstance(delta, RedactedReasoning):
+                blocks.redact(delta.data)
             elif isinstance(delta, UsageDelta):
                 prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
                 reasoning_tokens = delta.reasoning_tokens
@@ -359,12 +384,20 @@ def _record_response(ctx: RunContext, result: TurnResult, blocks: _Blocks, start
         extras["_taskId"] = ctx.task_id
     first = True
     for kind, block_id in blocks.order:
-        text = "".join(blocks.texts[block_id])
         message: dict[str, Any]
+        if kind == "redacted":
+            message = {"role": "assistant", "_redactedReasoning": blocks.redacted[block_id], **extras}
+            if first:
+                message["_timing"], message["_usage"], first = timing, usage, False
+            ctx.record(message)
+            continue
+        text = "".join(blocks.texts[block_id])
         if kind == "reasoning":
             result.reasoning += text
             message = {"role": "assistant", "reasoning_content": [{"type": "text", "text": text}],
                        "_reasoningId": block_id, **extras}
+            if block_id in blocks.signatures:
+                message["_reasoningSignature"] = blocks.signatures[block_id]
         else:
             result.content += text
             message = {"role": "assistant", "content": [{"type": "text", "text": text}],

@@ -13,11 +13,17 @@
 * ``max_tokens`` is required: the request's, else the model's ``maxOutputTokens``, else 4096;
 * reasoning enabled → ``thinking: {type: enabled, budget_tokens}`` by effort (LOW 1024,
   MEDIUM 4096, HIGH 16384, unset 2048); ``max_tokens`` is raised above the budget when
-  needed and ``temperature`` is omitted (Anthropic rejects it with thinking).
+  needed and ``temperature`` is omitted (Anthropic rejects it with thinking); not on a call
+  that forces tool use (``tool_choice`` required: Anthropic refuses thinking there);
+* with thinking on, the run's own earlier turns send their signed ``thinking`` /
+  ``redacted_thinking`` blocks back first in their content (required with their ``tool_use``;
+  SPEC §8's "reasoning is never replayed" still holds for earlier runs).
 
 ``StreamTranslator`` turns the SSE into deltas: ``thinking_delta`` → ``ReasoningDelta``,
-``text_delta`` → ``ContentDelta``, a ``tool_use`` block start → ``ToolCallStart`` (index =
-the content block index), ``input_json_delta`` → ``ToolCallArgs``; ``message_delta``
+``signature_delta`` → ``ReasoningSignature``, a ``redacted_thinking`` block →
+``RedactedReasoning``, ``text_delta`` → ``ContentDelta``, a ``tool_use`` block start →
+``ToolCallStart`` (an index of its own per call, whatever the block index),
+``input_json_delta`` → ``ToolCallArgs``; ``message_delta``
 → ``FinishDelta`` (``end_turn``/``stop_sequence`` → ``stop``, ``tool_use`` →
 ``tool_calls``, ``max_tokens`` → ``length``) followed by one ``UsageDelta`` (input tokens
 from ``message_start``, output tokens from ``message_delta``). ``message_stop`` ends the
@@ -38,6 +44,8 @@ from app.llm.deltas import (
     Delta,
     FinishDelta,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     ToolCallArgs,
     ToolCallStart,
     UsageDelta,
@@ -117,8 +125,26 @@ def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
     return {"type": "tool_use", "id": str(call.get("id") or ""), "name": str(function.get("name") or ""), "input": arguments}
 
 
-def translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """OpenAI chat messages → (Anthropic ``system`` text, Anthropic ``messages``)."""
+def _thinking_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The signed ``thinking`` / ``redacted_thinking`` blocks an assistant message of the current
+    run carries (``_thinking``, from ``replay_messages(..., signed_reasoning=True)``), as they came."""
+    blocks = message.get("_thinking")
+    out: list[dict[str, Any]] = []
+    for block in blocks if isinstance(blocks, list) else ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str) \
+                and isinstance(block.get("signature"), str):
+            out.append({"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]})
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            out.append({"type": "redacted_thinking", "data": block["data"]})
+    return out
+
+
+def translate_messages(messages: list[dict[str, Any]], *, thinking: bool = False) -> tuple[str, list[dict[str, Any]]]:
+    """OpenAI chat messages → (Anthropic ``system`` text, Anthropic ``messages``). With ``thinking``
+    (the call has extended thinking on), an assistant message's signed thinking blocks go first
+    in its content: Anthropic requires them back with the ``tool_use`` of the same turn."""
     system_parts: list[str] = []
     out: list[dict[str, Any]] = []
     for message in messages:
@@ -134,7 +160,7 @@ def translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[s
             blocks = [{"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or ""), "content": result}]
             target_role = "user"
         elif role == "assistant":
-            blocks = _text_blocks(content)
+            blocks = [*(_thinking_blocks(message) if thinking else ()), *_text_blocks(content)]
             blocks += [_tool_use_block(call) for call in message.get("tool_calls") or [] if isinstance(call, dict)]
             target_role = "assistant"
         else:
@@ -158,17 +184,18 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 def build_body(request: ChatRequest) -> dict[str, Any]:
     """The messages request body (always ``stream: true``)."""
-    system, messages = translate_messages(request.messages)
+    tools = request.selected_tools()
+    # extended thinking refuses forced tool use (tool_choice any): that call goes without thinking
+    thinking = request.reasoning.enabled and not (tools and request.tool_choice == "required")
+    system, messages = translate_messages(request.messages, thinking=thinking)
     max_tokens = request.max_tokens or request.model.max_output_tokens or DEFAULT_MAX_TOKENS
     body: dict[str, Any] = {"model": request.model_name, "messages": messages, "stream": True}
     if system:
         body["system"] = system
-    tools = request.selected_tools()
     if tools:
         body["tools"] = [_tool(tool) for tool in tools]
         if request.tool_choice is not None:
             body["tool_choice"] = {"type": _TOOL_CHOICE[request.tool_choice]}
-    thinking = request.reasoning.enabled
     if thinking:
         effort = request.reasoning.effort
         budget = THINKING_BUDGETS.get(effort, DEFAULT_THINKING_BUDGET) if effort else DEFAULT_THINKING_BUDGET
@@ -255,8 +282,14 @@ class _StreamState:
                                   name if isinstance(name, str) else "")]
         if kind == "text" and block.get("text"):
             return [ContentDelta(str(block["text"]))]
-        if kind == "thinking" and block.get("thinking"):
-            return [ReasoningDelta(str(block["thinking"]))]
+        if kind == "thinking":
+            out: list[Delta] = [ReasoningDelta(block["thinking"])] if isinstance(block.get("thinking"), str) \
+                and block["thinking"] else []
+            if isinstance(block.get("signature"), str) and block["signature"]:
+                out.append(ReasoningSignature(block["signature"]))
+            return out
+        if kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            return [RedactedReasoning(block["data"])]
         return []
 
     def _block_delta(self, event: dict[str, Any]) -> list[Delta]:
@@ -269,7 +302,9 @@ class _StreamState:
         if kind == "input_json_delta" and delta.get("partial_json"):
             return [ToolCallArgs(self._call_index(wire_index(event.get("index")), new=False),
                                  str(delta["partial_json"]))]
-        return []  # signature_delta, empty fragments
+        if kind == "signature_delta" and isinstance(delta.get("signature"), str) and delta["signature"]:
+            return [ReasoningSignature(delta["signature"])]
+        return []  # empty fragments, unknown kinds
 
 
 class StreamTranslator:

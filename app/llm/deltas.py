@@ -60,13 +60,34 @@ class FinishDelta:
     kind: Literal["finish"] = "finish"
 
 
-Delta = ReasoningDelta | ContentDelta | ToolCallStart | ToolCallArgs | UsageDelta | FinishDelta
+@dataclass(frozen=True, slots=True)
+class ReasoningSignature:
+    """The provider's signature of the reasoning block just streamed (Anthropic ``signature_delta``).
+    Opaque: never shown; sent back with that block while the run's tool loop goes on."""
+
+    signature: str
+    kind: Literal["reasoning_signature"] = "reasoning_signature"
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedReasoning:
+    """A reasoning block the provider sent encrypted (Anthropic ``redacted_thinking``): nothing to
+    show, sent back as it came while the run's tool loop goes on."""
+
+    data: str
+    kind: Literal["redacted_reasoning"] = "redacted_reasoning"
+
+
+Delta = (ReasoningDelta | ContentDelta | ToolCallStart | ToolCallArgs | UsageDelta | FinishDelta
+         | ReasoningSignature | RedactedReasoning)
 
 __all__ = [
     "ContentDelta",
     "Delta",
     "FinishDelta",
     "ReasoningDelta",
+    "ReasoningSignature",
+    "RedactedReasoning",
     "ToolCallArgs",
     "ToolCallStart",
     "UsageDelta",

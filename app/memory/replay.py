@@ -4,7 +4,8 @@
 last ``k`` runs:
 
 * runs are grouped by ``runId`` in order of first appearance; messages keep file order;
-* ``reasoning_content`` is never replayed; system messages are not memory (the engine
+* ``reasoning_content`` is never replayed (but see ``signed_reasoning``: the run in progress
+  sends a provider's signed reasoning back to it); system messages are not memory (the engine
   sets the system prompt per call);
 * text parts are joined into plain strings; ``ts`` and every ``_``-prefixed field go, except a
   user message's ``_references`` (SPEC §23: its images reach vision models; adapters drop it);
@@ -39,6 +40,7 @@ class _Turn:
     texts: list[str] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    thinking: list[dict[str, Any]] = field(default_factory=list)  # signed reasoning (``signed_reasoning``)
 
     def render(self) -> list[dict[str, Any]]:
         # results pair with calls by id, in order: two calls that share an id (an upstream that
@@ -62,6 +64,8 @@ class _Turn:
         assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
             assistant["tool_calls"] = calls
+        if self.thinking:
+            assistant["_thinking"] = self.thinking
         return [assistant, *results]
 
 
@@ -89,7 +93,17 @@ def _run_messages(run_lines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, A
     return messages
 
 
-def _convert(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _signed_thinking(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A reasoning message's block as the provider must get it back (Anthropic), when it has one."""
+    if isinstance(message.get("_redactedReasoning"), str):
+        return {"type": "redacted_thinking", "data": message["_redactedReasoning"]}
+    signature = message.get("_reasoningSignature")
+    if isinstance(signature, str) and "reasoning_content" in message:
+        return {"type": "thinking", "thinking": text_of(message.get("reasoning_content")) or "", "signature": signature}
+    return None
+
+
+def _convert(messages: Sequence[Mapping[str, Any]], signed_reasoning: bool = False) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any] | _Turn] = []
     for message in messages:
         role = message.get("role")
@@ -107,7 +121,8 @@ def _convert(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             calls = [
                 c for c in (_tool_call(rc, message) for rc in raw_calls if isinstance(rc, Mapping)) if c
             ] if isinstance(raw_calls, list) else []
-            if not text and not calls:
+            thinking = _signed_thinking(message) if signed_reasoning else None
+            if not text and not calls and thinking is None:
                 continue  # reasoning only: never replayed
             msg_id = message.get("_msgId")
             if isinstance(last, _Turn) and msg_id is not None and last.msg_id == msg_id:
@@ -115,6 +130,8 @@ def _convert(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             else:
                 turn = _Turn(msg_id if isinstance(msg_id, str) else None)
                 blocks.append(turn)
+            if thinking is not None:
+                turn.thinking.append(thinking)
             if text:
                 turn.texts.append(text)
             turn.calls.extend(calls)
@@ -135,12 +152,18 @@ def _convert(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def replay_messages(lines: Sequence[Mapping[str, Any]], k: int) -> list[dict[str, Any]]:
-    """The model messages of the last ``k`` runs of a chat (see the module docstring)."""
+def replay_messages(lines: Sequence[Mapping[str, Any]], k: int, *,
+                    signed_reasoning: bool = False) -> list[dict[str, Any]]:
+    """The model messages of the last ``k`` runs of a chat (see the module docstring).
+
+    ``signed_reasoning``: the run in progress, replayed to its own next model call. Its reasoning
+    blocks that the provider signed (or sent encrypted) go on their assistant message as
+    ``_thinking``; Anthropic must get them back with that turn's ``tool_use``. Other adapters drop
+    the field, and earlier runs never carry it (their reasoning is never replayed)."""
     if k <= 0:
         return []
     runs = list(group_runs(lines).values())[-k:]
     out: list[dict[str, Any]] = []
     for run_lines in runs:
-        out.extend(_convert(_run_messages(run_lines)))
+        out.extend(_convert(_run_messages(run_lines), signed_reasoning))
     return out

@@ -261,6 +261,50 @@ async def test_anthropic_protocol_text_reasoning_and_tool(
     assert upstream.requests[0].headers["x-api-key"] == "sk-test-secret-key-123"
 
 
+async def test_anthropic_thinking_goes_back_signed_with_its_tool_use_and_never_to_a_later_run(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """With extended thinking on, Anthropic answers 400 ("expected thinking or redacted_thinking")
+    to a tool loop whose assistant turn comes back without its signed thinking block: an
+    Anthropic agent with reasoning could not finish any tool call. The run now sends the block
+    back, first in that turn, with its signature; a later run still gets no reasoning (SPEC §8).
+    And a call that forces tool use goes without thinking, which Anthropic refuses there."""
+    write_agent(deploy, "claude", agent("REACT", model="fake-anthropic", tools=WEATHER, reasoning=True))
+    gw = start_gateway()
+    upstream.enqueue(
+        [Reasoning("hmm"), ToolCall(0, "toolu_1", "city_datetime"), ToolArgs(0, '{"city":"London"}'),
+         Usage(20, 4), Finish("tool_calls")],
+        text_script(["It is ", "late."], usage=(30, 5)),
+        text_script(["Still late."], usage=(30, 5)),
+    )
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "claude", "message": "time in London"})
+    assert events[-1]["type"] == "run.complete"
+    second = upstream.requests[1].body
+    assert second["thinking"]["type"] == "enabled"
+    [turn] = [m for m in second["messages"] if m["role"] == "assistant"]
+    assert [block["type"] for block in turn["content"]] == ["thinking", "tool_use"]
+    assert turn["content"][0] == {"type": "thinking", "thinking": "hmm", "signature": "fake-signature"}
+    assert not any(e.get("signature") for e in events)  # never shown to the client
+    await collect(client, f"{gw.url}/api/ap/query", {"chatId": events[0]["chatId"], "message": "and now?"})
+    later = upstream.requests[2].body["messages"]
+    assert not [block for m in later if m["role"] == "assistant" and isinstance(m["content"], list)
+                for block in m["content"] if block["type"] in ("thinking", "redacted_thinking")]
+
+
+async def test_anthropic_forced_tool_use_goes_without_thinking(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "claude", agent("REACT", model="fake-anthropic", tools=WEATHER, reasoning=True,
+                                        toolChoice="REQUIRED"))
+    gw = start_gateway()
+    upstream.enqueue(tool_call_script("toolu_1", "city_datetime", ['{"city":"London"}']), text_script(["late"]))
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "claude", "message": "time in London"})
+    assert events[-1]["type"] == "run.complete"
+    first, second = upstream.requests[0].body, upstream.requests[1].body
+    assert first["tool_choice"] == {"type": "any"} and "thinking" not in first
+    assert second["tool_choice"] == {"type": "auto"} and second["thinking"]["type"] == "enabled"
+
+
 async def test_newapi_protocol_uses_its_path(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:

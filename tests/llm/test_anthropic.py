@@ -30,6 +30,8 @@ from app.llm.deltas import (
     Delta,
     FinishDelta,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     ToolCallArgs,
     ToolCallStart,
     UsageDelta,
@@ -68,6 +70,7 @@ async def test_thinking_then_text(http: httpx.AsyncClient, fake: FakeUpstream) -
         ReasoningDelta("Let"),
         ReasoningDelta(" me"),
         ReasoningDelta(" think"),
+        ReasoningSignature("fake-signature"),  # the thinking block's signature_delta
         ContentDelta("Answer"),
         FinishDelta("stop"),
         UsageDelta(0, 0, 0),
@@ -320,3 +323,38 @@ def test_an_index_or_usage_that_is_not_a_number_is_no_crash() -> None:
     ]
     assert translate(StreamTranslator(), lines) == [
         ToolCallStart(0, "toolu_1", "w"), ToolCallArgs(0, "{}"), FinishDelta("tool_calls"), UsageDelta(0, 2, 2)]
+
+
+def test_signed_and_redacted_thinking_are_read_and_sent_back_in_order() -> None:
+    """A turn's thinking blocks come back to Anthropic as they came, signed or encrypted, first in
+    the turn, and only while thinking is on for the call."""
+    from app.memory import replay_messages
+
+    lines = [
+        *_event("message_start", message={"usage": {"input_tokens": 5}}),
+        *_event("content_block_start", index=0, content_block={"type": "thinking", "thinking": ""}),
+        *_event("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "hmm"}),
+        *_event("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "SIG"}),
+        *_event("content_block_start", index=1, content_block={"type": "redacted_thinking", "data": "ENC"}),
+        *_event("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 3}),
+        *_event("message_stop"),
+    ]
+    assert translate(StreamTranslator(), lines)[:3] == [ReasoningDelta("hmm"), ReasoningSignature("SIG"),
+                                                        RedactedReasoning("ENC")]
+    step = {"_type": "step", "runId": "r1", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "q"}]},
+        {"role": "assistant", "reasoning_content": [{"type": "text", "text": "hmm"}], "_reasoningSignature": "SIG",
+         "_msgId": "m1"},
+        {"role": "assistant", "_redactedReasoning": "ENC", "_msgId": "m1"},
+        {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function",
+                                              "function": {"name": "w", "arguments": "{}"}}], "_msgId": "m1"},
+        {"role": "tool", "tool_call_id": "t1", "name": "w", "content": [{"type": "text", "text": "ok"}]},
+    ]}
+    assert "_thinking" not in replay_messages([step], 1)[1]  # an earlier run: never
+    messages = replay_messages([step], 1, signed_reasoning=True)
+    _, with_thinking = translate_messages(messages, thinking=True)
+    assert [block["type"] for block in with_thinking[1]["content"]] == ["thinking", "redacted_thinking", "tool_use"]
+    assert with_thinking[1]["content"][:2] == [{"type": "thinking", "thinking": "hmm", "signature": "SIG"},
+                                               {"type": "redacted_thinking", "data": "ENC"}]
+    _, without = translate_messages(messages, thinking=False)
+    assert [block["type"] for block in without[1]["content"]] == ["tool_use"]
