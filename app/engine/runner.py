@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,32 +73,42 @@ class RunExecution:
             async with lease(self.chat_id):
                 await self._run_locked()
 
-    async def _run_locked(self) -> None:
-        run, query, catalog = self, self.query, self.catalog
-        services = self.services
-        query, attachments = await attach_references(services.settings, run.chat_id, query)  # SPEC §23
-        chats = services.chats
-        run.emit(ev.RequestQuery(
-            request_id=run.request_id, chat_id=run.chat_id, role=query.role, message=query.message,
-            agent_key=run.agent.key, references=query.references, params=query.params, scene=query.scene,
-            stream=query.stream,
-        ))
-        if run.new_chat:
-            run.emit(ev.ChatStart(chat_id=run.chat_id, chat_name=chat_name(query.message)))
-        if run.history is not None:
-            history = list(run.history)
-        else:
-            lines = await asyncio.to_thread(chats.read_lines, run.chat_id) if not run.new_chat else []
-            history = replay_messages(lines, services.settings.memory.chat.k)
-        await chats.append(run.chat_id, {
-            "_type": "query", "chatId": run.chat_id, "runId": run.run_id, "updatedAt": now_ms(),
-            "query": query.as_memory(run.chat_id, run.agent.key, run.request_id), "owner": run.owner,
-        })
-        run.emit(ev.RunStart(run_id=run.run_id, chat_id=run.chat_id, agent_key=run.agent.key, trace_id=run.trace_id))
-        ctx = RunContext(
-            services=services, catalog=catalog, agent=run.agent, run_id=run.run_id, chat_id=run.chat_id,
-            request_id=run.request_id, owner=run.owner, emit=run.emit, history=history,
+    def _context(self, history: list[dict[str, Any]]) -> RunContext:
+        return RunContext(
+            services=self.services, catalog=self.catalog, agent=self.agent, run_id=self.run_id,
+            chat_id=self.chat_id, request_id=self.request_id, owner=self.owner, emit=self.emit, history=history,
         )
+
+    def _query_line(self, query: QueryRequest) -> dict[str, Any]:
+        return {"_type": "query", "chatId": self.chat_id, "runId": self.run_id, "updatedAt": now_ms(),
+                "query": query.as_memory(self.chat_id, self.agent.key, self.request_id), "owner": self.owner}
+
+    async def _run_locked(self) -> None:
+        run, query = self, self.query
+        services = self.services
+        chats = services.chats
+        query_written = False
+        try:  # a cancel before the run's steps (the client leaving early) is recorded like any other
+            query, attachments = await attach_references(services.settings, run.chat_id, query)  # SPEC §23
+            run.emit(ev.RequestQuery(
+                request_id=run.request_id, chat_id=run.chat_id, role=query.role, message=query.message,
+                agent_key=run.agent.key, references=query.references, params=query.params, scene=query.scene,
+                stream=query.stream,
+            ))
+            if run.new_chat:
+                run.emit(ev.ChatStart(chat_id=run.chat_id, chat_name=chat_name(query.message)))
+            if run.history is not None:
+                history = list(run.history)
+            else:
+                lines = await asyncio.to_thread(chats.read_lines, run.chat_id) if not run.new_chat else []
+                history = replay_messages(lines, services.settings.memory.chat.k)
+            query_written = True  # handed to the writer thread in the first step of the append
+            await chats.append(run.chat_id, self._query_line(query))
+        except asyncio.CancelledError:
+            await _through_cancels(self._cancelled_early(query, query_written))
+            raise
+        run.emit(ev.RunStart(run_id=run.run_id, chat_id=run.chat_id, agent_key=run.agent.key, trace_id=run.trace_id))
+        ctx = self._context(history)
         ctx.record(attachments.user_message(query.role, query.message, now_ms()))
         try:
             async with asyncio.timeout(run.agent.budget.run_timeout_ms / 1000) as deadline:
@@ -111,7 +121,7 @@ class RunExecution:
                         raise
                     raise UpstreamError("a call timed out") from None
         except asyncio.CancelledError:
-            await asyncio.shield(self._finish(ctx, run, "cancel", None, None))
+            await _through_cancels(self._finish(ctx, run, "cancel", None, None))
             raise
         except TimeoutError:
             budget = BudgetExceeded(f"the run exceeded runTimeoutMs={run.agent.budget.run_timeout_ms}",
@@ -124,6 +134,15 @@ class RunExecution:
             await self._finish(ctx, run, "error", None, GatewayError("internal error in the run engine"))
         else:
             await self._finish(ctx, run, "complete", finish, None)
+
+    async def _cancelled_early(self, query: QueryRequest, query_written: bool) -> None:
+        """Cancelled before its first step: the query line (if not written yet) and the run's end."""
+        if not query_written:
+            try:
+                await self.services.chats.append(self.chat_id, self._query_line(query))
+            except OSError:
+                logger.exception("run %s: could not record its query in memory", self.run_id)
+        await self._finish(self._context([]), self, "cancel", None, None)
 
     async def _finish(self, ctx: RunContext, run: RunExecution, status: str, finish: str | None,
                       error: GatewayError | None) -> None:
@@ -171,3 +190,15 @@ def _error_body(error: GatewayError) -> dict[str, Any]:
     if http_status is not None:
         body["upstreamStatus"] = http_status
     return body
+
+
+async def _through_cancels(step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` (recording the run's end) to its end even if the run is cancelled again
+    meanwhile: the end is written and the terminal event emitted once, whatever comes."""
+    done = asyncio.ensure_future(step)
+    while not done.done():
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            continue
+    done.result()

@@ -95,9 +95,12 @@ class Run:
         self.log.append(self.numberer.next(event))
 
     def cancel(self) -> bool:
-        """Cancel the run's task (it still records itself and emits ``run.cancel``)."""
+        """Cancel the run's task (it still records itself and emits ``run.cancel``). Once: a second
+        cancel (an interrupt and the client leaving, a double click) must not interrupt the run
+        while it records its end."""
         if self.task is not None and not self.task.done():
-            self.task.cancel()
+            if not self.task.cancelling():
+                self.task.cancel()
             return True
         return False
 
