@@ -367,12 +367,27 @@ class ChatMemorySettings(_Section):
     dir: str = "./chats"
     #: sliding window of past runs sent to the model
     k: int = 20
-    #: encoding of the chat files
+    #: encoding of the chat files: one that writes ASCII as ASCII (UTF-8, GBK, …), since each line
+    #: ends with a newline byte
     charset: str = "UTF-8"
     #: tools recorded as actions in the chat memory
     action_tools: list[str] = Field(default_factory=list, alias="action-tools")
 
     _lists = field_validator("action_tools", mode="before")(_split_list)
+
+    @field_validator("charset")
+    @classmethod
+    def _ascii_compatible(cls, charset: str) -> str:
+        """A charset that does not write JSON's ASCII as ASCII (UTF-16, UTF-32) would lose the
+        whole chat: lines are split at the newline byte, and each line would carry a BOM."""
+        sample = '{"_type":"query"}\n'
+        try:
+            encoded = sample.encode(charset)
+        except LookupError:
+            raise ValueError(f"unknown charset {charset!r}") from None
+        if encoded != sample.encode("ascii"):
+            raise ValueError(f"charset {charset!r} does not write ASCII as ASCII (use UTF-8, or one like GBK)")
+        return charset
 
 
 class MemorySettings(_Section):

@@ -97,6 +97,17 @@ def test_wrong_types_are_clear(tmp_path: Path) -> None:
         load_settings(tmp_path, files=(Path("application.yml"),), env={})
 
 
+@pytest.mark.parametrize(("charset", "message"), [("UTF-16", "does not write ASCII"), ("UTF-32-LE", "does not write ASCII"),
+                                                ("no-such-charset", "unknown charset")])
+def test_a_chat_charset_that_would_lose_every_chat_is_refused(tmp_path: Path, charset: str, message: str) -> None:
+    """Chat lines end at a newline byte; UTF-16 wrote a BOM on every line and split its newlines,
+    so every line was skipped on reading: the whole chat lost, with no error."""
+    with pytest.raises(ConfigError, match="memory.chat.charset") as caught:
+        load_settings(tmp_path, files=(), env={"MEMORY_CHAT_CHARSET": charset})
+    assert message in caught.value.message
+    assert load_settings(tmp_path, files=(), env={"MEMORY_CHAT_CHARSET": "GBK"}).memory.chat.charset == "GBK"
+
+
 def test_cli_refuses_to_start_on_a_malformed_file(tmp_path: Path) -> None:
     (tmp_path / "application.yml").write_text("agent: [\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "SERVER_"))}
