@@ -94,6 +94,16 @@ def _httpx_error(exc: Exception) -> httpx.TransportError:
     return httpx.TransportError(str(exc))
 
 
+def _content_length(value: str | None) -> int | None:
+    """A request's ``Content-Length`` (``None`` when absent); a malformed one is refused."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise httpx.LocalProtocolError(f"illegal Content-Length {value[:40]!r}")
+    return int(text)
+
+
 def _request_head(request: httpx.Request) -> bytes:
     """Request line and headers; ``LocalProtocolError`` for anything that could split them."""
     method = request.method.encode("ascii", "replace")
@@ -117,7 +127,8 @@ class _Connection:
     """One upstream connection, and the parser callbacks of the response being read on it."""
 
     __slots__ = ("origin", "stream", "expires_at", "_parser", "status", "reason", "headers",
-                 "headers_done", "complete", "keep_alive", "extra", "chunks", "close_delimited", "framing")
+                 "headers_done", "complete", "keep_alive", "extra", "chunks", "close_delimited", "framing",
+                 "last_use")
 
     def __init__(self, origin: _Origin, stream: LeanStream) -> None:
         self.origin = origin
@@ -137,6 +148,7 @@ class _Connection:
         self.chunks: list[bytes] = []
         self.close_delimited = False
         self.framing = 0  # bytes received since the body last grew (chunk lines, trailers)
+        self.last_use = False  # the request said ``Connection: close``, or its body could not be sent
 
     # -- state -----------------------------------------------------------------------------
 
@@ -146,7 +158,8 @@ class _Connection:
 
     def reusable(self) -> bool:
         """The response was read to its end, and the server lets the connection live."""
-        return self.complete and self.keep_alive and not self.extra and not self.close_delimited and self.usable()
+        return (self.complete and self.keep_alive and not self.extra and not self.close_delimited
+                and not self.last_use and self.usable())
 
     def close(self) -> None:
         self._parser = None  # the parser holds this object as its callbacks: no cycle left behind
@@ -199,25 +212,57 @@ class _Connection:
     async def send(self, request: httpx.Request, timeouts: dict[str, Any]) -> None:
         """Write ``request`` and read until its response's headers are in."""
         self._reset()
-        parser = self._parser = HttpResponseParser(self)
+        self._parser = HttpResponseParser(self)
         head = _request_head(request)
         chunked = request.headers.get("transfer-encoding", "").lower().endswith("chunked")
+        # the body's length as declared, held to (as h11 does): a body longer than it would put a
+        # second request on the wire, a shorter one would leave the server waiting
+        declared = None if chunked else _content_length(request.headers.get("content-length"))
+        self.last_use = "close" in request.headers.get("connection", "").lower()
         write_timeout = timeouts.get("write")
+        read_timeout = timeouts.get("read")
+        sent = 0
         try:
             await self.stream.write(head, write_timeout)
             async for part in request.stream:  # type: ignore[union-attr]  # a Request's stream is async-iterable
                 if part:
+                    sent += len(part)
+                    if declared is not None and sent > declared:
+                        self.last_use = True
+                        raise httpx.LocalProtocolError("Too much data for declared Content-Length")
                     await self.stream.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part, write_timeout)
             if chunked:
                 await self.stream.write(b"0\r\n\r\n", write_timeout)
+            elif declared is not None and sent < declared:
+                self.last_use = True
+                raise httpx.LocalProtocolError("Too little data for declared Content-Length")
+        except httpcore.WriteError as exc:
+            # the server may have answered early and closed (a 413 for a body too large): that answer,
+            # as httpcore gives it, rather than the broken write
+            self.last_use = True
+            if not await self._early_answer(read_timeout):
+                raise _httpx_error(exc) from exc
+            return
         except _BACKEND_ERRORS as exc:
             raise _httpx_error(exc) from exc
-        read_timeout = timeouts.get("read")
+        await self._read_head(read_timeout)
+
+    async def _early_answer(self, timeout: float | None) -> bool:
+        """After a failed write: whether a whole response head came (it is then the answer)."""
+        try:
+            await self._read_head(timeout)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    async def _read_head(self, timeout: float | None) -> None:
+        parser = self._parser
+        assert parser is not None
         head_bytes = 0
         while not self.headers_done:
             if head_bytes > MAX_HEAD_BYTES:  # llhttp sets no limit: a hostile server could send headers forever
                 raise httpx.RemoteProtocolError(f"the response head is larger than {MAX_HEAD_BYTES} bytes")
-            received = await self.receive(read_timeout)
+            received = await self.receive(timeout)
             if not received:
                 raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
             head_bytes += received

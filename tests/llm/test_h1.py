@@ -556,3 +556,55 @@ async def test_a_model_stream_whose_last_line_has_no_end_still_gives_that_line(c
     async with await serving(serve_forever(answer)) as server:
         deltas = [d async for d in stream_chat(client, make_request(server.url))]
     assert deltas == [ContentDelta("a"), FinishDelta("stop")]
+
+
+# -- what the request declares ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "stream"])
+async def test_attack_a_body_longer_than_its_content_length_smuggles_no_request(client: httpx.AsyncClient,
+                                                                               streamed: bool) -> None:
+    """The body was written as it came, whatever ``Content-Length`` said: the bytes past the
+    declared length reached the server as a second request of their own (request smuggling).
+    Both too much and too little are now refused before they are sent, as h11 does."""
+    smuggled = b"abc" + b"GET /smuggled-admin HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield smuggled
+
+    async with await serving(serve_forever(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as server:
+        with pytest.raises(httpx.LocalProtocolError, match="Too much data"):
+            await client.post(f"{server.url}/p", headers={"Content-Length": "3"},
+                              content=body() if streamed else smuggled)
+        with pytest.raises(httpx.LocalProtocolError, match="Too little data"):
+            await client.post(f"{server.url}/p", headers={"Content-Length": "300"}, content=b"abc")
+        assert (await client.get(f"{server.url}/after")).content == b"ok"
+    assert not any(b"smuggled" in head for head in server.heads)
+    assert [head.split(b" ")[1] for head in server.heads] == [b"/after"]
+
+
+async def test_a_request_that_says_connection_close_is_not_reused(client: httpx.AsyncClient) -> None:
+    """The request's own ``Connection: close`` ends the connection after its answer (the server
+    may close it); only the response's keep-alive was looked at."""
+    async with await serving(serve_forever(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as server:
+        assert (await client.get(server.url, headers={"Connection": "close"})).content == b"ok"
+        assert (await client.get(server.url)).content == b"ok"
+        assert server.connections == 2
+
+
+async def test_an_early_answer_to_a_body_the_server_will_not_read_is_the_response(client: httpx.AsyncClient) -> None:
+    """A provider refusing an oversized prompt answers 413 and closes without reading the body; our
+    write then fails. The 413 and its message are the answer (as with httpcore), not a write
+    error that ``stream_chat`` would report as a connection broken mid-stream."""
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the head only
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 16\r\nConnection: close\r\n\r\n"
+                     b'{"error":"long"}')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()  # closed with the body unread: the client's writes fail
+
+    async with RawServer(refuse) as server:
+        response = await client.post(server.url, content=b"x" * (8 << 20))
+    assert response.status_code == 413 and response.content == b'{"error":"long"}'
+    assert pool_of(client).open_connections == 0  # never reused after a failed write
