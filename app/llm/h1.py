@@ -358,6 +358,8 @@ class _Pool:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL
             self._sweep(now)
+        pool_timeout = timeouts.get("pool")
+        deadline = None if pool_timeout is None else now + pool_timeout  # one wait in all, however often woken
         while True:
             if self._closed:
                 raise RuntimeError("the transport is closed")
@@ -366,7 +368,7 @@ class _Pool:
                 return connection
             if self._open < self._max or self._close_one_idle():
                 break
-            await self._wait_for_slot(timeouts.get("pool"))
+            await self._wait_for_slot(None if deadline is None else max(deadline - time.monotonic(), 0.0))
         self._open += 1
         try:
             return await self._connect(origin, timeouts.get("connect"))

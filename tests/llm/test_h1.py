@@ -608,3 +608,26 @@ async def test_an_early_answer_to_a_body_the_server_will_not_read_is_the_respons
         response = await client.post(server.url, content=b"x" * (8 << 20))
     assert response.status_code == 413 and response.content == b'{"error":"long"}'
     assert pool_of(client).open_connections == 0  # never reused after a failed write
+
+
+async def test_a_waiter_woken_without_a_slot_still_times_out_on_its_first_deadline() -> None:
+    """A queued request is woken when a connection comes back, but a request that did not queue may
+    take it first. The woken one waited again with its whole pool timeout anew: while others kept
+    arriving it got neither a connection nor ``PoolTimeout``. The timeout now counts from the start."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    release = asyncio.Event()
+    async with await serving(hold_until(release)) as server, \
+            httpx.AsyncClient(transport=transport(limits), timeout=5.0) as client:
+        async with client.stream("GET", server.url) as first:  # holds the only slot
+            pool = pool_of(client)
+            queued = asyncio.create_task(client.get(server.url, timeout=httpx.Timeout(5.0, pool=0.3)))
+            wakes = 0
+            while not queued.done() and wakes < 100:  # slots that others take first: up to 10 s of them
+                await asyncio.sleep(0.1)
+                pool._wake_one()
+                wakes += 1
+            assert queued.done(), "the queued request waited on through every wake-up"
+            with pytest.raises(httpx.PoolTimeout):
+                await queued
+            release.set()
+            await first.aread()
