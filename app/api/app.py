@@ -41,6 +41,7 @@ from app.api.lane import add_direct_lane
 from app.api.pacing import AdmissionPacer
 from app.api.sse import StreamShutdown
 from app.security.cors import ScopedCORSMiddleware
+from app.security.cross_site import CrossSiteGuard
 from app.security.jwt_auth import AuthMiddleware, build_verifier
 
 
@@ -102,6 +103,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None, *, lean_parse
     # SPEC §9: auth on /api/**. CORS is added last so it is outermost: preflights are answered
     # before auth, and 401s carry CORS headers.
     app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))
+    if verifier is None:  # SPEC §9: with auth off, no other web site may change anything here
+        app.add_middleware(CrossSiteGuard, cors=settings.agent.cors)
     if settings.agent.cors.enabled:
         app.add_middleware(ScopedCORSMiddleware, cors=settings.agent.cors)
     # issue 13: a burst of new requests is let in a few per loop iteration, so the streams
