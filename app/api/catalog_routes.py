@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse
 
 from app import __version__
 from app.api.envelope import EnvelopeResponse, ok
+from app.api.file_routes import DOWNLOAD_HEADERS
 from app.catalog.definitions import Catalog
 from app.catalog.manager import CatalogManager
 from app.config import Settings
@@ -117,17 +118,22 @@ async def get_data(
 ) -> FileResponse:
     """A file from the data folder; never outside it (``app.paths.confine``)."""
     name = _required(file, "file")
-    path = confine(_gateway(request).settings.data_dir, name, "file")
-    if any(part.startswith(".") for part in Path(name).parts):
-        # hidden files (the gateway's own state in ``.agw/``: schedules, credentials) are never served
+    data_dir = _gateway(request).settings.data_dir
+    path = confine(data_dir, name, "file")
+    # hidden files (the gateway's own state in ``.agw/``: schedules, credentials) are never served:
+    # judged on the path that is opened (after every decoding, through symlinks), not on the name
+    if any(part.startswith(".") for part in (*Path(name).parts, *path.relative_to(data_dir.resolve()).parts)):
         raise NotFoundError(f"no such file: {name}")
     check_data_token(request, name)
     if not _is_file(path, name):
         raise NotFoundError(f"no such file: {name}")
+    # inline for images in chats, but never as a page of the gateway's origin (an HTML or SVG
+    # file's script would run beside the web console): the same headers as artifacts
     return FileResponse(
         path,
         filename=path.name,
         content_disposition_type="attachment" if download else "inline",
+        headers=DOWNLOAD_HEADERS,
     )
 
 

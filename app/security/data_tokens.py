@@ -54,7 +54,9 @@ def verify_data_token(tokens: ImageTokenSettings, file: str, token: str | None, 
     if not token:
         raise AuthError("this data link needs a 'token' (ask the gateway for a signed link)")
     expiry_text, dot, signature = token.partition(".")
-    if len(token) > MAX_TOKEN_CHARS or not dot or not expiry_text.isdigit() or len(expiry_text) > 12:
+    # ASCII only: compare_digest refuses other text, and int() the digits str.isdigit also takes ("²")
+    if len(token) > MAX_TOKEN_CHARS or not dot or not token.isascii() or not expiry_text.isdigit() \
+            or len(expiry_text) > 12:
         raise ForbiddenError("invalid data token")
     expiry = int(expiry_text)
     secrets = [tokens.secret, *(s for s in tokens.previous_secrets if s)]

@@ -39,6 +39,16 @@ def test_sign_and_verify() -> None:
         verify_data_token(TOKENS, "shots/a.png", None, now)
 
 
+@pytest.mark.parametrize("token", ["1.\u00e9", "\u00b2.abc", "9999999999.\u0661\u0662"],
+                         ids=["non_ascii_signature", "superscript_expiry", "arabic_digits"])
+def test_attack_a_non_ascii_token_is_refused_not_a_crash(token: str) -> None:
+    """``compare_digest`` raises ``TypeError`` on non-ASCII text and ``int()`` refuses the digits
+    ``str.isdigit`` takes: both were a 500 with a traceback, reachable without credentials."""
+    tokens = ImageTokenSettings(secret="s3cret")
+    with pytest.raises(ForbiddenError, match="invalid data token"):
+        verify_data_token(tokens, "img.png", token)
+
+
 def test_rotation_accepts_previous_secrets_only() -> None:
     expiry = int(time.time()) + 60
     verify_data_token(TOKENS, "a.png", sign_data_token("s3cret-old", "a.png", expiry))

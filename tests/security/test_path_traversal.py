@@ -48,6 +48,11 @@ def traversal_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate
         deploy = make_deployment(root / "deploy", upstream.url)
         write_agent(deploy, "plain", agent("ONESHOT"))
         (deploy / "data" / "fine.txt").write_text("fine", encoding="utf-8")
+        (deploy / "data" / ".env").write_text(SECRET, encoding="utf-8")
+        (deploy / "data" / ".agw").mkdir(parents=True, exist_ok=True)
+        (deploy / "data" / ".agw" / "probe.json").write_text(SECRET, encoding="utf-8")
+        os.symlink(deploy / "data" / ".agw", deploy / "data" / "state")
+        (deploy / "data" / "page.html").write_text("<script>fetch('/api/ap/chats')</script>", encoding="utf-8")
         os.symlink(outside, deploy / "data" / "link.txt")
         os.symlink(root, deploy / "data" / "linkdir")
         os.symlink(root / "secret.html", deploy / "viewports" / "evil.html")
@@ -83,6 +88,27 @@ def test_raw_encoded_query_strings(traversal_gateway: GatewayServer) -> None:
                     "file=%2Fetc%2Fpasswd", "file=linkdir%2Fsecret.txt", "file=..%252Fsecret.txt"):
             _refused(client.get(f"{traversal_gateway.url}/api/ap/data?{raw}"))
         assert client.get(f"{traversal_gateway.url}/api/ap/data?file=fine.txt").text == "fine"
+
+
+def test_attack_a_double_encoded_dot_or_a_symlink_reads_no_hidden_file(traversal_gateway: GatewayServer) -> None:
+    """The hidden-file rule looked at the name once decoded, and ``confine`` decoded it again:
+    ``%252Eenv`` passed as ``%2Eenv`` and opened ``data/.env``. A symlink inside the data folder
+    into ``.agw`` passed too. The rule now judges the path that is opened."""
+    with httpx.Client(timeout=30) as client:
+        for raw in ("file=.env", "file=%2Eenv", "file=%252Eenv", "file=%252eenv", "file=state%2Fprobe.json",
+                    "file=state/probe.json", "file=.agw/probe.json"):
+            response = client.get(f"{traversal_gateway.url}/api/ap/data?{raw}")
+            assert response.status_code in (400, 404) and SECRET not in response.text, (raw, response.text)
+
+
+def test_a_data_file_never_runs_as_a_page_of_the_gateway(traversal_gateway: GatewayServer) -> None:
+    """An HTML or SVG file in the data folder was served inline as a page of the gateway's own
+    origin, beside the web console; it now comes sandboxed and unsniffed, as artifacts do."""
+    with httpx.Client(timeout=30) as client:
+        response = client.get(f"{traversal_gateway.url}/api/ap/data", params={"file": "page.html"})
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"].startswith("sandbox")
 
 
 def test_symlinks_out_of_the_folder(traversal_gateway: GatewayServer) -> None:
