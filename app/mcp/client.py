@@ -44,7 +44,7 @@ from typing import IO, Any, TextIO, cast
 import anyio
 import mcp_types as types
 from mcp import Client, MCPError, StdioServerParameters
-from mcp.client.stdio import stdio_client
+from mcp.client.stdio import get_default_environment, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -77,6 +77,9 @@ STARTUP_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 30.0
 #: the most pages of ``tools/list`` read from one server
 MAX_LIST_PAGES = 100
+#: the most tools taken from one server (the rest are skipped with a warning): every tool an agent
+#: names goes to the model with each call, and a server listing 100,000 cost seconds and 600 MB
+MAX_TOOLS = 256
 #: what a model provider accepts as a function name
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: the last bytes of a dead stdio server's stderr kept for its reason
@@ -286,7 +289,7 @@ class McpConnection:
             page = await client.list_tools(cursor=cursor)
             for tool in page.tools:
                 name = mcp_tool_name(self.key, tool.name)
-                if not _FUNCTION_NAME.fullmatch(name):
+                if not _FUNCTION_NAME.fullmatch(name) or len(tools) >= MAX_TOOLS:
                     skipped.append(tool.name)
                     continue
                 tools[name] = ToolDefinition(
@@ -298,8 +301,9 @@ class McpConnection:
             if cursor is None:
                 break
         if skipped:
-            logger.warning("MCP server %s: tools skipped, their names do not fit mcp__%s__<tool> in 64 letters, "
-                           "digits, '_' or '-': %s", self.key, self.key, ", ".join(skipped))
+            logger.warning("MCP server %s: %d tools skipped (a name that does not fit mcp__%s__<tool> in 64 letters, "
+                           "digits, '_' or '-', or more than %d tools): %s", self.key, len(skipped), self.key, MAX_TOOLS,
+                           ", ".join(skipped[:20]) + (" …" if len(skipped) > 20 else ""))
         return tools
 
     async def _on_message(self, message: Any) -> None:
@@ -374,6 +378,7 @@ class McpConnection:
                 result = await client.call_tool(tool, args, read_timeout_seconds=timeout_ms / 1000)
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
+                self._timed_out()
                 raise ToolError(f"MCP tool '{tool}' of server '{self.key}' timed out after {timeout_ms} ms "
                                 "(timeoutMs)") from exc
             if exc.code == types.CONNECTION_CLOSED:
@@ -382,9 +387,17 @@ class McpConnection:
                                 f"call of '{tool}'") from exc
             raise ToolError(f"MCP tool '{tool}' of server '{self.key}' failed: {exc.message}") from exc
         except TimeoutError as exc:
+            self._timed_out()
             raise ToolError(f"MCP tool '{tool}' of server '{self.key}' timed out after {timeout_ms} ms "
                             "(timeoutMs)") from exc
         return tool_result(self.key, tool, result)
+
+    def _timed_out(self) -> None:
+        """A stdio server that did not answer in time is started again: its one pipe may be stuck in
+        an answer that never ends (an endless line the SDK's reader would collect forever, costing a
+        core and holding every later call)."""
+        if isinstance(self.spec, StdioServer):
+            self._lose("a call timed out (timeoutMs); the server process is started again")
 
     def describe(self) -> dict[str, Any]:
         return _describe(self.key, self.spec, self.status, self.tools, self.error)
@@ -525,11 +538,15 @@ class McpManager:
         args = self.sandbox.bwrap_args(bwrap, workspace, read_only=(cwd,) if cwd is not None else ())
         if cwd is not None:
             args += ["--chdir", str(cwd)]
-        args.append("--clearenv")
-        for name, value in self.sandbox.environment(workspace, spec.env).items():
-            args += ["--setenv", name, value]
+        # the environment goes to bwrap as its own environment, never on its command line (where
+        # every local user could read a token in ps or /proc/<pid>/cmdline); bwrap passes it on,
+        # less the variables the SDK adds of its own accord
+        env = self.sandbox.environment(workspace, spec.env)
+        for name in get_default_environment():
+            if name not in env:
+                args += ["--unsetenv", name]
         return StdioServerParameters(command=args[0], args=[*args[1:], "--", spec.command, *spec.args],
-                                     cwd=workspace)
+                                     env=env, cwd=workspace)
 
     def workspace_for(self, key: str) -> Path:
         """The server's private, writable folder: ``data/.agw/mcp/<serverKey>``."""

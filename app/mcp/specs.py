@@ -80,6 +80,8 @@ def check_server_key(stem: str) -> str:
         raise DefinitionError(exc.message) from exc
     if SEPARATOR in key:
         raise DefinitionError(f"MCP server key {key!r} may not contain '__' (it separates mcp__<serverKey>__<tool>)")
+    if key.endswith("_"):  # mcp__files___echo would read as server 'files', tool '_echo'
+        raise DefinitionError(f"MCP server key {key!r} may not end with '_' (it would run into the '__' after it)")
     return key
 
 

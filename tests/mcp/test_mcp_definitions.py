@@ -33,7 +33,7 @@ def test_server_files_are_rejected_with_a_reason(body: dict[str, object], reason
 
 def test_server_keys_cannot_hold_the_separator_or_leave_the_folder() -> None:
     assert check_server_key("weather-v2") == "weather-v2"
-    for bad in ("a__b", "../x", ""):
+    for bad in ("a__b", "../x", "", "files_"):  # "files_": mcp__files___echo reads as server files, tool _echo
         with pytest.raises(DefinitionError):
             check_server_key(bad)
     assert split_mcp_name(mcp_tool_name("files", "read__all")) == ("files", "read__all")

@@ -4,6 +4,7 @@ real gateway, and a scripted model calling ``mcp__<serverKey>__<tool>`` tools.""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -97,12 +98,25 @@ async def test_is_error_and_timeout_are_error_results_and_the_run_goes_on(
 
     failed = await call_tool(upstream, client, gw, "user", "mcp__tools__fail", {"message": "the disk is on fire"})
     assert failed["ok"] is False and "the disk is on fire" in failed["error"]
+    before = await call_tool(upstream, client, gw, "user", "mcp__tools__instance", {})
 
     slow = await call_tool(upstream, client, gw, "user", "mcp__tools__slow", {"seconds": 30})
     assert slow["ok"] is False and "timed out after 500 ms" in slow["error"]
 
-    # the server is still there for the next call
+    # a stdio server that did not answer in time is started again, and serves the next calls
+    await _until_restarted(upstream, client, gw, before)
     assert await call_tool(upstream, client, gw, "user", "mcp__tools__echo", {"text": "hi"}) == {"result": "echo: hi"}
+
+
+async def _until_restarted(upstream: FakeUpstream, client: httpx.AsyncClient, gw: GatewayServer,
+                           before: Any) -> None:
+    """Bounded attempts until the ``instance`` tool answers from a new server process."""
+    for _ in range(100):
+        now = await call_tool(upstream, client, gw, "user", "mcp__tools__instance", {})
+        if isinstance(now, dict) and "result" in now and now != before:
+            return
+        await asyncio.sleep(0.1)  # pacing only; the bound is the number of attempts
+    raise AssertionError("the server was not started again")
 
 
 async def test_a_crashed_server_is_unavailable_gives_error_results_and_comes_back(
@@ -275,3 +289,69 @@ async def test_streamable_http_server_tools_and_recovery(
             "result": "echo: again"}
     finally:
         remote.stop()
+
+
+async def test_attack_a_server_that_never_ends_its_line_is_started_again(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient
+) -> None:
+    """A stdio server that writes one line without end: the SDK's reader collected it forever (a
+    core busy, memory growing, every later call stuck behind it) while the server stayed
+    ``ready``. The call's timeout now ends the session, and the process is started again."""
+    write_server(deploy, "tools", stdio_server(timeoutMs=500))
+    write_agent(deploy, "user", agent("REACT", tools={"backends": ["mcp__tools__*"]}))
+    gw = start_gateway()
+    await eventually(lambda: status_of(client, gw, "tools", "ready"), "server ready")
+    before = await call_tool(upstream, client, gw, "user", "mcp__tools__instance", {})
+    flooded = await call_tool(upstream, client, gw, "user", "mcp__tools__endless_line", {})
+    assert flooded["ok"] is False and "timed out" in flooded["error"]
+    await _until_restarted(upstream, client, gw, before)
+
+
+async def test_attack_a_huge_result_or_tool_list_is_cut_to_size(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient
+) -> None:
+    """A 40 MB result went whole into the event stream, the chat file and every later model
+    request of the chat; a server listing 100,000 tools cost seconds and 600 MB, and all of them
+    went to the model. Results are cut at 1 MiB with a note, and a server gives at most 256 tools."""
+    from app.mcp.client import MAX_TOOLS
+    from app.mcp.results import MAX_RESULT_BYTES
+
+    write_server(deploy, "tools", stdio_server())
+    write_agent(deploy, "user", agent("REACT", tools={"backends": ["mcp__tools__*"]}))
+    gw = start_gateway()
+    await eventually(lambda: status_of(client, gw, "tools", "ready"), "server ready")
+    result = await call_tool(upstream, client, gw, "user", "mcp__tools__big", {"size": 3 * MAX_RESULT_BYTES})
+    assert isinstance(result, str)  # (the SDK's structured {"result": …}, too large: its JSON text, cut)
+    text = result
+    assert "x" * 1000 in text and "bytes, the first" in text
+    assert len(text.encode()) < MAX_RESULT_BYTES + 200
+    await call_tool(upstream, client, gw, "user", "mcp__tools__grow_many", {"count": MAX_TOOLS + 50})
+
+    async def capped() -> bool:
+        return len((await servers(client, gw))["tools"]["tools"]) == MAX_TOOLS
+
+    await eventually(capped, f"the tool list cut at {MAX_TOOLS}")
+
+
+async def test_attack_a_sandboxed_servers_secrets_are_not_on_any_command_line(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient
+) -> None:
+    """The server file's ``env`` went to bwrap as ``--setenv NAME VALUE``: every local user could
+    read the token in ``ps`` or ``/proc/<pid>/cmdline``. It now reaches the server through the
+    environment only, and the server still sees it."""
+    secret = "argv-secret-4242"
+    write_server(deploy, "tools", stdio_server(env={"MY_TOKEN": secret}))
+    write_agent(deploy, "user", agent("REACT", tools={"backends": ["mcp__tools__*"]}))
+    gw = start_gateway()
+    await eventually(lambda: status_of(client, gw, "tools", "ready"), "server ready")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert secret.encode() not in cmdline.read_bytes(), f"the secret is on the command line of {cmdline}"
+        except OSError:
+            continue  # a process that ended meanwhile
+    seen = await call_tool(upstream, client, gw, "user", "mcp__tools__read_file", {"path": "/proc/self/environ"})
+    environ = seen["result"] if isinstance(seen, dict) else seen
+    assert f"MY_TOKEN={secret}" in environ
+    names = {entry.split("=", 1)[0] for entry in environ.removeprefix("CONTENT:").split("\x00") if "=" in entry}
+    # nothing of the gateway's own environment (bwrap adds PWD for the working directory it sets)
+    assert names - {"PWD"} == {"PATH", "HOME", "LANG", "TMPDIR", "MY_TOKEN"}

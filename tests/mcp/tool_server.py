@@ -67,6 +67,33 @@ def read_file(path: str) -> str:
         return f"ERROR:{type(exc).__name__}"
 
 
+@server.tool(description="A text result of the given size in bytes")
+def big(size: int) -> str:
+    return "x" * size
+
+
+@server.tool(description="Start writing one line to stdout that never ends, then never answer")
+async def endless_line() -> str:
+    import threading
+
+    def flood() -> None:
+        chunk = b"x" * 65536
+        while True:
+            os.write(1, chunk)
+
+    threading.Thread(target=flood, daemon=True).start()
+    await asyncio.sleep(3600)
+    return "unreachable"
+
+
+@server.tool(description="Register many tools at once and tell the client the list changed")
+async def grow_many(count: int, ctx: Context) -> str:
+    for n in range(count):
+        server.add_tool(lambda: "many", name=f"many_{n}", description="one of many")
+    await ctx.notify_tools_changed()
+    return f"added {count}"
+
+
 @server.tool(description="Register one more tool and tell the client the list changed")
 async def grow(name: str, ctx: Context) -> str:
     server.add_tool(lambda: f"I am {name}", name=name, description=f"grown tool {name}")
