@@ -169,6 +169,35 @@ def _stderr_tail(errlog: IO[str]) -> str:
     return lines[-1][:300] if lines else ""
 
 
+#: a stdio server's stderr file is cut back to its tail once it grows past this many bytes
+STDERR_MAX_BYTES = 1024 * 1024
+#: how often the stderr file's size is looked at
+STDERR_CHECK_S = 2.0
+
+
+async def _keep_trimmed(errlog: IO[str]) -> None:
+    """Keep a stdio server's stderr file small: a server that writes without end filled the disk
+    (a review saw 1 GiB held by the gateway). Only the tail is ever read (``_stderr_tail``)."""
+    while True:
+        await asyncio.sleep(STDERR_CHECK_S)
+        try:
+            _trim(errlog.fileno())
+        except OSError:
+            logger.debug("could not trim an MCP server's stderr file", exc_info=True)
+
+
+def _trim(fd: int) -> None:
+    """Cut the file to its last ``_STDERR_TAIL_BYTES`` when it is larger than ``STDERR_MAX_BYTES``.
+    The server shares the file's offset (the same open file), so the seek moves its writes too."""
+    size = os.fstat(fd).st_size
+    if size <= STDERR_MAX_BYTES:
+        return
+    tail = os.pread(fd, _STDERR_TAIL_BYTES, size - _STDERR_TAIL_BYTES)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, tail, 0)
+    os.lseek(fd, len(tail), os.SEEK_SET)
+
+
 class McpConnection:
     """One server: its session task, status, tools and calls (see the module docstring)."""
 
@@ -276,8 +305,12 @@ class McpConnection:
 
         @contextlib.asynccontextmanager
         async def transport() -> AsyncIterator[Any]:
-            async with stdio_client(params, errlog=cast(TextIO, errlog)) as (read, write):
-                yield _WatchedReadStream(read, ended), write
+            trimming = asyncio.get_running_loop().create_task(_keep_trimmed(errlog), name=f"mcp-stderr:{self.key}")
+            try:
+                async with stdio_client(params, errlog=cast(TextIO, errlog)) as (read, write):
+                    yield _WatchedReadStream(read, ended), write
+            finally:
+                trimming.cancel()
 
         return transport()
 

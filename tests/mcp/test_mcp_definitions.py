@@ -73,3 +73,28 @@ def test_results_become_tool_results() -> None:
         tool_result("s", "t", types.CallToolResult(content=[types.TextContent(type="text", text="nope")],
                                                    is_error=True))
     assert failed.value.message == "MCP tool 't' of server 's' failed: nope"
+
+
+def test_attack_a_stdio_servers_endless_stderr_is_cut_back_to_its_tail() -> None:
+    """A server writing to stderr without end filled the disk through the gateway's temporary file
+    (only its tail is ever read). Past ``STDERR_MAX_BYTES`` the file is cut back to its tail, and
+    the server's next writes (it shares the file's offset) land right after it."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from app.mcp.client import _STDERR_TAIL_BYTES, STDERR_MAX_BYTES, _stderr_tail, _trim
+
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as errlog:
+        writer = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.stderr.write('x' * {STDERR_MAX_BYTES * 2} + '\\nlast words\\n')"],
+            stderr=errlog, check=True)
+        assert writer.returncode == 0 and os.fstat(errlog.fileno()).st_size > STDERR_MAX_BYTES
+        _trim(errlog.fileno())
+        assert os.fstat(errlog.fileno()).st_size <= _STDERR_TAIL_BYTES
+        assert _stderr_tail(errlog) == "last words"
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('after the cut\\n')"],
+                       stderr=errlog, check=True)
+        assert _stderr_tail(errlog) == "after the cut"
+        assert os.fstat(errlog.fileno()).st_size <= _STDERR_TAIL_BYTES + 20
