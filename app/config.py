@@ -337,6 +337,8 @@ class UploadSettings(_Section):
     max_bytes: int = Field(20 * 1024 * 1024, alias="max-bytes", gt=0)
     #: accepted types: MIME types (``text/csv``), families (``image/*``) or extensions (``.csv``); empty = any
     allowed_types: list[str] = Field(default_factory=list, alias="allowed-types")
+    #: the longest an upload's body may take to arrive; a slower one is refused (408) and nothing kept
+    timeout_seconds: float = Field(300, alias="timeout-seconds", gt=0)
 
     _lists = field_validator("allowed_types", mode="before")(_split_list)
 
@@ -544,6 +546,7 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_MCP_SERVERS_DIR": "agent.mcp.servers-dir",
     "AGENT_UPLOAD_MAX_BYTES": "agent.upload.max-bytes",
     "AGENT_UPLOAD_ALLOWED_TYPES": "agent.upload.allowed-types",
+    "AGENT_UPLOAD_TIMEOUT_SECONDS": "agent.upload.timeout-seconds",
 }
 
 DEFAULT_FILES: tuple[Path, ...] = (Path("application.yml"), Path("/opt/application.yml"))

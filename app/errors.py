@@ -10,6 +10,7 @@ this hierarchy where they are caught, with ``raise X(...) from exc``.
     ├── DefinitionError               1002  422   a definition file that does not validate
     ├── RequestError                  4000  400   bad client input
     │   ├── PayloadTooLarge           4013  413
+    │   ├── RequestTimeout            4008  408   an upload body that did not arrive in time
     │   ├── UnsupportedMediaType      4015  415   an upload of a type that is refused or mislabelled
     │   └── PathEscapeError           4003  400   a name that tries to leave its folder
     ├── AuthError                     4010  401
@@ -64,6 +65,13 @@ class RequestError(GatewayError):
 class PayloadTooLarge(RequestError):
     code = 4013
     status = 413
+
+
+class RequestTimeout(RequestError):
+    """A request body that did not arrive in time (an upload past ``agent.upload.timeout-seconds``)."""
+
+    code = 4008
+    status = 408
 
 
 class UnsupportedMediaType(RequestError):

@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect
 from app.api.auth import current_user
 from app.api.envelope import ok
 from app.api.state import gateway_of
-from app.errors import NotFoundError, PayloadTooLarge, RequestError
+from app.errors import NotFoundError, PayloadTooLarge, RequestError, RequestTimeout
 from app.files.multipart import FORM_OVERHEAD_BYTES, boundary_of, read_upload_form
 from app.files.store import FILE_ID, FileStore
 from app.files.uploads import Uploads, check_chat_owner
@@ -69,9 +69,15 @@ async def upload(request: Request, user: str = Depends(current_user)) -> Respons
         raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes (agent.upload.max-bytes)")
     content_type = request.headers.get("content-type")
     boundary_of(content_type)  # 415 / 400 before reading the body
+    timeout_s = gateway.settings.agent.upload.timeout_seconds
     with uploads.incoming() as incoming:
         try:
-            form = await read_upload_form(request.stream(), content_type, incoming)
+            # a body that trickles in (a byte every few seconds) would hold its file open for ever
+            async with asyncio.timeout(timeout_s):
+                form = await read_upload_form(request.stream(), content_type, incoming)
+        except TimeoutError:
+            raise RequestTimeout(f"the upload did not arrive within {timeout_s:g} s "
+                                 "(agent.upload.timeout-seconds); nothing was kept") from None
         except ClientDisconnect:
             client = request.client.host if request.client else "?"
             logger.info("client %s abandoned an upload after %d file bytes; nothing kept", client, incoming.size)

@@ -118,6 +118,35 @@ async def test_interrupted_upload_leaves_no_partial_file(
     reader.feed_eof()
 
 
+async def test_attack_an_upload_that_trickles_in_is_cut_off_and_leaves_nothing(
+    deploy: Path, start_gateway: Callable[..., GatewayServer]
+) -> None:
+    """A body sent a byte every few seconds held its incoming file (and a request) open for as long
+    as the client liked: enough of them fill the disk. Past ``agent.upload.timeout-seconds`` the
+    upload is refused with 408 and its partial file removed."""
+    gw = start_gateway({"agent": {"upload": {"timeout-seconds": 1}}})
+    incoming = deploy / "data" / ".agw" / "files" / ".incoming"
+    body = multipart(b"slow.bin", b"s" * 10_000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write((f"POST /api/ap/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode() + body[:200])
+    await writer.drain()
+    answer = asyncio.create_task(reader.read(65536))
+    try:
+        for byte in body[200:260]:  # one byte at a time, until the gateway answers (the bound: 60 of them)
+            if answer.done():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.wait({answer}, timeout=0.2)
+        head = await asyncio.wait_for(answer, 30)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408") and b"agent.upload.timeout-seconds" in head
+    await eventually(lambda: files_under(incoming) == [], "the partial file removed")
+    assert leftovers(deploy) == []
+
+
 @pytest.mark.parametrize(("sent", "stored"), [
     (b"../../etc/passwd", "passwd"),
     (b"..", "upload"),
