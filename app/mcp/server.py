@@ -27,11 +27,12 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 import mcp_types as types
+import orjson
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app import __version__
 from app.catalog.definitions import AgentDefinition, Catalog
@@ -72,6 +73,51 @@ def _caller(ctx: ServerRequestContext[Any, Any]) -> str:
     return str(getattr(state, "user", ANONYMOUS)) if state is not None else ANONYMOUS
 
 
+def _caller_of(scope: Scope) -> str:
+    """The authenticated subject of an ASGI request (as ``_caller``)."""
+    state = scope.get("state") or {}
+    return str(state.get("user", ANONYMOUS))
+
+
+def _id_key(request_id: Any) -> str:
+    """A JSON-RPC id as a key: ``7`` and ``"7"`` are different ids."""
+    return orjson.dumps(request_id).decode()
+
+
+#: the most of a POST body read to look for a cancellation (larger ones go on to the SDK as they are)
+_PEEK_BYTES = 1 << 20
+
+
+async def _body(receive: Receive) -> tuple[bytes, bool, Message | None]:
+    """The request body up to ``_PEEK_BYTES``: ``(body, more, other)`` where ``more`` says more of
+    it follows and ``other`` is a message that came instead (a disconnect), to be handed on."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), True, message
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False, None
+        if size > _PEEK_BYTES:
+            return b"".join(chunks), True, None
+
+
+def _replay(body: bytes, more: bool, other: Message | None, receive: Receive) -> Receive:
+    """A ``receive`` that gives what ``_body`` took first, then what ``receive`` gives."""
+    queued: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+    if other is not None:
+        queued.append(other)
+
+    async def replayed() -> Message:
+        return queued.pop(0) if queued else await receive()
+
+    return replayed
+
+
 def _error(message: str, ids: dict[str, str] | None = None) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True,
                                 structured_content=ids)
@@ -91,6 +137,9 @@ class AgentsMcpServer:
         self._manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=False)
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        #: the runs of the ``tools/call`` requests in progress, by (caller, JSON-RPC id): in stateless
+        #: mode a ``notifications/cancelled`` comes in a POST of its own, which the SDK ignores
+        self._calls: dict[tuple[str, str], Run] = {}
 
     async def start(self) -> None:
         ready = asyncio.Event()
@@ -115,8 +164,33 @@ class AgentsMcpServer:
                 await task
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one HTTP request of ``/mcp`` (already authenticated by the middleware)."""
+        """Serve one HTTP request of ``/mcp`` (already authenticated by the middleware).
+
+        A client on the handshake-era protocol cancels a call by POSTing ``notifications/cancelled``
+        and keeps the call's stream open; in stateless mode the SDK answers that POST and does
+        nothing, so the run went on spending tokens. Such a POST cancels the caller's own run."""
+        if scope.get("method") == "POST":
+            body, more, other = await _body(receive)
+            if not more:
+                self._cancel_named(_caller_of(scope), body)
+            receive = _replay(body, more, other, receive)
         await self._manager.handle_request(scope, receive, send)
+
+    def _cancel_named(self, caller: str, body: bytes) -> None:
+        """Cancel the runs ``body``'s ``notifications/cancelled`` name (only the caller's own)."""
+        if b"notifications/cancelled" not in body:
+            return
+        try:
+            messages = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        for message in messages if isinstance(messages, list) else [messages]:
+            params = message.get("params") if isinstance(message, dict) else None
+            if message.get("method") == "notifications/cancelled" and isinstance(params, dict) \
+                    and isinstance(params.get("requestId"), (int, str)):
+                run = self._calls.get((caller, _id_key(params["requestId"])))
+                if run is not None:
+                    run.cancel()
 
     # -- handlers
 
@@ -136,11 +210,19 @@ class AgentsMcpServer:
             query = QueryRequest.model_validate({**arguments, "agentKey": key})
         except ValidationError as exc:
             return _error(f"invalid arguments: {describe_validation_error(exc)}")
+        caller = _caller(ctx)
         try:
-            run = await self._runs.start(query, _caller(ctx))
+            run = await self._runs.start(query, caller)
         except GatewayError as exc:
             return _error(exc.message)
-        return await self._answer(ctx, run)
+        call = (caller, _id_key(ctx.request_id)) if ctx.request_id is not None else None
+        if call is not None:
+            self._calls[call] = run
+        try:
+            return await self._answer(ctx, run)
+        finally:
+            if call is not None and self._calls.get(call) is run:
+                del self._calls[call]
 
     async def _answer(self, ctx: ServerRequestContext[Any, Any], run: Run) -> types.CallToolResult:
         ids = {"chatId": run.chat_id, "runId": run.run_id}

@@ -3,6 +3,7 @@ SDK client over streamable HTTP against the real gateway."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -139,3 +140,44 @@ async def test_attack_mcp_chat_id_continues_another_users_chat(
         stolen = await mallory.call_tool("ask_helper", {"message": "what did alice ask?", "chatId": chat_id})
     assert stolen.is_error is True and "another user" in text_of(stolen)
     assert len(upstream.requests) == 1  # mallory's question never reached the model
+
+
+LEGACY = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+          "MCP-Protocol-Version": "2025-06-18"}
+
+
+async def test_a_handshake_era_client_that_cancels_a_call_cancels_its_run(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start
+) -> None:
+    """A client on the 2025-06-18 protocol cancels ``tools/call`` with ``notifications/cancelled``
+    in a POST of its own and keeps the call's stream open. The endpoint is stateless, so the SDK
+    answered 202 and did nothing: the run went on spending tokens and holding the user's run slot.
+    The notification now cancels the caller's run with that id (and another id cancels nothing)."""
+    from app.devtools.script import Stall, Text
+
+    write_agent(deploy, "helper", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue([Text("partial "), Stall()])
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "ask_helper", "arguments": {"message": "hi"}, "_meta": {"progressToken": 1}}}
+    async with httpx.AsyncClient(timeout=30) as http:
+        async with http.stream("POST", f"{gw.url}/mcp", json=call, headers=LEGACY) as answer:
+            assert answer.status_code == 200
+            lines = answer.aiter_lines()
+            async for line in lines:  # the first progress: the run is streaming
+                if line.startswith("data:"):
+                    break
+            [run_id] = gw.gateway.runs.active_run_ids()
+            other = await http.post(f"{gw.url}/mcp", headers=LEGACY, json={
+                "jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 8}})
+            assert other.status_code == 202 and gw.gateway.runs.active_run_ids() == {run_id}
+            cancelled = await http.post(f"{gw.url}/mcp", headers=LEGACY, json={
+                "jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 7, "reason": "the user pressed stop"}})
+            assert cancelled.status_code == 202
+            async for line in lines:  # the call ends with the cancelled run's error result
+                if line.startswith("data:") and '"id":7' in line.replace(" ", ""):
+                    assert "cancelled" in line
+                    break
+    assert not gw.gateway.runs.active_run_ids()
+    assert await asyncio.to_thread(upstream.wait_disconnect, 0, 20.0), "the upstream call went on"
