@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.sse import StreamShutdown
+
+logger = logging.getLogger(__name__)
 
 
 class DeferredResponse(Response):
@@ -38,12 +41,17 @@ class DeferredResponse(Response):
         gone = asyncio.Event()
 
         async def until_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:
+                logger.exception("listening for the client's disconnect failed; the answer still comes")
+                return
             gone.set()
             work.cancel()  # the run's reader closes with it, and cancels the run if onDisconnect says so
 
         listener = loop.create_task(until_disconnect())
+
         def stopping() -> None:
             self._on_shutdown()
 
