@@ -185,7 +185,9 @@ class AgentsMcpServer:
         except orjson.JSONDecodeError:
             return
         for message in messages if isinstance(messages, list) else [messages]:
-            params = message.get("params") if isinstance(message, dict) else None
+            if not isinstance(message, dict):
+                continue  # (the SDK answers what is malformed)
+            params = message.get("params")
             if message.get("method") == "notifications/cancelled" and isinstance(params, dict) \
                     and isinstance(params.get("requestId"), (int, str)):
                 run = self._calls.get((caller, _id_key(params["requestId"])))

@@ -175,6 +175,10 @@ async def test_a_handshake_era_client_that_cancels_a_call_cancels_its_run(
                 "jsonrpc": "2.0", "method": "notifications/cancelled",
                 "params": {"requestId": 7, "reason": "the user pressed stop"}})
             assert cancelled.status_code == 202
+            for hostile in ('["notifications/cancelled"]', '{"method":"notifications/cancelled","params":[7]}',
+                            '"notifications/cancelled"'):  # malformed: the SDK's 4xx, never a 500
+                refused = await http.post(f"{gw.url}/mcp", headers=LEGACY, content=hostile)
+                assert 400 <= refused.status_code < 500, (hostile, refused.status_code)
             async for line in lines:  # the call ends with the cancelled run's error result
                 if line.startswith("data:") and '"id":7' in line.replace(" ", ""):
                     assert "cancelled" in line
