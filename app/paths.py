@@ -21,6 +21,14 @@ MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
 
 
+def ascii_int(text: str, max_digits: int = 18) -> int | None:
+    """``text`` as a non-negative int when it is ASCII digits only (at most ``max_digits`` of them),
+    else ``None``. For every number read from a client, a file or an upstream: ``str.isdigit``
+    also takes "²" or "①", which ``int`` refuses (a crash where a clear error was meant), and
+    ``int`` refuses more than 4300 digits."""
+    return int(text) if len(text) <= max_digits and text.isascii() and text.isdigit() else None
+
+
 def check_key(value: str, what: str) -> str:
     """A bare key (no folders): letters, digits, ``_ . -``; never ``..``; ≤128 chars."""
     if not isinstance(value, str) or not SAFE_KEY.fullmatch(value) or ".." in value:

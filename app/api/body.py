@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from app.errors import PayloadTooLarge, RequestError, describe_validation_error
+from app.paths import ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 async def read_json(request: Request, model: type[ModelT], max_bytes: int) -> ModelT:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    length = ascii_int(declared) if declared is not None else None
+    if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0

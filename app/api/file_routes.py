@@ -30,7 +30,7 @@ from app.errors import NotFoundError, PayloadTooLarge, RequestError, RequestTime
 from app.files.multipart import FORM_OVERHEAD_BYTES, boundary_of, read_upload_form
 from app.files.store import FILE_ID, FileStore
 from app.files.uploads import Uploads, check_chat_owner
-from app.paths import check_key
+from app.paths import ascii_int, check_key
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ async def upload(request: Request, user: str = Depends(current_user)) -> Respons
     gateway = gateway_of(request)
     uploads = Uploads(gateway.settings, gateway.chats, gateway.services.sandbox.workspace_for)
     limit = gateway.settings.agent.upload.max_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD_BYTES:
+    declared = ascii_int(request.headers.get("content-length", ""))
+    if declared is not None and declared > limit + FORM_OVERHEAD_BYTES:
         raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes (agent.upload.max-bytes)")
     content_type = request.headers.get("content-type")
     boundary_of(content_type)  # 415 / 400 before reading the body

@@ -24,7 +24,7 @@ from app.api.state import gateway_of, streams_of
 from app.contract.runs import RUN_STATUSES
 from app.errors import RequestError
 from app.gateway import Gateway
-from app.paths import check_key
+from app.paths import ascii_int, check_key
 from app.runs import Run
 from app.runs.remote import RemoteRun
 
@@ -38,11 +38,10 @@ def resume_point(after: str | None, last_event_id: str | None) -> int:
     raw, name = (after, "after") if after is not None else (last_event_id, "Last-Event-ID")
     if raw is None or raw.strip() == "":
         return 0
-    text = raw.strip()
-    # ASCII digits only: str.isdigit also takes "²" or "①", which int() refuses (a 500 before)
-    if not (text.isascii() and text.isdigit()) or len(text) > 16 or int(text) > _MAX_SEQ:
+    seq = ascii_int(raw.strip(), 16)
+    if seq is None or seq > _MAX_SEQ:
         raise RequestError(f"{name} must be a non-negative event seq number, got {raw[:32]!r}")
-    return int(text)
+    return seq
 
 
 def _stream(request: Request, gateway: Gateway, run: Run | RemoteRun, after: int) -> Response:

@@ -41,6 +41,7 @@ from app.cli.options import (
 )
 from app.cli.serve import listening_socket
 from app.config import load_settings
+from app.paths import ascii_int
 
 #: how much of a tool result is shown
 RESULT_CHARS = 240
@@ -96,8 +97,9 @@ def frontend_answer(line: str, args: dict[str, Any]) -> dict[str, Any]:
     raw_options = args.get("options")
     options = [str(option) for option in raw_options] if isinstance(raw_options, list) else []
     index: int | None = None
-    if text.isdigit() and 1 <= int(text) <= len(options):
-        index = int(text) - 1
+    choice = ascii_int(text)
+    if choice is not None and 1 <= choice <= len(options):
+        index = choice - 1
     else:
         index = next((i for i, option in enumerate(options) if option.lower() == text.lower()), None)
     option = options[index] if index is not None else None

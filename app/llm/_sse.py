@@ -18,6 +18,7 @@ import orjson
 
 from app.errors import UpstreamHTTPError, UpstreamProtocolError
 from app.llm.deltas import Delta
+from app.paths import ascii_int
 
 MAX_ERROR_BODY_BYTES = 4096
 
@@ -181,8 +182,8 @@ def count(value: Any) -> int:
         return max(value, 0)
     if isinstance(value, float) and value == value and abs(value) != float("inf"):
         return max(int(value), 0)
-    if isinstance(value, str) and value.isascii() and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str):
+        return ascii_int(value.strip()) or 0
     return 0
 
 

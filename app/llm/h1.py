@@ -58,6 +58,7 @@ import httpx
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from app.llm.network import LeanBackend, LeanStream
+from app.paths import ascii_int
 
 #: bytes asked of the stream per read (the protocol hands over what arrived, in one piece)
 READ_SIZE = 1 << 20
@@ -98,10 +99,10 @@ def _content_length(value: str | None) -> int | None:
     """A request's ``Content-Length`` (``None`` when absent); a malformed one is refused."""
     if value is None:
         return None
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()):
+    length = ascii_int(value.strip())
+    if length is None:
         raise httpx.LocalProtocolError(f"illegal Content-Length {value[:40]!r}")
-    return int(text)
+    return length
 
 
 def _request_head(request: httpx.Request) -> bytes:

@@ -27,6 +27,7 @@ from apscheduler.triggers.date import DateTrigger
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import RequestError
+from app.paths import ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ def parse_run_at(value: str | int) -> dt.datetime:
         except (OverflowError, OSError, ValueError) as exc:
             raise RequestError(f"trigger.runAt {value} is not a valid epoch-millisecond time") from exc
     text = value.strip()
-    if text.isdigit():
-        return parse_run_at(int(text))
+    millis = ascii_int(text)
+    if millis is not None:
+        return parse_run_at(millis)
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError as exc:

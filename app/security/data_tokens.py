@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from app.config import ImageTokenSettings, Settings
 from app.errors import AuthError, ForbiddenError
+from app.paths import ascii_int
 
 #: the longest token we look at (an expiry, a dot and a 43-char signature fit easily)
 MAX_TOKEN_CHARS = 128
@@ -54,11 +55,10 @@ def verify_data_token(tokens: ImageTokenSettings, file: str, token: str | None, 
     if not token:
         raise AuthError("this data link needs a 'token' (ask the gateway for a signed link)")
     expiry_text, dot, signature = token.partition(".")
-    # ASCII only: compare_digest refuses other text, and int() the digits str.isdigit also takes ("²")
-    if len(token) > MAX_TOKEN_CHARS or not dot or not token.isascii() or not expiry_text.isdigit() \
-            or len(expiry_text) > 12:
+    expiry = ascii_int(expiry_text, 12)
+    # ASCII only: compare_digest refuses other text
+    if len(token) > MAX_TOKEN_CHARS or not dot or not token.isascii() or expiry is None:
         raise ForbiddenError("invalid data token")
-    expiry = int(expiry_text)
     secrets = [tokens.secret, *(s for s in tokens.previous_secrets if s)]
     if not any(hmac.compare_digest(_signature(s, file, expiry), signature) for s in secrets):
         raise ForbiddenError("invalid data token")

@@ -18,6 +18,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from app.errors import ToolError
+from app.paths import ascii_int
 
 _TEMPLATE = re.compile(
     r"\{\{\s*(?P<tool>[A-Za-z0-9_\-]+)\.(?P<path>[^{}+\s]+?)\s*(?:(?P<sign>[+-])\s*(?P<days>\d{1,6})\s*[dD])?\s*\}\}"
@@ -74,8 +75,8 @@ def _lookup(value: Any, path: str) -> Any:
             if part not in value:
                 return _MISSING
             value = value[part]
-        elif isinstance(value, list) and part.lstrip("-").isdigit():
-            index = int(part)
+        elif isinstance(value, list) and (magnitude := ascii_int(part.removeprefix("-"))) is not None:
+            index = -magnitude if part.startswith("-") else magnitude
             if not -len(value) <= index < len(value):
                 return _MISSING
             value = value[index]

@@ -127,10 +127,13 @@ async def test_jobs_survive_a_restart(deploy: Path, client: httpx.AsyncClient) -
         ({"type": "date", "runAt": "2001-01-01T00:00:00Z"}, "in the past"),
         ({"type": "date", "runAt": 1000}, "in the past"),
         ({"type": "date", "runAt": "next tuesday"}, "ISO-8601"),
+        ({"type": "date", "runAt": "\u00b2\u00b3"}, "ISO-8601"),
+        ({"type": "date", "runAt": "9" * 5000}, "ISO-8601"),
         ({"type": "weekly"}, "trigger"),
         ({"type": "cron"}, "expr"),
     ],
-    ids=["cron-range", "cron-fields", "cron-words", "date-past", "date-past-ms", "date-junk", "type", "no-expr"],
+    ids=["cron-range", "cron-fields", "cron-words", "date-past", "date-past-ms", "date-junk",
+         "attack-superscript-digits", "attack-5000-digits", "type", "no-expr"],
 )
 async def test_invalid_triggers_are_clear_400s(
     deploy: Path, client: httpx.AsyncClient, trigger: dict[str, Any], fragment: str

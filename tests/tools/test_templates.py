@@ -59,6 +59,8 @@ def test_day_offsets(template: str, expected: str) -> None:
         ("{{unknown_tool.date}}", "no result of tool 'unknown_tool'"),
         ("{{city_datetime.missing}}", "has no field 'missing'"),
         ("{{mock_city_weather.forecast.days.5.date}}", "has no field"),
+        ("{{mock_city_weather.forecast.days.\u00b2.date}}", "has no field"),  # a digit int() refuses
+        ("{{mock_city_weather.forecast.days.--1.date}}", "has no field"),
         ("{{city_datetime.city+1d}}", "is not a date"),
         ("{{city_datetime.n+1d}}", "is not a date"),
     ],
