@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 class DeferredResponse(Response):
     """The response ``produce`` returns, sent when it is ready; see the module docstring."""
 
-    def __init__(self, produce: Callable[[], Awaitable[Response]], *, shutdown: StreamShutdown,
+    def __init__(self, produce: Callable[[], Coroutine[Any, Any, Response]], *, shutdown: StreamShutdown,
                  on_shutdown: Callable[[], object]) -> None:
         super().__init__()
         self._produce = produce
@@ -37,7 +38,7 @@ class DeferredResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        work = loop.create_task(self._make())
+        work = loop.create_task(self._produce())
         gone = asyncio.Event()
 
         async def until_disconnect() -> None:
@@ -68,9 +69,6 @@ class DeferredResponse(Response):
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
         await answer(scope, receive, send)
-
-    async def _make(self) -> Response:
-        return await self._produce()
 
 
 __all__ = ["DeferredResponse"]

@@ -387,18 +387,15 @@ def _record_response(ctx: RunContext, result: TurnResult, blocks: _Blocks, start
         message: dict[str, Any]
         if kind == "redacted":
             message = {"role": "assistant", "_redactedReasoning": blocks.redacted[block_id], **extras}
-            if first:
-                message["_timing"], message["_usage"], first = timing, usage, False
-            ctx.record(message)
-            continue
-        text = "".join(blocks.texts[block_id])
-        if kind == "reasoning":
+        elif kind == "reasoning":
+            text = "".join(blocks.texts[block_id])
             result.reasoning += text
             message = {"role": "assistant", "reasoning_content": [{"type": "text", "text": text}],
                        "_reasoningId": block_id, **extras}
             if block_id in blocks.signatures:
                 message["_reasoningSignature"] = blocks.signatures[block_id]
         else:
+            text = "".join(blocks.texts[block_id])
             result.content += text
             message = {"role": "assistant", "content": [{"type": "text", "text": text}],
                        "_contentId": block_id, **extras}
