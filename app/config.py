@@ -251,6 +251,12 @@ class LlmSettings(_Section):
     interaction_log: InteractionLogSettings = Field(InteractionLogSettings(), alias="interaction-log")
     #: per-model circuit breaker of model groups and single models
     breaker: BreakerSettings = BreakerSettings()
+    #: the most text (content, reasoning, tool-call arguments) one model response may stream,
+    #: characters; past it the run ends with ``upstream_response_too_large`` (a model stuck in a
+    #: loop, or a hostile upstream, cannot fill the gateway's memory)
+    max_response_chars: int = Field(16_777_216, alias="max-response-chars", gt=0)
+    #: the most deltas one model response may stream (every delta is an event a run keeps)
+    max_response_deltas: int = Field(1_000_000, alias="max-response-deltas", gt=0)
 
 
 class ImageTokenSettings(_Section):
@@ -540,6 +546,8 @@ ENV_KEYS: Mapping[str, str] = {
     "MEMORY_CHAT_ACTION_TOOLS": "memory.chat.action-tools",
     "AGENT_LLM_INTERACTION_LOG_ENABLED": "agent.llm.interaction-log.enabled",
     "AGENT_LLM_INTERACTION_LOG_MASK_SENSITIVE": "agent.llm.interaction-log.mask-sensitive",
+    "AGENT_LLM_MAX_RESPONSE_CHARS": "agent.llm.max-response-chars",
+    "AGENT_LLM_MAX_RESPONSE_DELTAS": "agent.llm.max-response-deltas",
     "LOGGING_FORMAT": "logging.format",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "agent.telemetry.otlp-endpoint",
     "OTEL_SERVICE_NAME": "agent.telemetry.service-name",

@@ -24,7 +24,8 @@ this hierarchy where they are caught, with ``raise X(...) from exc``.
     │   ├── UpstreamHTTPError         5021        non-2xx before streaming
     │   ├── UpstreamProtocolError     5022        malformed chunk
     │   ├── UpstreamDisconnected      5023        stream ended without finishing
-    │   └── UpstreamTimeout           5024        connect/read stalled past the budget
+    │   ├── UpstreamTimeout           5024        connect/read stalled past the budget
+    │   └── UpstreamTooLarge          5025        one response passed agent.llm.max-response-*
     ├── BudgetExceeded                5030  429   a run budget (calls, time) ran out
     ├── ToolError                     5040  500   a tool failed; becomes an error *result*
     └── RunFailed                     5050  500   a run cannot go on (e.g. no plan was created)
@@ -165,6 +166,13 @@ class UpstreamDisconnected(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     code = 5024
     error_code = "upstream_timeout"
+
+
+class UpstreamTooLarge(UpstreamError):
+    """One model response streamed more than ``agent.llm.max-response-chars`` or ``-deltas``."""
+
+    code = 5025
+    error_code = "upstream_response_too_large"
 
 
 class BudgetExceeded(GatewayError):

@@ -24,7 +24,7 @@ from app.api.sse import event_stream_response
 from app.api.state import gateway_of, streams_of
 from app.contract.bodies import QueryRequest, SubmitRequest
 from app.contract.runs import RunOutcome
-from app.errors import RunLimitExceeded
+from app.errors import RunLimitExceeded, UpstreamError
 from app.gateway import Gateway
 from app.paths import check_key
 from app.runs.service import Run
@@ -82,8 +82,8 @@ def failure_of(outcome: RunOutcome) -> tuple[int, int, str]:
     if kind == "upstream_timeout":
         return 504, 5024, message
     if kind.startswith("upstream_"):
-        return 502, {"upstream_http_error": 5021, "upstream_malformed_chunk": 5022,
-                     "upstream_disconnected": 5023}.get(kind, 5020), message
+        codes = {kind_.error_code: kind_.code for kind_ in UpstreamError.__subclasses__()}
+        return 502, codes.get(kind, UpstreamError.code), message
     if kind.startswith("budget_"):
         return (504 if kind.endswith("timeout") else 422), 5030, message
     return 500, 5050, message

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from app.config import LlmSettings
 from app.catalog.definitions import ModelDefinition, Stage, ToolDefinition, ToolKind
 from app.contract import events as ev
 from app.engine.context import RunContext
 from app.contract.events import now_ms
 from app.engine.ids import action_id, frontend_tool_id, msg_id
 from app.engine.pricing import points_for
-from app.errors import BudgetExceeded, UpstreamError
+from app.errors import BudgetExceeded, UpstreamError, UpstreamTooLarge
 from app.llm.client import stream_chat
 from app.llm.deltas import (
     ContentDelta,
@@ -279,19 +280,30 @@ async def _stream_turn(
     first_delta_at: int | None = None
     prompt_tokens = completion_tokens = 0
     reasoning_tokens: int | None = None
+    limits = ctx.services.settings.agent.llm
+    chars_left, deltas_left = limits.max_response_chars, limits.max_response_deltas
     stream = stream_chat(ctx.services.http, request)
     try:
         async for delta in stream:
             if first_delta_at is None:
                 first_delta_at = now_ms()
+            deltas_left -= 1
             if isinstance(delta, ContentDelta):
+                chars_left -= len(delta.text)
+                if chars_left < 0 or deltas_left < 0:
+                    raise _too_large(limits)
                 block = blocks.enter("content")
                 blocks.texts[block].append(delta.text)
                 ctx.emit(ev.ContentDeltaEvent(content_id=block, delta=delta.text))
             elif isinstance(delta, ReasoningDelta):
+                chars_left -= len(delta.text)
+                if chars_left < 0 or deltas_left < 0:
+                    raise _too_large(limits)
                 block = blocks.enter("reasoning")
                 blocks.texts[block].append(delta.text)
                 ctx.emit(ev.ReasoningDeltaEvent(reasoning_id=block, delta=delta.text))
+            elif deltas_left < 0:
+                raise _too_large(limits)
             elif isinstance(delta, ToolCallStart):
                 blocks.close()
                 # a start for an index already in use (a hostile or broken upstream) is a new call:
@@ -301,6 +313,9 @@ async def _stream_turn(
                 calls[delta.index] = begun = _start_call(ctx, tools, delta)
                 ordered.append(begun)
             elif isinstance(delta, ToolCallArgs):
+                chars_left -= len(delta.fragment)
+                if chars_left < 0:
+                    raise _too_large(limits)
                 call = calls.get(delta.index)
                 if call is None:  # fragment before its start: adopt it under a generated id
                     call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""))
@@ -313,8 +328,14 @@ async def _stream_turn(
                     ctx.emit(ev.ToolArgs(tool_id=call.event_id, delta=delta.fragment, run_id=ctx.run_id,
                                          chunk_index=len(call.fragments) - 1))
             elif isinstance(delta, ReasoningSignature):
+                chars_left -= len(delta.signature)
+                if chars_left < 0:
+                    raise _too_large(limits)
                 blocks.sign(delta.signature)
             elif isinstance(delta, RedactedReasoning):
+                chars_left -= len(delta.data)
+                if chars_left < 0:
+                    raise _too_large(limits)
                 blocks.redact(delta.data)
             elif isinstance(delta, UsageDelta):
                 prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
@@ -344,6 +365,12 @@ async def _stream_turn(
     _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, None,
                reasoning_tokens=reasoning_tokens)
     return result
+
+
+def _too_large(limits: LlmSettings) -> UpstreamTooLarge:
+    return UpstreamTooLarge(
+        f"the model's response passed the gateway's limit of {limits.max_response_chars} characters or "
+        f"{limits.max_response_deltas} deltas (agent.llm.max-response-chars, agent.llm.max-response-deltas)")
 
 
 def _to_ledger(ctx: RunContext, model: ModelDefinition, group_key: str | None, started: int,

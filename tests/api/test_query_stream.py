@@ -414,6 +414,55 @@ async def test_upstream_faults_end_with_run_error_and_chat_stays_usable(
     assert ends == ["run.error", "run.complete"]
 
 
+@pytest.mark.parametrize(
+    ("script", "streamed"),
+    [
+        ([Text("a" * 40), Text("b" * 40), Text("c" * 40), Gate("end"), Finish()], "content.delta"),
+        ([Reasoning("r" * 60), Reasoning("s" * 60), Gate("end"), Text("never")], "reasoning.delta"),
+        ([ToolCall(0, "call_1", "city_datetime"), ToolArgs(0, '{"city":"' + "x" * 50),
+          ToolArgs(0, "y" * 50), Gate("end"), Finish("tool_calls")], "tool.args"),
+        ([Text("t")] * 30 + [Gate("end"), Finish()], "content.delta"),
+    ],
+    ids=["content", "reasoning", "endless-tool-arguments", "many-tiny-deltas"],
+)
+async def test_attack_an_endless_model_response_ends_the_run_instead_of_filling_the_memory(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    script: list, streamed: str,
+) -> None:
+    """A model stuck in a loop, or a hostile upstream streaming one endless tool argument, grew
+    the run's text and its retained event log until the run timeout: nothing bounded one response.
+    Past ``agent.llm.max-response-chars`` / ``-deltas`` the run ends with a clear error, the
+    upstream connection is closed, what was streamed is kept, and the chat goes on."""
+    write_agent(deploy, "fragile", agent("ONESHOT", tools=WEATHER,
+                                         budget={"model": {"maxCalls": 5, "timeoutMs": 5000, "retryCount": 1}}))
+    gw = start_gateway(overrides={"agent": {"llm": {"max-response-chars": 100, "max-response-deltas": 20}}})
+    upstream.enqueue(script)
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "fragile", "message": "first"})
+    assert events[-1]["type"] == "run.error"
+    assert events[-1]["error"]["code"] == "upstream_response_too_large"
+    assert "agent.llm.max-response-chars" in events[-1]["error"]["message"]
+    assert streamed in types(events) and "run.complete" not in types(events)
+    assert len(upstream.requests) == 1  # forwarded deltas: never retried
+    assert upstream.wait_disconnect(0)  # the gateway hung up: the upstream was still streaming
+    chat_id = events[0]["chatId"]
+    upstream.enqueue(text_script(["recovered"]))
+    again = await collect(client, f"{gw.url}/api/ap/query", {"chatId": chat_id, "message": "second"})
+    assert again[-1]["type"] == "run.complete" and _deltas(again, "content.delta") == ["recovered"]
+
+
+async def test_a_non_streamed_query_says_which_upstream_failure_ended_it(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+) -> None:
+    write_agent(deploy, "fragile", agent("ONESHOT"))
+    gw = start_gateway(overrides={"agent": {"llm": {"max-response-chars": 10}}})
+    upstream.enqueue([Text("a" * 20), Finish()], [Text("partial "), Disconnect()])
+    for code, kind in ((5025, "upstream_response_too_large"), (5023, "upstream_disconnected")):
+        response = await client.post(f"{gw.url}/api/ap/query",
+                                     json={"agentKey": "fragile", "message": "x", "stream": False})
+        assert response.status_code == 502
+        assert response.json()["code"] == code and kind in response.json()["msg"]
+
+
 async def test_retry_before_first_delta(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
