@@ -104,7 +104,8 @@ class Gateway:
         self.scheduler = ScheduleService(self.settings, self.runs, lambda: self.catalog.snapshot, self.chats,
                                          cluster=schedules)
         #: SPEC §18: /mcp, every agent as the MCP tool ask_<agentKey>
-        self.agents_mcp = AgentsMcpServer(self.runs, lambda: self.catalog.snapshot)
+        self.agents_mcp = AgentsMcpServer(self.runs, lambda: self.catalog.snapshot,
+                                          max_body_bytes=self.settings.server.max_body_bytes)
 
     def _with_embedded_model(self, settings: Settings) -> Settings:
         """Start the scripted local model for providers configured with ``base-url: embedded``."""

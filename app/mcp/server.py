@@ -41,6 +41,7 @@ from app.contract.bodies import QueryRequest
 from app.contract.events import Stamped
 from app.contract.identity import ANONYMOUS
 from app.errors import GatewayError, describe_validation_error
+from app.paths import ascii_int
 from app.runs import Run, RunService
 
 logger = logging.getLogger(__name__)
@@ -84,31 +85,34 @@ def _id_key(request_id: Any) -> str:
     return orjson.dumps(request_id).decode()
 
 
-#: the most of a POST body read to look for a cancellation (larger ones go on to the SDK as they are)
-_PEEK_BYTES = 1 << 20
+class _TooLarge(Exception):
+    """A POST body past ``server.max-body-bytes``."""
 
 
-async def _body(receive: Receive) -> tuple[bytes, bool, Message | None]:
-    """The request body up to ``_PEEK_BYTES``: ``(body, more, other)`` where ``more`` says more of
-    it follows and ``other`` is a message that came instead (a disconnect), to be handed on."""
+async def _body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, Message | None]:
+    """The whole request body (at most ``limit`` bytes, else ``_TooLarge``, also when its
+    ``Content-Length`` says so) and a message that came instead of its end (a disconnect)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length" and (ascii_int(value.decode("latin-1")) or 0) > limit:
+            raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks), True, message
+            return b"".join(chunks), message
         chunk = message.get("body", b"")
-        chunks.append(chunk)
         size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks), False, None
-        if size > _PEEK_BYTES:
-            return b"".join(chunks), True, None
+            return b"".join(chunks), None
 
 
-def _replay(body: bytes, more: bool, other: Message | None, receive: Receive) -> Receive:
-    """A ``receive`` that gives what ``_body`` took first, then what ``receive`` gives."""
-    queued: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+def _replay(body: bytes, other: Message | None, receive: Receive) -> Receive:
+    """A ``receive`` that gives what ``_body`` read, then what ``receive`` gives."""
+    queued: list[Message] = [{"type": "http.request", "body": body, "more_body": other is not None}]
     if other is not None:
         queued.append(other)
 
@@ -116,6 +120,16 @@ def _replay(body: bytes, more: bool, other: Message | None, receive: Receive) ->
         return queued.pop(0) if queued else await receive()
 
     return replayed
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    """413 with a JSON-RPC error body, as the transport answers its other refusals."""
+    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {
+        "code": types.INVALID_REQUEST,
+        "message": f"request body too large: the limit is {limit} bytes (server.max-body-bytes)"}})
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _error(message: str, ids: dict[str, str] | None = None) -> types.CallToolResult:
@@ -126,9 +140,11 @@ def _error(message: str, ids: dict[str, str] | None = None) -> types.CallToolRes
 class AgentsMcpServer:
     """The ``/mcp`` endpoint's MCP server (see the module docstring). Built once per ``Gateway``."""
 
-    def __init__(self, runs: RunService, catalog: Callable[[], Catalog]) -> None:
+    def __init__(self, runs: RunService, catalog: Callable[[], Catalog], *, max_body_bytes: int) -> None:
         self._runs = runs
         self._catalog = catalog
+        #: a POST body past it is a 413 (the SDK reads whatever comes)
+        self._max_body_bytes = max_body_bytes
         self.server: Server[Any] = Server(
             "agent-gateway", version=__version__,
             instructions="Each tool asks one agent of this gateway; pass chatId to continue a conversation.",
@@ -166,14 +182,20 @@ class AgentsMcpServer:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request of ``/mcp`` (already authenticated by the middleware).
 
+        A POST body is read here first, at most ``server.max-body-bytes`` of it (the SDK has no limit).
+
         A client on the handshake-era protocol cancels a call by POSTing ``notifications/cancelled``
         and keeps the call's stream open; in stateless mode the SDK answers that POST and does
         nothing, so the run went on spending tokens. Such a POST cancels the caller's own run."""
         if scope.get("method") == "POST":
-            body, more, other = await _body(receive)
-            if not more:
+            try:
+                body, other = await _body(scope, receive, self._max_body_bytes)
+            except _TooLarge:
+                await _too_large(send, self._max_body_bytes)
+                return
+            if other is None:
                 self._cancel_named(_caller_of(scope), body)
-            receive = _replay(body, more, other, receive)
+            receive = _replay(body, other, receive)
         await self._manager.handle_request(scope, receive, send)
 
     def _cancel_named(self, caller: str, body: bytes) -> None:

@@ -185,3 +185,34 @@ async def test_a_handshake_era_client_that_cancels_a_call_cancels_its_run(
                     break
     assert not gw.gateway.runs.active_run_ids()
     assert await asyncio.to_thread(upstream.wait_disconnect, 0, 20.0), "the upstream call went on"
+
+
+async def test_attack_an_oversize_mcp_body_is_refused_before_it_is_parsed(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start
+) -> None:
+    """``/mcp`` handed any body to the SDK, which reads and parses all of it: ``server.max-body-bytes``
+    bounded every other endpoint but not this one, so one request could hold tens of MB and start
+    a run with a message past the limit. Past the limit it is now a 413 with a JSON-RPC error,
+    nothing started; at the limit a call still runs."""
+    write_agent(deploy, "helper", agent("ONESHOT"))
+    gw = start_gateway(overrides={"server": {"max-body-bytes": 4000}})
+
+    def call(message: str) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "ask_helper", "arguments": {"message": message}}}
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        big = await http.post(f"{gw.url}/mcp", headers=LEGACY, json=call("x" * 5000))
+        assert big.status_code == 413
+        assert big.json()["error"]["code"] == -32600 and "server.max-body-bytes" in big.json()["error"]["message"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit still holds
+            for _ in range(10):
+                yield b" " * 1000
+
+        streamed = await http.post(f"{gw.url}/mcp", headers=LEGACY, content=chunks())
+        assert streamed.status_code == 413
+        assert upstream.requests == [] and not gw.gateway.runs.active_run_ids()
+        upstream.enqueue(text_script(["fine"]))
+        small = await http.post(f"{gw.url}/mcp", headers=LEGACY, json=call("x" * 3000))
+        assert small.status_code == 200 and "fine" in small.text
