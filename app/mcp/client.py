@@ -77,6 +77,9 @@ STARTUP_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 30.0
 #: the most pages of ``tools/list`` read from one server
 MAX_LIST_PAGES = 100
+#: the shortest time between two re-listings of a server's tools: a server that announces changes
+#: in a loop costs one ``tools/list`` (and one catalog rebuild) a second, and its last change still lands
+RELIST_MIN_INTERVAL_S = 1.0
 #: the most tools taken from one server (the rest are skipped with a warning): every tool an agent
 #: names goes to the model with each call, and a server listing 100,000 cost seconds and 600 MB
 MAX_TOOLS = 256
@@ -360,6 +363,7 @@ class McpConnection:
                     self._lose(f"re-listing the tools failed: {describe_failure(exc)}")
                     return
                 self._set_ready(tools)
+                await anyio.sleep(RELIST_MIN_INTERVAL_S)  # changes announced meanwhile: one listing after it
 
     async def _listen(self, client: Client) -> None:
         try:

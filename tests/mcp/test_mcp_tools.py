@@ -242,6 +242,30 @@ async def test_a_changed_tool_list_refreshes_the_agents_that_use_the_server(
     assert "mcp__tools__sprout" in tool_names(upstream.requests[-2].body)
 
 
+async def test_attack_a_server_announcing_tool_changes_in_a_loop_is_listed_at_most_once_a_second(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient
+) -> None:
+    """Every ``tools/list_changed`` was followed by a new listing and a catalog rebuild as soon as the
+    last one ended: a server announcing changes in a loop kept the gateway listing and rebuilding.
+    Listings are now at least a second apart, and the last change still lands."""
+    write_server(deploy, "tools", stdio_server())
+    write_agent(deploy, "user", agent("REACT", tools={"backends": ["mcp__tools__*"]}))
+    gw = start_gateway()
+    await eventually(lambda: status_of(client, gw, "tools", "ready"), "server ready")
+    before = await call_tool(upstream, client, gw, "user", "mcp__tools__listings", {})
+    assert await call_tool(upstream, client, gw, "user", "mcp__tools__churn",
+                           {"times": 40, "gap": 0.025, "name": "last"}) == {"result": "churned 40"}
+
+    async def agent_has_it() -> bool:
+        data = (await client.get(f"{gw.url}/api/ap/agent", params={"agentKey": "user"})).json()["data"]
+        return "mcp__tools__last" in [tool["name"] for tool in data["stages"][0]["tools"]]
+
+    await eventually(agent_has_it, "the change after the churn")
+    after = await call_tool(upstream, client, gw, "user", "mcp__tools__listings", {})
+    before, after = before["result"], after["result"]
+    assert after - before <= 10, f"{after - before} listings for 41 announcements over about a second"
+
+
 async def test_the_sandbox_hides_the_gateway_state_from_a_stdio_server(
     deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient
 ) -> None:

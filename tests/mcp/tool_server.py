@@ -101,6 +101,34 @@ async def grow(name: str, ctx: Context) -> str:
     return f"added {name}"
 
 
+LISTINGS = 0
+_list_tools = server.list_tools
+
+
+async def _counted_list_tools() -> list:  # type: ignore[type-arg]
+    global LISTINGS
+    LISTINGS += 1
+    return await _list_tools()
+
+
+server.list_tools = _counted_list_tools  # type: ignore[method-assign]
+
+
+@server.tool(description="How many times a client listed the tools")
+def listings() -> int:
+    return LISTINGS
+
+
+@server.tool(description="Announce a tool list change `times` times, `gap` seconds apart, then add one tool")
+async def churn(times: int, gap: float, name: str, ctx: Context) -> str:
+    for _ in range(times):
+        await ctx.notify_tools_changed()
+        await asyncio.sleep(gap)
+    server.add_tool(lambda: f"I am {name}", name=name, description=f"grown tool {name}")
+    await ctx.notify_tools_changed()
+    return f"churned {times}"
+
+
 if __name__ == "__main__":
     if os.path.exists("HOLD"):  # the test keeps this server from starting while the file is there
         sys.stderr.write("held by the HOLD file\n")
