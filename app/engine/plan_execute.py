@@ -159,7 +159,7 @@ async def _execute_task(ctx: RunContext, task: PlanTask, system: str, budget: li
         if budget[0] <= 0:
             return False
         budget[0] -= 1
-        turn = await model_turn(ctx, stage, system, tools, tool_choice="auto")
+        turn = await model_turn(ctx, stage, system, tools, tool_choice="auto", one_call=True)
         if not turn.calls:
             if nudged:  # the engine settles a task the model keeps answering without updating
                 task.status = "completed"

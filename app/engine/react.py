@@ -20,7 +20,7 @@ async def run_react(ctx: RunContext) -> str:
     system = system_prompt(ctx.agent, stage, tools)
     for step in range(ctx.agent.react_max_steps):
         choice = TOOL_CHOICE[ctx.agent.tool_choice] if step == 0 else "auto"
-        turn = await model_turn(ctx, stage, system, tools, tool_choice=choice)
+        turn = await model_turn(ctx, stage, system, tools, tool_choice=choice, one_call=True)
         if not turn.calls:
             await end_step(ctx, system)
             ctx.final_text = turn.content

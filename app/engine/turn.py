@@ -53,6 +53,9 @@ class ToolCall:
     kind: ToolKind | None
     tool: ToolDefinition | None
     fragments: list[str] = field(default_factory=list)
+    #: a call the engine refuses whatever it says (a second call of a one-call turn): a frontend
+    #: one opens no wait and is announced without its viewport, so no client answers it
+    refused: bool = False
 
     @property
     def arguments(self) -> str:
@@ -134,10 +137,16 @@ class _Blocks:
         self.open = None
 
 
-def _start_call(ctx: RunContext, tools: dict[str, ToolDefinition], delta: ToolCallStart) -> ToolCall:
+def _start_call(ctx: RunContext, tools: dict[str, ToolDefinition], delta: ToolCallStart,
+                refused: bool = False) -> ToolCall:
     tool = tools.get(delta.name)
     kind = tool.kind if tool else None
     call_id = delta.call_id or f"call_{msg_id()[2:]}"
+    if kind is ToolKind.FRONTEND and refused:  # never waited for: no viewport, no wait
+        call = ToolCall(delta.index, call_id, frontend_tool_id(), delta.name, kind, tool, refused=True)
+        ctx.emit(ev.ToolStart(tool_id=call.event_id, run_id=ctx.run_id, task_id=ctx.task_id, tool_name=delta.name,
+                              description=tool.description if tool else None))
+        return call
     if kind is ToolKind.ACTION:
         call = ToolCall(delta.index, call_id, action_id(), delta.name, kind, tool)
         ctx.emit(ev.ActionStart(action_id=call.event_id, run_id=ctx.run_id, task_id=ctx.task_id,
@@ -174,8 +183,12 @@ async def model_turn(
     tool_choice: ToolChoiceWire | None,
     reasoning_enabled: bool | None = None,
     allowed_tools: list[str] | None = None,
+    one_call: bool = False,
 ) -> TurnResult:
-    """Call the stage's model once, streaming every delta out as an event the moment it arrives."""
+    """Call the stage's model once, streaming every delta out as an event the moment it arrives.
+
+    ``one_call``: the engine runs only the turn's first call (REACT, SPEC §5) and refuses the
+    others; they are ``refused`` from their start, so a frontend one is never offered to a client."""
     budget = ctx.agent.budget.model
     if ctx.usage.model_calls >= budget.max_calls:
         raise BudgetExceeded(f"model call budget of {budget.max_calls} calls exhausted", budget="model_calls")
@@ -228,7 +241,7 @@ async def model_turn(
             try:
                 with model_call_span(request) as call_span:  # SPEC §19: one span per model call
                     result = await _stream_turn(ctx, request, by_name, member,
-                                                group.key if group.group is not None else None)
+                                                group.key if group.group is not None else None, one_call)
                     call_span.response(finish_reason=result.finish_reason, input_tokens=result.prompt_tokens,
                                        output_tokens=result.completion_tokens)
             except _Forwarded as wrapped:
@@ -270,7 +283,7 @@ class _Forwarded(Exception):
 
 async def _stream_turn(
     ctx: RunContext, request: ChatRequest, tools: dict[str, ToolDefinition], model: ModelDefinition,
-    group_key: str | None = None,
+    group_key: str | None = None, one_call: bool = False,
 ) -> TurnResult:
     result = TurnResult(msg_id=msg_id())
     blocks = _Blocks(ctx)
@@ -310,7 +323,7 @@ async def _stream_turn(
                 # the earlier one keeps its place, its end and its result
                 if delta.call_id and any(call.call_id == delta.call_id for call in ordered):
                     delta = ToolCallStart(delta.index, "", delta.name)  # an id used twice: a unique one
-                calls[delta.index] = begun = _start_call(ctx, tools, delta)
+                calls[delta.index] = begun = _start_call(ctx, tools, delta, one_call and bool(ordered))
                 ordered.append(begun)
             elif isinstance(delta, ToolCallArgs):
                 chars_left -= len(delta.fragment)
@@ -318,7 +331,7 @@ async def _stream_turn(
                     raise _too_large(limits)
                 call = calls.get(delta.index)
                 if call is None:  # fragment before its start: adopt it under a generated id
-                    call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""))
+                    call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""), one_call and bool(ordered))
                     calls[delta.index] = call
                     ordered.append(call)
                 call.fragments.append(delta.fragment)
@@ -440,7 +453,7 @@ def _record_response(ctx: RunContext, result: TurnResult, blocks: _Blocks, start
             "_toolKind": call.kind.value if call.kind else "backend",
             **extras,
         }
-        if call.kind is ToolKind.FRONTEND and call.tool is not None:
+        if call.kind is ToolKind.FRONTEND and call.tool is not None and not call.refused:
             message["_toolType"] = call.tool.tool_type or "html"
             message["_toolKey"] = call.tool.tool_key or call.tool.name
         if first:

@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from app.devtools import FakeUpstream
-from app.devtools.script import text_script
+from app.devtools.script import parallel_tool_calls_script, text_script
 from tests.agui.support import answer_input, collect_agui, kinds, raw_types, user_input
 from tests.engine.helpers import call, tool_message
 from tests.security.support import bearer, mint, rsa_pair
@@ -71,6 +71,44 @@ async def test_frontend_tool_ends_the_agui_run_and_the_tool_message_continues_th
     done = await _run_status(client, gw, run_id)
     assert done["status"] == "completed" and done["pendingTools"] == []
     assert orjson.loads(tool_message(upstream.requests[1].body, "c1")["content"]) == ANSWER
+
+
+async def test_a_client_call_react_refuses_is_never_pending_and_the_answer_streams_on(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """REACT runs one call a turn and refuses the others. A frontend call after a backend one was
+    still announced as the client's (its viewport, an open wait): the AG-UI run finished with it
+    pending while the gateway refused it and answered with nobody watching, and the client's
+    answer then got RUN_ERROR; with two frontend calls the second answer was accepted and lost.
+    A refused call is now a plain call with its refusal result, and the run streams on."""
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(
+        parallel_tool_calls_script([("b1", "city_datetime", ['{"city":"Paris"}']),
+                                    ("f1", "confirm_dialog", [orjson.dumps(QUESTION).decode()])]),
+        text_script(["It is ", "noon in Paris."]))
+    url = f"{gw.url}/ag-ui/confirm"
+    first = await collect_agui(client, url, user_input("thread-mixed", "time?"))
+    assert kinds(first)[-1] == "RUN_FINISHED" and not first[-1].outcome.pending_tool_call_ids
+    results = {e.tool_call_id: e.content for e in first if e.type.value == "TOOL_CALL_RESULT"}
+    assert "b1" in results and "one at a time" in [v for k, v in results.items() if k != "b1"][0]
+    assert [e.delta for e in first if e.type.value == "TEXT_MESSAGE_CONTENT"] == ["It is ", "noon in Paris."]
+
+    upstream.enqueue(
+        parallel_tool_calls_script([("f1", "confirm_dialog", [orjson.dumps(QUESTION).decode()]),
+                                    ("f2", "confirm_dialog", [orjson.dumps(QUESTION).decode()])]),
+        text_script(["You chose ", "Rome."]))
+    two = await collect_agui(client, url, user_input("thread-two", "trip"))
+    [pending] = two[-1].outcome.pending_tool_call_ids  # only the call the run waits for
+    refused = [e for e in two if e.type.value == "TOOL_CALL_START" and e.tool_call_id != pending]
+    assert len(refused) == 1
+    run_id = two[3].event["runId"]
+    waiting = await _run_status(client, gw, run_id)
+    assert [tool["toolId"] for tool in waiting["pendingTools"]] == [pending]
+    second = await collect_agui(client, url, answer_input("thread-two", two, orjson.dumps(ANSWER).decode()))
+    assert kinds(second)[-1] == "RUN_FINISHED" and not second[-1].outcome.pending_tool_call_ids
+    refusal = [e for e in second if e.type.value == "TOOL_CALL_RESULT"]
+    assert [e.tool_call_id for e in refusal] == [refused[0].tool_call_id] and "one at a time" in refusal[0].content
 
 
 async def test_a_tool_message_that_is_not_json_is_delivered_as_text(

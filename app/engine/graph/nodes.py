@@ -98,7 +98,7 @@ async def _llm(ctx: NodeContext, node: GraphNode, scope: dict[str, Any]) -> Node
         ctx.history = list(ctx.root.history)
     ctx.record(_user_message(ctx, node.prompt.render_text(scope)))
     for _ in range(node.max_steps):
-        turn = await model_turn(ctx, stage, system, tools, tool_choice="auto" if tools else None)
+        turn = await model_turn(ctx, stage, system, tools, tool_choice="auto" if tools else None, one_call=True)
         if not turn.calls:
             answer = turn.content
             value = parse_json_answer(answer) if node.output_format == "json" else answer
