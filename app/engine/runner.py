@@ -27,6 +27,7 @@ from app.contract.events import now_ms
 from app.contract.runs import RunOutcome
 from app.engine.context import RunContext, RunServices
 from app.engine.graph import run_graph
+from app.engine.ids import msg_id
 from app.engine.oneshot import run_oneshot
 from app.engine.plan_execute import run_plan_execute, settle_open_task
 from app.engine.react import run_react
@@ -39,6 +40,17 @@ from app.memory.replay import replay_messages
 logger = logging.getLogger(__name__)
 
 MODES = {"ONESHOT": run_oneshot, "REACT": run_react, "PLAN_EXECUTE": run_plan_execute, "GRAPH": run_graph}
+
+
+def _carried(message: dict[str, Any]) -> dict[str, Any]:
+    """A message of the conversation a new chat starts with (OpenAI's earlier messages, AG-UI's
+    for a new thread) in memory shape: the chat's next turns replay it like the run's own
+    (SPEC §8), and ``_carried`` keeps it out of the rebuilt event history (the client sent it)."""
+    recorded: dict[str, Any] = {"role": message["role"], "content": [{"type": "text", "text": message["content"]}],
+                                "ts": now_ms(), "_carried": True}
+    if message["role"] == "assistant":
+        recorded["_msgId"] = msg_id()  # each its own response when replayed
+    return recorded
 
 
 @dataclass(slots=True)
@@ -97,8 +109,10 @@ class RunExecution:
             ))
             if run.new_chat:
                 run.emit(ev.ChatStart(chat_id=run.chat_id, chat_name=chat_name(query.message)))
-            if run.history is not None:
-                history = list(run.history)
+            carried: list[dict[str, Any]] = []
+            if run.history is not None:  # the client's system messages serve this run; the rest is memory
+                history = [message for message in run.history if message.get("role") == "system"]
+                carried = [message for message in run.history if message.get("role") != "system"]
             else:
                 lines = await asyncio.to_thread(chats.read_lines, run.chat_id) if not run.new_chat else []
                 history = replay_messages(lines, services.settings.memory.chat.k)
@@ -109,6 +123,8 @@ class RunExecution:
             raise
         run.emit(ev.RunStart(run_id=run.run_id, chat_id=run.chat_id, agent_key=run.agent.key, trace_id=run.trace_id))
         ctx = self._context(history)
+        for message in carried:
+            ctx.record(_carried(message))
         ctx.record(attachments.user_message(query.role, query.message, now_ms()))
         try:
             async with asyncio.timeout(run.agent.budget.run_timeout_ms / 1000) as deadline:

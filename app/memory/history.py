@@ -224,6 +224,8 @@ class _Run:
     def _step(self, line: Mapping[str, Any]) -> None:
         line_task = _str(line.get("taskId"))
         for message in messages_of(line):
+            if message.get("_carried"):  # the conversation a client started the chat with: not an event
+                continue
             ts = timestamp_of(message.get("ts"), self.now)
             task_id = _str(message.get("_taskId")) or line_task
             role = message.get("role")

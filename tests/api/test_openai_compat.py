@@ -523,3 +523,34 @@ async def test_traceparent_makes_the_run_part_of_the_callers_trace(
     events = await asyncio.wait_for(watch_run(client, gw, raw.headers["x-run-id"]), HANG)
     run_start = next(event for event in events if event["type"] == "run.start")
     assert run_start["traceId"] == trace_id
+
+
+async def test_the_conversation_a_chat_starts_with_is_replayed_on_its_next_turn(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start
+) -> None:
+    """The earlier messages of a new chat's first request reached the model for that run only: the
+    next turn (``X-Chat-Id``) had forgotten them. They are now the chat's memory (the client's
+    system messages still serve only the run they came with), and not events of its history."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    client = sdk(gw)
+    upstream.enqueue(text_script(["You are Bob."]), text_script(["Still Bob."]))
+    first = await client.chat.completions.with_raw_response.create(model="plain", messages=[
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "My name is Bob."},
+        {"role": "assistant", "content": "Hi Bob!"},
+        {"role": "user", "content": "Who am I?"},
+    ])
+    chat_id = first.headers["x-chat-id"]
+    assert [(m["role"], m["content"]) for m in upstream.requests[0].body["messages"]] == [
+        ("system", "You are a test agent."), ("system", "Be brief."), ("user", "My name is Bob."),
+        ("assistant", "Hi Bob!"), ("user", "Who am I?")]
+    await client.chat.completions.create(model="plain", extra_headers={"X-Chat-Id": chat_id},
+                                         messages=[{"role": "user", "content": "And now?"}])
+    assert [(m["role"], m["content"]) for m in upstream.requests[1].body["messages"]] == [
+        ("system", "You are a test agent."), ("user", "My name is Bob."), ("assistant", "Hi Bob!"),
+        ("user", "Who am I?"), ("assistant", "You are Bob."), ("user", "And now?")]
+    async with httpx.AsyncClient() as http:
+        history = (await http.get(f"{gw.url}/api/ap/chat", params={"chatId": chat_id})).json()["data"]["events"]
+    texts = [e.get("text") for e in history if e["type"] == "content.snapshot"]
+    assert texts == ["You are Bob.", "Still Bob."]
