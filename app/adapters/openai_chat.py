@@ -24,7 +24,10 @@ Response side, streaming (``ChunkStream``): one ``chat.completion.chunk`` per fr
    (``choices: []``), then ``[DONE]``;
 4. on ``run.error`` / ``run.cancel``: one ``{"error": {message, type, code, param}}`` frame
    and the stream ends without ``[DONE]`` — what OpenAI and LiteLLM's proxy do; the
-   official SDK raises ``openai.APIError`` on that frame.
+   official SDK raises ``openai.APIError`` on that frame;
+5. on a frontend tool's ``tool.start``: such a frame (code ``frontend_tool_unsupported``; a
+   non-streamed answer is a 400 with it) and the end: nothing here can answer the call, so the
+   route leaves the run, which cancels it, instead of letting it wait out the submit timeout.
 
 Non-streaming (``CompletionFold``): one ``chat.completion`` with the content deltas joined as
 ``message.content`` (the text the stream sends, every model turn of a REACT or PLAN run
@@ -209,6 +212,8 @@ class ChunkStream:
     created: int
     model: str
     include_usage: bool = False
+    #: the run called a frontend tool: the stream ends with an error and the run is cancelled
+    refused: bool = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -241,6 +246,9 @@ class ChunkStream:
                 return [run_error_body(error)]
             case ev.RunCancel():
                 return [cancelled_body()]
+            case ev.ToolStart(tool_type=str(), tool_name=name):
+                self.refused = True
+                return [frontend_tool_body(name, self.model)]
             case _:
                 return []
 
@@ -254,8 +262,10 @@ class CompletionFold:
     complete: ev.RunComplete | None = None
     error: dict[str, Any] | None = None
     cancelled: bool = False
+    #: the error body when the run called a frontend tool (nothing can answer it here)
+    refused: dict[str, Any] | None = None
 
-    def add(self, event: ev.Event) -> None:
+    def add(self, event: ev.Event, model: str) -> None:
         match event:
             case ev.ContentDeltaEvent(delta=delta):
                 self.content.append(delta)
@@ -267,11 +277,15 @@ class CompletionFold:
                 self.error = error
             case ev.RunCancel():
                 self.cancelled = True
+            case ev.ToolStart(tool_type=str(), tool_name=name):
+                self.refused = frontend_tool_body(name, model)
             case _:
                 pass
 
     def failure(self) -> tuple[int, dict[str, Any]] | None:
         """The error status and body when the run did not complete, else ``None``."""
+        if self.refused is not None:
+            return 400, self.refused
         if self.complete is not None:
             return None
         if self.error is not None:
@@ -334,6 +348,14 @@ def run_error_body(error: dict[str, Any]) -> dict[str, Any]:
                       code=str(error.get("code") or "internal_error"))
 
 
+def frontend_tool_body(tool_name: str | None, agent_key: str) -> dict[str, Any]:
+    """A frontend tool waits for a client that shows it and answers (``/api/ap/submit``, AG-UI);
+    an OpenAI client cannot, so the run would only wait out the submit timeout."""
+    return error_body(
+        f"the agent called the frontend tool '{tool_name or '?'}', which only a client of POST /api/ap/query "
+        f"or POST /ag-ui/{agent_key} can answer; the run was cancelled", status=400, code="frontend_tool_unsupported")
+
+
 def cancelled_body() -> dict[str, Any]:
     return error_body("the run was cancelled before it completed", status=500, code="run_cancelled")
 
@@ -354,6 +376,7 @@ __all__ = [
     "error_of",
     "error_type",
     "finish_reason",
+    "frontend_tool_body",
     "model_entry",
     "run_error_body",
     "to_run_request",

@@ -158,10 +158,16 @@ async def _frames(gateway: Gateway, run: Run, chunks: ChunkStream) -> AsyncItera
     opening: list[bytes] = [_encode(chunks.opening())]
     async with _watching(gateway, run) as batches:
         async for batch in batches:
-            frames = [*opening, *(_encode(frame) for stamped in batch for frame in translate(stamped.event))]
+            frames = opening
             opening = []
+            for stamped in batch:
+                frames += [_encode(frame) for frame in translate(stamped.event)]
+                if chunks.refused:  # a frontend tool: its error ends the stream, leaving cancels the run
+                    break
             if frames:
                 yield frames[0] if len(frames) == 1 else b"".join(frames)
+            if chunks.refused:
+                return
 
 
 def _chunk_stream(request: Request, gateway: Gateway, run: Run, chunks: ChunkStream,
@@ -191,7 +197,9 @@ class CompletionResponse(DeferredResponse):
         async with _watching(self._gateway, self._run) as batches:
             async for batch in batches:
                 for stamped in batch:
-                    fold.add(stamped.event)
+                    fold.add(stamped.event, self._chunks.model)
+                    if fold.refused is not None:  # leaving cancels the run
+                        return fold
         return fold
 
     async def _response(self) -> Response:

@@ -554,3 +554,34 @@ async def test_the_conversation_a_chat_starts_with_is_replayed_on_its_next_turn(
         history = (await http.get(f"{gw.url}/api/ap/chat", params={"chatId": chat_id})).json()["data"]["events"]
     texts = [e.get("text") for e in history if e["type"] == "content.snapshot"]
     assert texts == ["You are Bob.", "Still Bob."]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+async def test_an_agent_calling_a_frontend_tool_fails_at_once_instead_of_waiting_for_a_client(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient, stream: bool
+) -> None:
+    """A frontend tool waits for a client that shows it and answers; an OpenAI client cannot, and
+    saw nothing: the request hung for the submit timeout (300 s by default), then the model went on
+    with a timeout result. The call now ends the answer with a clear error and cancels the run."""
+    write_agent(deploy, "confirm", agent("REACT", tools={"backends": [], "frontends": ["confirm_dialog"],
+                                                         "actions": []}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", {"question": "Paris?"}, text=("Let me ask. ",)))
+    messages = [{"role": "user", "content": "trip"}]
+    if stream:
+        raw = await sdk(gw).chat.completions.with_raw_response.create(model="confirm", messages=messages, stream=True)
+        seen: list[str] = []
+        with pytest.raises(openai.APIError) as raised:
+            async for chunk in raw.parse():
+                if chunk.choices and chunk.choices[0].delta.content:
+                    seen.append(chunk.choices[0].delta.content)
+        assert seen == ["Let me ask. "]
+        run_id = raw.headers["x-run-id"]
+    else:
+        with pytest.raises(openai.BadRequestError) as raised:
+            await sdk(gw).chat.completions.create(model="confirm", messages=messages)
+        assert raised.value.code == "frontend_tool_unsupported"
+        run_id = raised.value.response.headers["x-run-id"]
+    assert "confirm_dialog" in raised.value.message and "/ag-ui/confirm" in raised.value.message
+    events = await asyncio.wait_for(watch_run(client, gw, run_id), timeout=HANG)
+    assert events[-1]["type"] == "run.cancel"
