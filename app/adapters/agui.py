@@ -29,7 +29,7 @@ answers it and a new AG-UI run streams the continuation). One gateway event beco
 | ``reasoning.start`` / ``.delta`` / ``.end`` | ``REASONING_START`` + ``REASONING_MESSAGE_START`` / ``REASONING_MESSAGE_CONTENT`` / ``REASONING_MESSAGE_END`` + ``REASONING_END`` |
 | ``tool.start`` / ``.args`` / ``.end`` (and ``action.*``) | ``TOOL_CALL_START`` / ``TOOL_CALL_ARGS`` / ``TOOL_CALL_END`` — the calls of one model turn share one ``parentMessageId`` |
 | ``tool.result`` / ``action.result`` | ``TOOL_CALL_RESULT`` (JSON text unless the result is a string); none for a call the client answered itself |
-| ``plan.create`` / ``plan.update`` | ``STATE_SNAPSHOT`` ``{"plan": [...]}`` |
+| ``plan.create`` / ``plan.update`` | ``STATE_SNAPSHOT`` ``{...the client's state, "plan": [...]}`` |
 | ``task.start`` | ``STEP_STARTED`` (``stepName`` = taskId, ``metadata.description``) |
 | ``task.complete`` / ``.fail`` / ``.cancel`` | ``STEP_FINISHED`` (``metadata.status`` completed/failed/cancelled, ``metadata.error``) |
 | ``run.complete`` | ``RUN_FINISHED`` (success, ``usage``) |

@@ -178,6 +178,26 @@ async def test_plan_execute_tasks_are_steps_and_the_plan_is_state(
     ]}
 
 
+async def test_the_plan_snapshot_keeps_the_clients_own_state(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A STATE_SNAPSHOT replaces the client's whole state: the plan's snapshot was ``{plan}`` alone
+    and wiped the application's own keys. It now carries them, with ``plan`` the gateway's."""
+    write_agent(deploy, "planner", agent("PLAN_EXECUTE", tools=WEATHER))
+    gw = start_gateway()
+    upstream.enqueue(
+        call("p1", "_plan_add_tasks_", {"tasks": [{"description": "answer"}]}),
+        call("e1", "_plan_update_task_", {"taskId": "task_1", "status": "completed"}),
+        text_script(["done"]),
+    )
+    body = user_input("thread-state", "go")
+    body["state"] = {"theme": "dark", "cart": [1, 2], "plan": "the client's stale copy"}
+    events = await collect_agui(client, f"{gw.url}/ag-ui/planner", body)
+    snapshots = [event.snapshot for event in events if event.type.value == "STATE_SNAPSHOT"]
+    assert snapshots and all(snapshot["theme"] == "dark" and snapshot["cart"] == [1, 2] for snapshot in snapshots)
+    assert snapshots[-1]["plan"] == [{"taskId": "task_1", "description": "answer", "status": "completed"}]
+
+
 async def test_upstream_error_is_run_error(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
