@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +12,8 @@ from app.catalog import jsonc
 from app.errors import DefinitionError, describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
+
+logger = logging.getLogger(__name__)
 
 
 def read_text(path: Path) -> str:
@@ -35,3 +38,19 @@ def validate(model: type[M], data: Any, prefix: str = "") -> M:
     except ValidationError as exc:
         reason = describe_validation_error(exc)
         raise DefinitionError(f"{prefix}{reason}" if prefix else reason) from exc
+
+
+def rejection_reason(exc: Exception) -> str:
+    """Why one definition file is rejected: a ``DefinitionError``'s own reason, any other failure
+    named by its type. The loaders catch every ``Exception`` per file with this, so one hostile or
+    unforeseen file (a RecursionError deep inside a parser) is that file's rejection and never
+    takes the other files, the startup or the hot reload down."""
+    if isinstance(exc, DefinitionError):
+        return exc.message
+    logger.error("a definition file failed to load unexpectedly", exc_info=exc)
+    if isinstance(exc, RecursionError):
+        return "the definition is nested too deeply to load (RecursionError)"
+    if isinstance(exc, MemoryError):
+        return "the definition is too large to load (MemoryError)"
+    detail = " ".join(str(exc).split())[:200]
+    return f"the definition could not be loaded ({type(exc).__name__}{': ' + detail if detail else ''})"

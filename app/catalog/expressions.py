@@ -40,6 +40,8 @@ from app.errors import DefinitionError
 
 #: the names a template or expression may start from
 SCOPE_NAMES: frozenset[str] = frozenset({"inputs", "state", "message"})
+#: how deeply an expression's syntax tree may nest (evaluation recurses once per level)
+MAX_EXPRESSION_DEPTH = 100
 
 
 class ExpressionError(Exception):
@@ -398,6 +400,22 @@ def _lookup(container: Any, key: Any) -> Any:
     raise ExpressionError(f"cannot read [{key!r}] of a {type(container).__name__}")
 
 
+def _shown(source: str) -> str:
+    """An expression as a reason quotes it: cut after 120 characters."""
+    return source if len(source) <= 120 else f"{source[:120]}…"
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deeply ``tree`` nests (without recursion: the tree may be deep)."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def compile_expression(source: str, where: str) -> Expression:
     """Parse a condition or update expression; anything outside the allowed subset is refused."""
     if not source.strip():
@@ -405,7 +423,14 @@ def compile_expression(source: str, where: str) -> Expression:
     try:
         tree = ast.parse(_bridge(source).strip(), mode="eval")
     except SyntaxError as exc:
-        raise DefinitionError(f"{where}: '{source}' does not parse ({exc.msg})") from None
+        raise DefinitionError(f"{where}: '{_shown(source)}' does not parse ({exc.msg})") from None
+    except (RecursionError, MemoryError, ValueError) as exc:  # e.g. 1+1+…+1 nested past the parser's stack
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError | MemoryError) else str(exc)
+        raise DefinitionError(f"{where}: '{_shown(source)}' does not parse ({reason})") from None
+    depth = _depth(tree)
+    if depth > MAX_EXPRESSION_DEPTH:
+        raise DefinitionError(f"{where}: '{_shown(source)}' is nested {depth} levels deep; an expression may "
+                              f"nest at most {MAX_EXPRESSION_DEPTH}")
     _check_tree(tree, source, where)
     return Expression(source, tree.body)
 

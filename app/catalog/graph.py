@@ -281,30 +281,29 @@ def _reachable(start: str, successors: Mapping[str, Sequence[str]], without: str
 
 
 def _unconditional_cycle(nodes: Sequence[str], edges: Sequence[GraphEdge]) -> list[str] | None:
-    """A cycle of edges none of which carries a condition, as the list of its nodes, or None."""
+    """A cycle of edges none of which carries a condition, as the list of its nodes, or None.
+
+    Depth-first with an explicit stack: a chain of thousands of nodes must not hit Python's
+    recursion limit (a RecursionError here once took the whole catalog down)."""
     successors = _successors([edge for edge in edges if edge.condition is None])
     colour: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = 1
-        path.append(node)
-        for following in successors.get(node, ()):
-            if colour.get(following) == 1:
+    for root in nodes:
+        if root in colour:
+            continue
+        colour[root] = 1
+        path = [root]
+        stack = [iter(successors.get(root, ()))]
+        while stack:
+            following = next(stack[-1], None)
+            if following is None:
+                stack.pop()
+                colour[path.pop()] = 2
+            elif colour.get(following) == 1:
                 return [*path[path.index(following):], following]
-            if following not in colour:
-                found = visit(following)
-                if found:
-                    return found
-        colour[node] = 2
-        path.pop()
-        return None
-
-    for node in nodes:
-        if node not in colour:
-            found = visit(node)
-            if found:
-                return found
+            elif following not in colour:
+                colour[following] = 1
+                path.append(following)
+                stack.append(iter(successors.get(following, ())))
     return None
 
 

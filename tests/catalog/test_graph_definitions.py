@@ -1,0 +1,48 @@
+"""GRAPH definitions that are hostile or merely huge (SPEC §21, §3): each is that file's rejection
+with a reason naming the field, or loads quickly; the other files always load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .support import Deployment
+
+GOOD = {"mode": "ONESHOT", "modelConfig": {"modelKey": "m1"}, "plain": {"systemPrompt": "hi"}}
+
+
+def graph_agent(graph: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "g", "modelConfig": {"modelKey": "m1"}, "mode": "GRAPH", "graph": graph}
+
+
+def reasons(deploy: Deployment) -> tuple[list[str], dict[str, str]]:
+    catalog = deploy.build()
+    return sorted(catalog.agents), {r.file: r.reason for r in catalog.rejections}
+
+
+def test_attack_long_unconditional_chain_loads_without_recursion(deploy: Deployment) -> None:
+    """The unconditional-cycle check recursed once per node: 1,200 chained nodes raised RecursionError
+    and the whole catalog build failed."""
+    deploy.standard().write("agents/good.json", GOOD)
+    count = 1500
+    nodes = [{"name": f"n{i}", "kind": "router"} for i in range(count)]
+    edges = [{"from": "START", "to": "n0"}, *({"from": f"n{i}", "to": f"n{i + 1}"} for i in range(count - 1)),
+             {"from": f"n{count - 1}", "to": "END"}]
+    deploy.write("agents/chain.json", graph_agent({"nodes": nodes, "edges": edges}))
+    loaded, rejected = reasons(deploy)
+    assert loaded == ["chain", "good"] and rejected == {}
+
+
+def test_attack_deeply_nested_update_is_that_files_rejection(deploy: Deployment) -> None:
+    deploy.standard().write("agents/good.json", GOOD)
+    deploy.write("agents/deep.json", graph_agent({
+        "nodes": [{"name": "a", "kind": "router", "update": {"n": "+".join(["1"] * 5000)}}],
+        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}))
+    deploy.write("agents/nested.json", graph_agent({
+        "nodes": [{"name": "a", "kind": "router", "update": {"n": "+".join(["1"] * 300)}}],
+        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}))
+    loaded, rejected = reasons(deploy)
+    assert loaded == ["good"]
+    assert "graph node 'a' update.n" in rejected["agents/deep.json"]
+    assert "does not parse (it is nested too deeply)" in rejected["agents/deep.json"]
+    assert "graph node 'a' update.n" in rejected["agents/nested.json"]
+    assert "an expression may nest at most 100" in rejected["agents/nested.json"]
