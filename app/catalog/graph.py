@@ -56,6 +56,8 @@ TypeName = Literal["string", "integer", "number", "boolean", "object", "array", 
 #: the modes an ``agent`` node may run as a sub-run
 SUB_RUN_MODES = ("ONESHOT", "REACT")
 DEFAULT_MAX_STEPS = 20
+#: the most node visits a graph may allow (``maxSteps``): every visit writes a checkpoint of the state
+MAX_STEPS_LIMIT = 1000
 
 
 class _Strict(BaseModel):
@@ -113,7 +115,7 @@ class RawGraph(_Strict):
     nodes: list[RawGraphNode] = Field(min_length=1)
     edges: list[RawGraphEdge] = Field(min_length=1)
     answer: str | None = None
-    max_steps: PositiveInt = Field(DEFAULT_MAX_STEPS, alias="maxSteps")
+    max_steps: PositiveInt = Field(DEFAULT_MAX_STEPS, alias="maxSteps", le=MAX_STEPS_LIMIT)
     #: the default system prompt of ``llm`` nodes
     system_prompt: str | None = Field(None, alias="systemPrompt")
 
@@ -379,4 +381,4 @@ def parse_graph(data: Any, refs: GraphRefs) -> GraphDefinition:
                            max_steps=raw.max_steps, joins=joins)
 
 
-__all__ = ["DEFAULT_MAX_STEPS", "SUB_RUN_MODES", "GraphRefs", "RawGraph", "parse_graph"]
+__all__ = ["DEFAULT_MAX_STEPS", "MAX_STEPS_LIMIT", "SUB_RUN_MODES", "GraphRefs", "RawGraph", "parse_graph"]

@@ -46,3 +46,13 @@ def test_attack_deeply_nested_update_is_that_files_rejection(deploy: Deployment)
     assert "does not parse (it is nested too deeply)" in rejected["agents/deep.json"]
     assert "graph node 'a' update.n" in rejected["agents/nested.json"]
     assert "an expression may nest at most 100" in rejected["agents/nested.json"]
+
+
+def test_max_steps_has_an_upper_bound(deploy: Deployment) -> None:
+    deploy.standard().write("agents/good.json", GOOD)
+    one = {"nodes": [{"name": "a", "kind": "router"}], "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}
+    deploy.write("agents/endless.json", graph_agent({**one, "maxSteps": 1_000_000}))
+    deploy.write("agents/most.json", graph_agent({**one, "maxSteps": 1000}))
+    loaded, rejected = reasons(deploy)
+    assert loaded == ["good", "most"]
+    assert "graph.maxSteps" in rejected["agents/endless.json"] and "1000" in rejected["agents/endless.json"]
