@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,11 +16,22 @@ M = TypeVar("M", bound=BaseModel)
 
 logger = logging.getLogger(__name__)
 
+#: the largest definition file the catalog reads; every reload reads every file, so a bigger one
+#: (a prompt pasted many times, a file something appends to) is rejected instead
+MAX_DEFINITION_BYTES = 1024 * 1024
+
 
 def read_text(path: Path) -> str:
-    """A definition file as text (UTF-8); unreadable or undecodable → ``DefinitionError``."""
+    """A definition file as text (UTF-8); unreadable, undecodable or larger than
+    ``MAX_DEFINITION_BYTES`` → ``DefinitionError``."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            text = handle.read(MAX_DEFINITION_BYTES + 1) if size <= MAX_DEFINITION_BYTES else None
+        if text is None or len(text.encode("utf-8", "surrogatepass")) > MAX_DEFINITION_BYTES:
+            raise DefinitionError(f"the file is larger than {MAX_DEFINITION_BYTES} bytes (1 MiB), the most a "
+                                  "definition file may be" + (f" ({size} bytes)" if size else ""))
+        return text
     except UnicodeDecodeError as exc:
         raise DefinitionError(f"not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:

@@ -242,9 +242,18 @@ def _edges(raw: RawGraph, nodes: Mapping[str, GraphNode]) -> tuple[GraphEdge, ..
     return tuple(edges)
 
 
+def _outgoing(edges: Sequence[GraphEdge]) -> dict[str, list[GraphEdge]]:
+    """Each source's edges, in file order (grouped once: a scan per node was quadratic)."""
+    table: dict[str, list[GraphEdge]] = {}
+    for edge in edges:
+        table.setdefault(edge.source, []).append(edge)
+    return table
+
+
 def _check_outgoing(nodes: Mapping[str, GraphNode], edges: Sequence[GraphEdge]) -> None:
+    outgoing = _outgoing(edges)
     for source in (GRAPH_START, *nodes):
-        out = [edge for edge in edges if edge.source == source]
+        out = outgoing.get(source, [])
         label = "START" if source == GRAPH_START else f"node '{source}'"
         if not out:
             raise DefinitionError(f"graph {label} has no outgoing edge (every path must reach END)")
@@ -347,8 +356,9 @@ def _check_shape(nodes: Mapping[str, GraphNode], edges: Sequence[GraphEdge]) -> 
         raise DefinitionError(f"graph: the cycle {' → '.join(cycle)} has no condition on any of its edges "
                               "(it would never end)")
     joins: dict[str, str] = {}
+    outgoing = _outgoing(edges)
     for source in (GRAPH_START, *nodes):
-        out = [edge for edge in edges if edge.source == source]
+        out = outgoing.get(source, [])
         if out and out[0].parallel and len(out) > 1:
             joins[source] = _join(source, [edge.target for edge in out], successors, list(nodes))
     return joins

@@ -56,3 +56,18 @@ def test_max_steps_has_an_upper_bound(deploy: Deployment) -> None:
     loaded, rejected = reasons(deploy)
     assert loaded == ["good", "most"]
     assert "graph.maxSteps" in rejected["agents/endless.json"] and "1000" in rejected["agents/endless.json"]
+
+
+def test_attack_oversize_definition_file_is_rejected_and_the_others_load(deploy: Deployment) -> None:
+    """Files had no size bound: a 20 MiB agent file made every rebuild (on any change) take seconds."""
+    deploy.standard().write("agents/good.json", GOOD)
+    body = '{"mode": "ONESHOT", "modelConfig": {"modelKey": "m1"}, "plain": {"systemPrompt": "hi"}, "description": "'
+    deploy.write("agents/big.json", body + "x" * (1024 * 1024 - len(body)) + '"}')
+    deploy.write("agents/fits.json", body + "x" * (1024 * 1024 - len(body) - 2) + '"}')
+    deploy.write("tools/big.backend", '{"tools": []}' + " " * 1024 * 1024)
+    catalog = deploy.build()
+    assert sorted(catalog.agents) == ["fits", "good"]
+    rejected = {r.file: r.reason for r in catalog.rejections}
+    assert set(rejected) == {"agents/big.json", "tools/big.backend"}
+    assert rejected["agents/big.json"] == ("the file is larger than 1048576 bytes (1 MiB), the most a definition "
+                                           "file may be (1048578 bytes)")
