@@ -364,6 +364,18 @@ def _check_shape(nodes: Mapping[str, GraphNode], edges: Sequence[GraphEdge]) -> 
     return joins
 
 
+def _check_fan_out_steps(joins: Mapping[str, str], edges: Sequence[GraphEdge], max_steps: int) -> None:
+    """A fan-out wider than ``maxSteps`` allows could never finish: its branches (one visit each at
+    least) and the join would be cut by the step budget, and the run would end with no answer."""
+    outgoing = _outgoing(edges)
+    for source in joins:
+        width = len(outgoing[source])
+        if width + 1 > max_steps:
+            label = "START" if source == GRAPH_START else f"node '{source}'"
+            raise DefinitionError(f"graph {label}: its {width} parallel branches and their join take at least "
+                                  f"{width + 1} node visits, more than maxSteps ({max_steps})")
+
+
 def parse_graph(data: Any, refs: GraphRefs) -> GraphDefinition:
     """Validate a ``graph`` block (see the module docstring)."""
     if not isinstance(data, Mapping):
@@ -386,6 +398,7 @@ def parse_graph(data: Any, refs: GraphRefs) -> GraphDefinition:
     edges = _edges(raw, nodes)
     _check_outgoing(nodes, edges)
     joins = _check_shape(nodes, edges)
+    _check_fan_out_steps(joins, edges, raw.max_steps)
     answer = compile_template(raw.answer, "graph answer", inputs=input_names) if raw.answer is not None else None
     return GraphDefinition(inputs=inputs, state=state, nodes=nodes, edges=edges, answer=answer,
                            max_steps=raw.max_steps, joins=joins)

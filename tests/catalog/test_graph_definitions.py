@@ -71,3 +71,23 @@ def test_attack_oversize_definition_file_is_rejected_and_the_others_load(deploy:
     assert set(rejected) == {"agents/big.json", "tools/big.backend"}
     assert rejected["agents/big.json"] == ("the file is larger than 1048576 bytes (1 MiB), the most a definition "
                                            "file may be (1048578 bytes)")
+
+
+def test_a_fan_out_wider_than_max_steps_is_rejected(deploy: Deployment) -> None:
+    """The step budget cancelled in-budget branches and the run "completed" with no output."""
+    deploy.standard().write("agents/good.json", GOOD)
+
+    def fan(width: int, max_steps: int) -> dict[str, Any]:
+        names = [f"b{i}" for i in range(width)]
+        return graph_agent({
+            "nodes": [*({"name": n, "kind": "router"} for n in names), {"name": "join", "kind": "router"}],
+            "edges": [*({"from": "START", "to": n, "parallel": True} for n in names),
+                      *({"from": n, "to": "join"} for n in names), {"from": "join", "to": "END"}],
+            "maxSteps": max_steps})
+
+    deploy.write("agents/wide.json", fan(3, 3))
+    deploy.write("agents/fits.json", fan(3, 4))
+    loaded, rejected = reasons(deploy)
+    assert loaded == ["fits", "good"]
+    assert rejected == {"agents/wide.json": "graph START: its 3 parallel branches and their join take at least 4 "
+                                            "node visits, more than maxSteps (3)"}
