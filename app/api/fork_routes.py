@@ -8,8 +8,10 @@ same references. With ``node`` (a GRAPH run, SPEC §21; ``name`` or the task id 
 the n-th visit) the new chat holds the runs before ``runId`` and the checkpoint taken before
 that node, ``state`` merged over it; the chat's next GRAPH run restarts there.
 
-Answers ``data: {chatId, forkedFrom, runs}``. 404 for an unknown chat, run or node, 403 for
-another user's chat, 409 while a copied run is still running, 400 for a malformed body.
+Answers ``data: {chatId, forkedFrom, runs}``. 404 for an unknown chat or run or a node the run
+never reached, 403 for another user's chat, 409 while a copied run is still running, 400 for a
+malformed body and for a node no run of the agent can restart at (``START``/``END``, a node its
+graph does not have, a node inside a parallel branch: ``app.engine.graph.fork_refusal``).
 The source chat is never written to.
 """
 
@@ -34,13 +36,15 @@ from app.api.body import read_json
 from app.api.envelope import ok
 from app.config import Settings
 from app.contract.events import now_ms
-from app.engine.graph import resume_point
+from app.engine.graph import fork_refusal, resume_point
+from app.engine.graph.checkpoints import graph_lines
 from app.engine.ids import new_chat_id
 from app.errors import ConflictError, ForbiddenError, NotFoundError, RequestError
 from app.files.store import FileStore
 from app.files.workspace import place_upload
 from app.gateway import Gateway
 from app.memory.fork import ForkPointError, cut, fork_header, forked_lines
+from app.memory.lines import LINE_QUERY
 from app.memory.store import ChatStore
 from app.paths import check_key
 
@@ -95,13 +99,16 @@ async def fork(gateway: Gateway, body: ForkRequest, owner: str) -> dict[str, Any
     source: dict[str, Any] = {"chatId": chat_id, "runId": run_id, "position": position}
     resume: dict[str, Any] | None = None
     if node is not None:
+        if not graph_lines(lines, run_id):
+            raise NotFoundError(f"cannot fork from node '{body.node}': run {run_id} has no graph checkpoints")
+        agent_key = _graph_agent_of(gateway, lines, run_id, body.node or node)
         try:
             point = resume_point(lines, run_id, node, visit=visit, state=body.state)
         except LookupError as exc:
             raise NotFoundError(f"cannot fork from node '{body.node}': {exc}") from None
         source["node"] = body.node
-        resume = {"runId": run_id, "node": point.node, "visit": visit, "state": dict(point.state),
-                  "inputs": dict(point.inputs), "message": point.message}
+        resume = {"runId": run_id, "agentKey": agent_key, "node": point.node, "visit": visit,
+                  "state": dict(point.state), "inputs": dict(point.inputs), "message": point.message}
     live = {d["runId"] for d in await gateway.runs.list_all(owner, chat_id=chat_id)  # cluster-wide (SPEC §16)
             if d["status"] in ("running", "waiting")}
     running = (live | gateway.runs.active_run_ids()).intersection(copied.run_ids)
@@ -118,6 +125,21 @@ async def fork(gateway: Gateway, body: ForkRequest, owner: str) -> dict[str, Any
     logger.info("chat %s forked %s run %s%s into %s by %s (%d runs, %d files)", chat_id, position, run_id,
                 f" at node {body.node}" if body.node else "", new_id, owner, len(copied.run_ids), len(file_ids))
     return {"chatId": new_id, "forkedFrom": source, "runs": list(copied.run_ids)}
+
+
+def _graph_agent_of(gateway: Gateway, lines: list[dict[str, Any]], run_id: str, node: str) -> str:
+    """The key of the GRAPH agent that ran ``run_id``, after checking that a run of it can restart at
+    ``node`` (a node of its graph as loaded now, not inside a parallel branch). 400 otherwise."""
+    name = node.split("#", 1)[0]
+    key = next((line["query"].get("agentKey") for line in lines if line.get("_type") == LINE_QUERY
+                and line.get("runId") == run_id and isinstance(line.get("query"), dict)), None)
+    agent = gateway.catalog.snapshot.agents.get(key) if isinstance(key, str) else None
+    if agent is None or agent.graph is None:
+        raise RequestError(f"cannot fork from node '{node}': run {run_id} is not a run of a loaded GRAPH agent")
+    refusal = fork_refusal(agent.graph, name)
+    if refusal is not None:
+        raise RequestError(f"cannot fork from node '{node}' of agent '{agent.key}': {refusal}")
+    return agent.key
 
 
 def _node(body: ForkRequest) -> tuple[str | None, int]:

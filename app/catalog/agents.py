@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
-from app.catalog._edge import read_object, validate
+from app.catalog._edge import read_object, rejection_reason, validate
 from app.catalog.definitions import (
     AgentDefinition,
     Budget,
@@ -606,13 +606,13 @@ def load_agent_files(paths: Sequence[Path], refs: AgentRefs,
                 graphs.append((path, data))
                 continue
             loaded[path.stem] = parse_agent(data, path.stem, refs, source=path)
-        except DefinitionError as exc:
-            reject(path, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad file is that file's rejection
+            reject(path, rejection_reason(exc))
     with_agents = replace(refs, agents=dict(loaded))
     for path, data in graphs:
         try:
             loaded[path.stem] = parse_agent(data, path.stem, with_agents, source=path)
-        except DefinitionError as exc:
-            reject(path, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad file is that file's rejection
+            reject(path, rejection_reason(exc))
     order = {path.stem: index for index, path in enumerate(paths)}
     return dict(sorted(loaded.items(), key=lambda item: order[item[0]]))

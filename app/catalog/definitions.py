@@ -285,9 +285,17 @@ class GraphDefinition:
     max_steps: int = 20
     #: a node (or START) whose edges are parallel → the node its branches meet at (or END)
     joins: Mapping[str, str] = field(default_factory=dict)
+    #: ``edges`` grouped by source, once
+    _outgoing: Mapping[str, tuple[GraphEdge, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        outgoing: dict[str, list[GraphEdge]] = {}
+        for edge in self.edges:
+            outgoing.setdefault(edge.source, []).append(edge)
+        object.__setattr__(self, "_outgoing", {source: tuple(out) for source, out in outgoing.items()})
 
     def edges_from(self, name: str) -> tuple[GraphEdge, ...]:
-        return tuple(edge for edge in self.edges if edge.source == name)
+        return self._outgoing.get(name, ())
 
 
 @dataclass(frozen=True, slots=True)

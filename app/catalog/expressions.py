@@ -26,6 +26,8 @@ Everything here is pure: compiled objects are immutable and hold no run state.
 from __future__ import annotations
 
 import ast
+import math
+import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,15 @@ from app.errors import DefinitionError
 
 #: the names a template or expression may start from
 SCOPE_NAMES: frozenset[str] = frozenset({"inputs", "state", "message"})
+#: how deeply an expression's syntax tree may nest (evaluation recurses once per level)
+MAX_EXPRESSION_DEPTH = 100
+#: bounds of one expression's result: values (list items, object members, scalars), characters of
+#: text (strings and keys) and nesting; past one the expression fails (``ExpressionError``)
+MAX_RESULT_ELEMENTS = 100_000
+MAX_RESULT_CHARS = 1_000_000
+MAX_RESULT_DEPTH = 64
+#: the integers a result may be: what the checkpoint writer (orjson) stores
+INT_RANGE = (-(2**63), 2**64 - 1)
 
 
 class ExpressionError(Exception):
@@ -358,19 +369,72 @@ class Expression:
             raise ExpressionError(f"'{self.source}' failed: {exc.message}") from None
         except (InvalidExpression, TypeError, ValueError, ArithmeticError, KeyError, IndexError) as exc:
             raise ExpressionError(f"'{self.source}' failed: {exc}") from None
-        return _plain(value)
+        except (RecursionError, MemoryError):
+            raise ExpressionError(f"'{self.source}' failed: the values are nested too deeply") from None
+        try:
+            return _ResultBudget().plain(value)
+        except ExpressionError as exc:
+            raise ExpressionError(f"'{self.source}' failed: {exc.message}") from None
 
     def test(self, scope: Mapping[str, Any]) -> bool:
         return bool(self.evaluate(scope))
 
 
-def _plain(value: Any) -> Any:
-    """Tuples become lists, so results are plain JSON values."""
-    if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
+class _ResultBudget:
+    """Turns a result into a plain JSON value (tuples become lists) and bounds it.
+
+    A result goes into the state, the checkpoints and the next visit's scope, so it must be JSON
+    the checkpoint writer can store (an int beyond 64 bits, NaN or inf is not) and small: a list
+    literal can repeat a value (``[state.l, state.l]`` doubles it on every visit), so elements
+    and characters are counted as they are converted and the walk stops at the first limit."""
+
+    def __init__(self) -> None:
+        self.elements = 0
+        self.chars = 0
+
+    def plain(self, value: Any, depth: int = 0) -> Any:
+        self.elements += 1
+        if self.elements > MAX_RESULT_ELEMENTS:
+            raise ExpressionError(f"the result has more than {MAX_RESULT_ELEMENTS} values")
+        if depth > MAX_RESULT_DEPTH:
+            raise ExpressionError(f"the result nests more than {MAX_RESULT_DEPTH} levels deep")
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            self._count(len(value))
+            return value
+        if isinstance(value, int):
+            if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+                raise ExpressionError("the result is an integer outside the 64-bit range a state value may hold")
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ExpressionError(f"the result is {value}, which is not a JSON number")
+            return value
+        if isinstance(value, tuple | list):
+            return [self.plain(item, depth + 1) for item in value]
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ExpressionError(f"the result has a key of type {type(key).__name__}")
+                self._count(len(key))
+                out[key] = self.plain(item, depth + 1)
+            return out
+        raise ExpressionError(f"the result is a {type(value).__name__}, which is not a JSON value")
+
+    def _count(self, chars: int) -> None:
+        self.chars += chars
+        if self.chars > MAX_RESULT_CHARS:
+            raise ExpressionError(f"the result holds more than {MAX_RESULT_CHARS} characters of text")
+
+
+def _mod(left: Any, right: Any) -> Any:
+    """``%`` on numbers only: printf-style formatting (``'%400000000d' % 1``) builds text of any size
+    from a tiny expression, past simpleeval's length checks on ``+`` and ``*``."""
+    if isinstance(left, str | bytes):
+        raise ExpressionError("'%' is the remainder of numbers here; text cannot be formatted with it")
+    return operator.mod(left, right)
 
 
 class _Evaluator(EvalWithCompoundTypes):
@@ -378,6 +442,7 @@ class _Evaluator(EvalWithCompoundTypes):
 
     def __init__(self, scope: Mapping[str, Any]) -> None:
         super().__init__(functions=dict(FUNCTIONS), names={name: scope.get(name) for name in SCOPE_NAMES})
+        self.operators[ast.Mod] = _mod
         self.nodes[ast.Attribute] = self._member
         self.nodes[ast.Subscript] = self._index
 
@@ -398,6 +463,22 @@ def _lookup(container: Any, key: Any) -> Any:
     raise ExpressionError(f"cannot read [{key!r}] of a {type(container).__name__}")
 
 
+def _shown(source: str) -> str:
+    """An expression as a reason quotes it: cut after 120 characters."""
+    return source if len(source) <= 120 else f"{source[:120]}…"
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deeply ``tree`` nests (without recursion: the tree may be deep)."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def compile_expression(source: str, where: str) -> Expression:
     """Parse a condition or update expression; anything outside the allowed subset is refused."""
     if not source.strip():
@@ -405,7 +486,14 @@ def compile_expression(source: str, where: str) -> Expression:
     try:
         tree = ast.parse(_bridge(source).strip(), mode="eval")
     except SyntaxError as exc:
-        raise DefinitionError(f"{where}: '{source}' does not parse ({exc.msg})") from None
+        raise DefinitionError(f"{where}: '{_shown(source)}' does not parse ({exc.msg})") from None
+    except (RecursionError, MemoryError, ValueError) as exc:  # e.g. 1+1+…+1 nested past the parser's stack
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError | MemoryError) else str(exc)
+        raise DefinitionError(f"{where}: '{_shown(source)}' does not parse ({reason})") from None
+    depth = _depth(tree)
+    if depth > MAX_EXPRESSION_DEPTH:
+        raise DefinitionError(f"{where}: '{_shown(source)}' is nested {depth} levels deep; an expression may "
+                              f"nest at most {MAX_EXPRESSION_DEPTH}")
     _check_tree(tree, source, where)
     return Expression(source, tree.body)
 

@@ -56,6 +56,8 @@ TypeName = Literal["string", "integer", "number", "boolean", "object", "array", 
 #: the modes an ``agent`` node may run as a sub-run
 SUB_RUN_MODES = ("ONESHOT", "REACT")
 DEFAULT_MAX_STEPS = 20
+#: the most node visits a graph may allow (``maxSteps``): every visit writes a checkpoint of the state
+MAX_STEPS_LIMIT = 1000
 
 
 class _Strict(BaseModel):
@@ -113,7 +115,7 @@ class RawGraph(_Strict):
     nodes: list[RawGraphNode] = Field(min_length=1)
     edges: list[RawGraphEdge] = Field(min_length=1)
     answer: str | None = None
-    max_steps: PositiveInt = Field(DEFAULT_MAX_STEPS, alias="maxSteps")
+    max_steps: PositiveInt = Field(DEFAULT_MAX_STEPS, alias="maxSteps", le=MAX_STEPS_LIMIT)
     #: the default system prompt of ``llm`` nodes
     system_prompt: str | None = Field(None, alias="systemPrompt")
 
@@ -240,9 +242,18 @@ def _edges(raw: RawGraph, nodes: Mapping[str, GraphNode]) -> tuple[GraphEdge, ..
     return tuple(edges)
 
 
+def _outgoing(edges: Sequence[GraphEdge]) -> dict[str, list[GraphEdge]]:
+    """Each source's edges, in file order (grouped once: a scan per node was quadratic)."""
+    table: dict[str, list[GraphEdge]] = {}
+    for edge in edges:
+        table.setdefault(edge.source, []).append(edge)
+    return table
+
+
 def _check_outgoing(nodes: Mapping[str, GraphNode], edges: Sequence[GraphEdge]) -> None:
+    outgoing = _outgoing(edges)
     for source in (GRAPH_START, *nodes):
-        out = [edge for edge in edges if edge.source == source]
+        out = outgoing.get(source, [])
         label = "START" if source == GRAPH_START else f"node '{source}'"
         if not out:
             raise DefinitionError(f"graph {label} has no outgoing edge (every path must reach END)")
@@ -281,30 +292,29 @@ def _reachable(start: str, successors: Mapping[str, Sequence[str]], without: str
 
 
 def _unconditional_cycle(nodes: Sequence[str], edges: Sequence[GraphEdge]) -> list[str] | None:
-    """A cycle of edges none of which carries a condition, as the list of its nodes, or None."""
+    """A cycle of edges none of which carries a condition, as the list of its nodes, or None.
+
+    Depth-first with an explicit stack: a chain of thousands of nodes must not hit Python's
+    recursion limit (a RecursionError here once took the whole catalog down)."""
     successors = _successors([edge for edge in edges if edge.condition is None])
     colour: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = 1
-        path.append(node)
-        for following in successors.get(node, ()):
-            if colour.get(following) == 1:
+    for root in nodes:
+        if root in colour:
+            continue
+        colour[root] = 1
+        path = [root]
+        stack = [iter(successors.get(root, ()))]
+        while stack:
+            following = next(stack[-1], None)
+            if following is None:
+                stack.pop()
+                colour[path.pop()] = 2
+            elif colour.get(following) == 1:
                 return [*path[path.index(following):], following]
-            if following not in colour:
-                found = visit(following)
-                if found:
-                    return found
-        colour[node] = 2
-        path.pop()
-        return None
-
-    for node in nodes:
-        if node not in colour:
-            found = visit(node)
-            if found:
-                return found
+            elif following not in colour:
+                colour[following] = 1
+                path.append(following)
+                stack.append(iter(successors.get(following, ())))
     return None
 
 
@@ -346,11 +356,24 @@ def _check_shape(nodes: Mapping[str, GraphNode], edges: Sequence[GraphEdge]) -> 
         raise DefinitionError(f"graph: the cycle {' → '.join(cycle)} has no condition on any of its edges "
                               "(it would never end)")
     joins: dict[str, str] = {}
+    outgoing = _outgoing(edges)
     for source in (GRAPH_START, *nodes):
-        out = [edge for edge in edges if edge.source == source]
+        out = outgoing.get(source, [])
         if out and out[0].parallel and len(out) > 1:
             joins[source] = _join(source, [edge.target for edge in out], successors, list(nodes))
     return joins
+
+
+def _check_fan_out_steps(joins: Mapping[str, str], edges: Sequence[GraphEdge], max_steps: int) -> None:
+    """A fan-out wider than ``maxSteps`` allows could never finish: its branches (one visit each at
+    least) and the join would be cut by the step budget, and the run would end with no answer."""
+    outgoing = _outgoing(edges)
+    for source in joins:
+        width = len(outgoing[source])
+        if width + 1 > max_steps:
+            label = "START" if source == GRAPH_START else f"node '{source}'"
+            raise DefinitionError(f"graph {label}: its {width} parallel branches and their join take at least "
+                                  f"{width + 1} node visits, more than maxSteps ({max_steps})")
 
 
 def parse_graph(data: Any, refs: GraphRefs) -> GraphDefinition:
@@ -375,9 +398,10 @@ def parse_graph(data: Any, refs: GraphRefs) -> GraphDefinition:
     edges = _edges(raw, nodes)
     _check_outgoing(nodes, edges)
     joins = _check_shape(nodes, edges)
+    _check_fan_out_steps(joins, edges, raw.max_steps)
     answer = compile_template(raw.answer, "graph answer", inputs=input_names) if raw.answer is not None else None
     return GraphDefinition(inputs=inputs, state=state, nodes=nodes, edges=edges, answer=answer,
                            max_steps=raw.max_steps, joins=joins)
 
 
-__all__ = ["DEFAULT_MAX_STEPS", "SUB_RUN_MODES", "GraphRefs", "RawGraph", "parse_graph"]
+__all__ = ["DEFAULT_MAX_STEPS", "MAX_STEPS_LIMIT", "SUB_RUN_MODES", "GraphRefs", "RawGraph", "parse_graph"]

@@ -10,6 +10,7 @@ is a ``DefinitionError`` whose message starts with ``line N, column M:``.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from typing import Any
 
@@ -19,6 +20,11 @@ from app.errors import DefinitionError
 
 _TRIPLE = '"""'
 _PROMPT_KEY = "systemprompt"
+#: where the plain copying stops: a string, a comment or a closing bracket (a trailing comma) may start
+_SPECIAL = re.compile(r'["/}\]]')
+#: inside a string: its end, an escape, or a newline (an unterminated string)
+_IN_STRING = re.compile(r'["\\\n]')
+_NOT_NEWLINE = re.compile(r"[^\n]")
 
 
 def _position(text: str, index: int) -> tuple[int, int]:
@@ -72,6 +78,13 @@ def preprocess(text: str) -> str:
     i = 0
     n = len(text)
     while i < n:
+        # everything up to the next quote, slash or closing bracket is copied as it is (in C, not per character)
+        found = _SPECIAL.search(text, i)
+        stop = found.start() if found is not None else n
+        if stop > i:
+            out.extend(text[i:stop])
+            i = stop
+            continue
         ch = text[i]
         if text.startswith(_TRIPLE, i):
             key = _key_before(out, last_string_end, last_string)
@@ -91,14 +104,17 @@ def preprocess(text: str) -> str:
         if ch == '"':
             start = i
             i += 1
-            while i < n and text[i] != '"':
-                if text[i] == "\\":
-                    i += 1
-                elif text[i] == "\n":
+            while True:
+                inner = _IN_STRING.search(text, i)
+                if inner is None:
                     raise _error(text, start, "unterminated string")
-                i += 1
-            if i >= n:
-                raise _error(text, start, "unterminated string")
+                i = inner.start()
+                if text[i] == "\\":
+                    i += 2
+                    continue
+                if text[i] == "\n":
+                    raise _error(text, start, "unterminated string")
+                break
             i += 1
             out.extend(text[start:i])
             last_string = text[start + 1 : i - 1]
@@ -114,7 +130,8 @@ def preprocess(text: str) -> str:
             end = text.find("*/", i + 2)
             if end < 0:
                 raise _error(text, i, "unterminated /* comment")
-            out.extend(c if c == "\n" else " " for c in text[i : end + 2])
+            block = text[i : end + 2]
+            out.extend(_NOT_NEWLINE.sub(" ", block))
             i = end + 2
             continue
         if ch in "}]":

@@ -23,14 +23,13 @@ from app.catalog.definitions import (
     ToolDefinition,
     ViewportDefinition,
 )
-from app.catalog._edge import read_object
+from app.catalog._edge import read_object, rejection_reason
 from app.catalog.mcp import McpTools
 from app.catalog.models import is_group_file, parse_group, parse_model
 from app.catalog.skills import load_skill
 from app.catalog.tools import load_tool_file, tool_kind
 from app.catalog.viewports import load_viewport, viewport_type
 from app.config import Settings
-from app.errors import DefinitionError
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +86,15 @@ def load_models(settings: Settings, rejections: _Rejections) -> dict[str, ModelD
                 groups.append((path, data))
                 continue
             models[path.stem] = parse_model(data, path.stem, providers, source=path)
-        except DefinitionError as exc:
-            rejections.add("model", path, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad file is that file's rejection
+            rejections.add("model", path, rejection_reason(exc))
     plain = dict(models)
     group_keys = frozenset(path.stem for path, _ in groups)
     for path, data in groups:
         try:
             models[path.stem] = parse_group(data, path.stem, plain, source=path, group_keys=group_keys)
-        except DefinitionError as exc:
-            rejections.add("model", path, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad file is that file's rejection
+            rejections.add("model", path, rejection_reason(exc))
     return models
 
 
@@ -106,8 +105,8 @@ def load_tools(settings: Settings, rejections: _Rejections) -> dict[str, ToolDef
             continue
         try:
             loaded = load_tool_file(path)
-        except DefinitionError as exc:
-            rejections.add("tool", path, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad file is that file's rejection
+            rejections.add("tool", path, rejection_reason(exc))
             continue
         for problem in loaded.problems:
             rejections.add("tool", path, problem)
@@ -133,8 +132,8 @@ def load_skills(settings: Settings, rejections: _Rejections) -> dict[str, SkillD
             continue
         try:
             skill = load_skill(folder)
-        except DefinitionError as exc:
-            rejections.add("skill", folder / "SKILL.md", exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad file is that file's rejection
+            rejections.add("skill", folder / "SKILL.md", rejection_reason(exc))
             continue
         first = skills.get(skill.id)
         if first is not None:
@@ -156,8 +155,8 @@ def load_viewports(settings: Settings, rejections: _Rejections) -> dict[str, Vie
             continue
         try:
             viewport = load_viewport(path, folder)
-        except DefinitionError as exc:
-            rejections.add("viewport", path, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad file is that file's rejection
+            rejections.add("viewport", path, rejection_reason(exc))
             continue
         first = viewports.get(viewport.key)
         if first is not None:

@@ -159,8 +159,12 @@ class CatalogManager:
         with self._reload_lock:
             current = fingerprint(self.folders)
             mcp = self._mcp_tools() if self._mcp_tools is not None else None
-            catalog = build_catalog(self.settings, self.builtin_tools, version=self._snapshot.version + 1, mcp=mcp)
-            self._fingerprint = current
+            try:
+                catalog = build_catalog(self.settings, self.builtin_tools, version=self._snapshot.version + 1,
+                                        mcp=mcp)
+            finally:
+                # a failed build is not retried until the files change again (it would fail the same way)
+                self._fingerprint = current
             self._snapshot = catalog
         logger.info(
             "catalog v%d: %d agents, %d models, %d tools, %d skills, %d viewports, %d rejected",
@@ -173,6 +177,17 @@ class CatalogManager:
             len(catalog.rejections),
         )
         return catalog
+
+    def _reload_logged(self, only_if_changed: bool = False) -> None:
+        """``reload()`` (or ``reload_if_changed()``) for the watcher and the rescan: a failed build is
+        logged and the current snapshot stays live, so hot reload goes on with the next change."""
+        try:
+            if only_if_changed:
+                self.reload_if_changed()
+            else:
+                self.reload()
+        except Exception:
+            logger.exception("catalog reload failed; catalog v%d stays live", self._snapshot.version)
 
     def reload_if_changed(self) -> bool:
         """Rebuild only when the folders' fingerprint changed; True when it rebuilt."""
@@ -227,7 +242,7 @@ class CatalogManager:
                     ignore_permission_denied=True,
                 ):
                     logger.debug("definition change: %s", sorted(path for _, path in changes))
-                    await asyncio.to_thread(self.reload)
+                    await asyncio.to_thread(self._reload_logged)
             except (OSError, RuntimeError) as exc:
                 logger.warning("file watcher failed (%s); relying on the periodic rescan", exc)
                 await self._wait_restart()
@@ -256,4 +271,4 @@ class CatalogManager:
             await asyncio.sleep(interval)
             if self._existing_folders() != self._watched:
                 self._restart_watch.set()
-            await asyncio.to_thread(self.reload_if_changed)
+            await asyncio.to_thread(self._reload_logged, True)

@@ -442,3 +442,84 @@ async def test_a_fork_cancelled_while_its_lines_wait_on_the_writer_thread_leaves
     finally:
         gate.set()
         store.close()
+
+
+def _routers(state: dict[str, Any], nodes: list[dict[str, Any]], pairs: list[tuple[str, str]],
+             answer: str, **extra: Any) -> dict[str, Any]:
+    edges = [{"from": a, "to": b} for a, b in pairs]
+    return {"name": "g", "modelConfig": {"modelKey": "fake-openai"}, "mode": "GRAPH",
+            "graph": {"state": state, "nodes": nodes, "answer": answer, "edges": extra.get("edges", []) + edges}}
+
+
+def _answer(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "content.delta")
+
+
+async def test_fork_inside_a_parallel_branch_is_refused_naming_where_to_fork_instead(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A restart at one branch of a fan-out ran that branch alone: the sibling's result was lost."""
+    write_agent(deploy, "par", _routers(
+        {"x": {"type": "string"}, "y": {"type": "string"}},
+        [{"name": "a", "kind": "router", "update": {"x": "'X'"}}, {"name": "b", "kind": "router", "update": {"y": "'Y'"}},
+         {"name": "j", "kind": "router"}],
+        [("a", "j"), ("b", "j"), ("j", "END")], "x=${state.x} y=${state.y}",
+        edges=[{"from": "START", "to": "a", "parallel": True}, {"from": "START", "to": "b", "parallel": True}]))
+    gw = start_gateway()
+    events = await ask(client, gw, "go", agent_key="par")
+    chat_id, run_id = events[0]["chatId"], run_id_of(events)
+    chats_before = sorted(p.name for p in (deploy / "chats").iterdir())
+    for node in ("a", "b"):
+        envelope = await fork(client, gw, {"chatId": chat_id, "runId": run_id, "node": node}, status=400)
+        assert f"node '{node}' runs in a parallel branch of START's fan-out" in envelope["msg"]
+        assert "Fork from 'j' (where they meet) instead" in envelope["msg"]
+    assert sorted(p.name for p in (deploy / "chats").iterdir()) == chats_before
+    data = (await fork(client, gw, {"chatId": chat_id, "runId": run_id, "node": "j"}))["data"]
+    resumed = await ask(client, gw, "go", chat_id=data["chatId"], agent_key="par")
+    assert [e["taskId"] for e in resumed if e["type"] == "task.start"] == ["j"]
+    assert _answer(resumed) == "x=X y=Y"
+
+
+def _agent_a(with_show: bool = True) -> dict[str, Any]:
+    nodes = [{"name": "load", "kind": "router", "update": {"secret": "'A-private'"}}]
+    nodes += [{"name": "show", "kind": "router"}] if with_show else []
+    pairs = [("START", "load"), ("load", "show"), ("show", "END")] if with_show else [("START", "load"), ("load", "END")]
+    return _routers({"secret": {"type": "string"}}, nodes, pairs, "A says ${state.secret}")
+
+
+async def test_attack_fork_resume_is_for_a_real_node_of_the_forked_agent_only(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """``node: "END"`` or an unknown node was accepted and silently dropped, and the pending restart
+    was applied to whichever GRAPH agent ran next in the chat (with the other agent's state)."""
+    write_agent(deploy, "ga", _agent_a())
+    write_agent(deploy, "gb", _routers(
+        {"secret": {"type": "string", "initial": "B-default"}},
+        [{"name": "init", "kind": "router", "update": {"secret": "'B-computed'"}}, {"name": "show", "kind": "router"}],
+        [("START", "init"), ("init", "show"), ("show", "END")], "B says ${state.secret}"))
+    gw = start_gateway()
+    events = await ask(client, gw, "go", agent_key="ga")
+    chat_id, run_id = events[0]["chatId"], run_id_of(events)
+    for node, needle in (("END", "'END' is not a node a run can restart at"),
+                         ("START", "'START' is not a node a run can restart at"),
+                         ("ghost", "the graph has no node 'ghost'")):
+        envelope = await fork(client, gw, {"chatId": chat_id, "runId": run_id, "node": node}, status=400)
+        assert f"cannot fork from node '{node}' of agent 'ga': {needle}" in envelope["msg"]
+
+    forked = (await fork(client, gw, {"chatId": chat_id, "runId": run_id, "node": "show"}))["data"]["chatId"]
+    assert chat_lines(deploy, forked)[0]["resume"]["agentKey"] == "ga"
+    other = await ask(client, gw, "go", chat_id=forked, agent_key="gb")
+    assert [e["taskId"] for e in other if e["type"] == "task.start"] == ["init", "show"]
+    assert _answer(other) == "B says B-computed"
+
+    # the forked agent lost the node in a hot reload: its restart fails clearly, not silently from START
+    forked = (await fork(client, gw, {"chatId": chat_id, "runId": run_id, "node": "show"}))["data"]["chatId"]
+    write_agent(deploy, "ga", _agent_a(with_show=False))
+    for _ in range(400):
+        graph = (await client.get(f"{gw.url}/api/ap/agent", params={"agentKey": "ga"})).json()["data"]["graph"]
+        if len(graph["nodes"]) == 1:
+            break
+        await asyncio.sleep(0.025)
+    failed = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "ga", "message": "go", "chatId": forked})
+    assert failed[-1]["type"] == "run.error" and failed[-1]["error"]["code"] == "graph_fork_invalid"
+    assert "the graph has no node 'show'" in failed[-1]["error"]["message"]

@@ -172,3 +172,45 @@ async def test_stop_is_clean_and_idempotent(deploy: Deployment) -> None:
     deploy.write("models/m1.json", model_file("m1"))
     await asyncio.sleep(0.3)
     assert manager.snapshot.models == {}
+
+
+async def test_attack_hostile_file_does_not_stop_hot_reload(running: CatalogManager, deploy: Deployment) -> None:
+    """An ``update`` of 1+1+…+1 once raised RecursionError out of the build: the watcher and the
+    rescan died and nothing reloaded again, not even after the file was removed."""
+    hostile = {"mode": "GRAPH", "modelConfig": {"modelKey": "m1"}, "graph": {
+        "nodes": [{"name": "a", "kind": "router", "update": {"n": "+".join(["1"] * 5000)}}],
+        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}}
+    deploy.write("agents/hostile.json", hostile)
+    snapshot = await wait_for(running, lambda c: any(r.file == "agents/hostile.json" for r in c.rejections))
+    assert "update.n" in snapshot.rejections[0].reason and "nested too deeply" in snapshot.rejections[0].reason
+    assert list(snapshot.agents) == ["first"]
+    (deploy.base / "agents" / "hostile.json").unlink()
+    deploy.write("agents/second.json", AGENT)
+    snapshot = await wait_for(running, lambda c: "second" in c.agents and not c.rejections)
+
+
+async def test_a_failing_reload_is_logged_and_the_watchers_go_on(
+    running: CatalogManager, deploy: Deployment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a build raises, the watcher and the rescan log it and keep the last snapshot live."""
+    import app.catalog.manager as manager_module
+
+    real_build = manager_module.build_catalog
+
+    def build(*args: object, **kwargs: object) -> Catalog:
+        if (deploy.base / "agents" / "boom.json").exists():
+            raise RuntimeError("injected build failure")
+        return real_build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(manager_module, "build_catalog", build)
+    deploy.write("agents/boom.json", AGENT)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while "catalog reload failed" not in caplog.text:
+        assert loop.time() < deadline, "the failed reload was not logged"
+        await asyncio.sleep(0.05)
+    assert list(running.snapshot.agents) == ["first"]
+    (deploy.base / "agents" / "boom.json").unlink()
+    deploy.write("agents/second.json", AGENT)
+    await wait_for(running, lambda c: sorted(c.agents) == ["first", "second"], timeout=5)
+    assert all(not task.done() for task in running._tasks)

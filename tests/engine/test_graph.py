@@ -550,3 +550,30 @@ async def test_missing_or_mistyped_inputs_end_the_run_before_any_node(
     wrong = await _query(client, gw, "linear", params={"city": 42})
     assert wrong[-1]["error"]["code"] == "graph_input_invalid"
     assert upstream.requests == []
+
+
+async def test_attack_state_blowups_fail_the_node_with_a_clear_code(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """An int past 64 bits in the state broke the checkpoint writer (``internal_error``), and
+    ``[state.l, state.l]`` doubled the state on every visit until the gateway ran out of memory."""
+    write_agent(deploy, "bigint", graph_agent({
+        "state": {"n": {"type": "integer", "initial": 3}},
+        "nodes": [{"name": "square", "kind": "router", "update": {"n": "state.n * state.n"}}],
+        "edges": edges(("START", "square"), ("square", "square", "state.n > 0"), ("square", "END")),
+    }))
+    write_agent(deploy, "double", graph_agent({
+        "state": {"l": {"type": "array", "initial": [1, 2, 3, 4]}},
+        "nodes": [{"name": "grow", "kind": "router", "update": {"l": "[state.l, state.l]"}}],
+        "edges": edges(("START", "grow"), ("grow", "grow", "true"), ("grow", "END")),
+    }))
+    gw = start_gateway()
+    for key, node, visits, reason in (("bigint", "square", 6, "outside the 64-bit range"),
+                                      ("double", "grow", 15, "more than 100000 values")):
+        events = await _query(client, gw, key)
+        failed = of_type(events, "task.fail")
+        assert [e["taskId"] for e in failed] == [f"{node}#{visits}"]
+        assert failed[0]["error"]["code"] == "graph_expression_failed" and reason in failed[0]["error"]["message"]
+        assert events[-1]["type"] == "run.error" and events[-1]["error"]["code"] == "graph_node_failed"
+        steps = graph_steps(chat_lines(deploy, events[0]["chatId"]))
+        assert steps[-1]["status"] == "failed" and steps[-1]["taskId"] == f"{node}#{visits}"

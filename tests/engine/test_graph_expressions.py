@@ -100,3 +100,31 @@ def test_templates_that_do_not_parse_do_not_load(template: str, reason: str) -> 
     with pytest.raises(DefinitionError) as caught:
         compile_template(template, "node 'a' prompt", inputs=["topic", "n"])
     assert reason in caught.value.message
+
+
+@pytest.mark.parametrize(("source", "reason"), [
+    ("'%400000000d' % 1", "text cannot be formatted with it"),
+    ("len('%.400000000f' % 1.5)", "text cannot be formatted with it"),
+    ("state.big * state.big", "outside the 64-bit range"),
+    ("-state.big * 2", "outside the 64-bit range"),
+    ("float('nan')", "nan, which is not a JSON number"),
+    ("float('inf') * -1", "-inf, which is not a JSON number"),
+    ("[state.l, state.l]", "more than 100000 values"),
+    ("[state.text, state.text, state.text]", "more than 1000000 characters"),
+    ("[state.deep]", "nests more than 64 levels"),
+])
+def test_attack_expression_results_are_bounded_json(source: str, reason: str) -> None:
+    """``%`` formatting built 400 MB from 30 bytes; results too big, deep or not JSON (an int past
+    64 bits broke the checkpoint writer) fail the expression instead of the gateway."""
+    deep: Any = []
+    for _ in range(64):
+        deep = [deep]
+    scope = {"state": {"big": 2**63 - 1, "l": list(range(60_000)), "text": "x" * 400_000, "deep": deep}}
+    with pytest.raises(ExpressionError) as caught:
+        compile_expression(source, "test").evaluate(scope)
+    assert caught.value.message.startswith(f"'{source}' failed: ") and reason in caught.value.message
+
+
+def test_numbers_still_have_a_remainder() -> None:
+    assert compile_expression("state.n % 7", "t").evaluate({"state": {"n": 23}}) == 2
+    assert compile_expression("[state.n, 1.5]", "t").evaluate({"state": {"n": 2**64 - 1}}) == [2**64 - 1, 1.5]

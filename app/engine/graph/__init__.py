@@ -4,7 +4,7 @@
 node checkpoint (SPEC §20 fork).
 """
 
-from app.engine.graph.checkpoints import GraphResume, resume_point
+from app.engine.graph.checkpoints import GraphResume, fork_refusal, resume_point
 from app.engine.graph.executor import run_graph
 
-__all__ = ["GraphResume", "resume_point", "run_graph"]
+__all__ = ["GraphResume", "fork_refusal", "resume_point", "run_graph"]

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.catalog.definitions import GRAPH_END, GRAPH_START, GraphDefinition
 from app.contract.events import now_ms
 from app.engine.context import RunContext
 
@@ -92,4 +93,38 @@ def resume_point(lines: Sequence[Mapping[str, Any]], run_id: str, node: str, *, 
     return GraphResume(node=node, state=merged, inputs=dict(inputs or {}), message=message)
 
 
-__all__ = ["STAGE", "GraphResume", "graph_lines", "resume_point", "write_checkpoint"]
+def _branch_nodes(graph: GraphDefinition, source: str, join: str) -> set[str]:
+    """The nodes of the parallel branches of ``source``'s fan-out: reached from its targets before ``join``."""
+    seen: set[str] = set()
+    stack = [edge.target for edge in graph.edges_from(source)]
+    while stack:
+        name = stack.pop()
+        if name in seen or name in (join, GRAPH_END):
+            continue
+        seen.add(name)
+        stack.extend(edge.target for edge in graph.edges_from(name))
+    return seen
+
+
+def fork_refusal(graph: GraphDefinition, node: str) -> str | None:
+    """Why a run of ``graph`` cannot restart at ``node`` (SPEC §20 fork), or ``None`` when it can.
+
+    A restart must be at a node of the graph, and not inside a parallel branch: the run would walk
+    that one branch to the join and never run its siblings, whose results the join expects."""
+    if node in (GRAPH_START, GRAPH_END):
+        return f"'{node}' is not a node a run can restart at; fork from one of the graph's nodes"
+    if node not in graph.nodes:
+        return f"the graph has no node '{node}'"
+    for source, join in graph.joins.items():
+        if node not in _branch_nodes(graph, source, join):
+            continue
+        options = [f"'{source}' (where the branches start)"] if source != GRAPH_START else []
+        options += [f"'{join}' (where they meet)"] if join != GRAPH_END else []
+        instead = " or ".join(options) if options else "before the run (without node)"
+        label = "START" if source == GRAPH_START else f"'{source}'"
+        return (f"node '{node}' runs in a parallel branch of {label}'s fan-out; restarting there would not run "
+                f"the other branches. Fork from {instead} instead")
+    return None
+
+
+__all__ = ["STAGE", "GraphResume", "fork_refusal", "graph_lines", "resume_point", "write_checkpoint"]

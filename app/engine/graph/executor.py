@@ -43,7 +43,7 @@ from app.catalog.expressions import ExpressionError, as_text
 from app.contract import events as ev
 from app.contract.events import now_ms
 from app.engine.context import Plan, PlanTask, RunContext
-from app.engine.graph.checkpoints import GraphResume, write_checkpoint
+from app.engine.graph.checkpoints import GraphResume, fork_refusal, write_checkpoint
 from app.engine.graph.context import NodeContext
 from app.engine.graph.nodes import NodeFailed, NodeResult, run_node
 from app.engine.ids import msg_id, plan_id
@@ -354,8 +354,18 @@ class GraphRun:
         """SPEC §20: the node checkpoint a fork from a node left for the chat's next run (``app.memory.fork``)."""
         lines = await asyncio.to_thread(self.ctx.services.chats.read_lines, self.ctx.chat_id)
         found = pending_resume(lines)
-        if found is None or found.get("node") not in self.graph.nodes:
+        if found is None:
             return None
+        agent_key = found.get("agentKey")
+        if agent_key is None:  # a fork line written before forks named their agent
+            if found.get("node") not in self.graph.nodes:
+                return None
+        elif agent_key != self.ctx.agent.key:
+            return None  # the restart is for the forked run's agent only
+        else:
+            refusal = fork_refusal(self.graph, str(found.get("node")))
+            if refusal is not None:  # the agent changed since the fork (hot reload)
+                raise RunFailed(f"cannot restart at the fork's node: {refusal}", error_code="graph_fork_invalid")
         state, inputs, message = found.get("state"), found.get("inputs"), found.get("message")
         return GraphResume(node=str(found["node"]), state=state if isinstance(state, dict) else {},
                            inputs=inputs if isinstance(inputs, dict) else {},
