@@ -709,3 +709,50 @@ async def test_a_viewport_growing_while_scrolled_out_of_sight_still_gets_its_hei
     await frame.evaluate("f => f.contentWindow.postMessage({type: 'viewport_init', data: {px: 420}}, '*')")
     await expect(page.frame_locator(".content iframe.viewport").locator("#root")).to_have_text("grown to 420")
     await expect(frame).to_have_css("height", "420px")
+
+
+async def test_attack_console_cannot_be_framed_by_another_origin(
+    deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient, browser: Browser
+) -> None:
+    """With auth off, a page on another origin framed the console invisibly: the user's clicks on
+    that page answered a waiting frontend tool through the frame, whose requests come from the
+    gateway's own origin (the cross-site guard refuses the page's own). The console now refuses
+    to be framed by another origin."""
+    import http.server
+    import socketserver
+    import threading
+
+    write_agent(deploy, "alpha", agent(name="Alpha helper"))
+    gw = start_gateway()
+    for path in ("/", "/console/console.js"):
+        headers = (await client.get(gw.url + path)).headers
+        assert "frame-ancestors 'self'" in headers["content-security-policy"], path
+        assert headers["x-frame-options"] == "SAMEORIGIN", path
+    framing = f'<iframe id="console" src="{gw.url}/" width="900" height="600"></iframe>'.encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(framing)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = socketserver.TCPServer(("127.0.0.2", 0), Attacker)  # another origin than the gateway's 127.0.0.1
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = await browser.new_context()
+    try:
+        tab = await context.new_page()
+        loaded = asyncio.get_running_loop().create_future()
+        tab.on("framenavigated", lambda frame: frame.parent_frame and not loaded.done() and loaded.set_result(frame))
+        await tab.goto(f"http://127.0.0.2:{server.server_address[1]}/")
+        frame = await asyncio.wait_for(loaded, WAIT_MS / 1000)
+        await tab.wait_for_load_state("load")
+        # a refused frame holds the browser's error page, never the console's picker
+        assert await frame.evaluate("document.querySelectorAll('#agent').length") == 0
+    finally:
+        await context.close()
+        server.shutdown()
+        server.server_close()
