@@ -208,8 +208,11 @@ class AguiTranslator:
     response (the gateway run goes on waiting). ``ended`` is true after the terminal event.
     """
 
-    def __init__(self, thread_id: str) -> None:
+    def __init__(self, thread_id: str, state: Any = None) -> None:
         self.thread_id = thread_id
+        #: the client's own state (``RunAgentInput.state``): a snapshot replaces the whole state,
+        #: so the plan's snapshot carries the client's keys too
+        self.state: dict[str, Any] = dict(state) if isinstance(state, dict) else {}
         self.run_id = ""
         self.ended = False
         #: text and reasoning messages started and not ended
@@ -337,7 +340,7 @@ class AguiTranslator:
                 return [ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id,
                                             content=_result_text(result), role="tool", timestamp=at)]
             case ev.PlanCreate(plan=plan) | ev.PlanUpdate(plan=plan):
-                return [StateSnapshotEvent(snapshot={"plan": plan}, timestamp=at)]
+                return [StateSnapshotEvent(snapshot={**self.state, "plan": plan}, timestamp=at)]
             case ev.TaskStart(task_id=task_id, description=description):
                 self._steps[task_id] = None
                 self._turn_message = None
@@ -375,8 +378,8 @@ class AguiTranslator:
                                   timestamp=at)
 
 
-def resume_after(thread_id: str, logged: Iterable[Stamped],
-                 tool_call_ids: Iterable[str]) -> tuple[AguiTranslator, int] | None:
+def resume_after(thread_id: str, logged: Iterable[Stamped], tool_call_ids: Iterable[str],
+                 state: Any = None) -> tuple[AguiTranslator, int] | None:
     """Replay a run's logged events to the pause that waits for one of ``tool_call_ids``.
 
     Returns the translator in the state it had there (open tasks, client calls) and the
@@ -384,7 +387,7 @@ def resume_after(thread_id: str, logged: Iterable[Stamped],
     any of them (an unknown call, or not a client tool call of this run).
     """
     wanted = set(tool_call_ids)
-    translator = AguiTranslator(thread_id)
+    translator = AguiTranslator(thread_id, state)
     for stamped in logged:
         translator.translate(stamped)
         if translator.paused:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 from ag_ui.core import BaseEvent, RunAgentInput
 from ag_ui.encoder import EventEncoder
@@ -71,14 +71,14 @@ async def run_agent(request: Request) -> Response:
     thread_id = check_key(body.thread_id, "threadId")
     turn = read_turn(body)
     if isinstance(turn, ToolAnswers):
-        return await _answer(gateway, streams_of(request), agent_key, thread_id, body.run_id, turn, user)
+        return await _answer(gateway, streams_of(request), agent_key, thread_id, body.run_id, turn, user, body.state)
     try:
         run = await _start(gateway, agent_key, thread_id, turn, user, request.headers.get("traceparent"))
     except RunLimitExceeded as exc:
         refused = fail(exc.status, exc.code, exc.message)
         refused.headers["Retry-After"] = str(exc.retry_after_seconds)
         return refused
-    return _stream(streams_of(request), gateway, run, AguiTranslator(thread_id), body.run_id, after=0)
+    return _stream(streams_of(request), gateway, run, AguiTranslator(thread_id, body.state), body.run_id, after=0)
 
 
 async def _start(gateway: Gateway, agent_key: str, thread_id: str, turn: UserTurn, user: str,
@@ -101,8 +101,8 @@ async def _abandon_client_wait(runs: RunService, thread_id: str, user: str) -> N
         await runs.interrupt(live.run_id, user)
 
 
-async def _answer(gateway: Gateway, streams: StreamShutdown, agent_key: str, thread_id: str, client_run_id: str, turn: ToolAnswers,
-                  user: str) -> Response:
+async def _answer(gateway: Gateway, streams: StreamShutdown, agent_key: str, thread_id: str, client_run_id: str,
+                  turn: ToolAnswers, user: str, state: Any) -> Response:
     runs = gateway.runs
     ids = ", ".join(turn.tool_call_ids)
     try:
@@ -112,7 +112,7 @@ async def _answer(gateway: Gateway, streams: StreamShutdown, agent_key: str, thr
                         "the run ended, its wait timed out, or the thread is unknown")
     if run.agent_key != agent_key:
         raise RequestError(f"thread {thread_id} is running agent {run.agent_key}, not {agent_key}")
-    found = resume_after(thread_id, await _logged(runs, run), turn.tool_call_ids)
+    found = resume_after(thread_id, await _logged(runs, run), turn.tool_call_ids, state)
     if found is None:
         return _refused(thread_id, client_run_id, f"run {run.run_id} of thread {thread_id} is not waiting for "
                         f"tool call(s) {ids}")
