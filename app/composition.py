@@ -22,7 +22,7 @@ from app.api.app import create_app
 from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level, fail, log_unknown_keys
 from app.config import Settings, load_settings
 from app.gateway import Gateway
-from app.sidecar.server import ExtraService, run_sidecar
+from app.sidecar.server import SHUTDOWN_GRACE_S, ExtraService, run_sidecar
 from app.sidecar.stdio import take_stdout
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ def sidecar(
     log_level: LogLevelOption = None,
     http_port: Annotated[int | None, typer.Option(
         "--http-port", help="Also serve the HTTP API of the same gateway on 127.0.0.1:PORT.")] = None,
+    shutdown_grace: Annotated[float, typer.Option(
+        "--shutdown-grace", min=0, help="Seconds requests may take to answer after EOF or SIGTERM (their runs are "
+        "cancelled first); then each is cancelled and answered with a -32000 error.")] = SHUTDOWN_GRACE_S,
 ) -> int:
     """Run the gateway as JSON-RPC 2.0 over stdin/stdout (SPEC §10)."""
     effective_log_level(ctx)  # logs go to stderr
@@ -77,7 +80,7 @@ def sidecar(
     settings = load_settings(deployment_dir(ctx, dir))
     log_unknown_keys(settings.base_dir)
     services = [http_api(settings, http_port)] if http_port is not None else []
-    return asyncio.run(run_sidecar(settings, out, extra_services=services))
+    return asyncio.run(run_sidecar(settings, out, extra_services=services, shutdown_grace_s=shutdown_grace))
 
 
 def add_sidecar_command(app: typer.Typer) -> None:

@@ -207,6 +207,45 @@ async def test_eof_cancels_running_runs_flushes_memory_and_exits_zero(
     assert all(m.get("jsonrpc") == "2.0" for m in sidecar.log)
 
 
+@pytest.mark.parametrize("grace", [None, "0"])
+async def test_query_racing_eof_is_refused_or_cancelled_and_always_answered(
+    deploy: Path, upstream: FakeUpstream, tmp_path: Path, grace: str | None
+) -> None:
+    """A query written right before EOF (the app sends a last request and closes the pipe) was
+    still looking up its chat when the shutdown cancelled the live runs: its run started
+    afterwards, called the model, and was cut at the end of the grace without any reply. Now the
+    start is refused once the gateway closes, and a request still unanswered when the grace ends
+    (``--shutdown-grace 0``: nearly every request still open) is answered with -32000 all the same."""
+    upstream.enqueue(text_script(["first"]), [Text("running"), Gate("never"), Finish("stop")],
+                     [Text("late"), Gate("never"), Finish("stop")])
+    args = ("--shutdown-grace", grace) if grace is not None else ()
+    sidecar = await SidecarProcess(deploy, tmp_path / "sidecar.stderr", extra_args=args).start()
+    try:
+        chat_id = (await sidecar.result("agent.query", {"agentKey": "plain", "message": "hi"}))["chatId"]
+        running = await sidecar.send("agent.query", {"agentKey": "plain", "message": "x", "requestId": "running"})
+        while (await sidecar.next_event("running"))["type"] != "content.delta":
+            pass
+        big = tmp_path / "big.bin"
+        with big.open("wb") as file:  # copied on a thread: not done by the next loop iteration
+            file.truncate(16 * 1024 * 1024)
+        upload = await sidecar.send("chat.upload", {"path": str(big), "chatId": chat_id})
+        late = await sidecar.send("agent.query", {"chatId": chat_id, "message": "more", "requestId": "late"})
+        assert await sidecar.close_stdin() == 0, sidecar.stderr_text()
+        replies = (running, upload, late)
+        assert all(reply.done() for reply in replies), sidecar.stderr_text()  # answered before the process ended
+        for message in (reply.result() for reply in replies):
+            if "error" in message:
+                assert message["error"]["code"] == -32000 and "shutting down" in message["error"]["message"]
+                assert message["error"]["data"] == {"code": 5031, "status": 503}
+            else:
+                assert message["result"].get("status", "cancel") == "cancel", message
+        if grace == "0":  # the upload's copy and commit take longer than no grace at all
+            assert "did not finish within the shutdown grace" in upload.result()["error"]["message"]
+        assert len(upstream.requests) == 2  # the late query never reached the model
+    finally:
+        await sidecar.stop()
+
+
 # -- parity with the HTTP endpoint ------------------------------------------------------
 
 _IDS = ("runId", "chatId", "requestId", "contentId", "reasoningId", "toolId", "timestamp", "traceId")
