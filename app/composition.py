@@ -22,6 +22,7 @@ from app.api.app import create_app
 from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level, fail, log_unknown_keys
 from app.config import Settings, load_settings
 from app.gateway import Gateway
+from app.logs import queue_stderr_logging
 from app.sidecar.server import SHUTDOWN_GRACE_S, ExtraService, run_sidecar
 from app.sidecar.stdio import take_stdout
 
@@ -77,10 +78,14 @@ def sidecar(
         out = take_stdout()  # from here on only protocol lines reach the real stdout
     except OSError as exc:
         raise fail(f"stdout is not open ({exc.strerror}): the sidecar writes its JSON-RPC answers there", 2) from None
-    settings = load_settings(deployment_dir(ctx, dir))
-    log_unknown_keys(settings.base_dir)
-    services = [http_api(settings, http_port)] if http_port is not None else []
-    return asyncio.run(run_sidecar(settings, out, extra_services=services, shutdown_grace_s=shutdown_grace))
+    logs = queue_stderr_logging()  # a host that never reads stderr must not stop the event loop
+    try:
+        settings = load_settings(deployment_dir(ctx, dir))
+        log_unknown_keys(settings.base_dir)
+        services = [http_api(settings, http_port)] if http_port is not None else []
+        return asyncio.run(run_sidecar(settings, out, extra_services=services, shutdown_grace_s=shutdown_grace))
+    finally:
+        logs.close()
 
 
 def add_sidecar_command(app: typer.Typer) -> None:
