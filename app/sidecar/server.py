@@ -11,7 +11,7 @@
   stderr, and ``LineWriter`` is the single writer (from the event loop when stdout is a pipe
   or a socket of its own; the events already in a run's log go out in one write, one line each).
   The blocking mode the loop changes on stdin and stdout is put back when the sidecar stops.
-* EOF (or SIGTERM/SIGINT) shuts down cleanly: running runs are cancelled (their
+* EOF (or SIGTERM/SIGINT/SIGHUP) shuts down cleanly: running runs are cancelled (their
   queries answer with ``status: "cancel"``; a query still starting its run is refused
   with -32000), the remaining requests finish within the shutdown grace, and any request
   still unanswered then is cancelled and answered with a -32000 error; the gateway closes
@@ -245,7 +245,9 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_serv
     requests: Stdin | None = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP: the launcher's terminal or session went away; a clean stop, as SIGTERM (POSIX only)
+    hangup = getattr(signal, "SIGHUP", None)
+    for sig in (signal.SIGTERM, signal.SIGINT, *([hangup] if hangup is not None else [])):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     try:

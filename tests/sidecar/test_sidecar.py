@@ -4,6 +4,7 @@ models on a FakeUpstream in this process. Ordering is proven with gates, never w
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,29 @@ async def test_eof_cancels_running_runs_flushes_memory_and_exits_zero(
     assert '"status":"cancel"' in lines[-1].replace(" ", "")
     # stdout carried protocol lines only (the reader parsed every line as JSON-RPC)
     assert all(m.get("jsonrpc") == "2.0" for m in sidecar.log)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="SIGHUP is POSIX")
+async def test_sighup_shuts_down_cleanly_like_sigterm(
+    sidecar: SidecarProcess, upstream: FakeUpstream, deploy: Path
+) -> None:
+    """The launcher's terminal or session goes away: SIGHUP killed the sidecar at once, with no
+    reply and the run never recorded in chat memory."""
+    upstream.enqueue([Text("half"), Gate("never"), Finish("stop")])
+    reply = await sidecar.send("agent.query", {"agentKey": "plain", "message": "x", "requestId": "hup"})
+    chat_id = ""
+    while True:
+        event = await sidecar.next_event("hup")
+        chat_id = event.get("chatId", chat_id)
+        if event["type"] == "content.delta":
+            break
+    assert sidecar.proc is not None
+    sidecar.proc.send_signal(signal.SIGHUP)  # stdin stays open: the signal alone stops it
+    assert await asyncio.wait_for(sidecar.proc.wait(), 60) == 0, sidecar.stderr_text()
+    assert (await asyncio.wait_for(reply, 10))["result"]["status"] == "cancel"
+    lines = (deploy / "chats" / f"{chat_id}.json").read_text(encoding="utf-8").splitlines()
+    assert '"status":"cancel"' in lines[-1].replace(" ", "")
+    assert "sidecar: stopped" in sidecar.stderr_text()
 
 
 @pytest.mark.parametrize("grace", [None, "0"])
