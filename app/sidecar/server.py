@@ -189,7 +189,7 @@ class SidecarServer:
         return None if item.is_notification else reply
 
     async def _call(self, call: Call) -> Any:
-        handler = self._methods.handler(call.method)
+        handler = self._methods.handler(call.method, None if call.is_notification else call.id)
         if handler is None:
             raise RpcError(METHOD_NOT_FOUND, f"method not found: {call.method!r}",
                            {"methods": sorted(self._methods.names)})

@@ -176,6 +176,55 @@ async def test_bad_lines_get_errors_and_the_sidecar_goes_on(sidecar: SidecarProc
     assert (await sidecar.result("gateway.health"))["status"] == "UP"
 
 
+async def test_attack_nul_byte_in_an_upload_path_is_invalid_params_not_an_internal_error(
+    sidecar: SidecarProcess
+) -> None:
+    """SPEC §9 paths and §10 errors: ``os.open`` raised ValueError, answered -32603 with a traceback."""
+    reply = await sidecar.call("chat.upload", {"path": "/etc/hostname\u0000x"})
+    assert reply["error"]["code"] == -32602 and "NUL" in reply["error"]["message"], reply
+    assert "Traceback" not in sidecar.stderr_text()
+
+
+async def test_a_number_id_beyond_2_53_is_an_invalid_request_not_a_rounded_echo(sidecar: SidecarProcess) -> None:
+    """An integer past 64 bits parsed as a float and was echoed rounded: the host could not match it."""
+    await sidecar.write(b'{"jsonrpc":"2.0","id":18446744073709551617,"method":"gateway.health"}\n')
+    invalid = await sidecar.next_orphan()
+    assert invalid["id"] is None and invalid["error"]["code"] == -32600 and "2^53" in invalid["error"]["message"]
+    await sidecar.write(b'{"jsonrpc":"2.0","id":9007199254740992,"method":"gateway.health"}\n')  # 2^53 itself
+    assert (await sidecar.next_orphan())["id"] == 9007199254740992
+
+
+async def test_concurrent_queries_without_request_id_name_their_call_in_every_notification(
+    sidecar: SidecarProcess, upstream: FakeUpstream
+) -> None:
+    """Without ``requestId`` a notification's ``requestId`` is a runId the host has not seen yet
+    (the reply brings it): two queries at once could not be told apart. Each ``agent.event`` now
+    carries the call's JSON-RPC ``id`` too."""
+    upstream.enqueue([Text("one"), Gate("g1"), Finish("stop")], [Text("two"), Gate("g2"), Finish("stop")])
+
+    async def delta_of(call_id: object) -> str:
+        while True:
+            for message in sidecar.log:
+                params = message.get("params", {})
+                if (message.get("method") == "agent.event" and params["event"]["type"] == "content.delta"
+                        and params.get("id") == call_id):
+                    return str(params["event"]["delta"])
+            await asyncio.sleep(0.01)
+
+    first = await sidecar.send("agent.query", {"agentKey": "plain", "message": "a"}, request_id="call-1")
+    assert await asyncio.wait_for(delta_of("call-1"), 60) == "one"
+    second = await sidecar.send("agent.query", {"agentKey": "plain", "message": "b"}, request_id=2)
+    assert await asyncio.wait_for(delta_of(2), 60) == "two"
+    assert not first.done() and not second.done()
+    upstream.release("g1")
+    upstream.release("g2")
+    replies = [await asyncio.wait_for(reply, 60) for reply in (first, second)]
+    events = [m["params"] for m in sidecar.log if m.get("method") == "agent.event"]
+    for reply in replies:
+        mine = [e for e in events if e["id"] == reply["id"]]
+        assert mine and {e["requestId"] for e in mine} == {reply["result"]["requestId"]}
+
+
 async def test_scheduler_methods(sidecar: SidecarProcess) -> None:
     job = await sidecar.result("scheduler.add", {"jobId": "nightly", "agentKey": "plain", "message": "report",
                                                  "trigger": {"type": "cron", "expr": "0 3 * * *"}})
