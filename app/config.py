@@ -49,6 +49,12 @@ class ServerSettings(_Section):
     #: any proxy or client pool in front (nginx and AWS load balancers: 60 s), or a request it sends
     #: just as the gateway closes the connection is reset (uvicorn's own default is 5 s)
     keep_alive_seconds: int = Field(75, alias="keep-alive-seconds", ge=1)
+    #: with ``agent.auth.enabled: false``, the DNS names a request's ``Host`` may carry besides
+    #: ``localhost`` (IP literals always pass): ``gw.example.com``, ``*.example.com``, or ``*`` for
+    #: any; other names are refused with 403, so a web page cannot reach the gateway by DNS rebinding
+    allowed_hosts: list[str] = Field(default_factory=list, alias="allowed-hosts")
+
+    _lists = field_validator("allowed_hosts", mode="before")(_split_list)
 
 
 class FolderSettings(_Section):
@@ -490,6 +496,7 @@ class Settings(_Section):
 ENV_KEYS: Mapping[str, str] = {
     "SERVER_PORT": "server.port",
     "SERVER_HOST": "server.host",
+    "SERVER_ALLOWED_HOSTS": "server.allowed-hosts",
     "AGENT_EXTERNAL_DIR": "agent.catalog.external-dir",
     "AGENT_REFRESH_INTERVAL_MS": "agent.catalog.refresh-interval-ms",
     "AGENT_MODEL_EXTERNAL_DIR": "agent.model.external-dir",

@@ -104,7 +104,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None, *, lean_parse
     # before auth, and 401s carry CORS headers.
     app.add_middleware(AuthMiddleware, verifier=verifier, data_tokens=bool(settings.agent.chat_image_token.secret))
     if verifier is None:  # SPEC §9: with auth off, no other web site may change anything here
-        app.add_middleware(CrossSiteGuard, cors=settings.agent.cors)
+        app.add_middleware(CrossSiteGuard, cors=settings.agent.cors, allowed_hosts=settings.server.allowed_hosts)
     if settings.agent.cors.enabled:
         app.add_middleware(ScopedCORSMiddleware, cors=settings.agent.cors)
     # issue 13: a burst of new requests is let in a few per loop iteration, so the streams

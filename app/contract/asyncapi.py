@@ -52,7 +52,7 @@ FRAMING = (
     "Order: `request.query` → `chat.start` (a chat's first run) → `run.start` → the run's reasoning, "
     "content, tool, action, plan and task events as they happen → the terminal event. "
     "The desktop sidecar (JSON-RPC over stdio) sends the same event objects as `agent.event` "
-    "notifications `{{requestId, attachId?, event}}`."
+    "notifications `{{requestId, id?, attachId?, event}}` (`id`: the JSON-RPC id of the call they belong to)."
 )
 
 

@@ -102,6 +102,8 @@ class Uploads:
 
     async def from_path(self, path: str, *, owner: str, chat_id: str | None, request_id: str | None) -> dict[str, Any]:
         """Upload a file of the local disk (the desktop sidecar's ``chat.upload``)."""
+        if "\x00" in path:  # SPEC §9: os.open would raise ValueError, a bug's answer
+            raise RequestError("invalid path: it contains a NUL byte")
         source = Path(path).expanduser()
         with self.incoming() as incoming:
             await asyncio.to_thread(_copy_local, source, incoming)

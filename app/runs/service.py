@@ -46,7 +46,7 @@ from app.engine.ids import new_chat_id as generate_chat_id
 from app.engine.ids import new_run_id
 from app.engine.runner import RunExecution
 from app.engine.submits import SubmitOutcome
-from app.errors import ForbiddenError, NotFoundError, RequestError, RunLimitExceeded
+from app.errors import ForbiddenError, NotFoundError, RequestError, RunLimitExceeded, ServiceUnavailable
 from app.paths import check_key
 from app.runs.log import LogEvent, MemoryRunLog, RunLog
 from app.runs.remote import RemoteRun, RunDirectory
@@ -215,11 +215,16 @@ class RunService:
             # chat (AG-UI threadId) must not both pass the check above, the second writing into a chat
             # the first one created, whoever its owner
             raise RequestError(f"chat {chat_id} already exists; continue it with chatId")
+        # a start that awaited (a chat's metadata, the limiter) while aclose() cancelled the live
+        # runs would otherwise start a run nobody cancels: refused once closing, with no await left
+        # before the run is live (and again after the cluster's admission, which awaits)
+        self._refuse_when_closing()
         # the local check and reservation are one step; in a cluster the caps then count every instance
         self._admit(run)
         if self._directory is not None:  # SPEC §16: and the run is findable cluster-wide from here on
             try:
                 await self._directory.admit(run)
+                self._refuse_when_closing()
             except BaseException:
                 self._release(run)
                 del self._runs[run.run_id]
@@ -236,6 +241,10 @@ class RunService:
         logger.info("run %s started: chat=%s agent=%s owner=%s new_chat=%s on_disconnect=%s", run_id, chat_id,
                     agent.key, owner, new_chat, run.on_disconnect, extra={"trace_id": run.trace_id})
         return run
+
+    def _refuse_when_closing(self) -> None:
+        if self._closing:
+            raise ServiceUnavailable("the gateway is shutting down: no new run is started")
 
     def _admit(self, run: Run) -> None:
         limits = self._services.settings.agent.limits

@@ -5,7 +5,7 @@
 | ``gateway.health`` | — | ``{status, version, catalogVersion}`` |
 | ``agent.list`` | — | as ``GET /api/ap/agents`` |
 | ``agent.get`` | ``{agentKey}`` | as ``GET /api/ap/agent`` |
-| ``agent.query`` | the query body (SPEC §4) | ``{runId, chatId, requestId, finishReason, status, error?}``; meanwhile each event is an ``agent.event`` notification ``{requestId, event}`` |
+| ``agent.query`` | the query body (SPEC §4) | ``{runId, chatId, requestId, finishReason, status, error?}``; meanwhile each event is an ``agent.event`` notification ``{requestId, id, event}`` (``id``: the call's JSON-RPC id) |
 | ``agent.submit`` | ``{runId, toolId, params}`` | as ``POST /api/ap/submit`` |
 | ``agent.cancel`` | ``{runId}`` | ``{cancelled}`` |
 | ``chat.list`` / ``chat.get`` | — / ``{chatId, includeRawMessages?}`` | as HTTP |
@@ -24,6 +24,7 @@ Errors: bad params → -32602; gateway errors → -32000 with ``data: {code, sta
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -93,6 +94,12 @@ def _validate(model: type[ParamsT], params: dict[str, Any]) -> ParamsT:
         raise RpcError(INVALID_PARAMS, f"invalid params: {describe_validation_error(exc, 'params')}") from exc
 
 
+def _event_head(request_id: str, call_id: Any) -> dict[str, Any]:
+    """The params every ``agent.event`` of one call starts with: ``requestId`` (SPEC §10) and,
+    when the call has one, its JSON-RPC ``id``."""
+    return {"requestId": request_id} if call_id is None else {"requestId": request_id, "id": call_id}
+
+
 def map_error(exc: GatewayError) -> RpcError:
     """A gateway error as a JSON-RPC error: client mistakes are -32602, the rest -32000."""
     code = INVALID_PARAMS if isinstance(exc, RequestError) else APPLICATION_ERROR
@@ -131,7 +138,14 @@ class SidecarMethods:
     def names(self) -> frozenset[str]:
         return frozenset(self._table)
 
-    def handler(self, method: str) -> Handler | None:
+    def handler(self, method: str, call_id: Any = None) -> Handler | None:
+        """The method's handler; ``call_id`` (the request's JSON-RPC id, ``None`` for a notification)
+        is named in the ``agent.event`` notifications of ``agent.query`` and ``agent.attach``, so a
+        host can tell whose they are before the reply comes (two queries without ``requestId``)."""
+        if method == "agent.query":
+            return functools.partial(self.agent_query, call_id=call_id)
+        if method == "agent.attach":
+            return functools.partial(self.agent_attach, call_id=call_id)
         return self._table.get(method)
 
     # -- methods ---------------------------------------------------------------------
@@ -150,17 +164,17 @@ class SidecarMethods:
             raise NotFoundError(f"unknown agent: {key}")
         return agent_detail(agent)
 
-    async def agent_query(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def agent_query(self, params: dict[str, Any], *, call_id: Any = None) -> dict[str, Any]:
         query = _validate(QueryRequest, params)
         runs = self._gateway.runs
         run = await runs.start(query, OWNER)
         events: list[dict[str, Any]] = []
+        head = _event_head(run.request_id, call_id)
         # the events already in the run's log go out together: one write, each its own notification
         async for batch in runs.query_batches(run):
             if query.stream:
                 await self._writer.send_lines([
-                    notification("agent.event", {"requestId": run.request_id, "event": stamped.wire()})
-                    for stamped in batch])
+                    notification("agent.event", {**head, "event": stamped.wire()}) for stamped in batch])
             else:
                 events.extend(stamped.wire() for stamped in batch)
         result = await self._run_result(run)
@@ -180,16 +194,17 @@ class SidecarMethods:
             result["error"] = outcome.error
         return result
 
-    async def agent_attach(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def agent_attach(self, params: dict[str, Any], *, call_id: Any = None) -> dict[str, Any]:
         """SPEC §15: every event of the run after ``after`` as ``agent.event`` notifications, live
         until it ends; the result is the run's outcome. Leaving never cancels the run."""
         body = _validate(AttachParams, params)
         runs = self._gateway.runs
         run = runs.get(body.runId, OWNER)  # a desktop sidecar is one process: its runs are its own
         attach_id = body.attachId or f"attach:{run.run_id}"
+        head = {**_event_head(run.request_id, call_id), "attachId": attach_id}
         async for batch in runs.watch_batches(run, body.after):
-            await self._writer.send_lines([notification("agent.event", {
-                "requestId": run.request_id, "attachId": attach_id, "event": stamped.wire()}) for stamped in batch])
+            await self._writer.send_lines([
+                notification("agent.event", {**head, "event": stamped.wire()}) for stamped in batch])
         return {**await self._run_result(run), "attachId": attach_id}
 
     async def agent_status(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -82,8 +82,15 @@ def notification(method: str, params: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": method, "params": params}
 
 
+#: the largest number id answered (±2^53, exact in a double): a longer integer literal is parsed as
+#: a float by orjson past 64 bits and would be echoed rounded, so the host could not match the reply
+MAX_NUMBER_ID: Final = 2**53
+
+
 def _valid_id(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(value) <= MAX_NUMBER_ID
+    return value is None or isinstance(value, str)
 
 
 def to_call(item: Any) -> Call | Reply:
@@ -95,7 +102,8 @@ def to_call(item: Any) -> Call | Reply:
     if item.get("jsonrpc") != "2.0":
         return Reply(error_message(reply_id, RpcError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')))
     if not _valid_id(request_id):
-        return Reply(error_message(None, RpcError(INVALID_REQUEST, 'invalid request: "id" must be a string, a number or null')))
+        return Reply(error_message(None, RpcError(
+            INVALID_REQUEST, 'invalid request: "id" must be a string, null or a number within ±2^53')))
     method = item.get("method")
     if not isinstance(method, str) or not method:
         return Reply(error_message(reply_id, RpcError(INVALID_REQUEST, 'invalid request: "method" must be a non-empty string')))

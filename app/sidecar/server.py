@@ -11,9 +11,11 @@
   stderr, and ``LineWriter`` is the single writer (from the event loop when stdout is a pipe
   or a socket of its own; the events already in a run's log go out in one write, one line each).
   The blocking mode the loop changes on stdin and stdout is put back when the sidecar stops.
-* EOF (or SIGTERM/SIGINT) shuts down cleanly: running runs are cancelled (their
-  queries answer with ``status: "cancel"``), the remaining requests finish, the
-  gateway closes (memory flushed), exit status 0.
+* EOF (or SIGTERM/SIGINT/SIGHUP) shuts down cleanly: running runs are cancelled (their
+  queries answer with ``status: "cancel"``; a query still starting its run is refused
+  with -32000), the remaining requests finish within the shutdown grace, and any request
+  still unanswered then is cancelled and answered with a -32000 error; the gateway closes
+  (memory flushed), exit status 0. Every request with an ``id`` gets its reply.
 * Every scheduled run's outcome is a ``scheduler.event`` notification ``{jobId, runId, chatId,
   status: "completed" | "failed", error?}`` (SPEC §10 "Desktop additions"); the listener is
   registered before the gateway starts, so jobs due at start-up are reported too.
@@ -35,7 +37,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.errors import GatewayError
+from app.errors import GatewayError, ServiceUnavailable
 from app.gateway import Gateway
 from app.scheduler.service import OutcomeListener, ScheduledRunEvent
 from app.sidecar.methods import SidecarMethods, map_error
@@ -61,6 +63,8 @@ logger = logging.getLogger(__name__)
 MAX_LINE_BYTES = 16 * 1024 * 1024
 #: how long requests still running after EOF (and the run cancellation) may take to answer
 SHUTDOWN_GRACE_S = 10.0
+#: after the grace, how long the cancelled requests' error replies may wait for a full stdout pipe
+_ABANDON_WRITE_S = 5.0
 
 
 #: A service beside the stdin loop, around the same gateway: called with the gateway and the
@@ -100,11 +104,14 @@ async def next_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
 class SidecarServer:
     """Reads requests, runs each in a task, writes replies (SPEC §10)."""
 
-    def __init__(self, gateway: Gateway, writer: LineWriter) -> None:
+    def __init__(self, gateway: Gateway, writer: LineWriter, *, shutdown_grace_s: float = SHUTDOWN_GRACE_S) -> None:
         self._gateway = gateway
         self._writer = writer
         self._methods = SidecarMethods(gateway, writer)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._grace_s = shutdown_grace_s
+        #: set when the shutdown grace ended: a cancelled request then answers with an error
+        self._abandoned = False
 
     async def serve(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         """Serve until EOF or ``stop``; then cancel runs and let requests answer."""
@@ -131,12 +138,21 @@ class SidecarServer:
 
     async def _shutdown(self) -> None:
         await self._gateway.runs.aclose()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_S)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self._grace_s)
+        if not pending:
+            return
+        logger.warning("sidecar: %d request(s) still unanswered after the shutdown grace; cancelling them",
+                       len(pending))
+        self._abandoned = True
+        for task in pending:
+            task.cancel()  # each answers its calls with a -32000 error (``_answer``)
+        _, stuck = await asyncio.wait(pending, timeout=_ABANDON_WRITE_S)
+        for task in stuck:  # their error replies wait for a stdout nobody reads
+            task.cancel()
+        if stuck:
+            await asyncio.wait(stuck)
 
     def _dispatch(self, line: bytes) -> None:
         parsed = parse_line(line)
@@ -147,15 +163,19 @@ class SidecarServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, parsed: Call | Reply | list[Call | Reply]) -> None:
-        if isinstance(parsed, list):
-            replies = await asyncio.gather(*(self._reply_to(item) for item in parsed))
-            batch = [reply for reply in replies if reply is not None]
-            if batch:
-                await self._writer.send(batch)
-            return
-        reply = await self._reply_to(parsed)
-        if reply is not None:
-            await self._writer.send(reply)
+        items = parsed if isinstance(parsed, list) else [parsed]
+        try:
+            if isinstance(parsed, list):
+                replies = await asyncio.gather(*(self._reply_to(item) for item in parsed))
+            else:
+                replies = [await self._reply_to(parsed)]
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            replies = [_abandoned_reply(item) for item in items]  # shutdown: every call still gets its answer
+        answers = [reply for reply in replies if reply is not None]
+        if answers:
+            await self._writer.send(answers if isinstance(parsed, list) else answers[0])
 
     async def _reply_to(self, item: Call | Reply) -> dict[str, Any] | None:
         if isinstance(item, Reply):
@@ -169,7 +189,7 @@ class SidecarServer:
         return None if item.is_notification else reply
 
     async def _call(self, call: Call) -> Any:
-        handler = self._methods.handler(call.method)
+        handler = self._methods.handler(call.method, None if call.is_notification else call.id)
         if handler is None:
             raise RpcError(METHOD_NOT_FOUND, f"method not found: {call.method!r}",
                            {"methods": sorted(self._methods.names)})
@@ -192,6 +212,15 @@ class SidecarServer:
             raise RpcError(INTERNAL_ERROR, f"internal error in {call.method}") from exc
 
 
+def _abandoned_reply(item: Call | Reply) -> dict[str, Any] | None:
+    if isinstance(item, Reply):
+        return item.message
+    if item.is_notification:
+        return None
+    return error_message(item.id, map_error(ServiceUnavailable(
+        "the gateway is shutting down: the request did not finish within the shutdown grace")))
+
+
 def scheduler_events(writer: LineWriter) -> OutcomeListener:
     """The listener that sends each scheduled run's outcome as a ``scheduler.event`` notification."""
 
@@ -202,7 +231,7 @@ def scheduler_events(writer: LineWriter) -> OutcomeListener:
 
 
 async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_services: Sequence[ExtraService] = (),
-                      stdin: IO[bytes] | None = None) -> int:
+                      stdin: IO[bytes] | None = None, shutdown_grace_s: float = SHUTDOWN_GRACE_S) -> int:
     """Run the sidecar (and ``extra_services``) until EOF on stdin; returns the exit status (0)."""
     source = stdin if stdin is not None else (sys.stdin.buffer if sys.stdin is not None else None)
     if source is None:
@@ -216,7 +245,9 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_serv
     requests: Stdin | None = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP: the launcher's terminal or session went away; a clean stop, as SIGTERM (POSIX only)
+    hangup = getattr(signal, "SIGHUP", None)
+    for sig in (signal.SIGTERM, signal.SIGINT, *([hangup] if hangup is not None else [])):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     try:
@@ -229,7 +260,7 @@ async def run_sidecar(settings: Settings, protocol_out: IO[bytes], *, extra_serv
             others = (writer.fileno,) if writer.fileno is not None else ()
             requests = await Stdin.open(source, MAX_LINE_BYTES, others=(*others, 2))
             logger.info("sidecar ready (gateway %s)", gateway.version)
-            await SidecarServer(gateway, writer).serve(requests.reader, stop)
+            await SidecarServer(gateway, writer, shutdown_grace_s=shutdown_grace_s).serve(requests.reader, stop)
     finally:
         if requests is not None:
             requests.close()

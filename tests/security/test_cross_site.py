@@ -12,6 +12,7 @@ import pytest
 
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script
+from tests.security.support import ISSUER, KeyPair, mint
 from tests.support.deployment import agent, write_agent
 from tests.support.server import GatewayServer
 
@@ -67,3 +68,46 @@ async def test_origins_that_cors_allows_are_let_in(
     refused = await client.post(f"{gw.url}/api/ap/query", json={"agentKey": "plain", "message": "x"},
                                 headers={"Origin": EVIL})
     assert refused.status_code == 403
+
+
+async def test_attack_dns_rebinding_host_header_is_refused_when_auth_is_off(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A page at ``http://attacker.example:PORT`` whose name is re-pointed at 127.0.0.1 is
+    same-origin with the local gateway: the browser sends ``Host`` and ``Origin`` both naming
+    ``attacker.example:PORT``. It ran agents and read every chat, ``GET`` and streams included."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway({"server": {"allowed-hosts": ["gw.example.com", "*.corp.example"]}})
+    evil = f"attacker.example:{gw.port}"
+    rebound = {"Host": evil, "Origin": f"http://{evil}"}
+    query = '{"agentKey":"plain","message":"pwn"}'
+    refused = await client.post(f"{gw.url}/api/ap/query", content=query,
+                                headers={**rebound, "Content-Type": "text/plain"})
+    assert refused.status_code == 403 and "attacker.example" in refused.json()["msg"], refused.text
+    assert refused.json()["code"] == 4030 and refused.json()["data"] is None
+    for path in ("/api/ap/chats", "/api/ap/agents", "/api/ap/run/stream?runId=run_x", "/v1/models", "/"):
+        response = await client.get(f"{gw.url}{path}", headers={"Host": evil})
+        assert response.status_code == 403, (path, response.text)
+    assert (await client.get(f"{gw.url}/api/ap/chats", headers={"Host": "Localtest.ME."})).status_code == 403
+    assert upstream.requests == []
+    # loopback names, any IP literal (the LAN address of a gateway bound to 0.0.0.0) and the
+    # configured names are answered, with or without a port
+    for host in (f"127.0.0.1:{gw.port}", f"localhost:{gw.port}", "LOCALHOST", "[::1]:8080", "127.1.2.3",
+                 "192.168.1.20:8080", "gw.example.com", "a.corp.example:443"):
+        response = await client.get(f"{gw.url}/api/ap/chats", headers={"Host": host})
+        assert response.status_code == 200, (host, response.text)
+    upstream.enqueue(text_script(["from the console on its LAN address"]))
+    own = await client.post(f"{gw.url}/api/ap/query", json={"agentKey": "plain", "message": "x", "stream": False},
+                            headers={"Host": "192.168.1.20:8080", "Origin": "http://192.168.1.20:8080"})
+    assert own.status_code == 200 and own.json()["data"]["answer"] == "from the console on its LAN address"
+
+
+async def test_with_auth_on_any_host_is_answered(
+    deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient, rsa_key: KeyPair
+) -> None:
+    """The bearer token protects a gateway with auth on; a browser never sends one by itself."""
+    gw = start_gateway({"agent": {"auth": {"enabled": True, "local-public-key": rsa_key.public_pem,
+                                           "issuer": ISSUER}}})
+    response = await client.get(f"{gw.url}/api/ap/chats", headers={"Host": "gw.public.example",
+                                                                   "Authorization": f"Bearer {mint(rsa_key)}"})
+    assert response.status_code == 200, response.text

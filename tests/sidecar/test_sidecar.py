@@ -4,6 +4,7 @@ models on a FakeUpstream in this process. Ordering is proven with gates, never w
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,55 @@ async def test_bad_lines_get_errors_and_the_sidecar_goes_on(sidecar: SidecarProc
     assert (await sidecar.result("gateway.health"))["status"] == "UP"
 
 
+async def test_attack_nul_byte_in_an_upload_path_is_invalid_params_not_an_internal_error(
+    sidecar: SidecarProcess
+) -> None:
+    """SPEC §9 paths and §10 errors: ``os.open`` raised ValueError, answered -32603 with a traceback."""
+    reply = await sidecar.call("chat.upload", {"path": "/etc/hostname\u0000x"})
+    assert reply["error"]["code"] == -32602 and "NUL" in reply["error"]["message"], reply
+    assert "Traceback" not in sidecar.stderr_text()
+
+
+async def test_a_number_id_beyond_2_53_is_an_invalid_request_not_a_rounded_echo(sidecar: SidecarProcess) -> None:
+    """An integer past 64 bits parsed as a float and was echoed rounded: the host could not match it."""
+    await sidecar.write(b'{"jsonrpc":"2.0","id":18446744073709551617,"method":"gateway.health"}\n')
+    invalid = await sidecar.next_orphan()
+    assert invalid["id"] is None and invalid["error"]["code"] == -32600 and "2^53" in invalid["error"]["message"]
+    await sidecar.write(b'{"jsonrpc":"2.0","id":9007199254740992,"method":"gateway.health"}\n')  # 2^53 itself
+    assert (await sidecar.next_orphan())["id"] == 9007199254740992
+
+
+async def test_concurrent_queries_without_request_id_name_their_call_in_every_notification(
+    sidecar: SidecarProcess, upstream: FakeUpstream
+) -> None:
+    """Without ``requestId`` a notification's ``requestId`` is a runId the host has not seen yet
+    (the reply brings it): two queries at once could not be told apart. Each ``agent.event`` now
+    carries the call's JSON-RPC ``id`` too."""
+    upstream.enqueue([Text("one"), Gate("g1"), Finish("stop")], [Text("two"), Gate("g2"), Finish("stop")])
+
+    async def delta_of(call_id: object) -> str:
+        while True:
+            for message in sidecar.log:
+                params = message.get("params", {})
+                if (message.get("method") == "agent.event" and params["event"]["type"] == "content.delta"
+                        and params.get("id") == call_id):
+                    return str(params["event"]["delta"])
+            await asyncio.sleep(0.01)
+
+    first = await sidecar.send("agent.query", {"agentKey": "plain", "message": "a"}, request_id="call-1")
+    assert await asyncio.wait_for(delta_of("call-1"), 60) == "one"
+    second = await sidecar.send("agent.query", {"agentKey": "plain", "message": "b"}, request_id=2)
+    assert await asyncio.wait_for(delta_of(2), 60) == "two"
+    assert not first.done() and not second.done()
+    upstream.release("g1")
+    upstream.release("g2")
+    replies = [await asyncio.wait_for(reply, 60) for reply in (first, second)]
+    events = [m["params"] for m in sidecar.log if m.get("method") == "agent.event"]
+    for reply in replies:
+        mine = [e for e in events if e["id"] == reply["id"]]
+        assert mine and {e["requestId"] for e in mine} == {reply["result"]["requestId"]}
+
+
 async def test_scheduler_methods(sidecar: SidecarProcess) -> None:
     job = await sidecar.result("scheduler.add", {"jobId": "nightly", "agentKey": "plain", "message": "report",
                                                  "trigger": {"type": "cron", "expr": "0 3 * * *"}})
@@ -205,6 +255,68 @@ async def test_eof_cancels_running_runs_flushes_memory_and_exits_zero(
     assert '"status":"cancel"' in lines[-1].replace(" ", "")
     # stdout carried protocol lines only (the reader parsed every line as JSON-RPC)
     assert all(m.get("jsonrpc") == "2.0" for m in sidecar.log)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="SIGHUP is POSIX")
+async def test_sighup_shuts_down_cleanly_like_sigterm(
+    sidecar: SidecarProcess, upstream: FakeUpstream, deploy: Path
+) -> None:
+    """The launcher's terminal or session goes away: SIGHUP killed the sidecar at once, with no
+    reply and the run never recorded in chat memory."""
+    upstream.enqueue([Text("half"), Gate("never"), Finish("stop")])
+    reply = await sidecar.send("agent.query", {"agentKey": "plain", "message": "x", "requestId": "hup"})
+    chat_id = ""
+    while True:
+        event = await sidecar.next_event("hup")
+        chat_id = event.get("chatId", chat_id)
+        if event["type"] == "content.delta":
+            break
+    assert sidecar.proc is not None
+    sidecar.proc.send_signal(signal.SIGHUP)  # stdin stays open: the signal alone stops it
+    assert await asyncio.wait_for(sidecar.proc.wait(), 60) == 0, sidecar.stderr_text()
+    assert (await asyncio.wait_for(reply, 10))["result"]["status"] == "cancel"
+    lines = (deploy / "chats" / f"{chat_id}.json").read_text(encoding="utf-8").splitlines()
+    assert '"status":"cancel"' in lines[-1].replace(" ", "")
+    assert "sidecar: stopped" in sidecar.stderr_text()
+
+
+@pytest.mark.parametrize("grace", [None, "0"])
+async def test_query_racing_eof_is_refused_or_cancelled_and_always_answered(
+    deploy: Path, upstream: FakeUpstream, tmp_path: Path, grace: str | None
+) -> None:
+    """A query written right before EOF (the app sends a last request and closes the pipe) was
+    still looking up its chat when the shutdown cancelled the live runs: its run started
+    afterwards, called the model, and was cut at the end of the grace without any reply. Now the
+    start is refused once the gateway closes, and a request still unanswered when the grace ends
+    (``--shutdown-grace 0``: nearly every request still open) is answered with -32000 all the same."""
+    upstream.enqueue(text_script(["first"]), [Text("running"), Gate("never"), Finish("stop")],
+                     [Text("late"), Gate("never"), Finish("stop")])
+    args = ("--shutdown-grace", grace) if grace is not None else ()
+    sidecar = await SidecarProcess(deploy, tmp_path / "sidecar.stderr", extra_args=args).start()
+    try:
+        chat_id = (await sidecar.result("agent.query", {"agentKey": "plain", "message": "hi"}))["chatId"]
+        running = await sidecar.send("agent.query", {"agentKey": "plain", "message": "x", "requestId": "running"})
+        while (await sidecar.next_event("running"))["type"] != "content.delta":
+            pass
+        big = tmp_path / "big.bin"
+        with big.open("wb") as file:  # copied on a thread: not done by the next loop iteration
+            file.truncate(16 * 1024 * 1024)
+        upload = await sidecar.send("chat.upload", {"path": str(big), "chatId": chat_id})
+        late = await sidecar.send("agent.query", {"chatId": chat_id, "message": "more", "requestId": "late"})
+        assert await sidecar.close_stdin() == 0, sidecar.stderr_text()
+        replies = (running, upload, late)
+        assert all(reply.done() for reply in replies), sidecar.stderr_text()  # answered before the process ended
+        for message in (reply.result() for reply in replies):
+            if "error" in message:
+                assert message["error"]["code"] == -32000 and "shutting down" in message["error"]["message"]
+                assert message["error"]["data"] == {"code": 5031, "status": 503}
+            else:
+                assert message["result"].get("status", "cancel") == "cancel", message
+        if grace == "0":  # the upload's copy and commit take longer than no grace at all
+            assert "did not finish within the shutdown grace" in upload.result()["error"]["message"]
+        assert len(upstream.requests) == 2  # the late query never reached the model
+    finally:
+        await sidecar.stop()
 
 
 # -- parity with the HTTP endpoint ------------------------------------------------------

@@ -101,3 +101,24 @@ async def test_http_port_with_auth_on_and_no_key_refuses_to_start(
         assert process.log == []  # nothing reached the protocol stream
     finally:
         await process.stop()
+
+
+async def test_http_port_in_use_fails_cleanly_before_serving(deploy: Path, tmp_path: Path) -> None:
+    """Another app (or a second sidecar) holds the port: uvicorn's ``sys.exit(3)`` escaped the
+    event loop after the sidecar had started answering, with a traceback and no clean stop. Now
+    the port is bound before the first request is read: one line, exit 2, nothing answered."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await SidecarProcess(deploy, tmp_path / "sidecar.stderr",
+                                       extra_args=("--http-port", str(port))).start()
+        try:
+            await process.send("gateway.health")
+            assert await process.close_stdin() == 2
+            stderr = process.stderr_text()
+            assert f"cannot listen on 127.0.0.1:{port} (--http-port)" in stderr, stderr
+            assert "Traceback" not in stderr, stderr
+            assert process.log == []  # nothing reached the protocol stream
+        finally:
+            await process.stop()

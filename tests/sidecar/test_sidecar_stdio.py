@@ -8,6 +8,7 @@ hands over, so it sees the open file description's blocking mode as every other 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import select
 import socket
@@ -20,10 +21,16 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.devtools import FakeUpstream
+from app.devtools.script import text_script
+from app.logs import StderrQueue
 from tests.support.deployment import REPO, agent, make_deployment, write_agent
+from tests.support.sidecar import SidecarProcess
 
 #: a generous bound that only turns a hang into a failure
 HANG = 60
+#: fcntl's F_SETPIPE_SZ (Linux; the module names it from Python 3.10 on some platforms only)
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 Launch = Callable[..., subprocess.Popen[bytes]]
 
@@ -299,3 +306,68 @@ async def test_a_stdout_nobody_reads_on_the_writer_thread_does_not_keep_the_side
         for fd in (master, slave, in_read, in_write):
             if fd >= 0:
                 os.close(fd)
+
+
+def _small_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is one page: a few log lines fill it."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    return read_end, write_end
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ shrinks the pipe (Linux)")
+async def test_unread_stderr_never_blocks_protocol_replies(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """A host that pipes stderr and never reads it (Node's ``spawn`` default): once the pipe was
+    full, the next log record blocked the event loop in ``write`` and no request was answered
+    again. Each run logs two lines here; the pipe holds a page."""
+    root = make_deployment(tmp_path / "deploy", upstream.url)
+    write_agent(root, "plain", agent("ONESHOT"))
+    read_end, write_end = _small_pipe()
+    sidecar = await SidecarProcess(root, write_end, extra_args=("--log-level", "DEBUG")).start()
+    os.close(write_end)
+    try:
+        for n in range(30):
+            upstream.enqueue(text_script([f"answer {n}"]))
+            result = await asyncio.wait_for(await sidecar.send("agent.query", {"agentKey": "plain", "message": "x"}),
+                                            HANG)
+            assert result["result"]["status"] == "complete", result
+        assert (await asyncio.wait_for(await sidecar.send("gateway.health"), HANG))["result"]["status"] == "UP"
+        assert select.select([read_end], [], [], 0)[0]  # the logs are waiting in the full pipe
+        # the logs were kept for when stderr is read: every run's lines arrive, then the exit
+        closing = asyncio.ensure_future(sidecar.close_stdin())
+        logs = await asyncio.to_thread(_read_to_end, read_end)
+        assert await closing == 0
+        assert logs.count(b"started: chat=") == 30 and b"sidecar: stopped" in logs
+    finally:
+        os.close(read_end)
+        await sidecar.stop()
+
+
+def _read_to_end(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    return data
+
+
+def test_a_full_stderr_queue_drops_lines_and_reports_how_many() -> None:
+    """``StderrQueue`` never blocks its caller: past its capacity lines are dropped and counted,
+    and the count is written once stderr is read again."""
+    read_end, write_end = _small_pipe()
+    sink = StderrQueue(write_end, capacity=4)
+    sink.start()
+    try:
+        for n in range(200):  # far more than the pipe and the queue hold; returns at once
+            sink.put(f"line {n:03d} " + "x" * 200 + "\n")
+        data = b""
+        while b"dropped" not in data:
+            assert select.select([read_end], [], [], HANG)[0], data[-300:]
+            data += os.read(read_end, 65536)
+        sink.close(timeout_s=HANG)
+        dropped = int(data.split(b" log record(s) dropped")[0].rsplit(b" ", 1)[-1])
+        written = data.count(b"line ")
+        assert dropped > 0 and written + dropped <= 200
+        assert b"line 000" in data  # the first lines were kept, the later ones dropped
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -20,9 +20,10 @@ class SidecarProcess:
     queued per ``requestId``; ``log`` keeps every message in arrival order.
 
     ``command`` replaces ``python -m app`` (the one-file executable: tests/sidecar/test_executable.py);
-    ``clean_env`` starts it with ``env`` alone instead of this process's environment plus ``env``."""
+    ``clean_env`` starts it with ``env`` alone instead of this process's environment plus ``env``;
+    ``stderr_path`` may be a descriptor instead (a pipe the test reads, or never reads)."""
 
-    def __init__(self, deploy: Path, stderr_path: Path, *, extra_args: tuple[str, ...] = (),
+    def __init__(self, deploy: Path, stderr_path: Path | int, *, extra_args: tuple[str, ...] = (),
                  env: dict[str, str] | None = None, command: tuple[str, ...] = (sys.executable, "-m", "app"),
                  clean_env: bool = False, cwd: Path = REPO) -> None:
         self._deploy = deploy
@@ -41,10 +42,14 @@ class SidecarProcess:
         self._stderr: IO[bytes] | None = None
 
     async def start(self) -> SidecarProcess:
-        self._stderr = open(self._stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        stderr: IO[bytes] | int
+        if isinstance(self._stderr_path, int):
+            stderr = self._stderr_path
+        else:
+            stderr = self._stderr = open(self._stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = await asyncio.create_subprocess_exec(
             *self._command, "sidecar", "--dir", str(self._deploy), *self._args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._stderr,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             cwd=str(self._cwd), env=self._env, limit=64 * 1024 * 1024,
         )
         self._reader = asyncio.create_task(self._read())
@@ -104,6 +109,8 @@ class SidecarProcess:
         return status
 
     def stderr_text(self) -> str:
+        if isinstance(self._stderr_path, int):
+            return "(stderr is a pipe the test reads)"
         return self._stderr_path.read_text(encoding="utf-8", errors="replace")
 
     async def stop(self) -> None:
