@@ -84,7 +84,10 @@ def parse_run_at(value: str | int) -> dt.datetime:
         raise RequestError(f"trigger.runAt {value!r} is not an ISO-8601 date-time") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError as exc:  # year 1 / 9999 with an offset leaves the datetime range in UTC
+        raise RequestError(f"trigger.runAt {value!r} is out of range") from exc
 
 
 def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,

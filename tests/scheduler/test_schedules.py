@@ -147,6 +147,27 @@ async def test_invalid_triggers_are_clear_400s(
         assert (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] == []
 
 
+#: more bad triggers, all against one gateway: (trigger, a fragment of the 400's message)
+MORE_BAD_TRIGGERS: list[tuple[dict[str, Any], str]] = [
+    # an offset that moves year 9999 / year 1 out of the datetime range in UTC (was a 500)
+    ({"type": "date", "runAt": "9999-12-31T23:59:59-01:00"}, "out of range"),
+    ({"type": "date", "runAt": "0001-01-01T00:00:00+01:00"}, "out of range"),
+]
+
+
+async def test_more_invalid_triggers_are_clear_400s_and_nothing_is_kept(
+    deploy: Path, client: httpx.AsyncClient
+) -> None:
+    with GatewayServer(deploy) as gw:
+        for trigger, fragment in MORE_BAD_TRIGGERS:
+            response = await client.post(f"{gw.url}/api/ap/schedules",
+                                         json={"agentKey": "plain", "message": "x", "trigger": trigger})
+            body = response.json()
+            assert response.status_code == 400 and body["code"] > 0, (trigger, body)
+            assert fragment in body["msg"], (trigger, body["msg"])
+        assert (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] == []
+
+
 async def test_unknown_agent_chat_and_job(deploy: Path, client: httpx.AsyncClient) -> None:
     cron = {"type": "cron", "expr": "*/5 * * * *"}
     with GatewayServer(deploy) as gw:
