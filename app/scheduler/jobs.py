@@ -98,9 +98,12 @@ def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,
             raise RequestError(f"invalid cron expression {spec.expr!r}: expected 5 fields "
                                "(minute hour day-of-month month day-of-week)")
         try:
-            return CronTrigger.from_crontab(spec.expr, timezone=timezone)
+            trigger = CronTrigger.from_crontab(spec.expr, timezone=timezone)
         except ValueError as exc:
             raise RequestError(f"invalid cron expression {spec.expr!r}: {exc}") from exc
+        if trigger.get_next_fire_time(None, now.astimezone(timezone)) is None:
+            raise RequestError(f"cron expression {spec.expr!r} never fires (no such date)")
+        return trigger
     moment = parse_run_at(spec.runAt)
     if moment <= now:
         raise RequestError(f"trigger.runAt {moment.isoformat()} is in the past")

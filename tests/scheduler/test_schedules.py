@@ -152,6 +152,9 @@ MORE_BAD_TRIGGERS: list[tuple[dict[str, Any], str]] = [
     # an offset that moves year 9999 / year 1 out of the datetime range in UTC (was a 500)
     ({"type": "date", "runAt": "9999-12-31T23:59:59-01:00"}, "out of range"),
     ({"type": "date", "runAt": "0001-01-01T00:00:00+01:00"}, "out of range"),
+    # a cron that can never fire (31 February) was accepted with nextRunAt null
+    ({"type": "cron", "expr": "0 0 31 2 *"}, "never fires"),
+    ({"type": "cron", "expr": "0 0 30-31 2 *"}, "never fires"),
 ]
 
 
