@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -90,14 +91,52 @@ def parse_run_at(value: str | int) -> dt.datetime:
         raise RequestError(f"trigger.runAt {value!r} is out of range") from exc
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+#: a crontab field: (name, lowest, highest, names of lowest, lowest+1…)
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day-of-month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS), ("day-of-week", 0, 7, _WEEKDAYS),
+)
+_CRON_ATOM = re.compile(r"(?:(?P<all>\*)|(?P<first>[0-9]{1,2}|[a-z]{3})(?:-(?P<last>[0-9]{1,2}|[a-z]{3}))?)"
+                        r"(?:/(?P<step>[0-9]{1,2}))?", re.ASCII)
+
+
+def _cron_value(text: str, name: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    value = names.index(text) + low if text in names else int(text) if text.isdigit() else None
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{name} {text!r} is not in {low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else ""))
+    return value
+
+
+def check_crontab(expr: str) -> list[str]:
+    """The five fields of a standard crontab, each checked whole: ``*``, ``n``, ``a-b``, any of them
+    ``/step``, comma lists; month and weekday names. APScheduler matches a field's start only, so
+    ``mon#1`` would have run every Monday; anything else → ``ValueError`` naming the field."""
+    fields = expr.lower().split()
+    if len(fields) != 5:
+        raise ValueError("expected 5 fields (minute hour day-of-month month day-of-week)")
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for atom in text.split(","):
+            match = _CRON_ATOM.fullmatch(atom)
+            if match is None:
+                raise ValueError(f"{name} field {text!r}: {atom!r} is not *, n, a-b or one of them /step")
+            if match["first"] is not None:
+                first = _cron_value(match["first"], name, low, high, names)
+                last = _cron_value(match["last"], name, low, high, names) if match["last"] else first
+                if last < first:
+                    raise ValueError(f"{name} field {text!r}: the range {atom!r} runs backwards")
+            if match["step"] is not None and not 1 <= int(match["step"]) <= high:
+                raise ValueError(f"{name} field {text!r}: the step of {atom!r} is not in 1-{high}")
+    return fields
+
+
 def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,
                   now: dt.datetime) -> DateTrigger | CronTrigger:
     """The APScheduler trigger of ``spec``; invalid cron or a past date → ``RequestError``."""
     if isinstance(spec, CronTriggerSpec):
-        if len(spec.expr.split()) != 5:
-            raise RequestError(f"invalid cron expression {spec.expr!r}: expected 5 fields "
-                               "(minute hour day-of-month month day-of-week)")
         try:
+            check_crontab(spec.expr)
             trigger = CronTrigger.from_crontab(spec.expr, timezone=timezone)
         except ValueError as exc:
             raise RequestError(f"invalid cron expression {spec.expr!r}: {exc}") from exc

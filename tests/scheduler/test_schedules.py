@@ -155,6 +155,12 @@ MORE_BAD_TRIGGERS: list[tuple[dict[str, Any], str]] = [
     # a cron that can never fire (31 February) was accepted with nextRunAt null
     ({"type": "cron", "expr": "0 0 31 2 *"}, "never fires"),
     ({"type": "cron", "expr": "0 0 30-31 2 *"}, "never fires"),
+    # trailing junk in a field was ignored: 'mon#1' (first Monday) ran every Monday
+    ({"type": "cron", "expr": "0 9 * * mon#1"}, "day-of-week field 'mon#1'"),
+    ({"type": "cron", "expr": "0 9 * * fri#5"}, "day-of-week field"),
+    ({"type": "cron", "expr": "0 9 * * mon-wed@@garbage"}, "day-of-week field"),
+    ({"type": "cron", "expr": "0 9 1x * *"}, "day-of-month field"),
+    ({"type": "cron", "expr": "5-1 * * * *"}, "runs backwards"),
 ]
 
 
