@@ -131,13 +131,34 @@ def check_crontab(expr: str) -> list[str]:
     return fields
 
 
+def _apscheduler_weekdays(text: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday, 1 = Monday) in APScheduler 3's numbering
+    (0 = Monday, which its ``from_crontab`` passes through unchanged): the days listed one by one."""
+    if text == "*":
+        return text
+    days: set[int] = set()
+    for atom in text.split(","):
+        match = _CRON_ATOM.fullmatch(atom)
+        assert match is not None, "check_crontab passed it"
+        step = int(match["step"] or 1)
+        if match["all"]:
+            first, last = 0, 7
+        else:
+            first = _cron_value(match["first"], "day-of-week", 0, 7, _WEEKDAYS)
+            last = _cron_value(match["last"], "day-of-week", 0, 7, _WEEKDAYS) if match["last"] \
+                else 7 if match["step"] else first
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(str((day + 6) % 7) for day in sorted(days, key=lambda day: (day + 6) % 7))
+
+
 def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,
                   now: dt.datetime) -> DateTrigger | CronTrigger:
     """The APScheduler trigger of ``spec``; invalid cron or a past date → ``RequestError``."""
     if isinstance(spec, CronTriggerSpec):
         try:
-            check_crontab(spec.expr)
-            trigger = CronTrigger.from_crontab(spec.expr, timezone=timezone)
+            minute, hour, day, month, weekdays = check_crontab(spec.expr)
+            trigger = CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                                  day_of_week=_apscheduler_weekdays(weekdays), timezone=timezone)
         except ValueError as exc:
             raise RequestError(f"invalid cron expression {spec.expr!r}: {exc}") from exc
         if trigger.get_next_fire_time(None, now.astimezone(timezone)) is None:

@@ -5,6 +5,7 @@ by asserting on durations."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from app.devtools import FakeUpstream
+from app.scheduler.jobs import CronTriggerSpec, build_trigger
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
 from tests.support.responders import echo_or_fail
@@ -175,6 +177,26 @@ async def test_more_invalid_triggers_are_clear_400s_and_nothing_is_kept(
             assert response.status_code == 400 and body["code"] > 0, (trigger, body)
             assert fragment in body["msg"], (trigger, body["msg"])
         assert (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("expr", "days"),
+    [("0 9 * * 1", {"Mon"}), ("0 9 * * 0", {"Sun"}), ("0 9 * * 7", {"Sun"}),
+     ("0 8 * * 1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}), ("0 8 * * mon-fri", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+     ("0 8 * * */2", {"Sun", "Tue", "Thu", "Sat"}), ("0 8 * * 5-7", {"Fri", "Sat", "Sun"})],
+)
+def test_cron_weekdays_are_numbered_as_in_crontab(expr: str, days: set[str]) -> None:
+    """0 and 7 are Sunday, 1 is Monday (APScheduler 3's own numbering starts at Monday = 0:
+    '0 8 * * 1-5' ran Tuesday to Saturday)."""
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    trigger = build_trigger(CronTriggerSpec(type="cron", expr=expr), dt.UTC, now)
+    fired: list[dt.datetime] = []
+    for _ in range(14):
+        previous = fired[-1] if fired else None
+        moment = trigger.get_next_fire_time(previous, previous + dt.timedelta(seconds=1) if previous else now)
+        assert moment is not None
+        fired.append(moment)
+    assert {moment.strftime("%a") for moment in fired} == days
 
 
 async def test_unknown_agent_chat_and_job(deploy: Path, client: httpx.AsyncClient) -> None:
