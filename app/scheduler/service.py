@@ -30,12 +30,13 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
@@ -139,6 +140,8 @@ class ScheduleService:
         self._scheduler: AsyncIOScheduler | None = None
         self._firing: set[asyncio.Task[Any]] = set()
         self._listeners: list[OutcomeListener] = []
+        #: job id → the scheduled run times APScheduler submitted and ``_fire`` has not taken yet
+        self._due: dict[str, deque[dt.datetime]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -155,6 +158,7 @@ class ScheduleService:
             "misfire_grace_time": config.misfire_grace_seconds, "coalesce": config.coalesce, "max_instances": 1,
         })
         scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._scheduler = scheduler
         records = await asyncio.to_thread(self._file.load)
         for record in records:
@@ -238,6 +242,7 @@ class ScheduleService:
             with contextlib.suppress(JobLookupError):
                 self._scheduler.remove_job(record.job_id)
         del self._records[record.job_id]
+        self._due.pop(record.job_id, None)
         self._save()
         return {"jobId": record.job_id, "removed": True}
 
@@ -278,12 +283,33 @@ class ScheduleService:
             return False
 
     @staticmethod
-    def _firing_name(record: JobRecord) -> str:
-        """The same name on every instance for one firing of ``record``: its run time (a cron job
-        fires on minute boundaries, so the current minute)."""
+    def _firing_name(record: JobRecord, scheduled: dt.datetime | None) -> str:
+        """The same name on every instance for one firing of ``record``: its scheduled run time, however
+        late this instance fires it (a cron job fires on minute boundaries; without a submitted time,
+        the current minute)."""
         when = record.trigger.get("runAt") if record.trigger.get("type") == "date" \
-            else f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M}"
+            else f"{(scheduled or dt.datetime.now(dt.UTC)).astimezone(dt.UTC):%Y-%m-%dT%H:%M}"
         return f"{record.created_at}:{when}"
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        """APScheduler hands a job to its executor (the ``_fire`` task starts after this): keep the
+        scheduled run times, which ``_fire`` itself is not told."""
+        self._due.setdefault(event.job_id, deque()).extend(event.scheduled_run_times)
+
+    def _take_due(self, job_id: str) -> dt.datetime | None:
+        """The scheduled run time of the firing ``_fire`` is running; run times APScheduler skipped as
+        missed before it (``coalesce: false``) are dropped."""
+        due = self._due.get(job_id)
+        if not due:
+            return None
+        grace = dt.timedelta(seconds=self._settings.scheduler.misfire_grace_seconds)
+        now = dt.datetime.now(dt.UTC)
+        while len(due) > 1 and now - due[0] > grace:
+            due.popleft()
+        scheduled = due.popleft()
+        if not due:
+            del self._due[job_id]
+        return scheduled
 
     def _owned(self, job_id: str, owner: str) -> JobRecord:
         record = self._records.get(check_key(job_id, "jobId"))
@@ -332,6 +358,12 @@ class ScheduleService:
             logger.exception("scheduler: could not write %s", self._file.path)
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
+        due = self._due.get(event.job_id)
+        if due is not None:
+            with contextlib.suppress(ValueError):
+                due.remove(event.scheduled_run_time)
+            if not due:
+                del self._due[event.job_id]
         record = self._records.get(event.job_id)
         if record is None:
             return
@@ -356,10 +388,11 @@ class ScheduleService:
 
     async def _fire(self, job_id: str) -> None:
         """One firing: start the run, consume its events, record the outcome."""
+        scheduled = self._take_due(job_id)
         record = self._records.get(job_id)
         if record is None:
             return
-        if self._cluster is not None and not await self._cluster.claim(job_id, self._firing_name(record)):
+        if self._cluster is not None and not await self._cluster.claim(job_id, self._firing_name(record, scheduled)):
             return  # SPEC §16: another instance fires this one
         task = asyncio.current_task()
         assert task is not None
