@@ -63,6 +63,26 @@ redis.call('expire', index, ARGV[11])
 return {0, 0}
 """
 
+# a live run of this instance registered again after Redis lost its data (a restart without persistence):
+# only when its record is gone (a record that is there — ended by the reaper, say — is left alone).
+# KEYS: the run's record, this instance's runs, the owner index, the chat's active key, the run's Stream
+# ARGV: run id, startedAt, TTL s, the number of record fields n, n field/value pairs, then per Stream entry its
+#       id and data (the events the instance still holds, which Redis lost)
+REREGISTER = f"""
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[4])
+redis.call('hset', KEYS[1], unpack(ARGV, 5, 4 + 2 * n))
+redis.call('sadd', KEYS[2], ARGV[1])
+redis.call('zadd', KEYS[3], ARGV[2], ARGV[1])
+redis.call('expire', KEYS[3], ARGV[3])
+redis.call('set', KEYS[4], ARGV[1], 'NX', 'EX', ARGV[3])
+redis.call('del', KEYS[5])
+for i = 5 + 2 * n, #ARGV, 2 do
+  redis.call('xadd', KEYS[5], 'MAXLEN', '~', '{STREAM_MAXLEN}', ARGV[i], 'd', ARGV[i + 1])
+end
+return 1
+"""
+
 #: ``admit_run`` refusals
 REFUSED_USER = 1
 REFUSED_GLOBAL = 2

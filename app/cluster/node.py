@@ -63,6 +63,7 @@ from app.cluster.keys import (
     REFUSED_USER,
     RELEASE,
     RENEW,
+    REREGISTER,
     TAKE_OVER,
     active_key,
     chat_lease_key,
@@ -106,6 +107,12 @@ class ClusterNode:
         self._renew: Any = self.redis.register_script(RENEW)
         self._take_over: Any = self.redis.register_script(TAKE_OVER)
         self._admit: Any = self.redis.register_script(ADMIT)
+        self._reregister: Any = self.redis.register_script(REREGISTER)
+        #: called (through the outbox, after what is queued) when this instance's heartbeat key was gone at a
+        #: beat: Redis lost its data (a restart without persistence), or this instance was away longer than
+        #: its heartbeat lives; the directory registers its live runs again where their records are gone
+        self.on_registration_lost: Callable[[], Awaitable[None]] | None = None
+        self._beaten = False
         self.healthy = False
         self.last_error: str | None = None
         self._healthy_since: float | None = None
@@ -186,16 +193,22 @@ class ClusterNode:
         live = f"agw:inst:{self.instance_id}:live"
         try:
             async with self._counts_lock, self.redis.pipeline(transaction=True) as pipe:
+                pipe.exists(f"agw:inst:{self.instance_id}")
                 pipe.set(f"agw:inst:{self.instance_id}", now_ms(), px=self.beat_ttl_ms)
                 pipe.sadd(INSTANCES, self.instance_id)
                 pipe.delete(live)
                 pipe.hset(live, mapping={"*": len(self._live),
                                          **{f"u:{owner}": n for owner, n in self._live_per_owner.items()}})
                 pipe.pexpire(live, self.beat_ttl_ms)
-                await pipe.execute()
+                replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._unhealthy(exc)
             return
+        if not replies[0] and self._beaten and self.on_registration_lost is not None:
+            logger.warning("cluster: this instance's heartbeat was gone from Redis (restarted without its data, "
+                           "or this instance was away); registering its live runs again")
+            self.outbox.enqueue_action(self.on_registration_lost)
+        self._beaten = True
         if not self.healthy:
             if self.last_error is not None:
                 logger.warning("cluster: Redis reachable again")
@@ -286,13 +299,32 @@ class ClusterNode:
             await self._release(keys=[active_key(chat_id)], args=[run_id], client=pipe)
             await pipe.execute()
 
+    async def register_again(self, run_id: str, owner: str, chat_id: str, started_at: int, fields: dict[str, Any],
+                             events: list[tuple[int, bytes]]) -> bool:
+        """A live run of this instance whose record Redis lost: its record, its place in this instance's runs,
+        the owner's index and the chat's active run, and its Stream from ``events``. False (nothing written)
+        when the record is there."""
+        record = {**encode_fields(fields), "instance": self.instance_id, "status": "running"}
+        argv: list[Any] = [run_id, started_at, OWNER_INDEX_SECONDS, len(record)]
+        for name, value in record.items():
+            argv += [name, value]
+        for start in range(0, len(events), 200):  # one Stream entry per 200 events, its id the seq of its last
+            chunk = events[start:start + 200]
+            argv += [f"{chunk[-1][0]}-0", b"\n".join(data for _, data in chunk)]
+        keys = [run_key(run_id), f"agw:inst:{self.instance_id}:runs", f"agw:owner:{owner}:runs", active_key(chat_id),
+                events_key(run_id)]
+        return bool(await self._reregister(keys=keys, args=argv))
+
     def end_run_ops(self, pipe: Any, run_id: str, fields: dict[str, Any]) -> None:
-        """The run ended: its record says how, and it and its Stream expire after the retention."""
+        """The run ended: its record says how, and it and its Stream expire after the retention. ``fields``
+        are the whole record (a record Redis lost in between is written whole again, never in part)."""
         seconds = max(int(self.retention_seconds), 1)
-        pipe.hset(run_key(run_id), mapping=encode_fields(fields))
+        pipe.hset(run_key(run_id), mapping={**encode_fields(fields), "instance": self.instance_id})
         pipe.expire(run_key(run_id), seconds)
         pipe.expire(events_key(run_id), seconds)
         pipe.srem(f"agw:inst:{self.instance_id}:runs", run_id)
+        if "owner" in fields and "startedAt" in fields:  # listed again if Redis lost the index entry meanwhile
+            pipe.zadd(f"agw:owner:{fields['owner']}:runs", {run_id: int(fields["startedAt"])})
 
     async def run_record(self, run_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(run_key(run_id))
@@ -344,13 +376,20 @@ class ClusterNode:
         key = events_key(run_id)
         last = f"{after}-0" if after > 0 else "0-0"  # an entry's id is the seq of its last event
         failures = 0
+        missing_since: float | None = None
         while True:
             try:
                 reply = await self.redis.xread({key: last}, count=500, block=1000)
                 if not reply:
                     record = await self.run_record(run_id)
                     if record is None:
-                        return  # expired while we waited
+                        # expired while we waited — or Redis lost it, and its instance registers it again at
+                        # its next heartbeat: given up only once it stays gone for a lease
+                        missing_since = missing_since or time.monotonic()
+                        if time.monotonic() - missing_since > self.settings.lease_seconds:
+                            return
+                        continue
+                    missing_since = None
                     if record.get("status") in ENDED_STATUSES and int(record.get("lastSeq") or 0) <= after:
                         return  # ended, and its terminal event is at or before ``after``: nothing more comes
             except (RedisError, OSError) as exc:
