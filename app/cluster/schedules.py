@@ -2,12 +2,15 @@
 
 ``ClusterSchedules`` is the scheduler's ``ScheduleCluster`` (``app.scheduler.service``):
 
-* ``claim(job_id, firing)`` — ``SET NX agw:sched:fire:<jobId>:<firing>``: of the instances whose
-  APScheduler fires the same job at the same time, exactly one gets to run it; a firing that
-  cannot be claimed (Redis unreachable) is skipped and logged, never run twice;
+* ``claim(job_id, created_at, firing)`` — ``SET NX agw:sched:fire:<jobId>:<createdAt>:<firing>``: of the
+  instances whose APScheduler fires the same job at the same time, exactly one gets to run it; none
+  does once ``removed`` set ``agw:sched:removed:<jobId>:<createdAt>`` (an instance that has not reloaded
+  the file yet still schedules a removed job); a firing that cannot be claimed (Redis unreachable) is
+  skipped and logged, never run twice;
 * ``shared_file(path)`` — a ``SharedScheduleFile``: ``schedules.json`` on the shared volume,
   written under an exclusive ``flock`` and merged: a save writes only the jobs this instance
-  added, changed or removed since it last read or wrote the file, on top of what is on disk;
+  added, changed or removed since it last read or wrote the file, on top of what is on disk — a job
+  gone from the disk since then was removed elsewhere and is not written back;
 * ``watch(reload)`` — every save bumps ``agw:sched:version``; each instance polls that key and
   reloads the file when it moved (see docs/DECISIONS.md for polling vs pub/sub).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,8 +34,14 @@ from app.scheduler.jobs import JobRecord, ScheduleFile
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "agw:sched:version"
-#: a claim outlives any misfire grace time
+#: a claim (and a removal marker) outlives any misfire grace time
 CLAIM_SECONDS = 2 * 86400
+# KEYS: the firing's claim, the job's removal marker; ARGV: this instance, the claim's TTL
+CLAIM = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
 
 
 class SharedScheduleFile(ScheduleFile):
@@ -70,7 +80,9 @@ class SharedScheduleFile(ScheduleFile):
             for job_id in removed:
                 on_disk.pop(job_id, None)
             for record in changed:
-                on_disk[record.job_id] = record
+                if record.job_id in on_disk or record.job_id not in self._seen:
+                    on_disk[record.job_id] = record
+                # else another instance removed it since we read the file: it stays removed
             super().save(list(on_disk.values()))
         self._seen = {job_id: record.to_json() for job_id, record in mine.items()}
         self._on_saved()
@@ -81,6 +93,7 @@ class ClusterSchedules:
 
     def __init__(self, node: ClusterNode) -> None:
         self._node = node
+        self._claim: Any = node.redis.register_script(CLAIM)
 
     def shared_file(self, path: Path) -> SharedScheduleFile:
         return SharedScheduleFile(path, self._changed)
@@ -91,10 +104,18 @@ class ClusterSchedules:
     async def _bump(self) -> None:
         await self._node.redis.incr(VERSION_KEY)
 
-    async def claim(self, job_id: str, firing: str) -> bool:
+    def removed(self, job_id: str, created_at: int) -> None:
+        self._node.outbox.enqueue_action(functools.partial(self._mark_removed, job_id, created_at))
+
+    async def _mark_removed(self, job_id: str, created_at: int) -> None:
+        await self._node.redis.set(f"agw:sched:removed:{job_id}:{created_at}", self._node.instance_id,
+                                   ex=CLAIM_SECONDS)
+
+    async def claim(self, job_id: str, created_at: int, firing: str) -> bool:
         try:
-            won = await self._node.redis.set(f"agw:sched:fire:{job_id}:{firing}", self._node.instance_id, nx=True,
-                                             ex=CLAIM_SECONDS)
+            won = await self._claim(keys=[f"agw:sched:fire:{job_id}:{created_at}:{firing}",
+                                          f"agw:sched:removed:{job_id}:{created_at}"],
+                                    args=[self._node.instance_id, CLAIM_SECONDS])
         except (RedisError, OSError) as exc:
             logger.error("scheduler: job %s not fired at %s: the cluster store (Redis) is unreachable: %s",
                          job_id, firing, exc)

@@ -104,8 +104,13 @@ class ScheduleCluster(Protocol):
         """The file, written so that concurrent writers merge instead of overwriting each other."""
         ...
 
-    async def claim(self, job_id: str, firing: str) -> bool:
-        """True for exactly one of the instances firing ``job_id`` at ``firing``."""
+    async def claim(self, job_id: str, created_at: int, firing: str) -> bool:
+        """True for exactly one of the instances firing ``job_id`` (created at ``created_at``) at ``firing``;
+        False for every instance once the job was removed anywhere."""
+        ...
+
+    def removed(self, job_id: str, created_at: int) -> None:
+        """``job_id`` was removed here: no instance fires it any more, even one that has not reloaded yet."""
         ...
 
     def watch(self, reload: Callable[[], None]) -> None:
@@ -243,6 +248,8 @@ class ScheduleService:
                 self._scheduler.remove_job(record.job_id)
         del self._records[record.job_id]
         self._due.pop(record.job_id, None)
+        if self._cluster is not None:
+            self._cluster.removed(record.job_id, record.created_at)
         self._save()
         return {"jobId": record.job_id, "removed": True}
 
@@ -289,7 +296,7 @@ class ScheduleService:
         the current minute)."""
         when = record.trigger.get("runAt") if record.trigger.get("type") == "date" \
             else f"{(scheduled or dt.datetime.now(dt.UTC)).astimezone(dt.UTC):%Y-%m-%dT%H:%M}"
-        return f"{record.created_at}:{when}"
+        return str(when)
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         """APScheduler hands a job to its executor (the ``_fire`` task starts after this): keep the
@@ -392,7 +399,8 @@ class ScheduleService:
         record = self._records.get(job_id)
         if record is None:
             return
-        if self._cluster is not None and not await self._cluster.claim(job_id, self._firing_name(record, scheduled)):
+        if self._cluster is not None and not await self._cluster.claim(
+                job_id, record.created_at, self._firing_name(record, scheduled)):
             return  # SPEC §16: another instance fires this one
         task = asyncio.current_task()
         assert task is not None

@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
+from app.cluster.schedules import SharedScheduleFile
 from app.devtools import FakeUpstream
+from app.scheduler.jobs import JobRecord, ScheduleFile
 from tests.cluster.support import HANG, RedisServer
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.responders import echo_or_fail
@@ -104,3 +108,60 @@ async def test_a_cron_job_fired_late_on_one_instance_runs_once(
         job = next(j for j in (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] if j["jobId"] == job_id)
         assert job["runs"] == 0 and job["lastStatus"] is None, job
         assert not [r for r in upstream.requests if "daily report" in str(r.body)]
+
+
+def written(gw: GatewayServer) -> None:
+    """Until the instance wrote to Redis everything it queued so far."""
+    loop = gw.gateway.scheduler._scheduler._eventloop
+    asyncio.run_coroutine_threadsafe(gw.gateway.cluster.outbox.join(), loop).result(HANG)
+
+
+def stop_reloading(gw: GatewayServer) -> None:
+    """The instance stops polling for changes of ``schedules.json``: it has not reloaded yet, for as long
+    as the test needs."""
+    node = gw.gateway.cluster
+    [watch] = [task for task in node._tasks if task.get_coro().__name__ == "_watch"]
+    run_on_loop(gw, watch.cancel)
+
+
+def record(job_id: str, **changes: Any) -> JobRecord:
+    return JobRecord(job_id=job_id, agent_key="plain", message="m", chat_id=None,
+                     trigger={"type": "cron", "expr": "0 9 * * 1"}, owner="alice", created_at=1, **changes)
+
+
+def test_a_job_removed_by_one_instance_is_not_written_back_by_another(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.json"
+    a, b = SharedScheduleFile(path, lambda: None), SharedScheduleFile(path, lambda: None)
+    a.save([record("kept"), record("doomed")])
+    b.load()
+    a.save([record("kept")])  # removed on a
+    # b, not reloaded yet, records an outcome of the removed job and creates a job of its own
+    b.save([record("kept"), record("doomed", runs=1, last_status="complete"), record("new-on-b")])
+    assert sorted(r.job_id for r in ScheduleFile(path).load()) == ["kept", "new-on-b"]
+
+
+async def test_a_job_removed_on_one_instance_never_fires_on_another_that_has_not_reloaded(
+    deploy: Path, redis_server: RedisServer, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    job_id = f"doomed-{uuid.uuid4().hex[:6]}"
+    run_at = int((time.time() + 3600) * 1000)
+    with instance(deploy, redis_server, "a") as a, instance(deploy, redis_server, "b") as b:
+        created = await client.post(f"{a.url}/api/ap/schedules", json={
+            "jobId": job_id, "agentKey": "plain", "message": "doomed report",
+            "trigger": {"type": "date", "runAt": run_at}})
+        assert created.status_code == 200, created.text
+        deadline = time.monotonic() + HANG
+        while job_id not in [j["jobId"] for j in (await client.get(f"{b.url}/api/ap/schedules")).json()["data"]]:
+            assert time.monotonic() < deadline, "b never loaded the job"
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(stop_reloading, b)
+        removed = await client.delete(f"{a.url}/api/ap/schedules", params={"jobId": job_id})
+        assert removed.json()["data"] == {"jobId": job_id, "removed": True}
+        await asyncio.to_thread(written, a)  # everything a queued for Redis with the removal
+        # b still has it scheduled, and its time comes
+        await asyncio.to_thread(fire_at, b, job_id, dt.datetime.now(dt.UTC).replace(microsecond=0))
+        on_b = next(j for j in (await client.get(f"{b.url}/api/ap/schedules")).json()["data"] if j["jobId"] == job_id)
+        assert on_b["runs"] == 0 and on_b["lastStatus"] is None, on_b
+        assert not [r for r in upstream.requests if "doomed report" in str(r.body)]
+        on_disk = orjson.loads((deploy / "data" / ".agw" / "schedules.json").read_bytes())
+        assert job_id not in [job["jobId"] for job in on_disk["jobs"]]
