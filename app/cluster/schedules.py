@@ -2,9 +2,9 @@
 
 ``ClusterSchedules`` is the scheduler's ``ScheduleCluster`` (``app.scheduler.service``):
 
-* ``claim(job_id, created_at, firing)`` — ``SET NX agw:sched:fire:<jobId>:<createdAt>:<firing>``: of the
-  instances whose APScheduler fires the same job at the same time, exactly one gets to run it; none
-  does once ``removed`` set ``agw:sched:removed:<jobId>:<createdAt>`` (an instance that has not reloaded
+* ``claim(record, firing)`` — ``SET NX agw:sched:fire:<job ref>:<firing>`` (``job_ref``: job id, owner
+  digest, ``createdAt``): of the instances whose APScheduler fires the same job at the same time, exactly
+  one gets to run it; none does once ``removed`` set ``agw:sched:removed:<job ref>`` (an instance that has not reloaded
   the file yet still schedules a removed job); a firing that cannot be claimed (Redis unreachable) is
   skipped and logged, never run twice;
 * ``shared_file(path)`` — a ``SharedScheduleFile``: ``schedules.json`` on the shared volume,
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,13 +45,19 @@ return 0
 """
 
 
+def job_ref(record: JobRecord) -> str:
+    """A job in Redis key names: ``<jobId>:<owner digest>:<createdAt>`` (job ids are per user)."""
+    digest = hashlib.sha256(record.owner.encode()).hexdigest()[:12]
+    return f"{record.job_id}:{digest}:{record.created_at}"
+
+
 class SharedScheduleFile(ScheduleFile):
     """``schedules.json`` shared by several instances (see the module docstring)."""
 
     def __init__(self, path: Path, on_saved: Callable[[], None]) -> None:
         super().__init__(path)
         self._on_saved = on_saved
-        #: job id → its JSON as this instance last read or wrote it
+        #: ``JobRecord.key`` → its JSON as this instance last read or wrote it
         self._seen: dict[str, dict[str, Any]] = {}
 
     @contextlib.contextmanager
@@ -66,25 +73,38 @@ class SharedScheduleFile(ScheduleFile):
     def load(self) -> list[JobRecord]:
         with self._locked():
             records = super().load()
-        self._seen = {record.job_id: record.to_json() for record in records}
+        self._seen = {record.key: record.to_json() for record in records}
         return records
 
+    def reserve(self, record: JobRecord) -> bool:
+        """Write a new job at once unless its owner has a job of that id on disk (created on another instance
+        that this one has not reloaded yet): of two instances creating one id at once, one gets a 409."""
+        with self._locked():
+            on_disk = {known.key: known for known in super().load()}
+            if record.key in on_disk:
+                return False
+            on_disk[record.key] = record
+            super().save(list(on_disk.values()))
+        self._seen[record.key] = record.to_json()
+        self._on_saved()
+        return True
+
     def save(self, records: list[JobRecord]) -> None:
-        mine = {record.job_id: record for record in records}
+        mine = {record.key: record for record in records}
         removed = self._seen.keys() - mine.keys()
-        changed = [record for job_id, record in mine.items() if self._seen.get(job_id) != record.to_json()]
+        changed = [record for key, record in mine.items() if self._seen.get(key) != record.to_json()]
         if not removed and not changed:
             return
         with self._locked():
-            on_disk = {record.job_id: record for record in super().load()}
-            for job_id in removed:
-                on_disk.pop(job_id, None)
+            on_disk = {record.key: record for record in super().load()}
+            for key in removed:
+                on_disk.pop(key, None)
             for record in changed:
-                if record.job_id in on_disk or record.job_id not in self._seen:
-                    on_disk[record.job_id] = record
+                if record.key in on_disk or record.key not in self._seen:
+                    on_disk[record.key] = record
                 # else another instance removed it since we read the file: it stays removed
             super().save(list(on_disk.values()))
-        self._seen = {job_id: record.to_json() for job_id, record in mine.items()}
+        self._seen = {key: record.to_json() for key, record in mine.items()}
         self._on_saved()
 
 
@@ -104,17 +124,16 @@ class ClusterSchedules:
     async def _bump(self) -> None:
         await self._node.redis.incr(VERSION_KEY)
 
-    def removed(self, job_id: str, created_at: int) -> None:
-        self._node.outbox.enqueue_action(functools.partial(self._mark_removed, job_id, created_at))
+    def removed(self, record: JobRecord) -> None:
+        self._node.outbox.enqueue_action(functools.partial(self._mark_removed, job_ref(record)))
 
-    async def _mark_removed(self, job_id: str, created_at: int) -> None:
-        await self._node.redis.set(f"agw:sched:removed:{job_id}:{created_at}", self._node.instance_id,
-                                   ex=CLAIM_SECONDS)
+    async def _mark_removed(self, ref: str) -> None:
+        await self._node.redis.set(f"agw:sched:removed:{ref}", self._node.instance_id, ex=CLAIM_SECONDS)
 
-    async def claim(self, job_id: str, created_at: int, firing: str) -> bool:
+    async def claim(self, record: JobRecord, firing: str) -> bool:
+        ref, job_id = job_ref(record), record.job_id
         try:
-            won = await self._claim(keys=[f"agw:sched:fire:{job_id}:{created_at}:{firing}",
-                                          f"agw:sched:removed:{job_id}:{created_at}"],
+            won = await self._claim(keys=[f"agw:sched:fire:{ref}:{firing}", f"agw:sched:removed:{ref}"],
                                     args=[self._node.instance_id, CLAIM_SECONDS])
         except (RedisError, OSError) as exc:
             logger.error("scheduler: job %s not fired at %s: the cluster store (Redis) is unreachable: %s",

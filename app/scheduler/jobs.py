@@ -170,6 +170,12 @@ def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,
     return DateTrigger(run_date=moment, timezone=dt.UTC)
 
 
+def job_key(owner: str, job_id: str) -> str:
+    """A job's identity: job ids are per user, so two users may both name a job ``daily`` and neither
+    learns of the other's (APScheduler's job id, the key of the service's and the file's records)."""
+    return orjson.dumps([owner, job_id]).decode()
+
+
 def epoch_ms(moment: dt.datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
@@ -193,6 +199,10 @@ class JobRecord:
     last_chat_id: str | None = None
     last_run_id: str | None = None
     runs: int = 0
+
+    @property
+    def key(self) -> str:
+        return job_key(self.owner, self.job_id)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -239,6 +249,10 @@ class ScheduleFile:
             except (KeyError, TypeError, ValueError):
                 logger.error("scheduler: skipping a malformed job in %s: %r", self.path, item)
         return records
+
+    def reserve(self, record: JobRecord) -> bool:
+        """Whether ``record``'s id is free in the file (one process: its own records tell; see the shared file)."""
+        return True
 
     def save(self, records: list[JobRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ from app.errors import (
     GatewayError,
     NotFoundError,
     RequestError,
+    ServiceUnavailable,
     describe_validation_error,
 )
 from app.memory.store import ChatStore
@@ -65,6 +66,7 @@ from app.scheduler.jobs import (
     ScheduleRequest,
     build_trigger,
     epoch_ms,
+    job_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,13 +106,13 @@ class ScheduleCluster(Protocol):
         """The file, written so that concurrent writers merge instead of overwriting each other."""
         ...
 
-    async def claim(self, job_id: str, created_at: int, firing: str) -> bool:
-        """True for exactly one of the instances firing ``job_id`` (created at ``created_at``) at ``firing``;
-        False for every instance once the job was removed anywhere."""
+    async def claim(self, record: JobRecord, firing: str) -> bool:
+        """True for exactly one of the instances firing ``record`` at ``firing``; False for every instance
+        once the job was removed anywhere."""
         ...
 
-    def removed(self, job_id: str, created_at: int) -> None:
-        """``job_id`` was removed here: no instance fires it any more, even one that has not reloaded yet."""
+    def removed(self, record: JobRecord) -> None:
+        """``record`` was removed here: no instance fires it any more, even one that has not reloaded yet."""
         ...
 
     def watch(self, reload: Callable[[], None]) -> None:
@@ -141,6 +143,7 @@ class ScheduleService:
         self._cluster = cluster
         path = settings.data_dir / FILE_NAME
         self._file = ScheduleFile(path) if cluster is None else cluster.shared_file(path)
+        #: ``JobRecord.key`` (owner and job id) → the job
         self._records: dict[str, JobRecord] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self._firing: set[asyncio.Task[Any]] = set()
@@ -169,7 +172,7 @@ class ScheduleService:
         for record in records:
             if record.last_status == "running" and not await self._running_elsewhere(record):
                 record.last_status, record.last_error = "interrupted", "the gateway stopped during this run"
-            self._records[record.job_id] = record
+            self._records[record.key] = record
             if not record.finished:
                 self._add_to_scheduler(record, validate_past=False)
         scheduler.start()
@@ -207,11 +210,12 @@ class ScheduleService:
         return remove
 
     def add(self, request: ScheduleRequest, owner: str) -> dict[str, Any]:
-        """Validate and schedule a job; returns its view. 400 on bad input, 409 on a taken id."""
+        """Validate and schedule a job; returns its view. 400 on bad input, 409 on an id ``owner`` already uses
+        (ids are per user: another user's jobs are never revealed)."""
         if self._scheduler is None:
             raise ConflictError("the scheduler is not running (scheduler.enabled=false)")
         job_id = check_key(request.jobId, "jobId") if request.jobId else f"job_{uuid.uuid4().hex[:12]}"
-        if job_id in self._records:
+        if job_key(owner, job_id) in self._records:
             raise ConflictError(f"a job with jobId {job_id!r} already exists")
         agent_key = check_key(request.agentKey, "agentKey")
         if agent_key not in self._catalog().agents:
@@ -229,7 +233,16 @@ class ScheduleService:
             trigger=request.trigger.model_dump(), owner=owner, created_at=now_ms(),
         )
         self._add_to_scheduler(record, validate_past=True)
-        self._records[job_id] = record
+        try:
+            reserved = self._file.reserve(record)
+        except OSError as exc:
+            self._unschedule(record.key)
+            logger.exception("scheduler: could not write %s", self._file.path)
+            raise ServiceUnavailable("the schedules file could not be written; the job was not added") from exc
+        if not reserved:
+            self._unschedule(record.key)
+            raise ConflictError(f"a job with jobId {job_id!r} already exists")
+        self._records[record.key] = record
         self._save()
         logger.info("scheduled job %s (%s) for agent %s", job_id, record.trigger, agent_key)
         return self._view(record)
@@ -245,11 +258,11 @@ class ScheduleService:
         record = self._owned(job_id, owner)
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):
-                self._scheduler.remove_job(record.job_id)
-        del self._records[record.job_id]
-        self._due.pop(record.job_id, None)
+                self._scheduler.remove_job(record.key)
+        del self._records[record.key]
+        self._due.pop(record.key, None)
         if self._cluster is not None:
-            self._cluster.removed(record.job_id, record.created_at)
+            self._cluster.removed(record)
         self._save()
         return {"jobId": record.job_id, "removed": True}
 
@@ -259,15 +272,16 @@ class ScheduleService:
         if self._scheduler is None:
             return
         self._save()
-        on_disk = {record.job_id: record for record in self._file.load()}
-        for job_id in [job_id for job_id in self._records if job_id not in on_disk]:
+        on_disk = {record.key: record for record in self._file.load()}
+        for key in [key for key in self._records if key not in on_disk]:
             with contextlib.suppress(JobLookupError):
-                self._scheduler.remove_job(job_id)
-            del self._records[job_id]
-        for job_id, fresh in on_disk.items():
-            record = self._records.get(job_id)
+                self._scheduler.remove_job(key)
+            del self._records[key]
+            self._due.pop(key, None)
+        for key, fresh in on_disk.items():
+            record = self._records.get(key)
             if record is None:
-                self._records[job_id] = fresh
+                self._records[key] = fresh
                 if not fresh.finished:
                     self._add_to_scheduler(fresh, validate_past=False)
                 continue
@@ -276,7 +290,7 @@ class ScheduleService:
                 setattr(record, name, getattr(fresh, name))
             if record.finished and not was_finished:
                 with contextlib.suppress(JobLookupError):
-                    self._scheduler.remove_job(job_id)
+                    self._scheduler.remove_job(key)
 
     # -- internals -------------------------------------------------------------------
 
@@ -303,10 +317,10 @@ class ScheduleService:
         scheduled run times, which ``_fire`` itself is not told."""
         self._due.setdefault(event.job_id, deque()).extend(event.scheduled_run_times)
 
-    def _take_due(self, job_id: str) -> dt.datetime | None:
+    def _take_due(self, key: str) -> dt.datetime | None:
         """The scheduled run time of the firing ``_fire`` is running; run times APScheduler skipped as
         missed before it (``coalesce: false``) are dropped."""
-        due = self._due.get(job_id)
+        due = self._due.get(key)
         if not due:
             return None
         grace = dt.timedelta(seconds=self._settings.scheduler.misfire_grace_seconds)
@@ -315,12 +329,17 @@ class ScheduleService:
             due.popleft()
         scheduled = due.popleft()
         if not due:
-            del self._due[job_id]
+            del self._due[key]
         return scheduled
 
+    def _unschedule(self, key: str) -> None:
+        if self._scheduler is not None:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(key)
+
     def _owned(self, job_id: str, owner: str) -> JobRecord:
-        record = self._records.get(check_key(job_id, "jobId"))
-        if record is None or record.owner != owner:
+        record = self._records.get(job_key(owner, check_key(job_id, "jobId")))
+        if record is None:
             raise NotFoundError(f"unknown job: {job_id}")
         return record
 
@@ -341,14 +360,14 @@ class ScheduleService:
             record.last_status, record.last_error, record.finished = "error", exc.message, True
             return
         self._scheduler.add_job(
-            self._fire, trigger, args=[record.job_id], id=record.job_id, name=f"agent:{record.agent_key}",
+            self._fire, trigger, args=[record.key], id=record.key, name=f"agent:{record.agent_key}",
             replace_existing=True,
         )
 
     def _view(self, record: JobRecord) -> dict[str, Any]:
         next_run = None
         if self._scheduler is not None and not record.finished:
-            job = self._scheduler.get_job(record.job_id)
+            job = self._scheduler.get_job(record.key)
             next_run = epoch_ms(getattr(job, "next_run_time", None)) if job is not None else None
         return {
             "jobId": record.job_id, "agentKey": record.agent_key, "message": record.message,
@@ -393,14 +412,14 @@ class ScheduleService:
             except Exception:  # a listener's failure must not lose the job's record or other listeners
                 logger.exception("scheduler: an outcome listener failed for job %s", event.job_id)
 
-    async def _fire(self, job_id: str) -> None:
-        """One firing: start the run, consume its events, record the outcome."""
-        scheduled = self._take_due(job_id)
-        record = self._records.get(job_id)
+    async def _fire(self, key: str) -> None:
+        """One firing of the job ``key`` (``JobRecord.key``): start the run, consume its events, record the outcome."""
+        scheduled = self._take_due(key)
+        record = self._records.get(key)
         if record is None:
             return
-        if self._cluster is not None and not await self._cluster.claim(
-                job_id, record.created_at, self._firing_name(record, scheduled)):
+        job_id = record.job_id
+        if self._cluster is not None and not await self._cluster.claim(record, self._firing_name(record, scheduled)):
             return  # SPEC §16: another instance fires this one
         task = asyncio.current_task()
         assert task is not None
@@ -436,7 +455,7 @@ class ScheduleService:
             logger.exception("scheduled job %s failed unexpectedly", job_id)
             record.last_status, record.last_error = "error", "internal error while running the job"
         finally:
-            if job_id in self._records:
+            if key in self._records:
                 self._save()
         try:
             if record.last_status == "complete":

@@ -19,10 +19,11 @@ import orjson
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
-from app.cluster.schedules import SharedScheduleFile
+from app.cluster.schedules import SharedScheduleFile, job_ref
 from app.devtools import FakeUpstream
-from app.scheduler.jobs import JobRecord, ScheduleFile
+from app.scheduler.jobs import JobRecord, ScheduleFile, job_key
 from tests.cluster.support import HANG, RedisServer
+from tests.security.support import ISSUER, KeyPair, ec_pair, mint
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.responders import echo_or_fail
 from tests.support.server import GatewayServer
@@ -54,11 +55,13 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def instance(deploy: Path, redis: RedisServer, name: str, **scheduler: Any) -> GatewayServer:
-    """One instance of a cluster on ``redis`` (not started)."""
-    return GatewayServer(deploy, overrides={
-        "agent": {"cluster": {"redis-url": redis.url, "lease-seconds": 2, "instance-name": name}},
-        "scheduler": scheduler})
+def instance(deploy: Path, redis: RedisServer, name: str, key: KeyPair | None = None,
+             **scheduler: Any) -> GatewayServer:
+    """One instance of a cluster on ``redis`` (not started); with ``key``, callers sign in with JWTs it signed."""
+    agent: dict[str, Any] = {"cluster": {"redis-url": redis.url, "lease-seconds": 2, "instance-name": name}}
+    if key is not None:
+        agent["auth"] = {"enabled": True, "issuer": ISSUER, "local-public-key": key.public_pem}
+    return GatewayServer(deploy, overrides={"agent": agent, "scheduler": scheduler})
 
 
 def run_on_loop(gw: GatewayServer, fn: Any, *args: Any) -> Any:
@@ -71,9 +74,10 @@ async def _call(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
-def fire_at(gw: GatewayServer, job_id: str, scheduled: dt.datetime) -> None:
-    """Make the instance's APScheduler fire ``job_id`` for ``scheduled`` (a past run time: a late firing)
-    and wait until that firing ended."""
+def fire_at(gw: GatewayServer, job_id: str, scheduled: dt.datetime, owner: str = "anonymous") -> None:
+    """Make the instance's APScheduler fire ``owner``'s ``job_id`` for ``scheduled`` (a past run time: a
+    late firing) and wait until that firing ended."""
+    job_id = job_key(owner, job_id)  # APScheduler's id of the job
     done = threading.Event()
     scheduler = gw.gateway.scheduler._scheduler
 
@@ -99,11 +103,10 @@ async def test_a_cron_job_fired_late_on_one_instance_runs_once(
         created = await client.post(f"{gw.url}/api/ap/schedules", json={
             "jobId": job_id, "agentKey": "plain", "message": "daily report", "trigger": {"type": "cron", "expr": expr}})
         assert created.status_code == 200, created.text
-        created_at = created.json()["data"]["createdAt"]
         # another instance claimed and ran the scheduled firing on time
+        ref = job_ref(gw.gateway.scheduler._records[job_key("anonymous", job_id)])
         with redis_server.client() as redis_client:
-            assert redis_client.set(f"agw:sched:fire:{job_id}:{created_at}:{scheduled:%Y-%m-%dT%H:%M}", "other",
-                                    nx=True, ex=60)
+            assert redis_client.set(f"agw:sched:fire:{ref}:{scheduled:%Y-%m-%dT%H:%M}", "other", nx=True, ex=60)
         await asyncio.to_thread(fire_at, gw, job_id, scheduled)
         job = next(j for j in (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] if j["jobId"] == job_id)
         assert job["runs"] == 0 and job["lastStatus"] is None, job
@@ -165,3 +168,48 @@ async def test_a_job_removed_on_one_instance_never_fires_on_another_that_has_not
         assert not [r for r in upstream.requests if "doomed report" in str(r.body)]
         on_disk = orjson.loads((deploy / "data" / ".agw" / "schedules.json").read_bytes())
         assert job_id not in [job["jobId"] for job in on_disk["jobs"]]
+
+
+async def test_attack_job_ids_are_per_user_so_none_is_lost_or_revealed(
+    deploy: Path, redis_server: RedisServer, client: httpx.AsyncClient
+) -> None:
+    """Alice and Bob both name a job ``daily-report`` on two instances at once: both keep theirs (one of
+    them vanished from the shared file), and a user reusing another's id is never told it is taken (a 409
+    naming it told Carol that someone had a job ``daily-report``)."""
+    key = ec_pair("sched-key")
+    users = {name: {"Authorization": f"Bearer {mint(key, name, exp_in=3600)}"} for name in ("alice", "bob", "carol")}
+    later = {"type": "cron", "expr": "0 9 * * 1"}
+
+    def job(message: str) -> dict[str, Any]:
+        return {"jobId": "daily-report", "agentKey": "plain", "message": message, "trigger": later}
+
+    with instance(deploy, redis_server, "a", key) as a, instance(deploy, redis_server, "b", key) as b:
+        replies = await asyncio.gather(
+            client.post(f"{a.url}/api/ap/schedules", headers=users["alice"], json=job("alice's report")),
+            client.post(f"{b.url}/api/ap/schedules", headers=users["bob"], json=job("bob's report")))
+        assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+        carol = await client.post(f"{a.url}/api/ap/schedules", headers=users["carol"], json=job("carol's report"))
+        assert carol.status_code == 200, carol.text
+        again = await client.post(f"{b.url}/api/ap/schedules", headers=users["alice"], json=job("twice"))
+        assert again.status_code == 409 and "daily-report" in again.json()["msg"]
+
+        async def listed(url: str, user: str) -> list[str]:
+            jobs = (await client.get(f"{url}/api/ap/schedules", headers=users[user])).json()["data"]
+            return [f"{j['jobId']}: {j['message']}" for j in jobs]
+
+        deadline = time.monotonic() + HANG
+        for gw in (a, b):
+            for user in users:
+                while await listed(gw.url, user) != [f"daily-report: {user}'s report"]:
+                    assert time.monotonic() < deadline, (gw.url, user, await listed(gw.url, user))
+                    await asyncio.sleep(0.02)
+        removed = await client.delete(f"{b.url}/api/ap/schedules", headers=users["bob"],
+                                      params={"jobId": "daily-report"})
+        assert removed.status_code == 200
+        while await listed(a.url, "bob") != []:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert await listed(a.url, "alice") == ["daily-report: alice's report"]
+        on_disk = orjson.loads((deploy / "data" / ".agw" / "schedules.json").read_bytes())
+        assert sorted((j["jobId"], j["owner"]) for j in on_disk["jobs"]) == [
+            ("daily-report", "alice"), ("daily-report", "carol")]
