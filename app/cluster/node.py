@@ -113,6 +113,8 @@ class ClusterNode:
         #: its heartbeat lives; the directory registers its live runs again where their records are gone
         self.on_registration_lost: Callable[[], Awaitable[None]] | None = None
         self._beaten = False
+        #: the event loop this instance runs in (set by ``start``), for callbacks from worker threads
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.healthy = False
         self.last_error: str | None = None
         self._healthy_since: float | None = None
@@ -155,6 +157,7 @@ class ClusterNode:
                     on_lost_run: Callable[[str, dict[str, str]], Awaitable[None]]) -> None:
         self._handler = handler
         self._on_lost_run = on_lost_run
+        self.loop = asyncio.get_running_loop()
         await self._beat()
         for coro in (self._heartbeat_loop(), self._inbox_loop(), self._reaper_loop(), self.outbox.run()):
             self.spawn(coro)

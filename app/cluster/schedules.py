@@ -23,7 +23,7 @@ import fcntl
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +76,15 @@ class SharedScheduleFile(ScheduleFile):
         self._seen = {record.key: record.to_json() for record in records}
         return records
 
-    def reserve(self, record: JobRecord) -> bool:
+    def reserve(self, record: JobRecord, check_room: Callable[[list[str]], None]) -> bool:
         """Write a new job at once unless its owner has a job of that id on disk (created on another instance
-        that this one has not reloaded yet): of two instances creating one id at once, one gets a 409."""
+        that this one has not reloaded yet): of two instances creating one id at once, one gets a 409; the
+        caps are counted on the disk too."""
         with self._locked():
             on_disk = {known.key: known for known in super().load()}
             if record.key in on_disk:
                 return False
+            check_room([known.owner for known in on_disk.values()])
             on_disk[record.key] = record
             super().save(list(on_disk.values()))
         self._seen[record.key] = record.to_json()
@@ -115,11 +117,18 @@ class ClusterSchedules:
         self._node = node
         self._claim: Any = node.redis.register_script(CLAIM)
 
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._node.loop
+        assert loop is not None, "the cluster node is started before the scheduler"
+        return loop
+
     def shared_file(self, path: Path) -> SharedScheduleFile:
         return SharedScheduleFile(path, self._changed)
 
     def _changed(self) -> None:
-        self._node.outbox.enqueue_action(self._bump)
+        """The file was written (in a worker thread: the scheduler never blocks its loop on the file)."""
+        self._loop.call_soon_threadsafe(self._node.outbox.enqueue_action, self._bump)
 
     async def _bump(self) -> None:
         await self._node.redis.incr(VERSION_KEY)
@@ -143,10 +152,10 @@ class ClusterSchedules:
             logger.debug("scheduler: job %s at %s is fired by another instance", job_id, firing)
         return bool(won)
 
-    def watch(self, reload: Callable[[], None]) -> None:
+    def watch(self, reload: Callable[[], Awaitable[None]]) -> None:
         self._node.spawn(self._watch(reload))
 
-    async def _watch(self, reload: Callable[[], None]) -> None:
+    async def _watch(self, reload: Callable[[], Awaitable[None]]) -> None:
         seen: bytes | None = b"?"
         interval = min(self._node.beat_seconds, 1.0)
         while True:
@@ -158,6 +167,6 @@ class ClusterSchedules:
             if version != seen:
                 seen = version
                 try:
-                    reload()
+                    await reload()
                 except OSError:
                     logger.exception("scheduler: could not reload the shared schedules file")

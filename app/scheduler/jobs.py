@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -250,8 +251,9 @@ class ScheduleFile:
                 logger.error("scheduler: skipping a malformed job in %s: %r", self.path, item)
         return records
 
-    def reserve(self, record: JobRecord) -> bool:
-        """Whether ``record``'s id is free in the file (one process: its own records tell; see the shared file)."""
+    def reserve(self, record: JobRecord, check_room: Callable[[list[str]], None]) -> bool:
+        """False when ``record``'s id is taken in the file; ``check_room(owners of the file's jobs)`` raises
+        when there is no room. One process: its own records tell (see the shared file)."""
         return True
 
     def save(self, records: list[JobRecord]) -> None:

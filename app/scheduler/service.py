@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -115,8 +117,8 @@ class ScheduleCluster(Protocol):
         """``record`` was removed here: no instance fires it any more, even one that has not reloaded yet."""
         ...
 
-    def watch(self, reload: Callable[[], None]) -> None:
-        """Call ``reload`` whenever another instance may have changed the file."""
+    def watch(self, reload: Callable[[], Awaitable[None]]) -> None:
+        """Await ``reload`` whenever another instance may have changed the file."""
         ...
 
 
@@ -150,6 +152,8 @@ class ScheduleService:
         self._listeners: list[OutcomeListener] = []
         #: job id → the scheduled run times APScheduler submitted and ``_fire`` has not taken yet
         self._due: dict[str, deque[dt.datetime]] = {}
+        #: the file is read and written in a thread (never blocking the loop), one access at a time
+        self._io = asyncio.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -168,7 +172,7 @@ class ScheduleService:
         scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
         scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._scheduler = scheduler
-        records = await asyncio.to_thread(self._file.load)
+        records = await self._load()
         for record in records:
             if record.last_status == "running" and not await self._running_elsewhere(record):
                 record.last_status, record.last_error = "interrupted", "the gateway stopped during this run"
@@ -176,7 +180,7 @@ class ScheduleService:
             if not record.finished:
                 self._add_to_scheduler(record, validate_past=False)
         scheduler.start()
-        self._save()
+        await self._save()
         if self._cluster is not None:
             self._cluster.watch(self.reload)
         logger.info("scheduler started with %d job(s) from %s", len(self._records), self._file.path)
@@ -193,7 +197,7 @@ class ScheduleService:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         scheduler.shutdown(wait=False)
-        self._save()
+        await self._save()
 
     # -- API -------------------------------------------------------------------------
 
@@ -209,11 +213,16 @@ class ScheduleService:
 
         return remove
 
-    def add(self, request: ScheduleRequest, owner: str) -> dict[str, Any]:
+    async def add(self, request: ScheduleRequest, owner: str) -> dict[str, Any]:
         """Validate and schedule a job; returns its view. 400 on bad input, 409 on an id ``owner`` already uses
-        (ids are per user: another user's jobs are never revealed)."""
+        (ids are per user: another user's jobs are never revealed), 409 beyond ``scheduler.max-jobs-per-user``
+        or ``scheduler.max-jobs``."""
         if self._scheduler is None:
             raise ConflictError("the scheduler is not running (scheduler.enabled=false)")
+        config = self._settings.scheduler
+        if len(request.message) > config.max_message_chars:
+            raise RequestError(f"the job's message has {len(request.message)} characters; the limit "
+                               f"scheduler.max-message-chars is {config.max_message_chars}")
         job_id = check_key(request.jobId, "jobId") if request.jobId else f"job_{uuid.uuid4().hex[:12]}"
         if job_key(owner, job_id) in self._records:
             raise ConflictError(f"a job with jobId {job_id!r} already exists")
@@ -232,18 +241,26 @@ class ScheduleService:
             job_id=job_id, agent_key=agent_key, message=request.message, chat_id=chat_id,
             trigger=request.trigger.model_dump(), owner=owner, created_at=now_ms(),
         )
-        self._add_to_scheduler(record, validate_past=True)
-        try:
-            reserved = self._file.reserve(record)
-        except OSError as exc:
-            self._unschedule(record.key)
-            logger.exception("scheduler: could not write %s", self._file.path)
-            raise ServiceUnavailable("the schedules file could not be written; the job was not added") from exc
-        if not reserved:
-            self._unschedule(record.key)
-            raise ConflictError(f"a job with jobId {job_id!r} already exists")
-        self._records[record.key] = record
-        self._save()
+        async with self._io:  # one add at a time: the checks below hold until the job is in
+            if record.key in self._records:
+                raise ConflictError(f"a job with jobId {job_id!r} already exists")
+            self._check_room([r.owner for r in self._records.values()], owner)
+            self._add_to_scheduler(record, validate_past=True)
+            try:
+                reserved = await asyncio.to_thread(self._file.reserve, record, functools.partial(self._check_room,
+                                                                                                owner=owner))
+            except GatewayError:
+                self._unschedule(record.key)
+                raise
+            except OSError as exc:
+                self._unschedule(record.key)
+                logger.exception("scheduler: could not write %s", self._file.path)
+                raise ServiceUnavailable("the schedules file could not be written; the job was not added") from exc
+            if not reserved:
+                self._unschedule(record.key)
+                raise ConflictError(f"a job with jobId {job_id!r} already exists")
+            self._records[record.key] = record
+        await self._save()
         logger.info("scheduled job %s (%s) for agent %s", job_id, record.trigger, agent_key)
         return self._view(record)
 
@@ -254,7 +271,7 @@ class ScheduleService:
     def get(self, job_id: str, owner: str) -> dict[str, Any]:
         return self._view(self._owned(job_id, owner))
 
-    def remove(self, job_id: str, owner: str) -> dict[str, Any]:
+    async def remove(self, job_id: str, owner: str) -> dict[str, Any]:
         record = self._owned(job_id, owner)
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):
@@ -263,16 +280,18 @@ class ScheduleService:
         self._due.pop(record.key, None)
         if self._cluster is not None:
             self._cluster.removed(record)
-        self._save()
+        await self._save()
         return {"jobId": record.job_id, "removed": True}
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """Another instance changed ``schedules.json`` (SPEC §16): write what changed here, then take
         the file's jobs — new ones are scheduled, removed and finished ones unscheduled, outcomes updated."""
         if self._scheduler is None:
             return
-        self._save()
-        on_disk = {record.key: record for record in self._file.load()}
+        await self._save()
+        on_disk = {record.key: record for record in await self._load()}
+        if self._scheduler is None:
+            return
         for key in [key for key in self._records if key not in on_disk]:
             with contextlib.suppress(JobLookupError):
                 self._scheduler.remove_job(key)
@@ -377,11 +396,34 @@ class ScheduleService:
             "runs": record.runs,
         }
 
-    def _save(self) -> None:
-        try:
-            self._file.save(list(self._records.values()))
-        except OSError:
-            logger.exception("scheduler: could not write %s", self._file.path)
+    def _check_room(self, owners: Sequence[str], owner: str) -> None:
+        """``ConflictError`` when ``owners`` (one per job) leave no room for another job of ``owner``."""
+        config = self._settings.scheduler
+        mine = sum(1 for known in owners if known == owner)
+        if mine >= config.max_jobs_per_user:
+            raise ConflictError(f"you have {mine} jobs, the limit scheduler.max-jobs-per-user; delete one first "
+                                "(finished date jobs count until deleted)")
+        if len(owners) >= config.max_jobs:
+            raise ConflictError(f"the gateway has {len(owners)} jobs, the limit scheduler.max-jobs")
+
+    async def _load(self) -> Sequence[JobRecord]:
+        async with self._io:
+            return await asyncio.to_thread(self._file.load)
+
+    async def _save(self) -> None:
+        """Write the records (copies taken now) in a thread, after any write before it."""
+        records = [dataclasses.replace(record) for record in self._records.values()]
+        async with self._io:
+            try:
+                await asyncio.to_thread(self._file.save, records)
+            except OSError:
+                logger.exception("scheduler: could not write %s", self._file.path)
+
+    def _save_soon(self) -> None:
+        """``_save`` from a synchronous callback (APScheduler's listeners)."""
+        task = asyncio.get_running_loop().create_task(self._save())
+        self._firing.add(task)
+        task.add_done_callback(self._firing.discard)
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         due = self._due.get(event.job_id)
@@ -398,7 +440,7 @@ class ScheduleService:
                              f"by more than misfire-grace-seconds={self._settings.scheduler.misfire_grace_seconds}")
         if record.trigger.get("type") == "date":
             record.finished = True
-        self._save()
+        self._save_soon()
         if self._listeners:  # called in the event loop (APScheduler's asyncio scheduler processes jobs there)
             event = ScheduledRunEvent(record.job_id, None, record.chat_id, "failed", record.last_error)
             task = asyncio.get_running_loop().create_task(self._emit(event))
@@ -429,7 +471,7 @@ class ScheduleService:
         record.runs += 1
         if record.trigger.get("type") == "date":
             record.finished = True
-        self._save()
+        await self._save()
         run_id, chat_id = None, record.chat_id
         try:
             query = QueryRequest.model_validate(
@@ -438,7 +480,7 @@ class ScheduleService:
             record.last_run_id, record.last_chat_id = run.run_id, run.chat_id
             run_id, chat_id = run.run_id, run.chat_id
             if self._cluster is not None:
-                self._save()  # the run id tells other instances that this job is running (SPEC §16)
+                await self._save()  # the run id tells other instances that this job is running (SPEC §16)
             outcome = await run.finished()
             record.last_status = _JOB_STATUS[outcome.status]
             if outcome.status == "error":
@@ -456,7 +498,7 @@ class ScheduleService:
             record.last_status, record.last_error = "error", "internal error while running the job"
         finally:
             if key in self._records:
-                self._save()
+                await self._save()
         try:
             if record.last_status == "complete":
                 await self._emit(ScheduledRunEvent(job_id, run_id, chat_id, "completed"))

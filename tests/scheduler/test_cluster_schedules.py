@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import threading
 import time
 import uuid
@@ -213,3 +214,59 @@ async def test_attack_job_ids_are_per_user_so_none_is_lost_or_revealed(
         on_disk = orjson.loads((deploy / "data" / ".agw" / "schedules.json").read_bytes())
         assert sorted((j["jobId"], j["owner"]) for j in on_disk["jobs"]) == [
             ("daily-report", "alice"), ("daily-report", "carol")]
+
+
+async def test_attack_job_flood_is_capped_per_user_and_in_all_with_a_bounded_message(
+    deploy: Path, redis_server: RedisServer, client: httpx.AsyncClient
+) -> None:
+    """Jobs were unbounded (each up to 200 000 characters, all in one file every save rewrites): a user's
+    jobs, all jobs and a job's message are capped, counted on the shared file across instances."""
+    key = ec_pair("flood-key")
+    users = {name: {"Authorization": f"Bearer {mint(key, name, exp_in=3600)}"} for name in ("alice", "bob", "carol")}
+    caps = {"max-jobs-per-user": 2, "max-jobs": 3, "max-message-chars": 100}
+    later = {"type": "cron", "expr": "0 9 * * 1"}
+
+    def job(message: str = "report") -> dict[str, Any]:
+        return {"agentKey": "plain", "message": message, "trigger": later}
+
+    with instance(deploy, redis_server, "a", key, **caps) as a, instance(deploy, redis_server, "b", key, **caps) as b:
+        url_a, url_b = f"{a.url}/api/ap/schedules", f"{b.url}/api/ap/schedules"
+        too_long = await client.post(url_a, headers=users["alice"], json=job("x" * 101))
+        assert too_long.status_code == 400 and "scheduler.max-message-chars" in too_long.json()["msg"]
+        for _ in range(2):
+            assert (await client.post(url_a, headers=users["alice"], json=job())).status_code == 200
+        # b may not have reloaded a's jobs yet: the file it writes under its lock is what counts
+        third = await client.post(url_b, headers=users["alice"], json=job())
+        assert third.status_code == 409 and "scheduler.max-jobs-per-user" in third.json()["msg"], third.text
+        assert (await client.post(url_b, headers=users["bob"], json=job())).status_code == 200
+        full = await client.post(url_a, headers=users["carol"], json=job())
+        assert full.status_code == 409 and "scheduler.max-jobs" in full.json()["msg"], full.text
+        mine = (await client.get(url_a, headers=users["alice"])).json()["data"]
+        assert (await client.delete(url_a, headers=users["alice"], params={"jobId": mine[0]["jobId"]})).status_code \
+            == 200
+        assert (await client.post(url_a, headers=users["carol"], json=job())).status_code == 200
+        on_disk = orjson.loads((deploy / "data" / ".agw" / "schedules.json").read_bytes())
+        assert sorted(j["owner"] for j in on_disk["jobs"]) == ["alice", "bob", "carol"]
+
+
+async def test_the_schedules_file_is_never_written_on_the_event_loop(
+    deploy: Path, redis_server: RedisServer, client: httpx.AsyncClient
+) -> None:
+    """Another instance holds the shared file's lock (a large file being written): this instance keeps
+    answering while its job waits for the lock, and the job is added once the lock is free."""
+    with instance(deploy, redis_server, "a") as gw:
+        lock_path = deploy / "data" / ".agw" / "schedules.json.lock"
+        with open(lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                adding = asyncio.create_task(client.post(f"{gw.url}/api/ap/schedules", json={
+                    "jobId": "patient", "agentKey": "plain", "message": "x",
+                    "trigger": {"type": "cron", "expr": "0 9 * * 1"}}))
+                await asyncio.sleep(0)  # the request is on its way
+                health = await client.get(f"{gw.url}/healthz", timeout=10)  # was stuck behind the lock
+                assert health.status_code == 200
+                assert not adding.done()
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        added = await adding
+        assert added.status_code == 200 and added.json()["data"]["jobId"] == "patient"
