@@ -58,6 +58,7 @@ from app.cluster.keys import (
     ENDED_STATUSES,
     INSTANCES,
     MAX_CONNECTIONS,
+    OWNER_INDEX_MAX,
     OWNER_INDEX_SECONDS,
     REFUSED_GLOBAL,
     REFUSED_USER,
@@ -240,7 +241,8 @@ class ClusterNode:
         async with self._counts_lock:
             self._hold(run_id, owner)
             argv: list[Any] = [self.instance_id, owner, len(self._live), self._live_per_owner[owner], global_cap,
-                               user_cap, self.beat_ttl_ms, run_id, chat_id, started_at, OWNER_INDEX_SECONDS]
+                               user_cap, self.beat_ttl_ms, run_id, chat_id, started_at, OWNER_INDEX_SECONDS,
+                               OWNER_INDEX_MAX]
             for name, value in record.items():
                 argv += [name, value]
             try:
