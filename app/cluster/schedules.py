@@ -5,8 +5,8 @@
 * ``claim(record, firing)`` — ``SET NX agw:sched:fire:<job ref>:<firing>`` (``job_ref``: job id, owner
   digest, ``createdAt``): of the instances whose APScheduler fires the same job at the same time, exactly
   one gets to run it; none does once ``removed`` set ``agw:sched:removed:<job ref>`` (an instance that has not reloaded
-  the file yet still schedules a removed job); a firing that cannot be claimed (Redis unreachable) is
-  skipped and logged, never run twice;
+  the file yet still schedules a removed job); Redis unreachable → ``ServiceUnavailable`` (the scheduler
+  retries within the misfire grace time, then records the firing as missed), never run twice;
 * ``shared_file(path)`` — a ``SharedScheduleFile``: ``schedules.json`` on the shared volume,
   written under an exclusive ``flock`` and merged: a save writes only the jobs this instance
   added, changed or removed since it last read or wrote the file, on top of what is on disk — a job
@@ -30,6 +30,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.cluster.node import ClusterNode
+from app.errors import ServiceUnavailable
 from app.scheduler.jobs import JobRecord, ScheduleFile
 
 logger = logging.getLogger(__name__)
@@ -145,9 +146,7 @@ class ClusterSchedules:
             won = await self._claim(keys=[f"agw:sched:fire:{ref}:{firing}", f"agw:sched:removed:{ref}"],
                                     args=[self._node.instance_id, CLAIM_SECONDS])
         except (RedisError, OSError) as exc:
-            logger.error("scheduler: job %s not fired at %s: the cluster store (Redis) is unreachable: %s",
-                         job_id, firing, exc)
-            return False
+            raise ServiceUnavailable(f"the cluster store (Redis) is unreachable: {exc}") from exc
         if not won:
             logger.debug("scheduler: job %s at %s is fired by another instance", job_id, firing)
         return bool(won)

@@ -110,7 +110,7 @@ class ScheduleCluster(Protocol):
 
     async def claim(self, record: JobRecord, firing: str) -> bool:
         """True for exactly one of the instances firing ``record`` at ``firing``; False for every instance
-        once the job was removed anywhere."""
+        once the job was removed anywhere. ``ServiceUnavailable`` when that cannot be known now."""
         ...
 
     def removed(self, record: JobRecord) -> None:
@@ -425,6 +425,36 @@ class ScheduleService:
         self._firing.add(task)
         task.add_done_callback(self._firing.discard)
 
+    async def _claim(self, record: JobRecord, scheduled: dt.datetime | None) -> bool:
+        """The cluster's claim on this firing; while Redis is unreachable it is retried (backing off) until
+        the misfire grace time after the run time is over, then the firing is recorded as missed."""
+        assert self._cluster is not None
+        firing = self._firing_name(record, scheduled)
+        grace = dt.timedelta(seconds=self._settings.scheduler.misfire_grace_seconds)
+        deadline = (scheduled or dt.datetime.now(dt.UTC)) + grace
+        delay = 0.1
+        while True:
+            try:
+                return await self._cluster.claim(record, firing)
+            except ServiceUnavailable as exc:
+                if dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay) > deadline:
+                    logger.error("scheduler: job %s missed its run time %s: %s", record.job_id, firing, exc.message)
+                    await self._missed(record, f"missed its run time {firing}: {exc.message} until "
+                                               f"misfire-grace-seconds={self._settings.scheduler.misfire_grace_seconds} had passed")
+                    return False
+                logger.warning("scheduler: job %s at %s: %s; retrying", record.job_id, firing, exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _missed(self, record: JobRecord, error: str) -> None:
+        """A firing that did not happen: recorded on the job (a date job is then finished), listeners told."""
+        record.last_status, record.last_error = "missed", error
+        if record.trigger.get("type") == "date":
+            record.finished = True
+            self._unschedule(record.key)
+        await self._save()
+        await self._emit(ScheduledRunEvent(record.job_id, None, record.chat_id, "failed", error))
+
     def _on_missed(self, event: JobExecutionEvent) -> None:
         due = self._due.get(event.job_id)
         if due is not None:
@@ -461,8 +491,8 @@ class ScheduleService:
         if record is None:
             return
         job_id = record.job_id
-        if self._cluster is not None and not await self._cluster.claim(record, self._firing_name(record, scheduled)):
-            return  # SPEC §16: another instance fires this one
+        if self._cluster is not None and not await self._claim(record, scheduled):
+            return  # SPEC §16: another instance fires this one (or the firing was recorded as missed)
         task = asyncio.current_task()
         assert task is not None
         self._firing.add(task)

@@ -270,3 +270,52 @@ async def test_the_schedules_file_is_never_written_on_the_event_loop(
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         added = await adding
         assert added.status_code == 200 and added.json()["data"]["jobId"] == "patient"
+
+
+async def test_a_redis_blip_at_a_jobs_run_time_delays_it_and_an_outage_past_the_grace_records_it_missed(
+    deploy: Path, tmp_path: Path, upstream: FakeUpstream, client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The firing's claim failed while Redis was away, and the job was dropped without a trace."""
+    redis = RedisServer(tmp_path).start()  # its own: it is stopped
+    try:
+        with instance(deploy, redis, "a", **{"misfire-grace-seconds": 3}) as gw:
+            outcomes: list[dict[str, Any]] = []
+            heard = threading.Event()
+
+            async def listener(event: Any) -> None:
+                outcomes.append(event.to_json())
+                heard.set()
+
+            gw.gateway.scheduler.on_outcome(listener)
+            later = {"type": "date", "runAt": int((time.time() + 3600) * 1000)}
+            for job_id in ("blip", "outage"):
+                created = await client.post(f"{gw.url}/api/ap/schedules", json={
+                    "jobId": job_id, "agentKey": "plain", "message": f"{job_id} report", "trigger": later})
+                assert created.status_code == 200, created.text
+
+            # a blip: Redis is away when the job is due, and back before the grace time is over
+            redis.stop()
+            blip = asyncio.create_task(asyncio.to_thread(fire_at, gw, "blip", dt.datetime.now(dt.UTC)))
+            deadline = time.monotonic() + HANG
+            while not any("blip" in r.getMessage() and "Redis" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the firing never tried to claim"
+                await asyncio.sleep(0.02)
+            redis.start()
+            await blip
+            jobs = {j["jobId"]: j for j in (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"]}
+            assert jobs["blip"]["runs"] == 1 and jobs["blip"]["lastStatus"] == "complete", jobs["blip"]
+            assert outcomes[-1]["jobId"] == "blip" and outcomes[-1]["status"] == "completed"
+
+            # an outage past the grace time: recorded as missed, and the listeners hear of it
+            heard.clear()
+            redis.stop()
+            await asyncio.to_thread(fire_at, gw, "outage", dt.datetime.now(dt.UTC))
+            assert await asyncio.to_thread(heard.wait, HANG)
+            jobs = {j["jobId"]: j for j in (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"]}
+            assert jobs["outage"]["lastStatus"] == "missed" and "unreachable" in jobs["outage"]["lastError"]
+            assert jobs["outage"]["runs"] == 0 and jobs["outage"]["nextRunAt"] is None
+            assert outcomes[-1]["jobId"] == "outage" and outcomes[-1]["status"] == "failed"
+            redis.start()
+    finally:
+        redis.stop()
