@@ -107,15 +107,25 @@ class ClusterDirectory:
             self._local[run.run_id] = run
 
     async def _register_again(self) -> None:
-        """Redis lost this instance's registrations (``ClusterNode.on_registration_lost``): every live local run
-        whose record is gone is registered again, its Stream rewritten from the events this instance holds, so
-        other instances find it, its watchers there go on, and its end is written over a whole record."""
+        """This instance's heartbeat was gone (``ClusterNode.on_registration_lost``): every live local run
+        whose record is gone (Redis lost it) is registered again, its Stream rewritten from the events this
+        instance holds, so other instances find it, its watchers there go on, and its end is written over a
+        whole record; a run whose record was ended meanwhile (the reaper declared this instance lost) is
+        cancelled."""
         for run in list(self._local.values()):
             if run.outcome is not None or not isinstance(run.log, ClusterRunLog):
                 continue
             if await self.node.register_again(run.run_id, run.owner, run.chat_id, run.started_at, _fields(run),
                                               run.log.wire_events()):
                 logger.warning("cluster: run %s registered again (Redis had lost it)", run.run_id)
+                continue
+            record = await self.node.run_record(run.run_id)
+            if record is not None and record.get("status") in ENDED_STATUSES:
+                # fencing: this instance was declared lost while it was away and its run was ended for
+                # everyone else (instance_lost): it must not go on here
+                logger.warning("cluster: run %s was ended by another instance while this one was away; "
+                               "cancelling it", run.run_id)
+                run.cancel()
 
     async def locate(self, run_id: str) -> RemoteRun | None:
         with _unreachable_is_503():

@@ -426,7 +426,8 @@ class ClusterNode:
     @contextlib.asynccontextmanager
     async def chat_lease(self, chat_id: str) -> AsyncIterator[None]:
         """One run per chat across the cluster: wait for the chat's lease, renew it, release it.
-        While Redis is unreachable the wait goes on (the run can still be interrupted)."""
+        While Redis is unreachable the wait goes on (the run can still be interrupted). A renewal that
+        finds the lease held by another instance cancels the task holding it (fencing)."""
         key, token = chat_lease_key(chat_id), f"{self.instance_id}/{uuid.uuid4().hex}"
         delay = 0.01
         while True:
@@ -438,11 +439,22 @@ class ClusterNode:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
+        holder = asyncio.current_task()
+
         async def renew() -> None:
             while True:
                 await asyncio.sleep(self.beat_seconds)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._renew(keys=[key], args=[token, self.chat_lease_ms])
+                try:
+                    renewed = await self._renew(keys=[key], args=[token, self.chat_lease_ms])
+                except (RedisError, OSError):
+                    continue
+                if not renewed and holder is not None:
+                    # fencing: another instance holds the chat now (this one was declared lost while it
+                    # was away, and the chat went on there): the run here must not go on beside it
+                    logger.warning("cluster: the lease of chat %s is held by another instance; cancelling "
+                                   "this instance's run of it", chat_id)
+                    holder.cancel()
+                    return
 
         renewer = asyncio.create_task(renew())
         try:

@@ -1,4 +1,5 @@
-"""Redis restarting without its data while runs are live (SPEC §16), at unit speed: a real redis-server
+"""Redis restarting without its data while runs are live, and an instance declared lost while it was away
+(fencing) (SPEC §16), at unit speed: a real redis-server
 (``FLUSHALL`` is what a restart without persistence leaves) and two in-process instances
 (``GatewayServer``, real HTTP on loopback) on one deployment folder. The instance notices at its next
 heartbeat; the test waits for exactly that (its heartbeat key back, its outbox written), never for a time."""
@@ -17,7 +18,7 @@ import pytest
 
 from app.devtools import FakeUpstream
 from app.devtools.script import Finish, Gate, Text, Usage
-from tests.cluster.support import HANG, RedisServer, ScriptBook, sse
+from tests.cluster.support import HANG, RedisServer, ScriptBook, chat_lines, sse
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
 
@@ -131,3 +132,64 @@ async def test_live_runs_survive_redis_losing_its_data(
             await asyncio.sleep(0.02)
         listed = (await client.get(f"{b.url}/api/ap/runs")).json()["data"]
         assert run_id in [r["runId"] for r in listed]
+
+
+async def held_run(client: httpx.AsyncClient, gw: GatewayServer, book: ScriptBook, name: str) -> tuple[
+        str, str, AsyncIterator[dict[str, Any]]]:
+    """A run on ``gw`` held in the middle of its answer by the gate ``name``: its run id, chat id and stream."""
+    tag = book.add(name, [Text("Once "), Text("upon "), Gate(name), Text("a time."), Usage(5, 5), Finish("stop")])
+    stream = sse(client, "POST", f"{gw.url}/api/ap/query", NOBODY,
+                 json={"agentKey": "plain", "message": f"story {tag}", "onDisconnect": "continue"})
+    events = [await stream.__anext__()]
+    while events[-1]["type"] != "content.delta" or events[-1]["delta"] != "upon ":
+        events.append(await stream.__anext__())
+    run_id = events[0].get("runId") or events[0]["requestId"]
+    chat_id = next(e["chatId"] for e in events if e.get("chatId"))
+    return run_id, chat_id, stream
+
+
+async def ended_with(client: httpx.AsyncClient, gw: GatewayServer, run_id: str) -> str:
+    deadline = time.monotonic() + HANG
+    while True:
+        data = (await client.get(f"{gw.url}/api/ap/run", params={"runId": run_id})).json()["data"]
+        if data["status"] not in ("running", "waiting"):
+            return str(data["status"])
+        assert time.monotonic() < deadline, "the run never ended"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_run_whose_chat_lease_another_instance_holds_is_cancelled(
+    deploy: Path, own_redis: RedisServer, upstream: FakeUpstream, book: ScriptBook, client: httpx.AsyncClient
+) -> None:
+    """Fencing: the instance was away, the chat went on elsewhere (another token holds its lease): the run
+    here stops at its next renewal instead of answering beside the other one."""
+    with instance(deploy, own_redis, "a") as a:
+        run_id, chat_id, stream = await held_run(client, a, book, "fence-lease")
+        with own_redis.client() as redis_client:
+            redis_client.set(f"agw:chat:{chat_id}:lease", "gw-elsewhere/token", px=60_000)
+        try:
+            assert await ended_with(client, a, run_id) == "cancelled"
+        finally:
+            upstream.release("fence-lease")
+        assert [e["type"] async for e in stream][-1] == "run.cancel"
+
+
+async def test_a_run_ended_as_lost_while_its_instance_was_away_is_cancelled_there(
+    deploy: Path, own_redis: RedisServer, upstream: FakeUpstream, book: ScriptBook, client: httpx.AsyncClient
+) -> None:
+    """Fencing: another instance's reaper declared this one lost (its heartbeat expired while it was
+    paused) and ended its run with instance_lost; when this instance beats again, the run stops here
+    and never writes its answer into the chat after the end the reaper wrote."""
+    with instance(deploy, own_redis, "a") as a, instance(deploy, own_redis, "b") as b:
+        run_id, chat_id, stream = await held_run(client, a, book, "fence-reaped")
+        record = await on_loop(b, b.gateway.cluster.run_record(run_id))
+        await on_loop(b, b.gateway.runs._directory.lost_run(run_id, record))  # b's reaper, exactly
+        with own_redis.client() as redis_client:
+            redis_client.delete(f"agw:inst:{a.gateway.cluster.instance_id}")  # the heartbeat that expired
+        try:
+            assert await ended_with(client, a, run_id) == "cancelled"
+        finally:
+            upstream.release("fence-reaped")
+        assert [e["type"] async for e in stream][-1] == "run.cancel"
+        lines = [line for line in chat_lines(deploy, chat_id) if line.get("runId") == run_id]
+        assert not [line for line in lines if line["_type"] == "run" and line.get("status") == "completed"], lines
