@@ -415,6 +415,12 @@ class SchedulerSettings(_Section):
     misfire_grace_seconds: int = Field(300, alias="misfire-grace-seconds")
     #: several missed runs of one job run once
     coalesce: bool = True
+    #: the most jobs one user may have (finished date jobs, kept with their outcome, count until deleted)
+    max_jobs_per_user: int = Field(100, alias="max-jobs-per-user", ge=0)
+    #: the most jobs of every user together
+    max_jobs: int = Field(10_000, alias="max-jobs", ge=0)
+    #: the longest message a job may carry, in characters (every job's message is in the schedules file)
+    max_message_chars: int = Field(20_000, alias="max-message-chars", ge=1, le=200_000)
 
 
 class CredentialSettings(_Section):
@@ -528,6 +534,9 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_RUNS_MAX_RETAINED": "agent.runs.max-retained",
     "AGENT_RUNS_MAX_RETAINED_PER_USER": "agent.runs.max-retained-per-user",
     "AGENT_RUNS_ON_DISCONNECT": "agent.runs.on-disconnect",
+    "SCHEDULER_MAX_JOBS_PER_USER": "scheduler.max-jobs-per-user",
+    "SCHEDULER_MAX_JOBS": "scheduler.max-jobs",
+    "SCHEDULER_MAX_MESSAGE_CHARS": "scheduler.max-message-chars",
     "AGENT_LIMITS_CONCURRENT_RUNS": "agent.limits.concurrent-runs",
     "AGENT_LIMITS_USER_CONCURRENT_RUNS": "agent.limits.user.concurrent-runs",
     "AGENT_LIMITS_USER_RPM": "agent.limits.user.rpm",

@@ -100,7 +100,7 @@ async def submit(request: Request) -> Response:
     user = user_of(request)
     gateway = gateway_of(request)
     body = await read_json(request, SubmitRequest, gateway.settings.server.max_body_bytes)
-    outcome = await gateway.runs.deliver_submit(body.runId, body.toolId, body.params, user)
+    outcome = await gateway.runs.deliver_submit(check_key(body.runId, "runId"), body.toolId, body.params, user)
     return ok(outcome.as_dict())
 
 

@@ -36,7 +36,7 @@ async def list_schedules(request: Request, user: str = Depends(current_user)) ->
 async def create_schedule(request: Request, user: str = Depends(current_user)) -> Response:
     gateway = gateway_of(request)
     body = await read_json(request, ScheduleRequest, gateway.settings.server.max_body_bytes)
-    return ok(gateway.scheduler.add(body, user))
+    return ok(await gateway.scheduler.add(body, user))
 
 
 @router.delete("/api/ap/schedules", summary="Delete a scheduled run")
@@ -46,7 +46,7 @@ async def delete_schedule(
 ) -> Response:
     if not job_id:
         raise RequestError("missing query parameter 'jobId'")
-    return ok(gateway_of(request).scheduler.remove(job_id, user))
+    return ok(await gateway_of(request).scheduler.remove(job_id, user))
 
 
 __all__ = ["router"]

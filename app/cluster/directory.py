@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
 from redis.exceptions import RedisError
@@ -41,6 +42,8 @@ from app.runs.remote import RemoteRun
 if TYPE_CHECKING:
     from app.runs.service import Run
 
+logger = logging.getLogger(__name__)
+
 INSTANCE_LOST = "instance_lost"
 _TERMINAL_STATUS = {"run.complete": "completed", "run.error": "error", "run.cancel": "cancelled"}
 
@@ -52,6 +55,9 @@ class ClusterDirectory:
         self.node = node
         self.chats = chats
         self.limits = limits
+        #: this instance's runs from registration until their end is written (to register them again)
+        self._local: dict[str, Run] = {}
+        node.on_registration_lost = self._register_again
 
     def check_healthy(self) -> None:
         self.node.check_healthy()
@@ -65,10 +71,8 @@ class ClusterDirectory:
     async def admit(self, run: Run) -> None:
         """Hold a slot of the cluster-wide caps for ``run`` and register it (``RunLimitExceeded`` beyond a cap)."""
         limits = self.limits
-        fields = {"runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id, "owner": run.owner,
-                  "agentKey": run.agent_key, "startedAt": str(run.started_at), "onDisconnect": run.on_disconnect}
         refused, counted = await self.node.admit_run(
-            run.run_id, run.owner, run.chat_id, run.started_at, fields,
+            run.run_id, run.owner, run.chat_id, run.started_at, _fields(run),
             user_cap=limits.user.concurrent_runs, global_cap=limits.concurrent_runs)
         if not refused:
             return
@@ -90,30 +94,53 @@ class ClusterDirectory:
     def registered(self, run: Run) -> None:
         def end(pipe: Any) -> None:
             outcome = run.outcome
-            ended: dict[str, Any] = {"status": outcome.status if outcome else "error",
+            ended: dict[str, Any] = {**_fields(run), "status": outcome.status if outcome else "error",
                                      "endedAt": str(run.ended_at or now_ms()), "lastSeq": str(run.log.last_seq)}
             if outcome is not None:
                 ended["outcome"] = orjson.dumps({"status": outcome.status, "finishReason": outcome.finish_reason,
                                                  "error": outcome.error, "reason": outcome.reason}).decode()
             self.node.end_run_ops(pipe, run.run_id, ended)
+            self._local.pop(run.run_id, None)
 
         if isinstance(run.log, ClusterRunLog):
             run.log.on_end = end
+            self._local[run.run_id] = run
+
+    async def _register_again(self) -> None:
+        """This instance's heartbeat was gone (``ClusterNode.on_registration_lost``): every live local run
+        whose record is gone (Redis lost it) is registered again, its Stream rewritten from the events this
+        instance holds, so other instances find it, its watchers there go on, and its end is written over a
+        whole record; a run whose record was ended meanwhile (the reaper declared this instance lost) is
+        cancelled."""
+        for run in list(self._local.values()):
+            if run.outcome is not None or not isinstance(run.log, ClusterRunLog):
+                continue
+            if await self.node.register_again(run.run_id, run.owner, run.chat_id, run.started_at, _fields(run),
+                                              run.log.wire_events()):
+                logger.warning("cluster: run %s registered again (Redis had lost it)", run.run_id)
+                continue
+            record = await self.node.run_record(run.run_id)
+            if record is not None and record.get("status") in ENDED_STATUSES:
+                # fencing: this instance was declared lost while it was away and its run was ended for
+                # everyone else (instance_lost): it must not go on here
+                logger.warning("cluster: run %s was ended by another instance while this one was away; "
+                               "cancelling it", run.run_id)
+                run.cancel()
 
     async def locate(self, run_id: str) -> RemoteRun | None:
         with _unreachable_is_503():
             record = await self.node.run_record(run_id)
-        return self._remote(record) if record is not None else None
+        return self._remote(record) if _whole(record) else None
 
     async def active_run_of_chat(self, chat_id: str) -> str | None:
         with _unreachable_is_503():
             run_id = await self.node.active_run_of_chat(chat_id)
             record = await self.node.run_record(run_id) if run_id else None
-        return run_id if record is not None and record.get("status") not in ENDED_STATUSES else None
+        return run_id if _whole(record) and record.get("status") not in ENDED_STATUSES else None
 
     async def runs_of(self, owner: str) -> list[RemoteRun]:
         with _unreachable_is_503():
-            return [self._remote(record) for record in await self.node.runs_of(owner)]
+            return [self._remote(record) for record in await self.node.runs_of(owner) if _whole(record)]
 
     def _remote(self, record: dict[str, str]) -> RemoteRun:
         outcome = None
@@ -220,6 +247,18 @@ class ClusterDirectory:
                 await self.chats.append(chat_id, line)
         finally:
             await self.node.release_chat_lease(chat_id, token)
+
+
+def _fields(run: Run) -> dict[str, Any]:
+    """What a run's record says of it from its start."""
+    return {"runId": run.run_id, "chatId": run.chat_id, "requestId": run.request_id, "owner": run.owner,
+            "agentKey": run.agent_key, "startedAt": str(run.started_at), "onDisconnect": run.on_disconnect}
+
+
+def _whole(record: dict[str, str] | None) -> TypeGuard[dict[str, str]]:
+    """A record to go by: one that lost its start (Redis lost it, then a late write put some fields back) is
+    no record."""
+    return record is not None and "runId" in record and "owner" in record and "chatId" in record
 
 
 @contextlib.contextmanager

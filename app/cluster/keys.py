@@ -14,6 +14,10 @@ import orjson
 STREAM_MAXLEN = 100_000
 #: how long the per-owner run index lives after the owner's last run started
 OWNER_INDEX_SECONDS = 7 * 86400
+#: the most runs one owner's index keeps (the newest); each admission also drops up to
+#: ``OWNER_INDEX_PRUNE`` of its oldest members whose record expired, so an owner who never lists stays small
+OWNER_INDEX_MAX = 1000
+OWNER_INDEX_PRUNE = 10
 #: Redis connections of one instance at most
 MAX_CONNECTIONS = 4096
 #: a run record's ``status`` once the run has ended (``lastSeq`` is then its terminal event's seq)
@@ -38,8 +42,8 @@ return 0
 """
 # admission of a new run: the caps over every instance's live counts, then the run's registration.
 # ARGV: me, owner, my total, my owner count (both with the new run), global cap, user cap, counts TTL ms,
-#       run id, chat id, startedAt, owner-index TTL s, then the record's field/value pairs
-ADMIT = """
+#       run id, chat id, startedAt, owner-index TTL s, owner-index size, then the record's field/value pairs
+ADMIT = f"local PRUNE = {OWNER_INDEX_PRUNE}\n" + """
 local total, mine = tonumber(ARGV[3]), tonumber(ARGV[4])
 local ufield = 'u:' .. ARGV[2]
 for _, inst in ipairs(redis.call('smembers', 'agw:instances')) do
@@ -54,13 +58,37 @@ if total > tonumber(ARGV[5]) then return {2, total} end
 local live = 'agw:inst:' .. ARGV[1] .. ':live'
 redis.call('hset', live, '*', ARGV[3], ufield, ARGV[4])
 redis.call('pexpire', live, ARGV[7])
-redis.call('hset', 'agw:run:' .. ARGV[8], unpack(ARGV, 12))
+redis.call('hset', 'agw:run:' .. ARGV[8], unpack(ARGV, 13))
 redis.call('sadd', 'agw:inst:' .. ARGV[1] .. ':runs', ARGV[8])
 redis.call('set', 'agw:chat:' .. ARGV[9] .. ':active', ARGV[8], 'EX', ARGV[11])
 local index = 'agw:owner:' .. ARGV[2] .. ':runs'
+for _, old in ipairs(redis.call('zrange', index, 0, PRUNE - 1)) do
+  if redis.call('exists', 'agw:run:' .. old) == 0 then redis.call('zrem', index, old) end
+end
 redis.call('zadd', index, ARGV[10], ARGV[8])
+redis.call('zremrangebyrank', index, 0, -1 - tonumber(ARGV[12]))
 redis.call('expire', index, ARGV[11])
 return {0, 0}
+"""
+
+# a live run of this instance registered again after Redis lost its data (a restart without persistence):
+# only when its record is gone (a record that is there — ended by the reaper, say — is left alone).
+# KEYS: the run's record, this instance's runs, the owner index, the chat's active key, the run's Stream
+# ARGV: run id, startedAt, TTL s, the number of record fields n, n field/value pairs, then per Stream entry its
+#       id and data (the events the instance still holds, which Redis lost)
+REREGISTER = f"""
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[4])
+redis.call('hset', KEYS[1], unpack(ARGV, 5, 4 + 2 * n))
+redis.call('sadd', KEYS[2], ARGV[1])
+redis.call('zadd', KEYS[3], ARGV[2], ARGV[1])
+redis.call('expire', KEYS[3], ARGV[3])
+redis.call('set', KEYS[4], ARGV[1], 'NX', 'EX', ARGV[3])
+redis.call('del', KEYS[5])
+for i = 5 + 2 * n, #ARGV, 2 do
+  redis.call('xadd', KEYS[5], 'MAXLEN', '~', '{STREAM_MAXLEN}', ARGV[i], 'd', ARGV[i + 1])
+end
+return 1
 """
 
 #: ``admit_run`` refusals

@@ -58,11 +58,13 @@ from app.cluster.keys import (
     ENDED_STATUSES,
     INSTANCES,
     MAX_CONNECTIONS,
+    OWNER_INDEX_MAX,
     OWNER_INDEX_SECONDS,
     REFUSED_GLOBAL,
     REFUSED_USER,
     RELEASE,
     RENEW,
+    REREGISTER,
     TAKE_OVER,
     active_key,
     chat_lease_key,
@@ -106,6 +108,14 @@ class ClusterNode:
         self._renew: Any = self.redis.register_script(RENEW)
         self._take_over: Any = self.redis.register_script(TAKE_OVER)
         self._admit: Any = self.redis.register_script(ADMIT)
+        self._reregister: Any = self.redis.register_script(REREGISTER)
+        #: called (through the outbox, after what is queued) when this instance's heartbeat key was gone at a
+        #: beat: Redis lost its data (a restart without persistence), or this instance was away longer than
+        #: its heartbeat lives; the directory registers its live runs again where their records are gone
+        self.on_registration_lost: Callable[[], Awaitable[None]] | None = None
+        self._beaten = False
+        #: the event loop this instance runs in (set by ``start``), for callbacks from worker threads
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.healthy = False
         self.last_error: str | None = None
         self._healthy_since: float | None = None
@@ -148,6 +158,7 @@ class ClusterNode:
                     on_lost_run: Callable[[str, dict[str, str]], Awaitable[None]]) -> None:
         self._handler = handler
         self._on_lost_run = on_lost_run
+        self.loop = asyncio.get_running_loop()
         await self._beat()
         for coro in (self._heartbeat_loop(), self._inbox_loop(), self._reaper_loop(), self.outbox.run()):
             self.spawn(coro)
@@ -186,16 +197,22 @@ class ClusterNode:
         live = f"agw:inst:{self.instance_id}:live"
         try:
             async with self._counts_lock, self.redis.pipeline(transaction=True) as pipe:
+                pipe.exists(f"agw:inst:{self.instance_id}")
                 pipe.set(f"agw:inst:{self.instance_id}", now_ms(), px=self.beat_ttl_ms)
                 pipe.sadd(INSTANCES, self.instance_id)
                 pipe.delete(live)
                 pipe.hset(live, mapping={"*": len(self._live),
                                          **{f"u:{owner}": n for owner, n in self._live_per_owner.items()}})
                 pipe.pexpire(live, self.beat_ttl_ms)
-                await pipe.execute()
+                replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._unhealthy(exc)
             return
+        if not replies[0] and self._beaten and self.on_registration_lost is not None:
+            logger.warning("cluster: this instance's heartbeat was gone from Redis (restarted without its data, "
+                           "or this instance was away); registering its live runs again")
+            self.outbox.enqueue_action(self.on_registration_lost)
+        self._beaten = True
         if not self.healthy:
             if self.last_error is not None:
                 logger.warning("cluster: Redis reachable again")
@@ -224,7 +241,8 @@ class ClusterNode:
         async with self._counts_lock:
             self._hold(run_id, owner)
             argv: list[Any] = [self.instance_id, owner, len(self._live), self._live_per_owner[owner], global_cap,
-                               user_cap, self.beat_ttl_ms, run_id, chat_id, started_at, OWNER_INDEX_SECONDS]
+                               user_cap, self.beat_ttl_ms, run_id, chat_id, started_at, OWNER_INDEX_SECONDS,
+                               OWNER_INDEX_MAX]
             for name, value in record.items():
                 argv += [name, value]
             try:
@@ -286,13 +304,32 @@ class ClusterNode:
             await self._release(keys=[active_key(chat_id)], args=[run_id], client=pipe)
             await pipe.execute()
 
+    async def register_again(self, run_id: str, owner: str, chat_id: str, started_at: int, fields: dict[str, Any],
+                             events: list[tuple[int, bytes]]) -> bool:
+        """A live run of this instance whose record Redis lost: its record, its place in this instance's runs,
+        the owner's index and the chat's active run, and its Stream from ``events``. False (nothing written)
+        when the record is there."""
+        record = {**encode_fields(fields), "instance": self.instance_id, "status": "running"}
+        argv: list[Any] = [run_id, started_at, OWNER_INDEX_SECONDS, len(record)]
+        for name, value in record.items():
+            argv += [name, value]
+        for start in range(0, len(events), 200):  # one Stream entry per 200 events, its id the seq of its last
+            chunk = events[start:start + 200]
+            argv += [f"{chunk[-1][0]}-0", b"\n".join(data for _, data in chunk)]
+        keys = [run_key(run_id), f"agw:inst:{self.instance_id}:runs", f"agw:owner:{owner}:runs", active_key(chat_id),
+                events_key(run_id)]
+        return bool(await self._reregister(keys=keys, args=argv))
+
     def end_run_ops(self, pipe: Any, run_id: str, fields: dict[str, Any]) -> None:
-        """The run ended: its record says how, and it and its Stream expire after the retention."""
+        """The run ended: its record says how, and it and its Stream expire after the retention. ``fields``
+        are the whole record (a record Redis lost in between is written whole again, never in part)."""
         seconds = max(int(self.retention_seconds), 1)
-        pipe.hset(run_key(run_id), mapping=encode_fields(fields))
+        pipe.hset(run_key(run_id), mapping={**encode_fields(fields), "instance": self.instance_id})
         pipe.expire(run_key(run_id), seconds)
         pipe.expire(events_key(run_id), seconds)
         pipe.srem(f"agw:inst:{self.instance_id}:runs", run_id)
+        if "owner" in fields and "startedAt" in fields:  # listed again if Redis lost the index entry meanwhile
+            pipe.zadd(f"agw:owner:{fields['owner']}:runs", {run_id: int(fields["startedAt"])})
 
     async def run_record(self, run_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(run_key(run_id))
@@ -344,13 +381,20 @@ class ClusterNode:
         key = events_key(run_id)
         last = f"{after}-0" if after > 0 else "0-0"  # an entry's id is the seq of its last event
         failures = 0
+        missing_since: float | None = None
         while True:
             try:
                 reply = await self.redis.xread({key: last}, count=500, block=1000)
                 if not reply:
                     record = await self.run_record(run_id)
                     if record is None:
-                        return  # expired while we waited
+                        # expired while we waited — or Redis lost it, and its instance registers it again at
+                        # its next heartbeat: given up only once it stays gone for a lease
+                        missing_since = missing_since or time.monotonic()
+                        if time.monotonic() - missing_since > self.settings.lease_seconds:
+                            return
+                        continue
+                    missing_since = None
                     if record.get("status") in ENDED_STATUSES and int(record.get("lastSeq") or 0) <= after:
                         return  # ended, and its terminal event is at or before ``after``: nothing more comes
             except (RedisError, OSError) as exc:
@@ -382,7 +426,8 @@ class ClusterNode:
     @contextlib.asynccontextmanager
     async def chat_lease(self, chat_id: str) -> AsyncIterator[None]:
         """One run per chat across the cluster: wait for the chat's lease, renew it, release it.
-        While Redis is unreachable the wait goes on (the run can still be interrupted)."""
+        While Redis is unreachable the wait goes on (the run can still be interrupted). A renewal that
+        finds the lease held by another instance cancels the task holding it (fencing)."""
         key, token = chat_lease_key(chat_id), f"{self.instance_id}/{uuid.uuid4().hex}"
         delay = 0.01
         while True:
@@ -394,11 +439,22 @@ class ClusterNode:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
+        holder = asyncio.current_task()
+
         async def renew() -> None:
             while True:
                 await asyncio.sleep(self.beat_seconds)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._renew(keys=[key], args=[token, self.chat_lease_ms])
+                try:
+                    renewed = await self._renew(keys=[key], args=[token, self.chat_lease_ms])
+                except (RedisError, OSError):
+                    continue
+                if not renewed and holder is not None:
+                    # fencing: another instance holds the chat now (this one was declared lost while it
+                    # was away, and the chat went on there): the run here must not go on beside it
+                    logger.warning("cluster: the lease of chat %s is held by another instance; cancelling "
+                                   "this instance's run of it", chat_id)
+                    holder.cancel()
+                    return
 
         renewer = asyncio.create_task(renew())
         try:

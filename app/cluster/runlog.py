@@ -59,6 +59,10 @@ class ClusterRunLog(MemoryRunLog):
         #: set by the directory: the commands that record the run's end, written with its terminal event
         self.on_end: PipelineOps | None = None
 
+    def wire_events(self) -> list[tuple[int, bytes]]:
+        """``(seq, wire JSON)`` of every event so far (to write the Stream again after Redis lost it)."""
+        return [(event.seq, event.wire_json()) for event in self._events]
+
     def append(self, event: Stamped) -> None:
         if self.ended:
             return

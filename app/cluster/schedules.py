@@ -2,12 +2,15 @@
 
 ``ClusterSchedules`` is the scheduler's ``ScheduleCluster`` (``app.scheduler.service``):
 
-* ``claim(job_id, firing)`` — ``SET NX agw:sched:fire:<jobId>:<firing>``: of the instances whose
-  APScheduler fires the same job at the same time, exactly one gets to run it; a firing that
-  cannot be claimed (Redis unreachable) is skipped and logged, never run twice;
+* ``claim(record, firing)`` — ``SET NX agw:sched:fire:<job ref>:<firing>`` (``job_ref``: job id, owner
+  digest, ``createdAt``): of the instances whose APScheduler fires the same job at the same time, exactly
+  one gets to run it; none does once ``removed`` set ``agw:sched:removed:<job ref>`` (an instance that has not reloaded
+  the file yet still schedules a removed job); Redis unreachable → ``ServiceUnavailable`` (the scheduler
+  retries within the misfire grace time, then records the firing as missed), never run twice;
 * ``shared_file(path)`` — a ``SharedScheduleFile``: ``schedules.json`` on the shared volume,
   written under an exclusive ``flock`` and merged: a save writes only the jobs this instance
-  added, changed or removed since it last read or wrote the file, on top of what is on disk;
+  added, changed or removed since it last read or wrote the file, on top of what is on disk — a job
+  gone from the disk since then was removed elsewhere and is not written back;
 * ``watch(reload)`` — every save bumps ``agw:sched:version``; each instance polls that key and
   reloads the file when it moved (see docs/DECISIONS.md for polling vs pub/sub).
 """
@@ -17,21 +20,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
+import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from app.cluster.node import ClusterNode
+from app.errors import ServiceUnavailable
 from app.scheduler.jobs import JobRecord, ScheduleFile
 
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "agw:sched:version"
-#: a claim outlives any misfire grace time
+#: a claim (and a removal marker) outlives any misfire grace time
 CLAIM_SECONDS = 2 * 86400
+# KEYS: the firing's claim, the job's removal marker; ARGV: this instance, the claim's TTL
+CLAIM = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+def job_ref(record: JobRecord) -> str:
+    """A job in Redis key names: ``<jobId>:<owner digest>:<createdAt>`` (job ids are per user)."""
+    digest = hashlib.sha256(record.owner.encode()).hexdigest()[:12]
+    return f"{record.job_id}:{digest}:{record.created_at}"
 
 
 class SharedScheduleFile(ScheduleFile):
@@ -40,7 +58,7 @@ class SharedScheduleFile(ScheduleFile):
     def __init__(self, path: Path, on_saved: Callable[[], None]) -> None:
         super().__init__(path)
         self._on_saved = on_saved
-        #: job id → its JSON as this instance last read or wrote it
+        #: ``JobRecord.key`` → its JSON as this instance last read or wrote it
         self._seen: dict[str, dict[str, Any]] = {}
 
     @contextlib.contextmanager
@@ -56,23 +74,40 @@ class SharedScheduleFile(ScheduleFile):
     def load(self) -> list[JobRecord]:
         with self._locked():
             records = super().load()
-        self._seen = {record.job_id: record.to_json() for record in records}
+        self._seen = {record.key: record.to_json() for record in records}
         return records
 
+    def reserve(self, record: JobRecord, check_room: Callable[[list[str]], None]) -> bool:
+        """Write a new job at once unless its owner has a job of that id on disk (created on another instance
+        that this one has not reloaded yet): of two instances creating one id at once, one gets a 409; the
+        caps are counted on the disk too."""
+        with self._locked():
+            on_disk = {known.key: known for known in super().load()}
+            if record.key in on_disk:
+                return False
+            check_room([known.owner for known in on_disk.values()])
+            on_disk[record.key] = record
+            super().save(list(on_disk.values()))
+        self._seen[record.key] = record.to_json()
+        self._on_saved()
+        return True
+
     def save(self, records: list[JobRecord]) -> None:
-        mine = {record.job_id: record for record in records}
+        mine = {record.key: record for record in records}
         removed = self._seen.keys() - mine.keys()
-        changed = [record for job_id, record in mine.items() if self._seen.get(job_id) != record.to_json()]
+        changed = [record for key, record in mine.items() if self._seen.get(key) != record.to_json()]
         if not removed and not changed:
             return
         with self._locked():
-            on_disk = {record.job_id: record for record in super().load()}
-            for job_id in removed:
-                on_disk.pop(job_id, None)
+            on_disk = {record.key: record for record in super().load()}
+            for key in removed:
+                on_disk.pop(key, None)
             for record in changed:
-                on_disk[record.job_id] = record
+                if record.key in on_disk or record.key not in self._seen:
+                    on_disk[record.key] = record
+                # else another instance removed it since we read the file: it stays removed
             super().save(list(on_disk.values()))
-        self._seen = {job_id: record.to_json() for job_id, record in mine.items()}
+        self._seen = {key: record.to_json() for key, record in mine.items()}
         self._on_saved()
 
 
@@ -81,32 +116,45 @@ class ClusterSchedules:
 
     def __init__(self, node: ClusterNode) -> None:
         self._node = node
+        self._claim: Any = node.redis.register_script(CLAIM)
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._node.loop
+        assert loop is not None, "the cluster node is started before the scheduler"
+        return loop
 
     def shared_file(self, path: Path) -> SharedScheduleFile:
         return SharedScheduleFile(path, self._changed)
 
     def _changed(self) -> None:
-        self._node.outbox.enqueue_action(self._bump)
+        """The file was written (in a worker thread: the scheduler never blocks its loop on the file)."""
+        self._loop.call_soon_threadsafe(self._node.outbox.enqueue_action, self._bump)
 
     async def _bump(self) -> None:
         await self._node.redis.incr(VERSION_KEY)
 
-    async def claim(self, job_id: str, firing: str) -> bool:
+    def removed(self, record: JobRecord) -> None:
+        self._node.outbox.enqueue_action(functools.partial(self._mark_removed, job_ref(record)))
+
+    async def _mark_removed(self, ref: str) -> None:
+        await self._node.redis.set(f"agw:sched:removed:{ref}", self._node.instance_id, ex=CLAIM_SECONDS)
+
+    async def claim(self, record: JobRecord, firing: str) -> bool:
+        ref, job_id = job_ref(record), record.job_id
         try:
-            won = await self._node.redis.set(f"agw:sched:fire:{job_id}:{firing}", self._node.instance_id, nx=True,
-                                             ex=CLAIM_SECONDS)
+            won = await self._claim(keys=[f"agw:sched:fire:{ref}:{firing}", f"agw:sched:removed:{ref}"],
+                                    args=[self._node.instance_id, CLAIM_SECONDS])
         except (RedisError, OSError) as exc:
-            logger.error("scheduler: job %s not fired at %s: the cluster store (Redis) is unreachable: %s",
-                         job_id, firing, exc)
-            return False
+            raise ServiceUnavailable(f"the cluster store (Redis) is unreachable: {exc}") from exc
         if not won:
             logger.debug("scheduler: job %s at %s is fired by another instance", job_id, firing)
         return bool(won)
 
-    def watch(self, reload: Callable[[], None]) -> None:
+    def watch(self, reload: Callable[[], Awaitable[None]]) -> None:
         self._node.spawn(self._watch(reload))
 
-    async def _watch(self, reload: Callable[[], None]) -> None:
+    async def _watch(self, reload: Callable[[], Awaitable[None]]) -> None:
         seen: bytes | None = b"?"
         interval = min(self._node.beat_seconds, 1.0)
         while True:
@@ -118,6 +166,6 @@ class ClusterSchedules:
             if version != seen:
                 seen = version
                 try:
-                    reload()
+                    await reload()
                 except OSError:
                     logger.exception("scheduler: could not reload the shared schedules file")

@@ -436,7 +436,10 @@ class RunService:
         return data
 
     async def deliver_submit(self, run_id: str, tool_id: str, params: Any, owner: str) -> SubmitOutcome:
-        """``submit`` wherever the run lives (SPEC §16: the same answer as on one instance)."""
+        """``submit`` wherever the run lives (SPEC §16: the same answer as on one instance).
+
+        ``run_id`` comes from the client and names Redis keys in a cluster: a bare key or a 400."""
+        check_key(run_id, "runId")
         if self._directory is None or run_id in self._runs or self._services.submits.pending_for(run_id):
             return self.submit(run_id, tool_id, params, owner)
         remote = await self._directory.locate(run_id)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -84,24 +86,95 @@ def parse_run_at(value: str | int) -> dt.datetime:
         raise RequestError(f"trigger.runAt {value!r} is not an ISO-8601 date-time") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError as exc:  # year 1 / 9999 with an offset leaves the datetime range in UTC
+        raise RequestError(f"trigger.runAt {value!r} is out of range") from exc
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+#: a crontab field: (name, lowest, highest, names of lowest, lowest+1…)
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day-of-month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS), ("day-of-week", 0, 7, _WEEKDAYS),
+)
+_CRON_ATOM = re.compile(r"(?:(?P<all>\*)|(?P<first>[0-9]{1,2}|[a-z]{3})(?:-(?P<last>[0-9]{1,2}|[a-z]{3}))?)"
+                        r"(?:/(?P<step>[0-9]{1,2}))?", re.ASCII)
+
+
+def _cron_value(text: str, name: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    value = names.index(text) + low if text in names else int(text) if text.isdigit() else None
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{name} {text!r} is not in {low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else ""))
+    return value
+
+
+def check_crontab(expr: str) -> list[str]:
+    """The five fields of a standard crontab, each checked whole: ``*``, ``n``, ``a-b``, any of them
+    ``/step``, comma lists; month and weekday names. APScheduler matches a field's start only, so
+    ``mon#1`` would have run every Monday; anything else → ``ValueError`` naming the field."""
+    fields = expr.lower().split()
+    if len(fields) != 5:
+        raise ValueError("expected 5 fields (minute hour day-of-month month day-of-week)")
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for atom in text.split(","):
+            match = _CRON_ATOM.fullmatch(atom)
+            if match is None:
+                raise ValueError(f"{name} field {text!r}: {atom!r} is not *, n, a-b or one of them /step")
+            if match["first"] is not None:
+                first = _cron_value(match["first"], name, low, high, names)
+                last = _cron_value(match["last"], name, low, high, names) if match["last"] else first
+                if last < first:
+                    raise ValueError(f"{name} field {text!r}: the range {atom!r} runs backwards")
+            if match["step"] is not None and not 1 <= int(match["step"]) <= high:
+                raise ValueError(f"{name} field {text!r}: the step of {atom!r} is not in 1-{high}")
+    return fields
+
+
+def _apscheduler_weekdays(text: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday, 1 = Monday) in APScheduler 3's numbering
+    (0 = Monday, which its ``from_crontab`` passes through unchanged): the days listed one by one."""
+    if text == "*":
+        return text
+    days: set[int] = set()
+    for atom in text.split(","):
+        match = _CRON_ATOM.fullmatch(atom)
+        assert match is not None, "check_crontab passed it"
+        step = int(match["step"] or 1)
+        if match["all"]:
+            first, last = 0, 7
+        else:
+            first = _cron_value(match["first"], "day-of-week", 0, 7, _WEEKDAYS)
+            last = _cron_value(match["last"], "day-of-week", 0, 7, _WEEKDAYS) if match["last"] \
+                else 7 if match["step"] else first
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(str((day + 6) % 7) for day in sorted(days, key=lambda day: (day + 6) % 7))
 
 
 def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,
                   now: dt.datetime) -> DateTrigger | CronTrigger:
     """The APScheduler trigger of ``spec``; invalid cron or a past date → ``RequestError``."""
     if isinstance(spec, CronTriggerSpec):
-        if len(spec.expr.split()) != 5:
-            raise RequestError(f"invalid cron expression {spec.expr!r}: expected 5 fields "
-                               "(minute hour day-of-month month day-of-week)")
         try:
-            return CronTrigger.from_crontab(spec.expr, timezone=timezone)
+            minute, hour, day, month, weekdays = check_crontab(spec.expr)
+            trigger = CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                                  day_of_week=_apscheduler_weekdays(weekdays), timezone=timezone)
         except ValueError as exc:
             raise RequestError(f"invalid cron expression {spec.expr!r}: {exc}") from exc
+        if trigger.get_next_fire_time(None, now.astimezone(timezone)) is None:
+            raise RequestError(f"cron expression {spec.expr!r} never fires (no such date)")
+        return trigger
     moment = parse_run_at(spec.runAt)
     if moment <= now:
         raise RequestError(f"trigger.runAt {moment.isoformat()} is in the past")
     return DateTrigger(run_date=moment, timezone=dt.UTC)
+
+
+def job_key(owner: str, job_id: str) -> str:
+    """A job's identity: job ids are per user, so two users may both name a job ``daily`` and neither
+    learns of the other's (APScheduler's job id, the key of the service's and the file's records)."""
+    return orjson.dumps([owner, job_id]).decode()
 
 
 def epoch_ms(moment: dt.datetime | None) -> int | None:
@@ -127,6 +200,10 @@ class JobRecord:
     last_chat_id: str | None = None
     last_run_id: str | None = None
     runs: int = 0
+
+    @property
+    def key(self) -> str:
+        return job_key(self.owner, self.job_id)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -173,6 +250,11 @@ class ScheduleFile:
             except (KeyError, TypeError, ValueError):
                 logger.error("scheduler: skipping a malformed job in %s: %r", self.path, item)
         return records
+
+    def reserve(self, record: JobRecord, check_room: Callable[[list[str]], None]) -> bool:
+        """False when ``record``'s id is taken in the file; ``check_room(owners of the file's jobs)`` raises
+        when there is no room. One process: its own records tell (see the shared file)."""
+        return True
 
     def save(self, records: list[JobRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -242,13 +242,13 @@ class SidecarMethods:
         return viewport_data(self._gateway, _validate(ViewportParams, params).viewportKey)
 
     async def scheduler_add(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._gateway.scheduler.add(parse_schedule_request(params), OWNER)
+        return await self._gateway.scheduler.add(parse_schedule_request(params), OWNER)
 
     async def scheduler_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         return self._gateway.scheduler.list(OWNER)
 
     async def scheduler_remove(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._gateway.scheduler.remove(_validate(JobParams, params).jobId, OWNER)
+        return await self._gateway.scheduler.remove(_validate(JobParams, params).jobId, OWNER)
 
     async def llm_usage(self, params: dict[str, Any]) -> dict[str, Any]:
         """SPEC §19: as ``GET /api/ap/usage``; the desktop user owns the gateway and sees every line."""

@@ -308,6 +308,22 @@ async def test_two_queries_on_one_chat_through_two_instances_run_one_after_the_o
     assert "".join(ANSWER) in history
 
 
+async def test_attack_submit_run_id_cannot_address_other_redis_keys(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    """``runId`` names ``agw:run:<runId>``: ``<id>:events`` would address another run's Stream (a
+    WRONGTYPE 503 telling any user whether that run exists). It is refused like a bad key, on every edge."""
+    victim = f"run_{uuid.uuid4().hex[:20]}"
+    with cluster.redis.client() as redis_client:
+        redis_client.xadd(f"agw:run:{victim}:events", {"e": "{}"})
+    mallory = cluster.auth("submit-key-attacker")
+    for run_id in (f"{victim}:events", "run_doesnotexist:events", "../../x"):
+        reply = await client.post(f"{cluster.b.url}/api/ap/submit", headers=mallory,
+                                  json={"runId": run_id, "toolId": "t", "params": {}})
+        assert reply.status_code == 400 and "invalid runId" in reply.json()["msg"], (run_id, reply.text)
+    assert (await client.get(f"{cluster.b.url}/healthz")).status_code == 200
+
+
 # -- limits hold cluster-wide -------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ by asserting on durations."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from app.devtools import FakeUpstream
+from app.scheduler.jobs import CronTriggerSpec, build_trigger
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
 from tests.support.responders import echo_or_fail
@@ -145,6 +147,56 @@ async def test_invalid_triggers_are_clear_400s(
         assert response.status_code == 400 and body["code"] > 0, body
         assert fragment in body["msg"], body["msg"]
         assert (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] == []
+
+
+#: more bad triggers, all against one gateway: (trigger, a fragment of the 400's message)
+MORE_BAD_TRIGGERS: list[tuple[dict[str, Any], str]] = [
+    # an offset that moves year 9999 / year 1 out of the datetime range in UTC (was a 500)
+    ({"type": "date", "runAt": "9999-12-31T23:59:59-01:00"}, "out of range"),
+    ({"type": "date", "runAt": "0001-01-01T00:00:00+01:00"}, "out of range"),
+    # a cron that can never fire (31 February) was accepted with nextRunAt null
+    ({"type": "cron", "expr": "0 0 31 2 *"}, "never fires"),
+    ({"type": "cron", "expr": "0 0 30-31 2 *"}, "never fires"),
+    # trailing junk in a field was ignored: 'mon#1' (first Monday) ran every Monday
+    ({"type": "cron", "expr": "0 9 * * mon#1"}, "day-of-week field 'mon#1'"),
+    ({"type": "cron", "expr": "0 9 * * fri#5"}, "day-of-week field"),
+    ({"type": "cron", "expr": "0 9 * * mon-wed@@garbage"}, "day-of-week field"),
+    ({"type": "cron", "expr": "0 9 1x * *"}, "day-of-month field"),
+    ({"type": "cron", "expr": "5-1 * * * *"}, "runs backwards"),
+]
+
+
+async def test_more_invalid_triggers_are_clear_400s_and_nothing_is_kept(
+    deploy: Path, client: httpx.AsyncClient
+) -> None:
+    with GatewayServer(deploy) as gw:
+        for trigger, fragment in MORE_BAD_TRIGGERS:
+            response = await client.post(f"{gw.url}/api/ap/schedules",
+                                         json={"agentKey": "plain", "message": "x", "trigger": trigger})
+            body = response.json()
+            assert response.status_code == 400 and body["code"] > 0, (trigger, body)
+            assert fragment in body["msg"], (trigger, body["msg"])
+        assert (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("expr", "days"),
+    [("0 9 * * 1", {"Mon"}), ("0 9 * * 0", {"Sun"}), ("0 9 * * 7", {"Sun"}),
+     ("0 8 * * 1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}), ("0 8 * * mon-fri", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+     ("0 8 * * */2", {"Sun", "Tue", "Thu", "Sat"}), ("0 8 * * 5-7", {"Fri", "Sat", "Sun"})],
+)
+def test_cron_weekdays_are_numbered_as_in_crontab(expr: str, days: set[str]) -> None:
+    """0 and 7 are Sunday, 1 is Monday (APScheduler 3's own numbering starts at Monday = 0:
+    '0 8 * * 1-5' ran Tuesday to Saturday)."""
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    trigger = build_trigger(CronTriggerSpec(type="cron", expr=expr), dt.UTC, now)
+    fired: list[dt.datetime] = []
+    for _ in range(14):
+        previous = fired[-1] if fired else None
+        moment = trigger.get_next_fire_time(previous, previous + dt.timedelta(seconds=1) if previous else now)
+        assert moment is not None
+        fired.append(moment)
+    assert {moment.strftime("%a") for moment in fired} == days
 
 
 async def test_unknown_agent_chat_and_job(deploy: Path, client: httpx.AsyncClient) -> None:
