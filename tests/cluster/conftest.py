@@ -20,8 +20,9 @@ from tests.security.support import ISSUER, KeyPair, ec_pair, mint
 from tests.security.test_reverse_proxy import Haproxy
 from tests.support.deployment import agent, make_deployment, write_agent
 
-#: short, so that a lost instance is noticed quickly; long enough for a busy 2-core CI machine
-LEASE_SECONDS = 2.0
+#: short, so that a lost instance is noticed quickly; long enough for a busy 2-core CI machine: the
+#: heartbeat's TTL is 3/4 of it, and with fencing an instance whose loop stalls past that stops its runs
+LEASE_SECONDS = 4.0
 #: per-user caps of the deployment (SPEC §19), cluster-wide
 USER_CONCURRENT_RUNS = 2
 USER_RPM = 3
