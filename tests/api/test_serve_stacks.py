@@ -121,7 +121,7 @@ def _idle_connection_closed_by_server(url: str, wait_s: float) -> bool:
     """One keep-alive request, then wait (at most ``wait_s``) for the server to close the idle connection."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
         received = b""
         while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
             received += sock.recv(65536)
