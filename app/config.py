@@ -51,7 +51,8 @@ class ServerSettings(_Section):
     keep_alive_seconds: int = Field(75, alias="keep-alive-seconds", ge=1)
     #: with ``agent.auth.enabled: false``, the DNS names a request's ``Host`` may carry besides
     #: ``localhost`` (IP literals always pass): ``gw.example.com``, ``*.example.com``, or ``*`` for
-    #: any; other names are refused with 403, so a web page cannot reach the gateway by DNS rebinding
+    #: any; other names are refused with 403 (``GET /healthz`` answers any), so a web page cannot
+    #: reach the gateway by DNS rebinding
     allowed_hosts: list[str] = Field(default_factory=list, alias="allowed-hosts")
 
     _lists = field_validator("allowed_hosts", mode="before")(_split_list)

@@ -19,8 +19,8 @@ browser sends ``Host`` and ``Origin`` both naming ``attacker.example:8080``), so
 agents and read every chat, ``GET`` included. So every request (any method, streams too) must
 name in ``Host`` an IP literal (rebinding needs a DNS name: ``127.0.0.1``, ``[::1]``, the
 machine's LAN address when bound to 0.0.0.0), ``localhost``, or a name in
-``server.allowed-hosts``; any other name gets 403. A request without ``Host`` is not a browser's
-and passes.
+``server.allowed-hosts``; any other name gets 403 (except ``GET /healthz``, a load balancer's
+probe). A request without ``Host`` is not a browser's and passes.
 
 With auth on, a bearer token is never sent by a browser on its own, so the guard is not needed
 and not installed.
@@ -93,7 +93,7 @@ class CrossSiteGuard:
                 origin = value.decode("latin-1").strip().lower()
             elif name == b"host":
                 host = value.decode("latin-1").strip().lower()
-                if not self._hosts.allows(host):
+                if not self._hosts.allows(host) and not _health_probe(scope):
                     await _refuse(scope, send, f"requests for host {host[:100]!r} refused: with agent.auth.enabled "
                                   "false only localhost, IP addresses and server.allowed-hosts are answered")
                     return
@@ -108,6 +108,12 @@ class CrossSiteGuard:
         if host is not None and origin == f"{scheme}://{host}":
             return True  # the gateway's own pages (the web console)
         return origin in self._exact or (self._regex is not None and self._regex.fullmatch(origin) is not None)
+
+
+def _health_probe(scope: Scope) -> bool:
+    """``GET /healthz`` answers any ``Host``: a load balancer's probe names whatever it likes, and the
+    answer (status, version, catalog version) is nothing a rebinding page could use."""
+    return scope["type"] == "http" and scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD")
 
 
 async def _refuse(scope: Scope, send: Send, message: str) -> None:

@@ -90,6 +90,9 @@ async def test_attack_dns_rebinding_host_header_is_refused_when_auth_is_off(
         assert response.status_code == 403, (path, response.text)
     assert (await client.get(f"{gw.url}/api/ap/chats", headers={"Host": "Localtest.ME."})).status_code == 403
     assert upstream.requests == []
+    # a load balancer's health probe names any host; the answer holds nothing a page could use
+    assert (await client.get(f"{gw.url}/healthz", headers={"Host": "probe.internal"})).status_code == 200
+    assert (await client.post(f"{gw.url}/healthz", headers={"Host": evil})).status_code == 403
     # loopback names, any IP literal (the LAN address of a gateway bound to 0.0.0.0) and the
     # configured names are answered, with or without a port
     for host in (f"127.0.0.1:{gw.port}", f"localhost:{gw.port}", "LOCALHOST", "[::1]:8080", "127.1.2.3",
