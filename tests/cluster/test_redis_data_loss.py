@@ -51,12 +51,6 @@ def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
     return root
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        yield http
-
-
 def instance(deploy: Path, redis: RedisServer, name: str) -> GatewayServer:
     return GatewayServer(deploy, overrides={
         "agent": {"cluster": {"redis-url": redis.url, "lease-seconds": 2, "instance-name": name}},

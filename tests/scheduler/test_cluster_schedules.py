@@ -11,7 +11,7 @@ import fcntl
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,6 @@ def deploy(tmp_path: Path, upstream: FakeUpstream) -> Path:
     root = make_deployment(tmp_path / "deploy", upstream.url)
     write_agent(root, "plain", agent("ONESHOT"))
     return root
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        yield http
 
 
 def instance(deploy: Path, redis: RedisServer, name: str, key: KeyPair | None = None,
