@@ -77,14 +77,8 @@ async def noticed_the_loss(gw: GatewayServer, redis: RedisServer) -> None:
 async def test_live_runs_survive_redis_losing_its_data(
     deploy: Path, own_redis: RedisServer, upstream: FakeUpstream, book: ScriptBook, client: httpx.AsyncClient
 ) -> None:
-    tag = book.add("held", [Text("Once "), Text("upon "), Gate("loss-gate"), Text("a time."), Usage(5, 5),
-                            Finish("stop")])
     with instance(deploy, own_redis, "a") as a, instance(deploy, own_redis, "b") as b:
-        query = sse(client, "POST", f"{a.url}/api/ap/query", NOBODY,
-                    json={"agentKey": "plain", "message": f"story {tag}", "onDisconnect": "continue"})
-        started = [await query.__anext__()]
-        while started[-1]["type"] != "content.delta" or started[-1]["delta"] != "upon ":
-            started.append(await query.__anext__())
+        started, query = await held_events(client, a, book, "loss-gate")
         run_id = started[0].get("runId") or started[0]["requestId"]
         assert (await client.get(f"{b.url}/api/ap/run", params={"runId": run_id})).status_code == 200
 
@@ -128,15 +122,22 @@ async def test_live_runs_survive_redis_losing_its_data(
         assert run_id in [r["runId"] for r in listed]
 
 
-async def held_run(client: httpx.AsyncClient, gw: GatewayServer, book: ScriptBook, name: str) -> tuple[
-        str, str, AsyncIterator[dict[str, Any]]]:
-    """A run on ``gw`` held in the middle of its answer by the gate ``name``: its run id, chat id and stream."""
+async def held_events(client: httpx.AsyncClient, gw: GatewayServer, book: ScriptBook, name: str) -> tuple[
+        list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
+    """A run on ``gw`` held in the middle of its answer by the gate ``name``: its events so far and its stream."""
     tag = book.add(name, [Text("Once "), Text("upon "), Gate(name), Text("a time."), Usage(5, 5), Finish("stop")])
     stream = sse(client, "POST", f"{gw.url}/api/ap/query", NOBODY,
                  json={"agentKey": "plain", "message": f"story {tag}", "onDisconnect": "continue"})
     events = [await stream.__anext__()]
     while events[-1]["type"] != "content.delta" or events[-1]["delta"] != "upon ":
         events.append(await stream.__anext__())
+    return events, stream
+
+
+async def held_run(client: httpx.AsyncClient, gw: GatewayServer, book: ScriptBook, name: str) -> tuple[
+        str, str, AsyncIterator[dict[str, Any]]]:
+    """A run on ``gw`` held in the middle of its answer by the gate ``name``: its run id, chat id and stream."""
+    events, stream = await held_events(client, gw, book, name)
     run_id = events[0].get("runId") or events[0]["requestId"]
     chat_id = next(e["chatId"] for e in events if e.get("chatId"))
     return run_id, chat_id, stream

@@ -26,7 +26,6 @@ from app.scheduler.jobs import JobRecord, ScheduleFile, job_key
 from tests.cluster.support import HANG, RedisServer
 from tests.security.support import ISSUER, KeyPair, ec_pair, mint
 from tests.support.deployment import agent, make_deployment, write_agent
-from tests.support.responders import echo_or_fail
 from tests.support.server import GatewayServer
 
 
@@ -35,12 +34,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(responder=echo_or_fail) as fake:
-        yield fake
 
 
 @pytest.fixture

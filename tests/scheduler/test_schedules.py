@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,6 @@ from app.devtools import FakeUpstream
 from app.scheduler.jobs import CronTriggerSpec, build_trigger
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
-from tests.support.responders import echo_or_fail
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(responder=echo_or_fail) as fake:
-        yield fake
 
 
 @pytest.fixture

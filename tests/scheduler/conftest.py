@@ -1,0 +1,16 @@
+"""The scheduler tests' fake upstream: it answers with the query's own message (``echo_or_fail``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from app.devtools import FakeUpstream
+from tests.support.responders import echo_or_fail
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(responder=echo_or_fail) as fake:
+        yield fake
