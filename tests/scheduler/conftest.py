@@ -1,4 +1,4 @@
-"""The scheduler tests' fake upstream: it answers with the query's own message (``echo_or_fail``)."""
+"""The scheduler tests' fake upstream (`echo_or_fail`): an echo of the query's message, or a 500 for one that says "fail"."""
 
 from __future__ import annotations
 

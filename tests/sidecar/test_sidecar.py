@@ -237,17 +237,23 @@ async def test_scheduler_methods(sidecar: SidecarProcess) -> None:
     assert await sidecar.result("scheduler.list") == []
 
 
+async def _held_query(sidecar: SidecarProcess, upstream: FakeUpstream,
+                      request_id: str) -> tuple[asyncio.Future[dict[str, Any]], str]:
+    """An ``agent.query`` whose answer is held after its first delta: its reply (to come) and chat id."""
+    upstream.enqueue([Text("half"), Gate("never"), Finish("stop")])
+    reply = await sidecar.send("agent.query", {"agentKey": "plain", "message": "x", "requestId": request_id})
+    chat_id = ""
+    while True:
+        event = await sidecar.next_event(request_id)
+        chat_id = event.get("chatId", chat_id)
+        if event["type"] == "content.delta":
+            return reply, chat_id
+
+
 async def test_eof_cancels_running_runs_flushes_memory_and_exits_zero(
     sidecar: SidecarProcess, upstream: FakeUpstream, deploy: Path
 ) -> None:
-    upstream.enqueue([Text("half"), Gate("never"), Finish("stop")])
-    reply = await sidecar.send("agent.query", {"agentKey": "plain", "message": "x", "requestId": "eof"})
-    chat_id = ""
-    while True:
-        event = await sidecar.next_event("eof")
-        chat_id = event.get("chatId", chat_id)
-        if event["type"] == "content.delta":
-            break
+    reply, chat_id = await _held_query(sidecar, upstream, "eof")
     assert await sidecar.close_stdin() == 0, sidecar.stderr_text()
     result = (await asyncio.wait_for(reply, 10))["result"]
     assert result["status"] == "cancel"
@@ -263,14 +269,7 @@ async def test_sighup_shuts_down_cleanly_like_sigterm(
 ) -> None:
     """The launcher's terminal or session goes away: SIGHUP killed the sidecar at once, with no
     reply and the run never recorded in chat memory."""
-    upstream.enqueue([Text("half"), Gate("never"), Finish("stop")])
-    reply = await sidecar.send("agent.query", {"agentKey": "plain", "message": "x", "requestId": "hup"})
-    chat_id = ""
-    while True:
-        event = await sidecar.next_event("hup")
-        chat_id = event.get("chatId", chat_id)
-        if event["type"] == "content.delta":
-            break
+    reply, chat_id = await _held_query(sidecar, upstream, "hup")
     assert sidecar.proc is not None
     sidecar.proc.send_signal(signal.SIGHUP)  # stdin stays open: the signal alone stops it
     assert await asyncio.wait_for(sidecar.proc.wait(), 60) == 0, sidecar.stderr_text()
