@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from pydantic import BaseModel, ConfigDict, Field
@@ -152,14 +154,28 @@ def _apscheduler_weekdays(text: str) -> str:
     return ",".join(str((day + 6) % 7) for day in sorted(days, key=lambda day: (day + 6) % 7))
 
 
+def _cron_trigger(fields: list[str], timezone: dt.tzinfo) -> BaseTrigger:
+    """APScheduler's trigger for checked crontab fields. When day-of-month and day-of-week are both
+    restricted (neither starts with ``*``), crontab runs on a day matching *either* of them
+    (``0 9 1 * mon``: the 1st of each month and every Monday); APScheduler's ``CronTrigger`` wants
+    both, so that case is an ``OrTrigger`` of the two."""
+    minute, hour, day, month, weekdays = fields
+
+    def cron(day: str, weekdays: str) -> CronTrigger:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                           day_of_week=_apscheduler_weekdays(weekdays), timezone=timezone)
+
+    if day.startswith("*") or weekdays.startswith("*"):
+        return cron(day, weekdays)
+    return OrTrigger([cron(day, "*"), cron("*", weekdays)])
+
+
 def build_trigger(spec: DateTriggerSpec | CronTriggerSpec, timezone: dt.tzinfo,
-                  now: dt.datetime) -> DateTrigger | CronTrigger:
+                  now: dt.datetime) -> BaseTrigger:
     """The APScheduler trigger of ``spec``; invalid cron or a past date → ``RequestError``."""
     if isinstance(spec, CronTriggerSpec):
         try:
-            minute, hour, day, month, weekdays = check_crontab(spec.expr)
-            trigger = CronTrigger(minute=minute, hour=hour, day=day, month=month,
-                                  day_of_week=_apscheduler_weekdays(weekdays), timezone=timezone)
+            trigger = _cron_trigger(check_crontab(spec.expr), timezone)
         except ValueError as exc:
             raise RequestError(f"invalid cron expression {spec.expr!r}: {exc}") from exc
         if trigger.get_next_fire_time(None, now.astimezone(timezone)) is None:

@@ -172,6 +172,17 @@ async def test_more_invalid_triggers_are_clear_400s_and_nothing_is_kept(
         assert (await client.get(f"{gw.url}/api/ap/schedules")).json()["data"] == []
 
 
+def _fire_times(expr: str, count: int, now: dt.datetime) -> list[dt.datetime]:
+    trigger = build_trigger(CronTriggerSpec(type="cron", expr=expr), dt.UTC, now)
+    fired: list[dt.datetime] = []
+    for _ in range(count):
+        previous = fired[-1] if fired else None
+        moment = trigger.get_next_fire_time(previous, previous + dt.timedelta(seconds=1) if previous else now)
+        assert moment is not None
+        fired.append(moment)
+    return fired
+
+
 @pytest.mark.parametrize(
     ("expr", "days"),
     [("0 9 * * 1", {"Mon"}), ("0 9 * * 0", {"Sun"}), ("0 9 * * 7", {"Sun"}),
@@ -181,15 +192,24 @@ async def test_more_invalid_triggers_are_clear_400s_and_nothing_is_kept(
 def test_cron_weekdays_are_numbered_as_in_crontab(expr: str, days: set[str]) -> None:
     """0 and 7 are Sunday, 1 is Monday (APScheduler 3's own numbering starts at Monday = 0:
     '0 8 * * 1-5' ran Tuesday to Saturday)."""
-    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
-    trigger = build_trigger(CronTriggerSpec(type="cron", expr=expr), dt.UTC, now)
-    fired: list[dt.datetime] = []
-    for _ in range(14):
-        previous = fired[-1] if fired else None
-        moment = trigger.get_next_fire_time(previous, previous + dt.timedelta(seconds=1) if previous else now)
-        assert moment is not None
-        fired.append(moment)
+    fired = _fire_times(expr, 14, dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC))
     assert {moment.strftime("%a") for moment in fired} == days
+
+
+def test_cron_day_of_month_and_weekday_both_given_fire_on_either_as_in_crontab() -> None:
+    """crontab runs '0 9 13 * fri' on every 13th and on every Friday; APScheduler alone wants both,
+    so it ran only on a Friday the 13th, once or twice a year."""
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    fired = _fire_times("0 9 13 * fri", 6, now)
+    assert [moment.date().isoformat() for moment in fired] == [
+        "2026-12-04", "2026-12-11", "2026-12-13", "2026-12-18", "2026-12-25", "2027-01-01"]
+    assert all(moment.hour == 9 and moment.minute == 0 for moment in fired)
+    # one of the two left at '*' (or '*/n') still narrows by the other alone, as in crontab
+    assert {m.strftime("%a") for m in _fire_times("0 9 * * fri", 5, now)} == {"Fri"}
+    assert {m.day for m in _fire_times("0 9 13 * *", 3, now)} == {13}
+    assert {m.strftime("%a") for m in _fire_times("0 9 */1 * fri", 5, now)} == {"Fri"}
+    # February has no 31st, but it has Mondays: with both given, the job fires
+    assert {m.strftime("%a") for m in _fire_times("0 0 31 2 mon", 4, now)} == {"Mon"}
 
 
 async def test_unknown_agent_chat_and_job(deploy: Path, client: httpx.AsyncClient) -> None:
