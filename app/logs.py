@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import sys
 import threading
 import time
@@ -49,6 +50,8 @@ def apply_format(name: str) -> None:
 
 #: log lines a sidecar keeps waiting for stderr before it drops new ones (and counts them)
 STDERR_QUEUE_LINES = 10_000
+#: after the queue's close (the sidecar's exit), how long one line may wait for stderr to take it
+CLOSED_WRITE_PATIENCE_S = 0.5
 
 
 class StderrQueue:
@@ -59,6 +62,8 @@ class StderrQueue:
     next record blocked the event loop in ``write``: no request was answered again. Now a full
     pipe blocks only this thread; when the queue is full too, new lines are dropped and counted,
     and the count is written as one WARNING line when the thread can write again (or at exit).
+    A line logged after ``close`` (at exit, from a thread still winding down) is written at once,
+    unless stderr has stayed full for ``CLOSED_WRITE_PATIENCE_S``: then it and later ones are lost.
     The thread never holds a lock of ``logging`` or of ``sys.stderr`` while it waits, so the exit
     is not held up by a stderr nobody reads (``close`` waits a bounded time).
     """
@@ -68,6 +73,8 @@ class StderrQueue:
         self._queue: queue.Queue[str | None] = queue.Queue(capacity)
         self._lock = threading.Lock()
         self._dropped = 0
+        self._closed = False
+        self._stuck = False
         self.formatter: logging.Formatter = logging.Formatter()
         self._thread = threading.Thread(target=self._run, name="stderr-log", daemon=True)
 
@@ -75,7 +82,13 @@ class StderrQueue:
         self._thread.start()
 
     def put(self, line: str) -> None:
-        """Queue one line (never blocks); a full queue drops it and counts it."""
+        """Queue one line (never blocks); a full queue drops it and counts it. Once closed (the
+        sidecar's exit), the line is written at once if stderr can take it within a moment."""
+        if self._closed:
+            with self._lock:  # one line at a time; a stderr nobody reads costs the exit one wait only
+                if not self._stuck:
+                    self._stuck = not self._write(line, patience_s=CLOSED_WRITE_PATIENCE_S)
+            return
         try:
             self._queue.put_nowait(line)
         except queue.Full:
@@ -89,6 +102,7 @@ class StderrQueue:
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout_s)
         self._thread.join(timeout_s)
+        self._closed = not self._thread.is_alive()  # a thread still writing keeps the order: queue on
 
     def _run(self) -> None:
         while True:
@@ -108,15 +122,23 @@ class StderrQueue:
             if line:
                 self._write(line)
 
-    def _write(self, line: str) -> None:
+    def _write(self, line: str, patience_s: float | None = None) -> bool:
+        """Write ``line`` whole; with ``patience_s``, give up (False) on a stderr that stays full that
+        long (a write of at most ``PIPE_BUF`` bytes to a pipe that polls writable does not block)."""
         data = line.encode("utf-8", "backslashreplace")
         while data:
             try:
-                data = data[os.write(self._fd, data):]
+                if patience_s is not None:
+                    if not select.select([], [self._fd], [], patience_s)[1]:
+                        return False  # nobody reads stderr: the line is lost, never the exit
+                    data = data[os.write(self._fd, data[:select.PIPE_BUF]):]
+                else:
+                    data = data[os.write(self._fd, data):]
             except BlockingIOError:  # a descriptor another holder left non-blocking
                 time.sleep(0.05)
-            except OSError:  # stderr closed: the logs are lost, never the sidecar
-                return
+            except (OSError, ValueError):  # stderr closed: the logs are lost, never the sidecar
+                return False
+        return True
 
 
 class StderrQueueHandler(logging.Handler):

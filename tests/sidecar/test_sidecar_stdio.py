@@ -371,3 +371,27 @@ def test_a_full_stderr_queue_drops_lines_and_reports_how_many() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_line_logged_after_the_queue_closed_still_reaches_stderr() -> None:
+    """At the sidecar's exit the queue's thread is gone; a line logged then (a thread winding down)
+    was queued to nobody and lost. It is written directly, and a stderr nobody reads costs the
+    exit one bounded wait, not a hang."""
+    read_end, write_end = _small_pipe()
+    sink = StderrQueue(write_end, capacity=4)
+    sink.start()
+    try:
+        sink.put("before close\n")
+        sink.close(timeout_s=HANG)
+        assert os.read(read_end, 65536) == b"before close\n"  # the one-page pipe is empty again
+        sink.put("after close\n")
+        assert select.select([read_end], [], [], HANG)[0]
+        assert os.read(read_end, 65536) == b"after close\n"
+        while select.select([], [write_end], [], 0)[1]:  # nobody reads stderr from here on
+            os.write(write_end, b"y" * 512)
+        sink.put("lost\n")  # waits once, then gives up
+        sink.put("lost too\n")  # at once
+        assert b"lost" not in os.read(read_end, 1 << 20)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
