@@ -237,13 +237,18 @@ async def model_turn(
                                      budget="model_calls")
             await services.limiter.before_call(ctx.owner, group, member)
             ctx.usage.model_calls += 1
+            ctx.last_call_tokens = 0
             services.router.started(member.key)
             try:
-                with model_call_span(request) as call_span:  # SPEC §19: one span per model call
-                    result = await _stream_turn(ctx, request, by_name, member,
-                                                group.key if group.group is not None else None, one_call)
-                    call_span.response(finish_reason=result.finish_reason, input_tokens=result.prompt_tokens,
-                                       output_tokens=result.completion_tokens)
+                try:
+                    with model_call_span(request) as call_span:  # SPEC §19: one span per model call
+                        result = await _stream_turn(ctx, request, by_name, member,
+                                                    group.key if group.group is not None else None, one_call)
+                        call_span.response(finish_reason=result.finish_reason, input_tokens=result.prompt_tokens,
+                                           output_tokens=result.completion_tokens)
+                except BaseException:  # failed or cancelled: the tokens it reported were used all the same
+                    await _count_failed_call_tokens(ctx, group, member)
+                    raise
             except _Forwarded as wrapped:
                 services.router.failed(member.key)
                 raise wrapped.error from wrapped.error.__cause__
@@ -264,6 +269,20 @@ async def model_turn(
             return result
     assert last_error is not None
     raise last_error
+
+
+async def _count_failed_call_tokens(ctx: RunContext, group: ModelDefinition, member: ModelDefinition) -> None:
+    """Count a failed or cancelled call's reported tokens against the token limits (SPEC §19):
+    Anthropic reports the prompt's tokens first, so a run cancelled mid-answer had used them,
+    and not counting them let a user cancel past ``daily-tokens``. A limiter failure here is
+    logged: the call's own error is the one the run ends with."""
+    if ctx.last_call_tokens <= 0:
+        return
+    try:
+        await ctx.services.limiter.after_call(ctx.owner, group, member, ctx.last_call_tokens)
+    except Exception:
+        logger.warning("run %s: the %d tokens of a failed call were not counted", ctx.run_id,
+                       ctx.last_call_tokens, exc_info=True)
 
 
 def _moves_on(error: UpstreamError) -> bool:
@@ -298,8 +317,8 @@ async def _stream_turn(
     stream = stream_chat(ctx.services.http, request)
     try:
         async for delta in stream:
-            if first_delta_at is None:
-                first_delta_at = now_ms()
+            if first_delta_at is None and not isinstance(delta, UsageDelta | FinishDelta):
+                first_delta_at = now_ms()  # the first one the client sees: not a usage report
             deltas_left -= 1
             if isinstance(delta, ContentDelta):
                 chars_left -= len(delta.text)
@@ -358,6 +377,9 @@ async def _stream_turn(
     except BaseException as exc:  # cancelled or failed mid-stream: keep what the client already saw
         blocks.close()
         result.calls = ordered
+        ctx.last_call_tokens = prompt_tokens + completion_tokens
+        if ctx.last_call_tokens:  # reported before the failure: the run's usage says so, as the ledger does
+            ctx.add_usage(model, prompt_tokens, completion_tokens)
         _record_response(ctx, result, blocks, started, first_delta_at, prompt_tokens, completion_tokens, model.key)
         _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, exc,
                    reasoning_tokens=reasoning_tokens)

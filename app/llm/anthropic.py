@@ -26,7 +26,9 @@
 ``input_json_delta`` → ``ToolCallArgs``; ``message_delta``
 → ``FinishDelta`` (``end_turn``/``stop_sequence`` → ``stop``, ``tool_use`` →
 ``tool_calls``, ``max_tokens`` → ``length``) followed by one ``UsageDelta`` (input tokens
-from ``message_start``, output tokens from ``message_delta``). ``message_stop`` ends the
+from ``message_start``, output tokens from ``message_delta``). ``message_start``'s own
+input tokens are a ``UsageDelta`` at once too: the prompt is paid for even when the
+answer then fails or is cancelled, and the run's usage and token limits must count it. ``message_stop`` ends the
 stream; an ``error`` event raises ``UpstreamHTTPError``; ending before ``message_stop``
 and without a stop reason → ``UpstreamDisconnected``.
 """
@@ -228,7 +230,9 @@ class _StreamState:
         if kind == "message_start":
             message = json_object(event.get("message"))
             self._absorb_usage(message.get("usage"))
-            return []
+            if not self.input_tokens:
+                return []
+            return [UsageDelta(self.input_tokens, self.output_tokens, self.input_tokens + self.output_tokens)]
         if kind == "message_delta":
             self._absorb_usage(event.get("usage"))
             delta = json_object(event.get("delta"))

@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from app.devtools import FakeUpstream
-from app.devtools.script import Disconnect, Stall, Text, http_error_script, text_script
+from app.devtools.script import Disconnect, Stall, StreamError, Text, Usage, http_error_script, text_script
 from tests.engine.helpers import call, chat_lines, step_messages
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
-from tests.support.sse import collect
+from tests.support.sse import collect, stream_events
 
 ONE = {"maxCalls": 6, "timeoutMs": 2000, "retryCount": 0}
 
@@ -187,6 +187,31 @@ async def test_user_daily_tokens_limit(
     refused = await client.post(f"{gw.url}/api/ap/query", json={"agentKey": "a_m1", "message": "more"})
     assert refused.status_code == 429 and "daily-tokens" in refused.json()["msg"]
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("how", ["stream_error", "interrupt"])
+async def test_attack_cancelling_a_run_after_the_prompt_was_paid_for_still_counts_its_tokens(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    how: str,
+) -> None:
+    """Anthropic reports the prompt's tokens first (``message_start``). A call that then failed or
+    was interrupted had used them all the same: they were in the usage ledger, but not in the
+    run's usage nor the user's token limits, so a user who interrupted each long-context run
+    before its end was never held by ``daily-tokens``."""
+    (deploy / "models" / "claude.json").write_bytes(orjson.dumps(
+        {"key": "claude", "provider": "fake", "protocol": "ANTHROPIC", "modelId": "c"}))
+    write_agent(deploy, "a_claude", agent("ONESHOT", model="claude", budget={"model": ONE}))
+    gw = start_gateway(overrides={"agent": {"limits": {"user": {"daily-tokens": 10}}}})
+    end = StreamError("the model fell over") if how == "stream_error" else Stall()
+    upstream.enqueue([Usage(12, 0), Text("big"), end])
+    events: list[dict[str, Any]] = []
+    async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "a_claude", "message": "hi"}):
+        events.append(event)
+        if event["type"] == "content.delta" and how == "interrupt":
+            await client.post(f"{gw.url}/api/ap/interrupt", json={"runId": events[0]["requestId"]})
+    assert events[-1]["type"] == ("run.error" if how == "stream_error" else "run.cancel"), events[-1]
+    refused = await client.post(f"{gw.url}/api/ap/query", json={"agentKey": "a_claude", "message": "more"})
+    assert refused.status_code == 429 and "daily-tokens" in refused.json()["msg"]
 
 
 @pytest.mark.parametrize(("body", "reason"), [

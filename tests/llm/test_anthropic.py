@@ -57,6 +57,7 @@ async def collect(http: httpx.AsyncClient, fake: FakeUpstream, **overrides: obje
 async def test_text_deltas_one_for_one_with_usage(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
     fake.enqueue(text_script(["Hel", "lo"], usage=(12, 2)))
     assert await collect(http, fake) == [
+        UsageDelta(12, 1, 13),  # message_start's, at once: the prompt is paid for even if the answer fails
         ContentDelta("Hel"),
         ContentDelta("lo"),
         FinishDelta("stop"),
@@ -80,6 +81,7 @@ async def test_thinking_then_text(http: httpx.AsyncClient, fake: FakeUpstream) -
 async def test_tool_use_arguments_in_three_fragments(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
     fake.enqueue(tool_call_script("toolu_1", "get_weather", ['{"ci', 'ty":', '"Paris"}'], text=["Checking"], usage=(5, 9)))
     assert await collect(http, fake, tools=[WEATHER_TOOL]) == [
+        UsageDelta(5, 1, 6),
         ContentDelta("Checking"),
         ToolCallStart(0, "toolu_1", "get_weather"),  # index = the response's first tool call (block 1)
         ToolCallArgs(0, '{"ci'),
@@ -92,7 +94,7 @@ async def test_tool_use_arguments_in_three_fragments(http: httpx.AsyncClient, fa
 
 async def test_two_parallel_tool_uses(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
     fake.enqueue(parallel_tool_calls_script([("toolu_a", "get_weather", ['{"city":"Paris"}']), ("toolu_b", "get_time", ["{}"])]))
-    deltas = await collect(http, fake)
+    deltas = (await collect(http, fake))[1:]  # after message_start's usage
     assert deltas[:4] == [
         ToolCallStart(0, "toolu_a", "get_weather"),
         ToolCallArgs(0, '{"city":"Paris"}'),
@@ -255,7 +257,7 @@ async def test_end_without_message_stop_or_stop_reason() -> None:
     seen: list[Delta] = []
     with pytest.raises(UpstreamDisconnected):
         translate(StreamTranslator(), lines, seen)
-    assert seen == [ContentDelta("hi")]
+    assert seen == [UsageDelta(3, 1, 4), ContentDelta("hi")]  # what was used before the end is told
 
 
 async def test_stall_past_the_read_timeout(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
@@ -304,7 +306,7 @@ def test_a_repeated_or_unknown_block_index_never_merges_or_loses_a_call() -> Non
         *_event("message_stop"),
     ]
     assert translate(StreamTranslator(), lines) == [
-        ToolCallStart(0, "toolu_1", "w"), ToolCallArgs(0, '{"a":1}'),
+        UsageDelta(5, 0, 5), ToolCallStart(0, "toolu_1", "w"), ToolCallArgs(0, '{"a":1}'),
         ToolCallStart(1, "toolu_2", "t"), ToolCallArgs(1, "{}"),
         ToolCallArgs(2, '{"x":2}'),  # a block never started: the engine adopts it as a nameless call
         ToolCallStart(3, "", "v"),  # no id: the engine gives it a unique one
@@ -339,8 +341,8 @@ def test_signed_and_redacted_thinking_are_read_and_sent_back_in_order() -> None:
         *_event("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 3}),
         *_event("message_stop"),
     ]
-    assert translate(StreamTranslator(), lines)[:3] == [ReasoningDelta("hmm"), ReasoningSignature("SIG"),
-                                                        RedactedReasoning("ENC")]
+    assert translate(StreamTranslator(), lines)[1:4] == [ReasoningDelta("hmm"), ReasoningSignature("SIG"),
+                                                         RedactedReasoning("ENC")]
     step = {"_type": "step", "runId": "r1", "messages": [
         {"role": "user", "content": [{"type": "text", "text": "q"}]},
         {"role": "assistant", "reasoning_content": [{"type": "text", "text": "hmm"}], "_reasoningSignature": "SIG",
