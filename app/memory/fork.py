@@ -113,18 +113,29 @@ def fork_source(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 
 
 def pending_resume(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The GRAPH checkpoint a fork from a node left for the chat's next run, or ``None``.
+    """The GRAPH checkpoint a fork from a node left for the chat's next run of the forked agent, or
+    ``None``.
 
-    Only the first run after the fork line uses it: once a run has its ``run`` line (it ended)
-    after the fork line, nothing is pending any more."""
+    Only the first such run after the fork line uses it: once a run of that agent (its query line
+    names it; a fork line from before forks named their agent: any run) has its ``run`` line (it
+    ended) after the fork line, nothing is pending any more. A run of another agent in between
+    leaves it pending: the restart is not that agent's to use, nor to throw away."""
     resume: dict[str, Any] | None = None
+    agents: dict[Any, Any] = {}  # runId → agentKey of the runs queried after the fork line
     for line in lines:
         kind = line.get("_type")
         if kind == LINE_FORK:
             found = line.get("resume")
             resume = dict(found) if isinstance(found, Mapping) else None
-        elif kind == LINE_RUN and resume is not None:
-            resume = None
+        elif resume is None:
+            continue
+        elif kind == LINE_QUERY:
+            query = line.get("query")
+            agents[line.get("runId")] = query.get("agentKey") if isinstance(query, Mapping) else None
+        elif kind == LINE_RUN:
+            wanted = resume.get("agentKey")
+            if wanted is None or agents.get(line.get("runId"), wanted) == wanted:
+                resume = None
     return resume
 
 

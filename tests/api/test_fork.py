@@ -491,7 +491,8 @@ async def test_attack_fork_resume_is_for_a_real_node_of_the_forked_agent_only(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
     """``node: "END"`` or an unknown node was accepted and silently dropped, and the pending restart
-    was applied to whichever GRAPH agent ran next in the chat (with the other agent's state)."""
+    was applied to whichever GRAPH agent ran next in the chat (with the other agent's state); once
+    that was fixed, another agent's run in between dropped the restart the forked agent was owed."""
     write_agent(deploy, "ga", _agent_a())
     write_agent(deploy, "gb", _routers(
         {"secret": {"type": "string", "initial": "B-default"}},
@@ -511,6 +512,12 @@ async def test_attack_fork_resume_is_for_a_real_node_of_the_forked_agent_only(
     other = await ask(client, gw, "go", chat_id=forked, agent_key="gb")
     assert [e["taskId"] for e in other if e["type"] == "task.start"] == ["init", "show"]
     assert _answer(other) == "B says B-computed"
+    # another agent's run in between neither used the restart nor threw it away
+    resumed = await ask(client, gw, "go", chat_id=forked, agent_key="ga")
+    assert [e["taskId"] for e in resumed if e["type"] == "task.start"] == ["show"]
+    assert _answer(resumed) == "A says A-private"
+    again = await ask(client, gw, "go", chat_id=forked, agent_key="ga")  # used once, then a plain run
+    assert [e["taskId"] for e in again if e["type"] == "task.start"] == ["load", "show"]
 
     # the forked agent lost the node in a hot reload: its restart fails clearly, not silently from START
     forked = (await fork(client, gw, {"chatId": chat_id, "runId": run_id, "node": "show"}))["data"]["chatId"]
