@@ -27,6 +27,10 @@ GET_TASKS = "_plan_get_tasks_"
 STATUSES = {"init", "completed", "failed", "canceled"}
 #: legacy status names read as their current equivalent
 LEGACY_STATUS = {"in_progress": "init", "cancelled": "canceled", "done": "completed"}
+#: a plan's size: every change re-sends the whole list (``plan.update``), so a model looping in
+#: ``_plan_add_tasks_`` (or told to by an injected prompt) must not grow it without end
+MAX_PLAN_TASKS = 200
+MAX_TASK_DESCRIPTION_CHARS = 2000
 SETTLE_NUDGE = (
     "Task {task_id} is still open. If it is done, call _plan_update_task_ with taskId "
     '"{task_id}" and status "completed" (or "failed"); otherwise continue working on it.'
@@ -56,10 +60,17 @@ async def add_tasks(args: dict[str, Any], ctx: RunContext) -> str:
     for item in items:
         if not isinstance(item, dict) or not str(item.get("description", "")).strip():
             return "失败: every task needs a description"
+        if len(str(item["description"]).strip()) > MAX_TASK_DESCRIPTION_CHARS:
+            return f"失败: a task description is at most {MAX_TASK_DESCRIPTION_CHARS} characters"
+    if len(plan.tasks) + len(items) > MAX_PLAN_TASKS:
+        return (f"失败: a plan holds at most {MAX_PLAN_TASKS} tasks; it has {len(plan.tasks)}, "
+                f"and {len(items)} more were asked for")
+    taken = {task.task_id for task in plan.tasks}
     for item in items:
-        task_id = str(item.get("taskId") or "").strip() or f"task_{len(plan.tasks) + 1}"
-        while plan.find(task_id) is not None:
+        task_id = str(item.get("taskId") or "").strip()[:128] or f"task_{len(plan.tasks) + 1}"
+        while task_id in taken:
             task_id = f"{task_id}_{len(plan.tasks) + 1}"
+        taken.add(task_id)
         status = LEGACY_STATUS.get(str(item.get("status", "init")), str(item.get("status", "init")))
         plan.tasks.append(PlanTask(task_id, str(item["description"]).strip(), status if status in STATUSES else "init"))
     _emit_plan(ctx, created)
@@ -103,9 +114,12 @@ async def update_task(args: dict[str, Any], ctx: RunContext) -> str:
     status = LEGACY_STATUS.get(str(args.get("status")), str(args.get("status")))
     if status not in STATUSES:
         return f"失败: status must be one of init/completed/failed/canceled, got {args.get('status')!r}"
+    description = args.get("description")
+    if isinstance(description, str) and len(description.strip()) > MAX_TASK_DESCRIPTION_CHARS:
+        return f"失败: a task description is at most {MAX_TASK_DESCRIPTION_CHARS} characters"
     task.status = status
-    if isinstance(args.get("description"), str) and args["description"].strip():
-        task.description = args["description"].strip()
+    if isinstance(description, str) and description.strip():
+        task.description = description.strip()
     _emit_plan(ctx, created=False)
     _settle_event(ctx, task)
     return "OK"

@@ -205,6 +205,36 @@ async def test_malformed_update_is_repaired_once(
     assert types(events).count("task.complete") == 1 and "task.fail" not in types(events)
 
 
+async def test_attack_a_model_adding_a_huge_plan_is_refused_instead_of_stalling_the_gateway(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A model looping in ``_plan_add_tasks_`` (or told to by a prompt injection) grew the plan
+    without end, and every change re-sends the whole list; 20,000 tasks with one repeated
+    ``taskId`` held the event loop for 14 s (a quadratic id check). A plan holds at most 200
+    tasks of at most 2,000 characters; past that the model is told so, and nothing is added."""
+    write_agent(deploy, "planner", agent("PLAN_EXECUTE", tools=WEATHER, summary=False))
+    gw = start_gateway()
+    too_many = {"tasks": [{"taskId": "a", "description": "d"}] * 201}
+    for tasks, refusal in ((too_many, "失败: a plan holds at most 200 tasks; it has 0, and 201 more were asked for"),
+                           ({"tasks": [{"description": "x" * 2001}]}, "失败: a task description is at most 2000 characters")):
+        upstream.enqueue(call("p1", "_plan_add_tasks_", tasks))
+        events = await _run(client, gw, "planner")
+        assert first(events, "tool.result")["result"] == refusal
+        assert "plan.update" not in types(events) and events[-1]["error"]["code"] == "plan_not_created"
+    upstream.enqueue(
+        call("p1", "_plan_add_tasks_", {"tasks": [{"taskId": "a", "description": "d"}] * 200}),
+        call("u1", "_plan_update_task_", {"taskId": "a", "status": "completed", "description": "y" * 2001}),
+        _done("u2", "a", "failed"),
+    )
+    events = await _run(client, gw, "planner")
+    results = {e["toolId"]: e["result"] for e in of_type(events, "tool.result")}
+    assert results["u1"] == "失败: a task description is at most 2000 characters"
+    plans = of_type(events, "plan.update")
+    assert len({task["taskId"] for task in plans[0]["plan"]}) == 200  # at the limit, each id made unique
+    assert all(len(plan["plan"]) == 200 and all(task["description"] == "d" for task in plan["plan"])
+               for plan in plans)
+
+
 async def test_second_malformed_update_fails_the_task_and_stops_execution(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
