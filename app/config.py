@@ -264,6 +264,9 @@ class LlmSettings(_Section):
     max_response_chars: int = Field(16_777_216, alias="max-response-chars", gt=0)
     #: the most deltas one model response may stream (every delta is an event a run keeps)
     max_response_deltas: int = Field(1_000_000, alias="max-response-deltas", gt=0)
+    #: the most tool calls one model response may start (each is events, a result and a step
+    #: message; a response past the tool-call budget cannot run them anyway)
+    max_response_tool_calls: int = Field(128, alias="max-response-tool-calls", gt=0)
 
 
 class ImageTokenSettings(_Section):

@@ -308,6 +308,7 @@ async def _stream_turn(
     blocks = _Blocks(ctx)
     calls: dict[int, ToolCall] = {}  # by index: where the next fragment goes
     ordered: list[ToolCall] = []  # every call, in the order they started
+    call_ids: set[str] = set()
     started = now_ms()
     first_delta_at: int | None = None
     prompt_tokens = completion_tokens = 0
@@ -338,21 +339,27 @@ async def _stream_turn(
                 raise _too_large(limits)
             elif isinstance(delta, ToolCallStart):
                 blocks.close()
+                if len(ordered) >= limits.max_response_tool_calls:
+                    raise _too_large(limits)
                 # a start for an index already in use (a hostile or broken upstream) is a new call:
                 # the earlier one keeps its place, its end and its result
-                if delta.call_id and any(call.call_id == delta.call_id for call in ordered):
+                if delta.call_id in call_ids:
                     delta = ToolCallStart(delta.index, "", delta.name)  # an id used twice: a unique one
                 calls[delta.index] = begun = _start_call(ctx, tools, delta, one_call and bool(ordered))
                 ordered.append(begun)
+                call_ids.add(begun.call_id)
             elif isinstance(delta, ToolCallArgs):
                 chars_left -= len(delta.fragment)
                 if chars_left < 0:
                     raise _too_large(limits)
                 call = calls.get(delta.index)
                 if call is None:  # fragment before its start: adopt it under a generated id
+                    if len(ordered) >= limits.max_response_tool_calls:
+                        raise _too_large(limits)
                     call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""), one_call and bool(ordered))
                     calls[delta.index] = call
                     ordered.append(call)
+                    call_ids.add(call.call_id)
                 call.fragments.append(delta.fragment)
                 if call.is_action:
                     ctx.emit(ev.ActionArgs(action_id=call.event_id, delta=delta.fragment, run_id=ctx.run_id))
@@ -404,8 +411,9 @@ async def _stream_turn(
 
 def _too_large(limits: LlmSettings) -> UpstreamTooLarge:
     return UpstreamTooLarge(
-        f"the model's response passed the gateway's limit of {limits.max_response_chars} characters or "
-        f"{limits.max_response_deltas} deltas (agent.llm.max-response-chars, agent.llm.max-response-deltas)")
+        f"the model's response passed the gateway's limit of {limits.max_response_chars} characters, "
+        f"{limits.max_response_deltas} deltas or {limits.max_response_tool_calls} tool calls "
+        "(agent.llm.max-response-chars, agent.llm.max-response-deltas, agent.llm.max-response-tool-calls)")
 
 
 def _to_ledger(ctx: RunContext, model: ModelDefinition, group_key: str | None, started: int,

@@ -422,8 +422,12 @@ async def test_upstream_faults_end_with_run_error_and_chat_stays_usable(
         ([ToolCall(0, "call_1", "city_datetime"), ToolArgs(0, '{"city":"' + "x" * 50),
           ToolArgs(0, "y" * 50), Gate("end"), Finish("tool_calls")], "tool.args"),
         ([Text("t")] * 30 + [Gate("end"), Finish()], "content.delta"),
+        # 30,000 calls in one response held the event loop for 20 s (a quadratic id check) and the run
+        # for minutes, though the tool budget could never run them
+        ([ToolCall(i, f"call_{i}", "city_datetime") for i in range(6)] + [Gate("end"), Finish("tool_calls")],
+         "tool.start"),
     ],
-    ids=["content", "reasoning", "endless-tool-arguments", "many-tiny-deltas"],
+    ids=["content", "reasoning", "endless-tool-arguments", "many-tiny-deltas", "many-tool-calls"],
 )
 async def test_attack_an_endless_model_response_ends_the_run_instead_of_filling_the_memory(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
@@ -431,11 +435,12 @@ async def test_attack_an_endless_model_response_ends_the_run_instead_of_filling_
 ) -> None:
     """A model stuck in a loop, or a hostile upstream streaming one endless tool argument, grew
     the run's text and its retained event log until the run timeout: nothing bounded one response.
-    Past ``agent.llm.max-response-chars`` / ``-deltas`` the run ends with a clear error, the
+    Past ``agent.llm.max-response-chars`` / ``-deltas`` / ``-tool-calls`` the run ends with a clear error, the
     upstream connection is closed, what was streamed is kept, and the chat goes on."""
     write_agent(deploy, "fragile", agent("ONESHOT", tools=WEATHER,
                                          budget={"model": {"maxCalls": 5, "timeoutMs": 5000, "retryCount": 1}}))
-    gw = start_gateway(overrides={"agent": {"llm": {"max-response-chars": 100, "max-response-deltas": 20}}})
+    gw = start_gateway(overrides={"agent": {"llm": {"max-response-chars": 100, "max-response-deltas": 20,
+                                                    "max-response-tool-calls": 5}}})
     upstream.enqueue(script)
     events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "fragile", "message": "first"})
     assert events[-1]["type"] == "run.error"
