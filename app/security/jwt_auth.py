@@ -4,7 +4,9 @@
 fetched with ``jwt.PyJWKClient`` and cached ``jwks-cache-seconds``) or a PEM
 ``local-public-key``. Only asymmetric algorithms are accepted (RS*, PS*, ES*,
 EdDSA): ``alg: none`` and the HMAC-signed-with-the-public-key confusion are refused
-because ``HS*``/``none`` are never in the accepted list. ``exp`` and ``sub`` are
+because ``HS*``/``none`` are never in the accepted list. A token's ``alg`` must also fit the key that
+verifies it (its family; an ECDSA key's curve): a JWKS RSA key named by an ``ES256`` token, or
+an ``ES384`` token against a P-256 key, is a 401 like any bad token. ``exp`` and ``sub`` are
 required, ``exp``/``nbf`` enforced, ``iss`` checked when ``agent.auth.issuer`` is set.
 With ``agent.auth.audience`` set, ``aud`` is required and must name it (a string or a
 list containing it); without it, ``aud`` is not checked (a token carrying one is fine).
@@ -66,15 +68,31 @@ _SIGNED_ROUTES = ("/api/ap/data", "/api/ap/artifact")
 _SLASHES = re.compile(r"/{2,}")
 
 
-def _algorithms_for(key: Any) -> tuple[str, ...]:
-    """The algorithms that make sense for a local public key (a key pins its family)."""
+#: the one ECDSA algorithm of each curve (pyjwt refuses a key of another curve with ``InvalidKeyError``)
+_EC_ALGORITHM_OF_CURVE = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+
+def _key_algorithms(key: Any) -> tuple[str, ...]:
+    """The algorithms a public key can verify (its family; for ECDSA, its curve's one); ``()`` for
+    any other key. A token whose ``alg`` is not among them is refused before pyjwt sees it: pyjwt
+    answers such a pair with ``TypeError`` or ``InvalidKeyError``, not an ``InvalidTokenError``."""
     if isinstance(key, rsa.RSAPublicKey):
         return RSA_ALGORITHMS
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return EC_ALGORITHMS
+        algorithm = _EC_ALGORITHM_OF_CURVE.get(key.curve.name)
+        return (algorithm,) if algorithm is not None else ()
     if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         return OKP_ALGORITHMS
-    raise ConfigError(f"agent.auth.local-public-key: unsupported key type {type(key).__name__}")
+    return ()
+
+
+def _algorithms_for(key: Any) -> tuple[str, ...]:
+    """The algorithms of a local public key (a key pins its family); ``ConfigError`` for a key none fits."""
+    algorithms = _key_algorithms(key)
+    if not algorithms:
+        curve = f" on curve {key.curve.name}" if isinstance(key, ec.EllipticCurvePublicKey) else ""
+        raise ConfigError(f"agent.auth.local-public-key: unsupported key type {type(key).__name__}{curve}")
+    return algorithms
 
 
 class JwtVerifier:
@@ -148,6 +166,8 @@ class JwtVerifier:
         if header.get("alg") not in self._algorithms:
             raise AuthError(f"invalid token: algorithm {str(header.get('alg'))[:16]!r} is not accepted")
         key = self._key_for(token)
+        if header["alg"] not in _key_algorithms(key):  # e.g. ES256 with an RSA key of the JWKS, ES384 with a P-256 key
+            raise AuthError(f"invalid token: algorithm {header['alg']!r} does not fit its signing key")
         if self._audience:
             audience: str | None = self._audience
             options: Options = {"require": ["exp", "sub", "aud"]}

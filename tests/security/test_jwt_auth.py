@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.api.app import create_app
 from app.cli import main as cli_main
@@ -185,6 +188,27 @@ async def test_unreachable_jwks_is_a_401_not_a_crash(
     response = await client.get(f"{gw.url}/api/ap/chats", headers=bearer(mint(rsa_key)))
     _assert_401(response)
     assert "key set is unavailable" in response.json()["msg"]
+
+
+async def test_attack_token_whose_alg_does_not_fit_its_key_is_a_401_not_a_500(
+    start_gateway: Start, client: httpx.AsyncClient, rsa_key: KeyPair
+) -> None:
+    """pyjwt answers an ``alg`` of another key family (ES256 naming an RSA key of the JWKS) with a
+    ``TypeError``, and an ECDSA curve mismatch (ES384 against a P-256 key) with ``InvalidKeyError``:
+    anyone could turn every request into a 500 and a logged traceback. Both are bad tokens (401)."""
+    now = int(time.time())
+    claims = {"sub": "mallory", "iss": ISSUER, "iat": now, "exp": now + 600}
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with JwksServer(keys=[rsa_key.jwk()]) as jwks:
+        gw = start_gateway({"agent": {"auth": {"enabled": True, "jwks-uri": jwks.url, "issuer": ISSUER}}})
+        names_the_rsa_key = jwt.encode(claims, ec_pair("x").private, algorithm="ES256", headers={"kid": rsa_key.kid})
+        _assert_401(await client.get(f"{gw.url}/api/ap/chats", headers=bearer(names_the_rsa_key)))
+        assert (await client.get(f"{gw.url}/api/ap/chats", headers=bearer(mint(rsa_key)))).status_code == 200
+    p256 = ec_pair("ec-1")
+    local = start_gateway(_local_auth(p256))
+    other_curve = jwt.encode(claims, p384, algorithm="ES384", headers={"kid": p256.kid})
+    _assert_401(await client.get(f"{local.url}/api/ap/chats", headers=bearer(other_curve)))
+    assert (await client.get(f"{local.url}/api/ap/chats", headers=bearer(mint(p256)))).status_code == 200
 
 
 def test_security_package_exports_are_sorted() -> None:
