@@ -18,6 +18,11 @@ File format (``settings.credentials.file``, JSON, written atomically, mode 0600)
 * A tampered entry fails GCM authentication (``InvalidTag``) and is refused with a
   message naming the entry.
 
+A change (``agw credentials set`` / ``delete``) is a read-modify-write of the whole file, so it
+runs under ``editing``: an exclusive ``flock`` on ``.<file>.lock`` beside the store, held from
+the read to the rename. Two commands run at once take turns instead of the later rename
+silently dropping the entry the other one added.
+
 Errors are ``CredentialError`` (a ``ConfigError``: at startup it stops the gateway
 with a clear message, in the CLI it is printed).
 """
@@ -26,9 +31,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,6 +242,19 @@ class CredentialStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+@contextmanager
+def editing(path: Path, secret: str, *, create: bool) -> Iterator[CredentialStore]:
+    """The store at ``path`` opened (or, with ``create``, created when missing) for a change the
+    caller ``save``s inside the ``with``; other editors of the same file wait until it ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor is closed
+        yield CredentialStore.open_or_create(path, secret) if create else CredentialStore.open(path, secret)
+    finally:
+        os.close(lock)
 
 
 def master_secret(config: CredentialSettings, base_dir: Path, env: Mapping[str, str] | None = None) -> str:

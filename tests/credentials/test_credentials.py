@@ -7,6 +7,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from app.config import load_settings
 from app.credentials import CredentialError, CredentialStore, provider_api_keys
-from app.credentials.store import KdfParams
+from app.credentials.store import KdfParams, editing
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script
 from app.gateway import Gateway
@@ -120,6 +121,34 @@ def test_cli_set_list_delete(tmp_path: Path) -> None:
     assert _agw(deploy, "list").stdout.split() == ["from_stdin"]
     bad = _agw(deploy, "set", "../escape", "--value", "x")
     assert bad.returncode == 1 and "invalid credential name" in bad.stderr
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a file lock (a ``->`` line of ``/proc/locks``)."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 5)
+
+
+def test_a_cli_set_while_another_change_is_under_way_keeps_both_entries(tmp_path: Path) -> None:
+    """Two changes at once (two ``agw credentials set``, or a script beside the CLI) used to read
+    the same file and rename over each other: both said "stored", one entry was gone."""
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    assert _agw(deploy, "set", "first", "--value", "v1").returncode == 0
+    path = deploy / "data" / ".agw" / "credentials.json"
+    env = {**os.environ, "AGW_MASTER_SECRET": "cli secret"}
+    with editing(path, "cli secret", create=False) as store:  # a change under way: the file is read
+        cli = subprocess.Popen([sys.executable, "-m", "app", "credentials", "set", "second", "--value", "v2",
+                                "--dir", str(deploy)], cwd=str(REPO), env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3000):  # until the CLI has finished (the old race) or waits for the lock
+            if cli.poll() is not None or _waits_for_a_lock(cli.pid):
+                break
+            time.sleep(0.01)
+        store.set("mine", "v3")
+        store.save()
+    _, stderr = cli.communicate(timeout=120)
+    assert cli.returncode == 0, stderr
+    assert CredentialStore.open(path, "cli secret").names() == ["first", "mine", "second"]
 
 
 # -- provider api-key-ref -----------------------------------------------------------------
