@@ -53,6 +53,11 @@ _VERIFY_AAD = b"agw:verify"
 _VERIFY_MARKER = b"agw-credentials-v1"
 _NONCE_BYTES = 12
 _SALT_BYTES = 16
+#: the most memory scrypt may take (128·n·r bytes) for the parameters a file records: 1 GiB,
+#: 32 times the default; a corrupted file must not make the gateway allocate terabytes
+MAX_KDF_MEMORY_BYTES = 1 << 30
+#: the most parallel scrypt lanes (each one more pass) a file may ask for
+MAX_KDF_P = 16
 #: entry names: like agent keys (letters, digits, ``_ . -``), no path tricks
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
@@ -75,14 +80,23 @@ class KdfParams:
 
     @classmethod
     def from_json(cls, data: Any, path: Path) -> KdfParams:
+        """The parameters a file records; ``CredentialError`` for any scrypt would refuse (a
+        ``ValueError`` with a traceback) or that would take more than ``MAX_KDF_MEMORY_BYTES``."""
         if not isinstance(data, Mapping) or data.get("name") != "scrypt":
             raise CredentialError(f"{path}: unsupported key derivation {data!r} (expected scrypt)")
-        try:
-            params = cls(n=int(data["n"]), r=int(data["r"]), p=int(data["p"]), length=int(data["length"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CredentialError(f"{path}: malformed kdf parameters") from exc
+        values = {name: data.get(name) for name in ("n", "r", "p", "length")}
+        numbers = {name: value for name, value in values.items() if isinstance(value, int) and not isinstance(value, bool)}
+        if len(numbers) != len(values):
+            raise CredentialError(f"{path}: malformed kdf parameters (n, r, p and length must be integers)")
+        params = cls(**numbers)
         if params.length != 32:
             raise CredentialError(f"{path}: kdf length must be 32 (AES-256)")
+        if params.n < 2 or params.n & (params.n - 1) or not 1 <= params.r or not 1 <= params.p <= MAX_KDF_P:
+            raise CredentialError(f"{path}: malformed kdf parameters (n must be a power of 2, r at least 1, "
+                                  f"p from 1 to {MAX_KDF_P})")
+        if 128 * params.n * params.r > MAX_KDF_MEMORY_BYTES:
+            raise CredentialError(f"{path}: kdf parameters n={params.n}, r={params.r} would take "
+                                  f"{128 * params.n * params.r >> 20} MiB (at most {MAX_KDF_MEMORY_BYTES >> 20})")
         return params
 
 

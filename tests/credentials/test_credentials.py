@@ -79,6 +79,20 @@ def test_tampered_ciphertext_is_refused(tmp_path: Path) -> None:
         store.get("missing")
 
 
+@pytest.mark.parametrize("kdf", [
+    {"n": 3}, {"n": 0}, {"n": -2}, {"r": 0}, {"p": 0}, {"p": 10_000}, {"n": True}, {"r": 1.5}, {"n": "1024"},
+    {"n": 2**40},  # 128 TiB: a corrupted file must not make the gateway try to allocate it
+])
+def test_corrupt_kdf_parameters_are_a_clear_error_not_a_crash(tmp_path: Path, kdf: dict[str, object]) -> None:
+    _store(tmp_path)
+    path = tmp_path / "credentials.json"
+    data = orjson.loads(path.read_bytes())
+    data["kdf"].update(kdf)
+    path.write_bytes(orjson.dumps(data))
+    with pytest.raises(CredentialError, match="kdf parameters"):
+        CredentialStore.open(path, "correct horse")
+
+
 def test_invalid_names_are_refused(tmp_path: Path) -> None:
     store = CredentialStore.create(tmp_path / "c.json", "s", FAST)
     for name in ("../x", "a/b", "", ".hidden"):
@@ -121,6 +135,11 @@ def test_cli_set_list_delete(tmp_path: Path) -> None:
     assert _agw(deploy, "list").stdout.split() == ["from_stdin"]
     bad = _agw(deploy, "set", "../escape", "--value", "x")
     assert bad.returncode == 1 and "invalid credential name" in bad.stderr
+    corrupt = orjson.loads(store.path.read_bytes())
+    corrupt["kdf"]["n"] = 3
+    store.path.write_bytes(orjson.dumps(corrupt))
+    broken = _agw(deploy, "list")
+    assert broken.returncode == 1 and "kdf parameters" in broken.stderr and "Traceback" not in broken.stderr
 
 
 def _waits_for_a_lock(pid: int) -> bool:
