@@ -15,7 +15,8 @@ of every chat written without auth, so no token may claim it (SPEC §9).
 
 ``AuthMiddleware`` is a pure ASGI middleware (it never buffers the SSE responses it
 wraps): on every ``/api/**`` request (and the protocol adapters' ``/v1/**``, ``/ag-ui/**``,
-``/mcp``) it verifies ``Authorization: Bearer <JWT>`` and
+``/mcp``; the path as the app routes it, without the ``root_path`` prefix of a gateway served
+under one) it verifies ``Authorization: Bearer <JWT>`` and
 stores the token's ``sub`` as ``request.state.user`` and its ``roles``/``role`` claim as
 ``request.state.roles`` (SPEC §19: the admin role sees every user's usage); anything else gets the 401
 envelope ``{"code": 4010, "msg": …}``. With auth disabled every request is the one
@@ -249,6 +250,18 @@ def is_protected(path: str) -> bool:
     return any(normal == root or normal.startswith(root + "/") for root in PROTECTED_ROOTS)
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: ``scope["path"]`` without the ``root_path`` prefix it carries when
+    the app is served under one (``uvicorn --root-path /gw``, a ``Mount("/gw", …)``), exactly as
+    Starlette's router takes it off. Judging the full path instead would see ``/gw/api/ap/chats``,
+    not under ``/api``, and let the request through unauthenticated to the route ``/api/ap/chats``."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):]
+    return path
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -284,7 +297,7 @@ class AuthMiddleware:
             state["user"] = ANONYMOUS
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
+        path = route_path(scope)
         if not is_protected(path):
             await self.app(scope, receive, send)
             return
@@ -324,4 +337,5 @@ __all__ = [
     "build_verifier",
     "is_protected",
     "roles_of",
+    "route_path",
 ]
