@@ -143,7 +143,9 @@ class CredentialStore:
     def _derive(secret: str, salt: bytes, kdf: KdfParams) -> bytes:
         if not secret:
             raise CredentialError("the master secret is empty")
-        return Scrypt(salt=salt, length=kdf.length, n=kdf.n, r=kdf.r, p=kdf.p).derive(secret.encode("utf-8"))
+        # any bytes (``master_secret``): a secret that is not UTF-8 text comes as surrogate escapes
+        return Scrypt(salt=salt, length=kdf.length, n=kdf.n, r=kdf.r, p=kdf.p).derive(
+            secret.encode("utf-8", "surrogateescape"))
 
     @classmethod
     def create(cls, path: Path, secret: str, kdf: KdfParams | None = None) -> CredentialStore:
@@ -272,7 +274,10 @@ def editing(path: Path, secret: str, *, create: bool) -> Iterator[CredentialStor
 
 
 def master_secret(config: CredentialSettings, base_dir: Path, env: Mapping[str, str] | None = None) -> str:
-    """The master secret: the configured environment variable, else the configured file."""
+    """The master secret: the configured environment variable, else the configured file (its text
+    without surrounding white space). Any bytes will do, UTF-8 text or not (``head -c 32
+    /dev/urandom``): bytes that are not UTF-8 are kept as surrogate escapes, as Python gives them
+    for the environment, and ``_derive`` turns them back into the same bytes."""
     environ = os.environ if env is None else env
     value = environ.get(config.master_secret_env, "")
     if value:
@@ -281,7 +286,7 @@ def master_secret(config: CredentialSettings, base_dir: Path, env: Mapping[str, 
         path = Path(config.master_secret_file).expanduser()
         path = path if path.is_absolute() else base_dir / path
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            value = path.read_bytes().decode("utf-8", "surrogateescape").strip()
         except OSError as exc:
             raise CredentialError(f"cannot read the master secret file {path}: {exc.strerror}") from exc
         if value:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from app.config import load_settings
-from app.credentials import CredentialError, CredentialStore, provider_api_keys
+from app.credentials import CredentialError, CredentialStore, master_secret, provider_api_keys
 from app.credentials.store import KdfParams, editing
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script
@@ -168,6 +168,27 @@ def test_a_cli_set_while_another_change_is_under_way_keeps_both_entries(tmp_path
     _, stderr = cli.communicate(timeout=120)
     assert cli.returncode == 0, stderr
     assert CredentialStore.open(path, "cli secret").names() == ["first", "mine", "second"]
+
+
+def test_a_master_secret_of_random_bytes_works_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    """``head -c 32 /dev/urandom > master.secret`` is the obvious way to make a secret; reading it as
+    UTF-8 text ended every command with a UnicodeDecodeError traceback (naming a byte of the secret)."""
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    secret = b"\xaa\x01 random\xff\xfe bytes\x80"
+    (deploy / "master.secret").write_bytes(secret + b"\n")
+    (deploy / "application.yml").write_text("credentials:\n  master-secret-file: master.secret\n", encoding="utf-8")
+    stored = _agw(deploy, "set", "vault_key", "--value", "sk-binary", secret=None)
+    assert stored.returncode == 0 and "Traceback" not in stored.stderr, stored.stderr
+    settings = load_settings(deploy, files=(Path("application.yml"),), env={})
+    path = deploy / "data" / ".agw" / "credentials.json"
+    assert CredentialStore.open(path, master_secret(settings.credentials, deploy, env={})).get("vault_key") == "sk-binary"
+    # the same bytes in the environment (Python hands them over as surrogate escapes) open it too
+    as_env = os.fsdecode(secret)
+    assert CredentialStore.open(path, master_secret(settings.credentials, deploy, env={"AGW_MASTER_SECRET": as_env})
+                                ).get("vault_key") == "sk-binary"
+    listed = _agw(deploy, "list", secret=None)
+    assert listed.returncode == 0 and listed.stdout.split() == ["vault_key"], listed.stderr
 
 
 # -- provider api-key-ref -----------------------------------------------------------------
