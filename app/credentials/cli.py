@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, ParamSpec
@@ -18,16 +19,20 @@ import typer
 
 from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level
 from app.config import load_settings
-from app.credentials.store import CredentialError, CredentialStore, check_name, master_secret, store_path
+from app.credentials.store import CredentialError, CredentialStore, check_name, editing, master_secret, store_path
 
 P = ParamSpec("P")
 
 
-def _open(folder: Path, *, create: bool) -> CredentialStore:
+def _open(folder: Path) -> CredentialStore:
     settings = load_settings(folder)
-    secret = master_secret(settings.credentials, settings.base_dir)
-    path = store_path(settings)
-    return CredentialStore.open_or_create(path, secret) if create else CredentialStore.open(path, secret)
+    return CredentialStore.open(store_path(settings), master_secret(settings.credentials, settings.base_dir))
+
+
+def _editing(folder: Path, *, create: bool) -> AbstractContextManager[CredentialStore]:
+    """The store opened for a change, under its lock (``store.editing``): save inside the ``with``."""
+    settings = load_settings(folder)
+    return editing(store_path(settings), master_secret(settings.credentials, settings.base_dir), create=create)
 
 
 def _clean_errors(command: Callable[P, int]) -> Callable[P, int]:
@@ -60,9 +65,9 @@ def set_(
         secret = secret[:-1].removesuffix("\r")
     if not secret:
         raise CredentialError("refusing to store an empty value")
-    store = _open(deployment_dir(ctx, dir), create=True)
-    store.set(name, secret)
-    store.save()
+    with _editing(deployment_dir(ctx, dir), create=True) as store:
+        store.set(name, secret)
+        store.save()
     print(f"stored credential {name!r} in {store.path}", file=sys.stderr)
     return 0
 
@@ -74,7 +79,7 @@ def list_(ctx: typer.Context, dir: DirOption = None, log_level: LogLevelOption =
     folder = deployment_dir(ctx, dir)
     if not store_path(load_settings(folder)).exists():
         return 0
-    for name in _open(folder, create=False).names():
+    for name in _open(folder).names():
         print(name)
     return 0
 
@@ -88,11 +93,11 @@ def delete(
 ) -> int:
     """Delete NAME."""
     effective_log_level(ctx)
-    store = _open(deployment_dir(ctx, dir), create=False)
-    if not store.delete(name):
-        print(f"agw: no credential named {name!r}", file=sys.stderr)
-        return 1
-    store.save()
+    with _editing(deployment_dir(ctx, dir), create=False) as store:
+        if not store.delete(name):
+            print(f"agw: no credential named {name!r}", file=sys.stderr)
+            return 1
+        store.save()
     print(f"deleted credential {name!r}", file=sys.stderr)
     return 0
 

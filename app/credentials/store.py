@@ -18,6 +18,11 @@ File format (``settings.credentials.file``, JSON, written atomically, mode 0600)
 * A tampered entry fails GCM authentication (``InvalidTag``) and is refused with a
   message naming the entry.
 
+A change (``agw credentials set`` / ``delete``) is a read-modify-write of the whole file, so it
+runs under ``editing``: an exclusive ``flock`` on ``.<file>.lock`` beside the store, held from
+the read to the rename. Two commands run at once take turns instead of the later rename
+silently dropping the entry the other one added.
+
 Errors are ``CredentialError`` (a ``ConfigError``: at startup it stops the gateway
 with a clear message, in the CLI it is printed).
 """
@@ -26,9 +31,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,11 @@ _VERIFY_AAD = b"agw:verify"
 _VERIFY_MARKER = b"agw-credentials-v1"
 _NONCE_BYTES = 12
 _SALT_BYTES = 16
+#: the most memory scrypt may take (128·n·r bytes) for the parameters a file records: 1 GiB,
+#: 32 times the default; a corrupted file must not make the gateway allocate terabytes
+MAX_KDF_MEMORY_BYTES = 1 << 30
+#: the most parallel scrypt lanes (each one more pass) a file may ask for
+MAX_KDF_P = 16
 #: entry names: like agent keys (letters, digits, ``_ . -``), no path tricks
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
@@ -68,14 +80,23 @@ class KdfParams:
 
     @classmethod
     def from_json(cls, data: Any, path: Path) -> KdfParams:
+        """The parameters a file records; ``CredentialError`` for any scrypt would refuse (a
+        ``ValueError`` with a traceback) or that would take more than ``MAX_KDF_MEMORY_BYTES``."""
         if not isinstance(data, Mapping) or data.get("name") != "scrypt":
             raise CredentialError(f"{path}: unsupported key derivation {data!r} (expected scrypt)")
-        try:
-            params = cls(n=int(data["n"]), r=int(data["r"]), p=int(data["p"]), length=int(data["length"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CredentialError(f"{path}: malformed kdf parameters") from exc
+        values = {name: data.get(name) for name in ("n", "r", "p", "length")}
+        numbers = {name: value for name, value in values.items() if isinstance(value, int) and not isinstance(value, bool)}
+        if len(numbers) != len(values):
+            raise CredentialError(f"{path}: malformed kdf parameters (n, r, p and length must be integers)")
+        params = cls(**numbers)
         if params.length != 32:
             raise CredentialError(f"{path}: kdf length must be 32 (AES-256)")
+        if params.n < 2 or params.n & (params.n - 1) or not 1 <= params.r or not 1 <= params.p <= MAX_KDF_P:
+            raise CredentialError(f"{path}: malformed kdf parameters (n must be a power of 2, r at least 1, "
+                                  f"p from 1 to {MAX_KDF_P})")
+        if 128 * params.n * params.r > MAX_KDF_MEMORY_BYTES:
+            raise CredentialError(f"{path}: kdf parameters n={params.n}, r={params.r} would take "
+                                  f"{128 * params.n * params.r >> 20} MiB (at most {MAX_KDF_MEMORY_BYTES >> 20})")
         return params
 
 
@@ -122,7 +143,9 @@ class CredentialStore:
     def _derive(secret: str, salt: bytes, kdf: KdfParams) -> bytes:
         if not secret:
             raise CredentialError("the master secret is empty")
-        return Scrypt(salt=salt, length=kdf.length, n=kdf.n, r=kdf.r, p=kdf.p).derive(secret.encode("utf-8"))
+        # any bytes (``master_secret``): a secret that is not UTF-8 text comes as surrogate escapes
+        return Scrypt(salt=salt, length=kdf.length, n=kdf.n, r=kdf.r, p=kdf.p).derive(
+            secret.encode("utf-8", "surrogateescape"))
 
     @classmethod
     def create(cls, path: Path, secret: str, kdf: KdfParams | None = None) -> CredentialStore:
@@ -237,8 +260,24 @@ class CredentialStore:
             raise
 
 
+@contextmanager
+def editing(path: Path, secret: str, *, create: bool) -> Iterator[CredentialStore]:
+    """The store at ``path`` opened (or, with ``create``, created when missing) for a change the
+    caller ``save``s inside the ``with``; other editors of the same file wait until it ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor is closed
+        yield CredentialStore.open_or_create(path, secret) if create else CredentialStore.open(path, secret)
+    finally:
+        os.close(lock)
+
+
 def master_secret(config: CredentialSettings, base_dir: Path, env: Mapping[str, str] | None = None) -> str:
-    """The master secret: the configured environment variable, else the configured file."""
+    """The master secret: the configured environment variable, else the configured file (its text
+    without surrounding white space). Any bytes will do, UTF-8 text or not (``head -c 32
+    /dev/urandom``): bytes that are not UTF-8 are kept as surrogate escapes, as Python gives them
+    for the environment, and ``_derive`` turns them back into the same bytes."""
     environ = os.environ if env is None else env
     value = environ.get(config.master_secret_env, "")
     if value:
@@ -247,7 +286,7 @@ def master_secret(config: CredentialSettings, base_dir: Path, env: Mapping[str, 
         path = Path(config.master_secret_file).expanduser()
         path = path if path.is_absolute() else base_dir / path
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            value = path.read_bytes().decode("utf-8", "surrogateescape").strip()
         except OSError as exc:
             raise CredentialError(f"cannot read the master secret file {path}: {exc.strerror}") from exc
         if value:

@@ -7,7 +7,9 @@ symbolic link anywhere on the way is refused, never followed, and nothing can be
 between a check and a use.
 
 * ``place_upload(workspace, source, name)`` copies a stored upload to ``uploads/<name>``
-  (``uploads/<name>-2.ext`` … when taken), never replacing anything;
+  (``uploads/<name>-2.ext`` … when taken), never replacing anything: written to a temporary
+  name, then hard-linked without following a link, and checked to be the very file written (a
+  tool may swap the temporary name for a link to a file of the gateway meanwhile);
 * ``read_into(workspace, path, incoming)`` copies a workspace file (a regular file only) into
   an ``Incoming``;
 * ``remove_upload(workspace, path)`` takes back what ``place_upload`` wrote.
@@ -63,17 +65,41 @@ def place_upload(workspace: Path, source: Path, name: str) -> str:
         temporary = f".{secrets.token_hex(8)}.part"
         target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=folder)
-        stack.callback(os.unlink, temporary, dir_fd=folder)  # after the link below, or on failure
+        stack.callback(_unlink_quietly, temporary, folder)  # after the link below, or on failure
         with os.fdopen(target, "wb") as out, source.open("rb") as data:
             shutil.copyfileobj(data, out, _CHUNK)
+            written = os.fstat(out.fileno())
         for n in range(1, MAX_ALTERNATIVES + 1):
             candidate = name if n == 1 else numbered(name, n)
             try:
-                os.link(temporary, candidate, src_dir_fd=folder, dst_dir_fd=folder)
+                # never follow: a tool may have swapped the temporary name for a link to any file the
+                # gateway can reach (its credentials, other users' chats), which would be linked here
+                os.link(temporary, candidate, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
             except FileExistsError:
                 continue
+            except FileNotFoundError as exc:  # the temporary name was removed
+                raise _replaced(name) from exc
+            try:
+                linked = os.stat(candidate, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError as exc:
+                raise _replaced(name) from exc
+            if (linked.st_dev, linked.st_ino) != (written.st_dev, written.st_ino):
+                _unlink_quietly(candidate, folder)
+                raise _replaced(name)
             return f"{UPLOADS}/{candidate}"
         raise ConflictError(f"the workspace already holds {MAX_ALTERNATIVES} files named like {name!r}")
+
+
+def _replaced(name: str) -> ConflictError:
+    return ConflictError(f"the copy of {name!r} in the workspace's 'uploads' was removed or replaced while it "
+                         "was written (by a tool of the chat?); nothing was placed, try again")
+
+
+def _unlink_quietly(name: str, folder: int) -> None:
+    try:
+        os.unlink(name, dir_fd=folder)
+    except FileNotFoundError:
+        pass
 
 
 def remove_upload(workspace: Path, relative: str) -> None:

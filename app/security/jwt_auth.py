@@ -4,7 +4,9 @@
 fetched with ``jwt.PyJWKClient`` and cached ``jwks-cache-seconds``) or a PEM
 ``local-public-key``. Only asymmetric algorithms are accepted (RS*, PS*, ES*,
 EdDSA): ``alg: none`` and the HMAC-signed-with-the-public-key confusion are refused
-because ``HS*``/``none`` are never in the accepted list. ``exp`` and ``sub`` are
+because ``HS*``/``none`` are never in the accepted list. A token's ``alg`` must also fit the key that
+verifies it (its family; an ECDSA key's curve): a JWKS RSA key named by an ``ES256`` token, or
+an ``ES384`` token against a P-256 key, is a 401 like any bad token. ``exp`` and ``sub`` are
 required, ``exp``/``nbf`` enforced, ``iss`` checked when ``agent.auth.issuer`` is set.
 With ``agent.auth.audience`` set, ``aud`` is required and must name it (a string or a
 list containing it); without it, ``aud`` is not checked (a token carrying one is fine).
@@ -13,7 +15,8 @@ of every chat written without auth, so no token may claim it (SPEC §9).
 
 ``AuthMiddleware`` is a pure ASGI middleware (it never buffers the SSE responses it
 wraps): on every ``/api/**`` request (and the protocol adapters' ``/v1/**``, ``/ag-ui/**``,
-``/mcp``) it verifies ``Authorization: Bearer <JWT>`` and
+``/mcp``; the path as the app routes it, without the ``root_path`` prefix of a gateway served
+under one) it verifies ``Authorization: Bearer <JWT>`` and
 stores the token's ``sub`` as ``request.state.user`` and its ``roles``/``role`` claim as
 ``request.state.roles`` (SPEC §19: the admin role sees every user's usage); anything else gets the 401
 envelope ``{"code": 4010, "msg": …}``. With auth disabled every request is the one
@@ -66,15 +69,31 @@ _SIGNED_ROUTES = ("/api/ap/data", "/api/ap/artifact")
 _SLASHES = re.compile(r"/{2,}")
 
 
-def _algorithms_for(key: Any) -> tuple[str, ...]:
-    """The algorithms that make sense for a local public key (a key pins its family)."""
+#: the one ECDSA algorithm of each curve (pyjwt refuses a key of another curve with ``InvalidKeyError``)
+_EC_ALGORITHM_OF_CURVE = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+
+def _key_algorithms(key: Any) -> tuple[str, ...]:
+    """The algorithms a public key can verify (its family; for ECDSA, its curve's one); ``()`` for
+    any other key. A token whose ``alg`` is not among them is refused before pyjwt sees it: pyjwt
+    answers such a pair with ``TypeError`` or ``InvalidKeyError``, not an ``InvalidTokenError``."""
     if isinstance(key, rsa.RSAPublicKey):
         return RSA_ALGORITHMS
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return EC_ALGORITHMS
+        algorithm = _EC_ALGORITHM_OF_CURVE.get(key.curve.name)
+        return (algorithm,) if algorithm is not None else ()
     if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         return OKP_ALGORITHMS
-    raise ConfigError(f"agent.auth.local-public-key: unsupported key type {type(key).__name__}")
+    return ()
+
+
+def _algorithms_for(key: Any) -> tuple[str, ...]:
+    """The algorithms of a local public key (a key pins its family); ``ConfigError`` for a key none fits."""
+    algorithms = _key_algorithms(key)
+    if not algorithms:
+        curve = f" on curve {key.curve.name}" if isinstance(key, ec.EllipticCurvePublicKey) else ""
+        raise ConfigError(f"agent.auth.local-public-key: unsupported key type {type(key).__name__}{curve}")
+    return algorithms
 
 
 class JwtVerifier:
@@ -148,6 +167,8 @@ class JwtVerifier:
         if header.get("alg") not in self._algorithms:
             raise AuthError(f"invalid token: algorithm {str(header.get('alg'))[:16]!r} is not accepted")
         key = self._key_for(token)
+        if header["alg"] not in _key_algorithms(key):  # e.g. ES256 with an RSA key of the JWKS, ES384 with a P-256 key
+            raise AuthError(f"invalid token: algorithm {header['alg']!r} does not fit its signing key")
         if self._audience:
             audience: str | None = self._audience
             options: Options = {"require": ["exp", "sub", "aud"]}
@@ -229,6 +250,18 @@ def is_protected(path: str) -> bool:
     return any(normal == root or normal.startswith(root + "/") for root in PROTECTED_ROOTS)
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: ``scope["path"]`` without the ``root_path`` prefix it carries when
+    the app is served under one (``uvicorn --root-path /gw``, a ``Mount("/gw", …)``), exactly as
+    Starlette's router takes it off. Judging the full path instead would see ``/gw/api/ap/chats``,
+    not under ``/api``, and let the request through unauthenticated to the route ``/api/ap/chats``."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):]
+    return path
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -264,7 +297,7 @@ class AuthMiddleware:
             state["user"] = ANONYMOUS
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
+        path = route_path(scope)
         if not is_protected(path):
             await self.app(scope, receive, send)
             return
@@ -304,4 +337,5 @@ __all__ = [
     "build_verifier",
     "is_protected",
     "roles_of",
+    "route_path",
 ]

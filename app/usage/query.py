@@ -34,10 +34,9 @@ class UsageQuery:
     group_by: GroupBy
 
     def days(self) -> Iterable[date]:
-        day = self.start
-        while day <= self.end:
-            yield day
-            day += timedelta(days=1)
+        # counted, not stepped past ``end``: the day after 9999-12-31 is an OverflowError
+        for offset in range((self.end - self.start).days + 1):
+            yield self.start + timedelta(days=offset)
 
 
 def _parse_date(value: str, name: str) -> date:

@@ -225,6 +225,19 @@ async def test_a_query_reads_only_the_days_of_its_range(
     assert only["from"] == only["to"] == "2025-03-05" and only["totals"]["calls"] == 1
 
 
+async def test_a_range_ending_on_the_last_day_of_the_calendar_is_answered_not_a_500(
+    deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+) -> None:
+    """The range used to be walked one day past its end: after 9999-12-31 that is an OverflowError."""
+    line = {"ts": 1, "user": "anonymous", "agentKey": "a", "modelKey": "m1", "status": "ok",
+            "promptTokens": 3, "completionTokens": 4, "points": 0}
+    usage_dir(deploy).mkdir(parents=True)
+    (usage_dir(deploy) / "9999-12-31.jsonl").write_bytes(orjson.dumps(line) + b"\n")
+    gw = start_gateway()
+    data = await usage(client, gw, **{"from": "9999-12-30", "to": "9999-12-31"})
+    assert [g["key"] for g in data["groups"]] == ["9999-12-31"] and data["totals"]["totalTokens"] == 7
+
+
 @pytest.mark.parametrize("params", [
     {"from": "yesterday"},
     {"to": "2025-13-01"},

@@ -7,6 +7,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import orjson
 import pytest
 
 from app.config import load_settings
-from app.credentials import CredentialError, CredentialStore, provider_api_keys
-from app.credentials.store import KdfParams
+from app.credentials import CredentialError, CredentialStore, master_secret, provider_api_keys
+from app.credentials.store import KdfParams, editing
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script
 from app.gateway import Gateway
@@ -78,6 +79,20 @@ def test_tampered_ciphertext_is_refused(tmp_path: Path) -> None:
         store.get("missing")
 
 
+@pytest.mark.parametrize("kdf", [
+    {"n": 3}, {"n": 0}, {"n": -2}, {"r": 0}, {"p": 0}, {"p": 10_000}, {"n": True}, {"r": 1.5}, {"n": "1024"},
+    {"n": 2**40},  # 128 TiB: a corrupted file must not make the gateway try to allocate it
+])
+def test_corrupt_kdf_parameters_are_a_clear_error_not_a_crash(tmp_path: Path, kdf: dict[str, object]) -> None:
+    _store(tmp_path)
+    path = tmp_path / "credentials.json"
+    data = orjson.loads(path.read_bytes())
+    data["kdf"].update(kdf)
+    path.write_bytes(orjson.dumps(data))
+    with pytest.raises(CredentialError, match="kdf parameters"):
+        CredentialStore.open(path, "correct horse")
+
+
 def test_invalid_names_are_refused(tmp_path: Path) -> None:
     store = CredentialStore.create(tmp_path / "c.json", "s", FAST)
     for name in ("../x", "a/b", "", ".hidden"):
@@ -120,6 +135,60 @@ def test_cli_set_list_delete(tmp_path: Path) -> None:
     assert _agw(deploy, "list").stdout.split() == ["from_stdin"]
     bad = _agw(deploy, "set", "../escape", "--value", "x")
     assert bad.returncode == 1 and "invalid credential name" in bad.stderr
+    corrupt = orjson.loads(store.path.read_bytes())
+    corrupt["kdf"]["n"] = 3
+    store.path.write_bytes(orjson.dumps(corrupt))
+    broken = _agw(deploy, "list")
+    assert broken.returncode == 1 and "kdf parameters" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a file lock (a ``->`` line of ``/proc/locks``)."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 5)
+
+
+def test_a_cli_set_while_another_change_is_under_way_keeps_both_entries(tmp_path: Path) -> None:
+    """Two changes at once (two ``agw credentials set``, or a script beside the CLI) used to read
+    the same file and rename over each other: both said "stored", one entry was gone."""
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    assert _agw(deploy, "set", "first", "--value", "v1").returncode == 0
+    path = deploy / "data" / ".agw" / "credentials.json"
+    env = {**os.environ, "AGW_MASTER_SECRET": "cli secret"}
+    with editing(path, "cli secret", create=False) as store:  # a change under way: the file is read
+        cli = subprocess.Popen([sys.executable, "-m", "app", "credentials", "set", "second", "--value", "v2",
+                                "--dir", str(deploy)], cwd=str(REPO), env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3000):  # until the CLI has finished (the old race) or waits for the lock
+            if cli.poll() is not None or _waits_for_a_lock(cli.pid):
+                break
+            time.sleep(0.01)
+        store.set("mine", "v3")
+        store.save()
+    _, stderr = cli.communicate(timeout=120)
+    assert cli.returncode == 0, stderr
+    assert CredentialStore.open(path, "cli secret").names() == ["first", "mine", "second"]
+
+
+def test_a_master_secret_of_random_bytes_works_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    """``head -c 32 /dev/urandom > master.secret`` is the obvious way to make a secret; reading it as
+    UTF-8 text ended every command with a UnicodeDecodeError traceback (naming a byte of the secret)."""
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    secret = b"\xaa\x01 random\xff\xfe bytes\x80"
+    (deploy / "master.secret").write_bytes(secret + b"\n")
+    (deploy / "application.yml").write_text("credentials:\n  master-secret-file: master.secret\n", encoding="utf-8")
+    stored = _agw(deploy, "set", "vault_key", "--value", "sk-binary", secret=None)
+    assert stored.returncode == 0 and "Traceback" not in stored.stderr, stored.stderr
+    settings = load_settings(deploy, files=(Path("application.yml"),), env={})
+    path = deploy / "data" / ".agw" / "credentials.json"
+    assert CredentialStore.open(path, master_secret(settings.credentials, deploy, env={})).get("vault_key") == "sk-binary"
+    # the same bytes in the environment (Python hands them over as surrogate escapes) open it too
+    as_env = os.fsdecode(secret)
+    assert CredentialStore.open(path, master_secret(settings.credentials, deploy, env={"AGW_MASTER_SECRET": as_env})
+                                ).get("vault_key") == "sk-binary"
+    listed = _agw(deploy, "list", secret=None)
+    assert listed.returncode == 0 and listed.stdout.split() == ["vault_key"], listed.stderr
 
 
 # -- provider api-key-ref -----------------------------------------------------------------

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -269,6 +271,62 @@ async def test_attack_uploads_link_planted_in_the_workspace_is_not_followed(
     assert list(outside.iterdir()) == []
     store = deploy / "data" / ".agw" / "files" / chat_id
     assert sorted(p.name for p in store.iterdir()) == ["r01.bin", "r01.json"]  # r02 was taken back
+
+
+#: a tool of the chat, as a process beside the gateway: every new temporary file in ``uploads``
+#: is replaced by a symbolic link to ``target`` (a file of the gateway the sandbox hides)
+_SWAPPER = """
+import os, sys
+uploads, target, stop = sys.argv[1:4]
+seen = set()
+while not os.path.exists(stop):
+    for name in os.listdir(uploads):
+        if name.startswith(".") and name.endswith(".part") and name not in seen:
+            seen.add(name)
+            try:
+                os.symlink(target, os.path.join(uploads, "x" + name))
+                os.rename(os.path.join(uploads, "x" + name), os.path.join(uploads, name))
+            except OSError:
+                pass
+"""
+
+
+async def test_attack_tool_swaps_the_uploads_temporary_file_for_a_link_to_a_gateway_file(
+    deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The workspace copy of an upload was written under a temporary name and then hard-linked by
+    that name, following links: a tool that swapped the name for a symbolic link while the copy
+    was written got any file of the gateway's file system (application.yml, the credentials,
+    other users' chats) hard-linked into its workspace, readable and writable. Now the link is
+    never followed and must be the very file written, else 409 and nothing is placed."""
+    gw = start_gateway({"agent": {"upload": {"max-bytes": 32 * 1024 * 1024}}})
+    chat_id = envelope(await upload(client, gw, "first.txt", b"1"))["chatId"]
+    secret = deploy / "application.yml"
+    before = secret.read_bytes()
+    stop = tmp_path / "stop"
+    swapper = subprocess.Popen([sys.executable, "-c", _SWAPPER, str(workspace(deploy, chat_id) / "uploads"),
+                                str(secret), str(stop)])
+    try:
+        # the swap must land while the copy is written (a 24 MiB copy gives it time); until one
+        # does, an upload is simply placed, and another one is tried
+        for _ in range(10):
+            response = await upload(client, gw, "big.bin", os.urandom(24 * 1024 * 1024), chat_id=chat_id)
+            if response.status_code != 200:
+                break
+            placed = workspace(deploy, chat_id) / response.json()["data"]["reference"]["path"]
+            assert not _same_inode(placed, secret), "the gateway's file was hard-linked into the workspace"
+    finally:
+        stop.touch()
+        swapper.wait(timeout=60)
+    assert (response.status_code, response.json()["code"]) == (409, 4090), response.text
+    assert secret.read_bytes() == before and secret.stat().st_nlink == 1
+    assert not any(_same_inode(p, secret) for p in workspace(deploy, chat_id).rglob("*"))
+
+
+def _same_inode(path: Path, other: Path) -> bool:
+    """Whether the name ``path`` itself (a link is not followed) is the file ``other``."""
+    mine, theirs = path.lstat(), other.stat()
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 async def test_signed_reference_link_opens_without_a_jwt(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.api.app import create_app
 from app.cli import main as cli_main
@@ -185,6 +190,54 @@ async def test_unreachable_jwks_is_a_401_not_a_crash(
     response = await client.get(f"{gw.url}/api/ap/chats", headers=bearer(mint(rsa_key)))
     _assert_401(response)
     assert "key set is unavailable" in response.json()["msg"]
+
+
+async def test_attack_token_whose_alg_does_not_fit_its_key_is_a_401_not_a_500(
+    start_gateway: Start, client: httpx.AsyncClient, rsa_key: KeyPair
+) -> None:
+    """pyjwt answers an ``alg`` of another key family (ES256 naming an RSA key of the JWKS) with a
+    ``TypeError``, and an ECDSA curve mismatch (ES384 against a P-256 key) with ``InvalidKeyError``:
+    anyone could turn every request into a 500 and a logged traceback. Both are bad tokens (401)."""
+    now = int(time.time())
+    claims = {"sub": "mallory", "iss": ISSUER, "iat": now, "exp": now + 600}
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with JwksServer(keys=[rsa_key.jwk()]) as jwks:
+        gw = start_gateway({"agent": {"auth": {"enabled": True, "jwks-uri": jwks.url, "issuer": ISSUER}}})
+        names_the_rsa_key = jwt.encode(claims, ec_pair("x").private, algorithm="ES256", headers={"kid": rsa_key.kid})
+        _assert_401(await client.get(f"{gw.url}/api/ap/chats", headers=bearer(names_the_rsa_key)))
+        assert (await client.get(f"{gw.url}/api/ap/chats", headers=bearer(mint(rsa_key)))).status_code == 200
+    p256 = ec_pair("ec-1")
+    local = start_gateway(_local_auth(p256))
+    other_curve = jwt.encode(claims, p384, algorithm="ES384", headers={"kid": p256.kid})
+    _assert_401(await client.get(f"{local.url}/api/ap/chats", headers=bearer(other_curve)))
+    assert (await client.get(f"{local.url}/api/ap/chats", headers=bearer(mint(p256)))).status_code == 200
+
+
+class _PrefixedGateway(GatewayServer):
+    """The gateway served under a path prefix, as ``uvicorn --root-path /gw`` behind a proxy that strips it."""
+
+    def __init__(self, deploy_dir: Path, overrides: dict[str, Any], root_path: str) -> None:
+        super().__init__(deploy_dir, overrides=overrides)
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", root_path=root_path,
+                                timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+
+async def test_attack_api_of_a_gateway_served_under_a_root_path_without_a_token(
+    deploy: Path, client: httpx.AsyncClient, rsa_key: KeyPair
+) -> None:
+    """Under a root path the ASGI ``path`` is ``/gw/api/ap/…``: judged as it was, it is not under
+    ``/api``, so every route answered unauthenticated, as the anonymous user (runs included)."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    with _PrefixedGateway(deploy, _local_auth(rsa_key), "/gw") as gw:
+        for path in ("/api/ap/agents", "/api/ap/chats", "/api/ap/usage", "/v1/models"):
+            response = await client.get(gw.url + path)
+            assert response.status_code == 401, (path, response.text)
+        _assert_401(await client.post(f"{gw.url}/api/ap/query", json={"agentKey": "plain", "message": "hi"}))
+        allowed = await client.get(f"{gw.url}/api/ap/agents", headers=bearer(mint(rsa_key)))
+        assert allowed.status_code == 200 and [a["key"] for a in allowed.json()["data"]] == ["plain"]
+        assert (await client.get(f"{gw.url}/healthz")).status_code == 200
 
 
 def test_security_package_exports_are_sorted() -> None:
