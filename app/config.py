@@ -325,6 +325,10 @@ class RunSettings(_Section):
     #: the most ended runs of one user kept attachable (the user's oldest goes first), so one user's
     #: many short runs cannot push everyone else's out, nor fill the memory
     max_retained_per_user: int = Field(100, alias="max-retained-per-user", ge=0)
+    #: the most events all ended runs kept attachable may hold together (the oldest run goes first):
+    #: the count caps alone let 2,000 long runs keep gigabytes; a short delta's event is about 330
+    #: bytes, so the default is a few hundred MB of short deltas
+    max_retained_events: int = Field(1_000_000, alias="max-retained-events", ge=0)
     #: what a client disconnect does to a run whose query did not say: ``cancel`` or ``continue``
     on_disconnect: str = Field("cancel", alias="on-disconnect", pattern="^(cancel|continue)$")
 
@@ -537,6 +541,7 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_RUNS_RETENTION_SECONDS": "agent.runs.retention-seconds",
     "AGENT_RUNS_MAX_RETAINED": "agent.runs.max-retained",
     "AGENT_RUNS_MAX_RETAINED_PER_USER": "agent.runs.max-retained-per-user",
+    "AGENT_RUNS_MAX_RETAINED_EVENTS": "agent.runs.max-retained-events",
     "AGENT_RUNS_ON_DISCONNECT": "agent.runs.on-disconnect",
     "SCHEDULER_MAX_JOBS_PER_USER": "scheduler.max-jobs-per-user",
     "SCHEDULER_MAX_JOBS": "scheduler.max-jobs",

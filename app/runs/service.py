@@ -148,6 +148,8 @@ class RunService:
         #: the retained (ended) runs' expiry timers, oldest first, and their count per owner
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._retained_per_owner: Counter[str] = Counter()
+        #: the events the retained runs' logs hold together (``max-retained-events``)
+        self._retained_events = 0
         #: interrupts sent to other instances for clients that left (``abandon``)
         self._abandoning: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -314,23 +316,30 @@ class RunService:
         self._retain(run)
 
     def _retain(self, run: Run) -> None:
-        """Keep the ended ``run`` attachable for ``retention-seconds``, within the count caps
-        (``max-retained-per-user``, then ``max-retained``): past a cap the oldest goes first."""
+        """Keep the ended ``run`` attachable for ``retention-seconds``, within the caps
+        (``max-retained-per-user``, then ``max-retained`` and ``max-retained-events``): past a cap
+        the oldest goes first. A run whose log alone is past the events cap is not kept at all."""
         if run.run_id in self._expiry or self._runs.get(run.run_id) is not run:
             return
         settings = self._services.settings.agent.runs
+        if run.log.last_seq > settings.max_retained_events:
+            self._forget(run)
+            return
         loop = asyncio.get_running_loop()
         self._expiry[run.run_id] = loop.call_later(settings.retention_seconds, self._forget, run)  # in end order
         self._retained_per_owner[run.owner] += 1
+        self._retained_events += run.log.last_seq
         if self._retained_per_owner[run.owner] > settings.max_retained_per_user:
             self._forget(next(kept for kept in map(self._runs.__getitem__, self._expiry) if kept.owner == run.owner))
-        while len(self._expiry) > settings.max_retained:
+        while self._expiry and (len(self._expiry) > settings.max_retained
+                                or self._retained_events > settings.max_retained_events):
             self._forget(self._runs[next(iter(self._expiry))])
 
     def _forget(self, run: Run) -> None:
         handle = self._expiry.pop(run.run_id, None)
         if handle is not None:
             handle.cancel()  # (a no-op when it is the timer's own call)
+            self._retained_events -= run.log.last_seq  # an ended log: the count it was retained with
             self._retained_per_owner[run.owner] -= 1
             if self._retained_per_owner[run.owner] <= 0:
                 del self._retained_per_owner[run.owner]
