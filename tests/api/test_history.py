@@ -106,3 +106,29 @@ async def test_chat_endpoint_errors(
         response = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": hostile})
         assert response.status_code == 400, hostile
         assert response.json()["code"] > 0
+
+
+async def test_a_chat_file_with_out_of_range_times_neither_breaks_the_list_nor_its_history(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue(text_script(["fine"]))
+    good = (await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"}))[0]["chatId"]
+    # a chat file whose times no clock wrote: JSON numbers past 64 bits once they are ints
+    odd = {"_type": "query", "chatId": "chat_odd", "runId": "r1", "updatedAt": 1e300, "owner": "anonymous",
+           "query": {"agentKey": "plain", "message": "odd"}}
+    step = {"_type": "step", "chatId": "chat_odd", "runId": "r1", "_stage": "oneshot", "_seq": 1, "updatedAt": 1e300,
+            "messages": [{"role": "assistant", "content": [{"type": "text", "text": "x"}], "_msgId": "m1",
+                          "_timing": {"startedAt": -1e300, "endedAt": 1e300}}]}
+    done = {"_type": "run", "chatId": "chat_odd", "runId": "r1", "status": "complete", "updatedAt": 1e300}
+    (deploy / "chats" / "chat_odd.json").write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in (odd, step, done)))
+
+    listed = await client.get(f"{gw.url}/api/ap/chats")
+    assert listed.status_code == 200, listed.text
+    assert {chat["chatId"] for chat in listed.json()["data"]} == {good, "chat_odd"}
+    odd_chat = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": "chat_odd"})
+    assert odd_chat.status_code == 200, odd_chat.text
+    events = odd_chat.json()["data"]["events"]
+    assert [e["type"] for e in events][-2:] == ["content.snapshot", "run.complete"]
+    assert all("durationMs" not in e for e in events)  # no time to measure from
