@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,3 +134,30 @@ async def test_a_chat_file_with_out_of_range_times_neither_breaks_the_list_nor_i
     events = odd_chat.json()["data"]["events"]
     assert [e["type"] for e in events][-2:] == ["content.snapshot", "run.complete"]
     assert all("durationMs" not in e for e in events)  # no time to measure from
+
+
+async def test_a_directory_or_fifo_in_place_of_a_chat_file_is_refused_at_once_by_every_chat_endpoint(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """Reading a directory there answered 500; a FIFO held the request and a worker thread for good."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue(text_script(["fine"]))
+    good = (await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"}))[0]["chatId"]
+    (deploy / "chats" / "chat_dir.json").mkdir()
+    fifo = deploy / "chats" / "chat_fifo.json"
+    os.mkfifo(fifo)
+    try:
+        for chat_id in ("chat_dir", "chat_fifo"):
+            for response in (
+                await client.get(f"{gw.url}/api/ap/chat", params={"chatId": chat_id}),
+                await client.post(f"{gw.url}/api/ap/chat/fork", json={"chatId": chat_id, "runId": "r1"}),
+                await client.post(f"{gw.url}/api/ap/query", json={"chatId": chat_id, "message": "hi"}),
+            ):
+                assert response.status_code == 400, (chat_id, response.text)
+                assert "not a regular file" in response.json()["msg"]
+        listed = await client.get(f"{gw.url}/api/ap/chats")
+        assert [chat["chatId"] for chat in listed.json()["data"]] == [good]
+    finally:  # a gateway still waiting to open the FIFO for reading: a writer ends that wait
+        with contextlib.suppress(OSError):  # ENXIO: no reader waits
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
