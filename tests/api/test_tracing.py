@@ -270,6 +270,26 @@ async def test_a_failed_model_call_is_an_error_span(
     assert run.status.code == Status.STATUS_CODE_ERROR and run_attrs["error.type"] == "upstream_http_error"
 
 
+async def test_attack_an_otlp_endpoint_with_a_password_never_shows_it_in_the_logs(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient, receiver: OtlpReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The collector's credentials in the endpoint URL (``https://user:pass@collector``) were logged
+    as they were at start-up ("exporting spans … to"); the URL is now masked first."""
+    caplog.set_level(logging.DEBUG, logger="app")
+    write_agent(deploy, "plain", agent())
+    endpoint = receiver.url.replace("http://", "http://collector:otlp-PASSWORD-42@")
+    gw = start_gateway(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    upstream.enqueue(text_script(["hi"]))
+    events = await _query(client, gw.url, {"agentKey": "plain", "message": "hi"})
+    assert events[-1]["type"] == "run.complete"
+    gw.stop()
+    assert receiver.spans()  # the credentials still reach the collector
+    started = [r.getMessage() for r in caplog.records if "exporting spans" in r.getMessage()]
+    assert started == [f"exporting spans (OTLP/HTTP) to http://***@{receiver.url.removeprefix('http://')}/v1/traces"]
+    assert not [r.getMessage() for r in caplog.records if "otlp-PASSWORD-42" in r.getMessage()]
+
+
 def test_without_an_endpoint_opentelemetry_sdk_is_never_imported(deploy: Path, upstream: FakeUpstream) -> None:
     """Zero cost when off: a gateway serving a run, in a fresh interpreter, loads no opentelemetry SDK."""
     write_agent(deploy, "plain", agent())

@@ -75,6 +75,14 @@ def debug_logs() -> Iterator[_Capture]:
         root.setLevel(previous)
 
 
+def test_the_user_and_password_of_a_url_are_masked() -> None:
+    assert mask_text("to https://user:pa55@collector.test:4318/v1") == "to https://***@collector.test:4318/v1"
+    assert mask_text("redis://:pw@cache:6379/0 and https://ghp_TOKEN@github.test/x") == (
+        "redis://***@cache:6379/0 and https://***@github.test/x")
+    for plain in ("https://x.test/p@q", "https://x.test/?a=b@c", "mail me at alice@example.test"):
+        assert mask_text(plain) == plain
+
+
 async def test_interaction_log_and_responses_carry_no_secrets(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], rsa_key: KeyPair,
     debug_logs: _Capture,
