@@ -290,6 +290,30 @@ async def test_attack_an_otlp_endpoint_with_a_password_never_shows_it_in_the_log
     assert not [r.getMessage() for r in caplog.records if "otlp-PASSWORD-42" in r.getMessage()]
 
 
+async def test_attack_an_upstream_naming_a_tool_call_with_a_megabyte_gets_spans_of_bounded_size(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient, receiver: OtlpReceiver
+) -> None:
+    """The model names its tool calls and their ids: a 1 MB name or id went whole into the span's name,
+    its attributes and its error description. Each is cut to MAX_SPAN_TEXT characters now."""
+    write_agent(deploy, "timer", agent("ONESHOT", tools=TOOLS))
+    gw = start_gateway(env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+    huge_id, huge_name = "i" * 1_000_000, "n" * 1_000_000
+    upstream.enqueue(call(huge_id, "city_datetime", {"city": "Paris"}), text_script(["ok"]),
+                     call("call_2", huge_name, {"city": "Paris"}), text_script(["ok"]))
+    for _ in range(2):
+        events = await _query(client, gw.url, {"agentKey": "timer", "message": "time?"})
+        assert events[-1]["type"] == "run.complete"
+    gw.stop()
+    tools = [(span, attributes) for span, attributes in receiver.spans() if span.name.startswith("execute_tool ")]
+    assert len(tools) == 2
+    (known, known_attrs), (unknown, unknown_attrs) = sorted(tools, key=lambda item: len(item[0].name))
+    assert known.name == "execute_tool city_datetime" and known_attrs["gen_ai.tool.call.id"].startswith("iii")
+    assert unknown.name.startswith("execute_tool nnn") and unknown.status.code == Status.STATUS_CODE_ERROR
+    for text in (known_attrs["gen_ai.tool.call.id"], unknown.name, unknown_attrs["gen_ai.tool.name"],
+                 unknown.status.message):
+        assert 100 < len(text) <= 1024
+
+
 def test_without_an_endpoint_opentelemetry_sdk_is_never_imported(deploy: Path, upstream: FakeUpstream) -> None:
     """Zero cost when off: a gateway serving a run, in a fresh interpreter, loads no opentelemetry SDK."""
     write_agent(deploy, "plain", agent())
