@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script, tool_call_script
@@ -161,3 +163,25 @@ async def test_a_directory_or_fifo_in_place_of_a_chat_file_is_refused_at_once_by
     finally:  # a gateway still waiting to open the FIFO for reading: a writer ends that wait
         with contextlib.suppress(OSError):  # ENXIO: no reader waits
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_a_chat_history_is_rebuilt_off_the_event_loop(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lines were read on a worker thread but rebuilt into events on the event loop: a chat of
+    20,000 runs held every stream of the gateway for 1.5 s per GET. The rebuild's own log line says
+    on which thread it ran (not a timing)."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue(text_script(["fine"]))
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"})
+    chat_id, run_id = events[0]["chatId"], next(e["runId"] for e in events if e["type"] == "run.start")
+    with (deploy / "chats" / f"{chat_id}.json").open("ab") as fp:  # the rebuild logs the kind of line it skips
+        fp.write(orjson.dumps({"_type": "note", "chatId": chat_id, "runId": run_id}) + b"\n")
+    with caplog.at_level(logging.DEBUG, logger="app.memory.history"):
+        response = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": chat_id})
+    assert response.status_code == 200, response.text
+    [skipped] = [r for r in caplog.records if "unknown _type 'note'" in r.getMessage()]
+    loop_thread = gw._thread.ident  # uvicorn's event loop runs on the server's thread
+    assert skipped.thread != loop_thread, skipped.threadName
