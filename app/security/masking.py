@@ -56,8 +56,13 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _JWT.sub(MASK, text)
     text = _SK_KEY.sub("sk-" + MASK, text)
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    text = mask_userinfo(text)
     return _PAIR.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+
+
+def mask_userinfo(text: str) -> str:
+    """``text`` with the user and password of every URL in it masked (``https://***@host``)."""
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text) if "@" in text else text
 
 
 def mask_value(value: Any, secrets: Iterable[str] = ()) -> Any:
@@ -79,4 +84,4 @@ def _mask(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
-__all__ = ["MASK", "is_sensitive_key", "mask_text", "mask_value"]
+__all__ = ["MASK", "is_sensitive_key", "mask_text", "mask_userinfo", "mask_value"]
