@@ -32,6 +32,7 @@ from app.runs import RunService
 from app.engine.submits import SubmitRegistry
 from app.memory.store import ChatStore
 from app.scheduler import ScheduleService
+from app.security.access_log import HTTPX_LOGGER, QueryCredentialFilter
 from app.telemetry import Telemetry
 from app.mcp import AgentsMcpServer, McpManager
 from app.tools.registry import builtin_tool_names, builtin_tools, with_mcp_tools
@@ -64,6 +65,9 @@ class Gateway:
         self.catalog = CatalogManager(self.settings, builtin_tool_names(), mcp_tools=self.mcp.catalog_tools)
         self._collector = CollectorTuning()
         self._switch_interval = SwitchInterval()
+        #: SPEC §9 "Logs": httpx logs each outgoing request's URL at INFO, and a provider's base-url
+        #: or a tool's toolApi may hold a password or an api_key parameter
+        self._url_masking = QueryCredentialFilter()
         limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
         # issue 13: httpx on the leanest transport installed (app/llm/upstream.py)
         self.http = shared_client(limits, httpx.Timeout(60.0, connect=10.0), lean_parser=lean_parser)
@@ -128,6 +132,7 @@ class Gateway:
         return provider.api_key if provider is not None else ""
 
     async def __aenter__(self) -> Gateway:
+        logging.getLogger(HTTPX_LOGGER).addFilter(self._url_masking)
         self.settings.chats_dir.mkdir(parents=True, exist_ok=True)
         await self.mcp.start()  # first: the catalog's first build sees the MCP servers' tools
         await self.catalog.start()
@@ -175,3 +180,4 @@ class Gateway:
             self._writer.close()  # returns when all of the above is written: memory and usage are flushed
             self._collector.restore()
             self._switch_interval.restore()
+            logging.getLogger(HTTPX_LOGGER).removeFilter(self._url_masking)

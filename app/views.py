@@ -33,7 +33,9 @@ async def chat_history(gateway: Gateway, chat_id: str, owner: str, include_raw: 
     if meta.owner not in (None, owner):
         raise ForbiddenError(f"chat {chat_id} belongs to another user")
     lines = await asyncio.to_thread(gateway.chats.read_lines, chat_id)
-    return build_history(chat_id, lines, include_raw, running=gateway.runs.active_run_ids())
+    running = gateway.runs.active_run_ids()
+    # off the event loop too: rebuilding a chat of 20,000 runs took 1.5 s, and every stream waited
+    return await asyncio.to_thread(build_history, chat_id, lines, include_raw, running=running)
 
 
 def viewport_data(gateway: Gateway, viewport_key: str) -> dict[str, Any]:

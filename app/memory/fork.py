@@ -64,6 +64,7 @@ def cut(lines: Sequence[Mapping[str, Any]], run_id: str, position: Position) -> 
         raise ForkPointError(f"run {run_id} is not a run of this chat")
     at = runs.index(run_id) + (1 if position == "after" else 0)
     kept = runs[:at]
+    keep = set(kept)  # looked up once per line: a list made a chat of 20,000 runs take 15 s
     first_dropped = runs[at] if at < len(runs) else None
     copied: list[Mapping[str, Any]] = []
     for line in lines:
@@ -71,7 +72,7 @@ def cut(lines: Sequence[Mapping[str, Any]], run_id: str, position: Position) -> 
         if isinstance(line_run, str) and line_run:
             if line_run == first_dropped:
                 break  # runs never interleave (SPEC §8): nothing after this belongs to the prefix
-            if line_run in kept:
+            if line_run in keep:
                 copied.append(line)
         elif line.get("_type") == LINE_UPLOAD:
             copied.append(line)

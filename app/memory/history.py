@@ -58,6 +58,7 @@ from app.memory.lines import (
     LINE_SUBMIT,
     LINE_UPLOAD,
     chat_name,
+    epoch_ms,
     group_runs,
     messages_of,
     read_plan,
@@ -93,12 +94,8 @@ def duration_of(message: Mapping[str, Any]) -> int | None:
     timing = message.get("_timing")
     if not isinstance(timing, Mapping):
         return None
-    started, ended = timing_ms(timing.get("startedAt")), timing_ms(timing.get("endedAt"))
+    started, ended = epoch_ms(timing.get("startedAt")), epoch_ms(timing.get("endedAt"))
     return ended - started if started is not None and ended is not None and ended >= started else None
-
-
-def timing_ms(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _arguments(function: Mapping[str, Any]) -> str | None:
@@ -354,7 +351,7 @@ class _Run:
         status = run_line.get("status")
         if status == "complete":
             usage = run_line.get("usage")
-            started, ended = timing_ms(self.lines[0].get("updatedAt")), timing_ms(run_line.get("updatedAt"))
+            started, ended = epoch_ms(self.lines[0].get("updatedAt")), epoch_ms(run_line.get("updatedAt"))
             event: Event = RunComplete(
                 run_id=self.run_id,
                 finish_reason=_str(run_line.get("finishReason")),

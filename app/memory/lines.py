@@ -31,6 +31,9 @@ ANONYMOUS_OWNER = "anonymous"
 #: SPEC §8: ``chatName`` is the first query's message, truncated
 CHAT_NAME_CHARS = 40
 
+#: the latest time a chat file may hold (9999-12-31T23:59:59.999Z, epoch ms): beyond it a number is no time
+MAX_EPOCH_MS = 253_402_300_799_999
+
 #: legacy task status spellings → SPEC §5 values
 _LEGACY_STATUS = {"in_progress": "init", "cancelled": "canceled"}
 
@@ -85,10 +88,19 @@ def messages_of(line: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def timestamp_of(value: Any, default: int) -> int:
-    """An epoch-ms field as ``int`` (``default`` when missing or not a number)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """An epoch-ms field as ``int`` (``default`` when missing, not a number or no time: ``epoch_ms``)."""
+    stamp = epoch_ms(value)
+    return default if stamp is None else stamp
+
+
+def epoch_ms(value: Any) -> int | None:
+    """An epoch-ms field as ``int``, or ``None`` for anything but a number from 0 to ``MAX_EPOCH_MS``.
+
+    A file may hold any JSON number (``1e300``): as an ``int`` it passed 64 bits, and the response
+    that carried it (the whole chat list) could not be encoded: one such line cost every chat."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_EPOCH_MS:
         return int(value)
-    return default
+    return None
 
 
 def _task(raw: Mapping[str, Any]) -> dict[str, Any]:

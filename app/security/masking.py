@@ -7,7 +7,8 @@
   and any key ending in ``token``, ``secret`` or ``password`` (``access_token``,
   ``client_secret``…; ``max_tokens`` is *not* one) — by ``***``;
 * in every free-text string, bearer credentials (``Bearer …``), JWT-shaped strings
-  (``eyJ….….…``), OpenAI-style keys (``sk-…``) and ``key=value`` / ``"key": "value"``
+  (``eyJ….….…``), OpenAI-style keys (``sk-…``), the user and password of a URL
+  (``https://user:pass@host`` → ``https://***@host``) and ``key=value`` / ``"key": "value"``
   pairs of the keys above.
 
 ``mask_text`` does the free-text part alone. Both accept extra literal secrets (e.g.
@@ -29,6 +30,8 @@ _KEY_NOISE = re.compile(r"[-_.\s]")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{4,}")
+#: a URL's userinfo (RFC 3986: up to the first ``@`` before the host's ``/``, ``?`` or ``#``)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#@\s]+@")
 _PAIR = re.compile(
     r"""(?ix)
     (?<![A-Za-z0-9])
@@ -46,14 +49,20 @@ def is_sensitive_key(key: str) -> bool:
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with bearer tokens, JWTs, ``sk-`` keys, credential pairs and ``secrets`` masked."""
+    """``text`` with bearer tokens, JWTs, ``sk-`` keys, URL userinfo, credential pairs and ``secrets`` masked."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, MASK)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _JWT.sub(MASK, text)
     text = _SK_KEY.sub("sk-" + MASK, text)
+    text = mask_userinfo(text)
     return _PAIR.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+
+
+def mask_userinfo(text: str) -> str:
+    """``text`` with the user and password of every URL in it masked (``https://***@host``)."""
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text) if "@" in text else text
 
 
 def mask_value(value: Any, secrets: Iterable[str] = ()) -> Any:
@@ -75,4 +84,4 @@ def _mask(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
-__all__ = ["MASK", "is_sensitive_key", "mask_text", "mask_value"]
+__all__ = ["MASK", "is_sensitive_key", "mask_text", "mask_userinfo", "mask_value"]

@@ -15,6 +15,10 @@ Spans follow the GenAI semantic conventions (https://opentelemetry.io/docs/specs
 
 Model and tool calls are both children of the run's span (the model asks for a tool; the agent
 runs it). A failure sets status ERROR and ``error.type`` (the gateway's error code).
+
+Span names, attribute values and status descriptions are cut to ``MAX_SPAN_TEXT`` characters:
+the model names its tool calls and their ids, and an upstream's 1 MB name went whole into the
+span's name, an attribute and the error description, held in the export queue until sent.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -44,6 +48,13 @@ if TYPE_CHECKING:
 #: ``gen_ai.provider.name`` per model protocol (an OpenAI-compatible API is reported as ``openai``,
 #: as the conventions say for systems reached through the OpenAI API)
 PROVIDER_NAMES = {"OPENAI": "openai", "NEWAPI_OPENAI_COMPATIBLE": "openai", "ANTHROPIC": "anthropic"}
+#: longest span name, attribute value or status description exported (the rest is cut, ``…``)
+MAX_SPAN_TEXT = 1024
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to ``MAX_SPAN_TEXT`` characters."""
+    return text if len(text) <= MAX_SPAN_TEXT else text[: MAX_SPAN_TEXT - 1] + "…"
 
 
 def traces_url(endpoint: str) -> str:
@@ -65,7 +76,8 @@ class SpanExport:
     def __init__(self, endpoint: str, service_name: str, service_version: str) -> None:
         self.url = traces_url(endpoint)
         resource = Resource.create({"service.name": service_name, "service.version": service_version})
-        self._provider = TracerProvider(resource=resource, id_generator=_RunTraceIds(), shutdown_on_exit=False)
+        self._provider = TracerProvider(resource=resource, id_generator=_RunTraceIds(), shutdown_on_exit=False,
+                                        span_limits=SpanLimits(max_attribute_length=MAX_SPAN_TEXT))
         self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=self.url)))
         self._tracer = self._provider.get_tracer("agent-gateway", service_version)
 
@@ -123,7 +135,7 @@ class _RunSpans:
         return _OtelCallSpan(self._tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes))
 
     def tool_call(self, name: str, call_id: str) -> CallSpan:
-        return _OtelCallSpan(self._tracer.start_span(f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes={
+        return _OtelCallSpan(self._tracer.start_span(_clip(f"execute_tool {name}"), kind=SpanKind.INTERNAL, attributes={
             "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, "gen_ai.tool.call.id": call_id,
             "gen_ai.tool.type": "function",
         }))
@@ -142,7 +154,7 @@ class _RunSpans:
         if outcome.status == "error":
             error = outcome.error or {}
             span.set_attribute("error.type", str(error.get("code") or "_OTHER"))
-            span.set_status(Status(StatusCode.ERROR, str(error.get("message") or "")))
+            span.set_status(Status(StatusCode.ERROR, _clip(str(error.get("message") or ""))))
 
 
 class _OtelCallSpan(CallSpan):
@@ -164,7 +176,7 @@ class _OtelCallSpan(CallSpan):
             otel_context.detach(self._token)
         if isinstance(exc, Exception):  # a cancellation (BaseException) is no failure of the call
             self._span.set_attribute("error.type", error_type(exc))
-            self._span.set_status(Status(StatusCode.ERROR, str(getattr(exc, "message", "") or exc)))
+            self._span.set_status(Status(StatusCode.ERROR, _clip(str(getattr(exc, "message", "") or exc))))
         self._span.end()
 
     def response(self, *, finish_reason: str | None, input_tokens: int, output_tokens: int) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from app import __version__
 from app.contract.runs import RunOutcome
+from app.security.masking import mask_text
 from app.telemetry.logs import RunLogTracing
 from app.telemetry.scope import spans_scope, trace_scope
 from app.telemetry.traceparent import TraceParent
@@ -65,10 +66,10 @@ class Telemetry:
         except ImportError as exc:
             logger.warning(
                 "agent.telemetry.otlp-endpoint is %s but opentelemetry is not installed (%s): spans are not "
-                "exported; install the extra: pip install 'agent-gateway[otel]'", endpoint, exc)
+                "exported; install the extra: pip install 'agent-gateway[otel]'", mask_text(endpoint), exc)
             return
         self._export = SpanExport(endpoint, self._settings.service_name, __version__)
-        logger.info("exporting spans (OTLP/HTTP) to %s", self._export.url)
+        logger.info("exporting spans (OTLP/HTTP) to %s", mask_text(self._export.url))  # the URL may hold a password
 
     async def aclose(self) -> None:
         """Flush and stop the exporter (off the event loop), then detach the log filters."""

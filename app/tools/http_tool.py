@@ -2,7 +2,8 @@
 
 The arguments are POSTed as JSON to ``toolApi``; a 2xx JSON body is the result
 (parsed), any other 2xx body is returned as text. A non-2xx status, a network
-failure or a timeout (the tool budget) raises ``ToolError``.
+failure or a timeout (the tool budget) raises ``ToolError``, whose message names ``toolApi`` with
+its credentials masked (a password, an ``api_key`` parameter): it becomes the call's result.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 
 from app.catalog.definitions import ToolDefinition
 from app.errors import ToolError
+from app.security.access_log import mask_url
 from app.tools.base import ToolContext
 
 logger = logging.getLogger(__name__)
@@ -34,21 +36,24 @@ async def call_http_tool(tool: ToolDefinition, args: dict[str, Any], ctx: ToolCo
         headers["X-Agent-Run-Id"] = ctx.run_id
     if ctx.chat_id:
         headers["X-Agent-Chat-Id"] = ctx.chat_id
+    # the error is the call's result: the model, the client and the chat file see it (SPEC §9: no key)
+    shown = mask_url(tool.tool_api)
     try:
         async with ctx.http.stream(
             "POST", tool.tool_api, json=args, headers=headers, timeout=ctx.timeout_s
         ) as response:
             body = await _read_bounded(response, tool.name)
     except httpx.TimeoutException as exc:
-        raise ToolError(f"tool {tool.name!r}: {tool.tool_api} timed out after {ctx.timeout_s:g}s") from exc
+        raise ToolError(f"tool {tool.name!r}: {shown} timed out after {ctx.timeout_s:g}s") from exc
     except httpx.HTTPError as exc:
-        raise ToolError(f"tool {tool.name!r}: request to {tool.tool_api} failed: {type(exc).__name__}: {exc}") from exc
+        raise ToolError(f"tool {tool.name!r}: request to {shown} failed: {type(exc).__name__}: "
+                        f"{mask_url(str(exc))}") from exc
     except httpx.InvalidURL as exc:
-        raise ToolError(f"tool {tool.name!r}: invalid toolApi {tool.tool_api!r}: {exc}") from exc
+        raise ToolError(f"tool {tool.name!r}: invalid toolApi {shown!r}: {mask_url(str(exc))}") from exc
     text = body.decode(response.encoding or "utf-8", "replace")
     if not response.is_success:
         excerpt = text[:ERROR_EXCERPT_CHARS] + ("…" if len(text) > ERROR_EXCERPT_CHARS else "")
-        raise ToolError(f"tool {tool.name!r}: {tool.tool_api} returned HTTP {response.status_code}: {excerpt}")
+        raise ToolError(f"tool {tool.name!r}: {shown} returned HTTP {response.status_code}: {excerpt}")
     content_type = response.headers.get("content-type", "")
     if "json" in content_type or text.lstrip().startswith(("{", "[")):
         try:

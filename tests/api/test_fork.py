@@ -18,6 +18,7 @@ import pytest
 
 from app.devtools import FakeUpstream
 from app.devtools.script import Finish, Gate, Text, text_script, tool_call_script
+from app.memory.fork import cut
 from tests.engine.helpers import chat_lines
 from tests.files.support import upload
 from tests.security.support import ISSUER, mint, rsa_pair
@@ -530,3 +531,27 @@ async def test_attack_fork_resume_is_for_a_real_node_of_the_forked_agent_only(
     failed = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "ga", "message": "go", "chatId": forked})
     assert failed[-1]["type"] == "run.error" and failed[-1]["error"]["code"] == "graph_fork_invalid"
     assert "the graph has no node 'show'" in failed[-1]["error"]["message"]
+
+
+def test_cutting_a_chat_of_many_runs_looks_each_line_up_once_not_through_every_run() -> None:
+    """``cut`` (on the event loop) looked each line's run up in a list of the kept runs: forking a chat
+    of 20,000 runs held the loop 15 s, and no request was answered meanwhile. Counted, not timed:
+    the comparisons of run ids grew with runs × lines, now with lines."""
+    comparisons = [0]
+
+    class RunId(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            comparisons[0] += 1
+            return str.__eq__(self, other)
+
+    runs = 1000
+    lines: list[dict[str, Any]] = []
+    for n in range(runs):
+        run_id = RunId(f"run_{n}")
+        lines += [{"_type": "query", "chatId": "c", "runId": run_id, "query": {"message": f"q{n}"}},
+                  {"_type": "run", "chatId": "c", "runId": run_id, "status": "complete"}]
+    copied = cut(lines, f"run_{runs - 1}", "after")
+    assert len(copied.run_ids) == runs and len(copied.lines) == 2 * runs
+    assert comparisons[0] < 10 * runs, comparisons[0]  # a list lookup per line: about runs² (1,000,000)

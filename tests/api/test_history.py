@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from app.devtools import FakeUpstream
 from app.devtools.script import text_script, tool_call_script
@@ -106,3 +110,78 @@ async def test_chat_endpoint_errors(
         response = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": hostile})
         assert response.status_code == 400, hostile
         assert response.json()["code"] > 0
+
+
+async def test_a_chat_file_with_out_of_range_times_neither_breaks_the_list_nor_its_history(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue(text_script(["fine"]))
+    good = (await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"}))[0]["chatId"]
+    # a chat file whose times no clock wrote: JSON numbers past 64 bits once they are ints
+    odd = {"_type": "query", "chatId": "chat_odd", "runId": "r1", "updatedAt": 1e300, "owner": "anonymous",
+           "query": {"agentKey": "plain", "message": "odd"}}
+    step = {"_type": "step", "chatId": "chat_odd", "runId": "r1", "_stage": "oneshot", "_seq": 1, "updatedAt": 1e300,
+            "messages": [{"role": "assistant", "content": [{"type": "text", "text": "x"}], "_msgId": "m1",
+                          "_timing": {"startedAt": -1e300, "endedAt": 1e300}}]}
+    done = {"_type": "run", "chatId": "chat_odd", "runId": "r1", "status": "complete", "updatedAt": 1e300}
+    (deploy / "chats" / "chat_odd.json").write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in (odd, step, done)))
+
+    listed = await client.get(f"{gw.url}/api/ap/chats")
+    assert listed.status_code == 200, listed.text
+    assert {chat["chatId"] for chat in listed.json()["data"]} == {good, "chat_odd"}
+    odd_chat = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": "chat_odd"})
+    assert odd_chat.status_code == 200, odd_chat.text
+    events = odd_chat.json()["data"]["events"]
+    assert [e["type"] for e in events][-2:] == ["content.snapshot", "run.complete"]
+    assert all("durationMs" not in e for e in events)  # no time to measure from
+
+
+async def test_a_directory_or_fifo_in_place_of_a_chat_file_is_refused_at_once_by_every_chat_endpoint(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """Reading a directory there answered 500; a FIFO held the request and a worker thread for good."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue(text_script(["fine"]))
+    good = (await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"}))[0]["chatId"]
+    (deploy / "chats" / "chat_dir.json").mkdir()
+    fifo = deploy / "chats" / "chat_fifo.json"
+    os.mkfifo(fifo)
+    try:
+        for chat_id in ("chat_dir", "chat_fifo"):
+            for response in (
+                await client.get(f"{gw.url}/api/ap/chat", params={"chatId": chat_id}),
+                await client.post(f"{gw.url}/api/ap/chat/fork", json={"chatId": chat_id, "runId": "r1"}),
+                await client.post(f"{gw.url}/api/ap/query", json={"chatId": chat_id, "message": "hi"}),
+            ):
+                assert response.status_code == 400, (chat_id, response.text)
+                assert "not a regular file" in response.json()["msg"]
+        listed = await client.get(f"{gw.url}/api/ap/chats")
+        assert [chat["chatId"] for chat in listed.json()["data"]] == [good]
+    finally:  # a gateway still waiting to open the FIFO for reading: a writer ends that wait
+        with contextlib.suppress(OSError):  # ENXIO: no reader waits
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_a_chat_history_is_rebuilt_off_the_event_loop(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lines were read on a worker thread but rebuilt into events on the event loop: a chat of
+    20,000 runs held every stream of the gateway for 1.5 s per GET. The rebuild's own log line says
+    on which thread it ran (not a timing)."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    upstream.enqueue(text_script(["fine"]))
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"})
+    chat_id, run_id = events[0]["chatId"], next(e["runId"] for e in events if e["type"] == "run.start")
+    with (deploy / "chats" / f"{chat_id}.json").open("ab") as fp:  # the rebuild logs the kind of line it skips
+        fp.write(orjson.dumps({"_type": "note", "chatId": chat_id, "runId": run_id}) + b"\n")
+    with caplog.at_level(logging.DEBUG, logger="app.memory.history"):
+        response = await client.get(f"{gw.url}/api/ap/chat", params={"chatId": chat_id})
+    assert response.status_code == 200, response.text
+    [skipped] = [r for r in caplog.records if "unknown _type 'note'" in r.getMessage()]
+    loop_thread = gw._thread.ident  # uvicorn's event loop runs on the server's thread
+    assert skipped.thread != loop_thread, skipped.threadName

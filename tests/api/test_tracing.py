@@ -270,6 +270,50 @@ async def test_a_failed_model_call_is_an_error_span(
     assert run.status.code == Status.STATUS_CODE_ERROR and run_attrs["error.type"] == "upstream_http_error"
 
 
+async def test_attack_an_otlp_endpoint_with_a_password_never_shows_it_in_the_logs(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient, receiver: OtlpReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The collector's credentials in the endpoint URL (``https://user:pass@collector``) were logged
+    as they were at start-up ("exporting spans … to"); the URL is now masked first."""
+    caplog.set_level(logging.DEBUG, logger="app")
+    write_agent(deploy, "plain", agent())
+    endpoint = receiver.url.replace("http://", "http://collector:otlp-PASSWORD-42@")
+    gw = start_gateway(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    upstream.enqueue(text_script(["hi"]))
+    events = await _query(client, gw.url, {"agentKey": "plain", "message": "hi"})
+    assert events[-1]["type"] == "run.complete"
+    gw.stop()
+    assert receiver.spans()  # the credentials still reach the collector
+    started = [r.getMessage() for r in caplog.records if "exporting spans" in r.getMessage()]
+    assert started == [f"exporting spans (OTLP/HTTP) to http://***@{receiver.url.removeprefix('http://')}/v1/traces"]
+    assert not [r.getMessage() for r in caplog.records if "otlp-PASSWORD-42" in r.getMessage()]
+
+
+async def test_attack_an_upstream_naming_a_tool_call_with_a_megabyte_gets_spans_of_bounded_size(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Start, client: httpx.AsyncClient, receiver: OtlpReceiver
+) -> None:
+    """The model names its tool calls and their ids: a 1 MB name or id went whole into the span's name,
+    its attributes and its error description. Each is cut to MAX_SPAN_TEXT characters now."""
+    write_agent(deploy, "timer", agent("ONESHOT", tools=TOOLS))
+    gw = start_gateway(env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+    huge_id, huge_name = "i" * 1_000_000, "n" * 1_000_000
+    upstream.enqueue(call(huge_id, "city_datetime", {"city": "Paris"}), text_script(["ok"]),
+                     call("call_2", huge_name, {"city": "Paris"}), text_script(["ok"]))
+    for _ in range(2):
+        events = await _query(client, gw.url, {"agentKey": "timer", "message": "time?"})
+        assert events[-1]["type"] == "run.complete"
+    gw.stop()
+    tools = [(span, attributes) for span, attributes in receiver.spans() if span.name.startswith("execute_tool ")]
+    assert len(tools) == 2
+    (known, known_attrs), (unknown, unknown_attrs) = sorted(tools, key=lambda item: len(item[0].name))
+    assert known.name == "execute_tool city_datetime" and known_attrs["gen_ai.tool.call.id"].startswith("iii")
+    assert unknown.name.startswith("execute_tool nnn") and unknown.status.code == Status.STATUS_CODE_ERROR
+    for text in (known_attrs["gen_ai.tool.call.id"], unknown.name, unknown_attrs["gen_ai.tool.name"],
+                 unknown.status.message):
+        assert 100 < len(text) <= 1024
+
+
 def test_without_an_endpoint_opentelemetry_sdk_is_never_imported(deploy: Path, upstream: FakeUpstream) -> None:
     """Zero cost when off: a gateway serving a run, in a fresh interpreter, loads no opentelemetry SDK."""
     write_agent(deploy, "plain", agent())

@@ -166,3 +166,22 @@ async def test_list_chats_newest_first_and_owner_filter(store: ChatStore) -> Non
     assert [m.chat_id for m in store.list_chats("bob")] == ["mid"]
     assert [m.chat_id for m in store.list_chats("anonymous")] == ["anon"]
     assert store.list_chats("carol") == []
+
+
+async def test_list_chats_reads_again_only_the_chat_files_that_changed(store: ChatStore) -> None:
+    """Every user's listing walks every chat file to learn its owner: 100,000 chats cost 15 s a
+    listing, whoever asked. A file whose inode, size and mtime did not change is not read again."""
+    await store.append("c1", query_line("r1", "first", ts=1, owner="alice", chat_id="c1"))
+    await store.append("c2", query_line("r2", "second", ts=2, owner="bob", chat_id="c2"))
+    assert [m.chat_name for m in store.list_chats("alice")] == ["first"]
+    path = store.path("c1")
+    info = path.stat()
+    with path.open("r+b") as fp:  # other bytes, same inode, size and mtime: only a read would see them
+        fp.write(b"z" * info.st_size)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert [m.chat_name for m in store.list_chats("alice")] == ["first"]
+    # a change is read: an appended line, a removed chat
+    await store.append("c2", run_line("r2", ts=5, chat_id="c2"))
+    assert [m.updated_at for m in store.list_chats("bob")] == [5]
+    await store.remove("c2")
+    assert store.list_chats("bob") == []

@@ -15,7 +15,8 @@ from app.devtools import FakeUpstream
 from app.devtools.script import http_error_script, text_script
 from app.security.masking import MASK, is_sensitive_key, mask_text, mask_value
 from tests.security.support import ISSUER, KeyPair, bearer, mint
-from tests.support.deployment import agent, write_agent
+from tests.engine.helpers import call
+from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
 
 API_KEY = "sk-test-secret-key-123"  # tests/support/deployment.py, provider "fake"
@@ -75,6 +76,14 @@ def debug_logs() -> Iterator[_Capture]:
         root.setLevel(previous)
 
 
+def test_the_user_and_password_of_a_url_are_masked() -> None:
+    assert mask_text("to https://user:pa55@collector.test:4318/v1") == "to https://***@collector.test:4318/v1"
+    assert mask_text("redis://:pw@cache:6379/0 and https://ghp_TOKEN@github.test/x") == (
+        "redis://***@cache:6379/0 and https://***@github.test/x")
+    for plain in ("https://x.test/p@q", "https://x.test/?a=b@c", "mail me at alice@example.test"):
+        assert mask_text(plain) == plain
+
+
 async def test_interaction_log_and_responses_carry_no_secrets(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], rsa_key: KeyPair,
     debug_logs: _Capture,
@@ -114,6 +123,32 @@ async def test_interaction_log_and_responses_carry_no_secrets(
     everything = "\n".join(logs + seen)
     for secret in (API_KEY, "sk-test-newapi-key", token, token.split(".")[2], f"Bearer {API_KEY}"):
         assert secret not in everything, secret
+
+
+async def test_attack_credentials_in_a_provider_or_tool_url_never_reach_the_request_log(
+    tmp_path: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """httpx logs every outgoing request's URL at INFO (the default level of ``agw serve``): a provider
+    ``base-url`` with a password and a tool's ``toolApi`` with an ``api_key`` parameter were written to
+    the log as they were, once per model call and per tool call."""
+    root = make_deployment(tmp_path / "creds", upstream.url.replace("http://", "http://llm:PROVIDER-PASS-9@"))
+    (root / "tools" / "lookup.backend").write_bytes(orjson.dumps({"tools": [{
+        "type": "function", "name": "lookup", "description": "Look a thing up.",
+        "parameters": {"type": "object", "properties": {}},
+        "toolApi": f"{upstream.url}/lookup?api_key=TOOL-KEY-123&lang=en"}]}))
+    write_agent(root, "plain", agent("REACT", tools={"backends": ["lookup"], "frontends": [], "actions": []}))
+    gw = start_gateway(root=root)
+    upstream.enqueue(call("c1", "lookup", {}), text_script(["done"]))
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        async with httpx.AsyncClient(timeout=30) as client:
+            events = _events((await client.post(f"{gw.url}/api/ap/query",
+                                                json={"agentKey": "plain", "message": "hi"})).text)
+        assert events[-1]["type"] == "run.complete"
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert any("http://***@127.0.0.1" in line and "/chat/completions" in line for line in requests), requests
+    assert any("/lookup?api_key=***&lang=en" in line for line in requests), requests
+    assert not [line for line in requests if "PROVIDER-PASS-9" in line or "TOOL-KEY-123" in line]
 
 
 def _events(sse_text: str) -> list[dict[str, Any]]:

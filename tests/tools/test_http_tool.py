@@ -102,3 +102,20 @@ async def test_connection_refused_is_a_tool_error(make_ctx: Any) -> None:
     srv.server_close()
     with pytest.raises(ToolError, match="failed"):
         await call_http_tool(_tool(url + "/json"), {}, make_ctx())
+
+
+async def test_attack_a_failing_tool_shows_no_credential_of_its_url(server: _Server, make_ctx: Any) -> None:
+    """The error names the tool's URL and becomes the call's result (the client's tool.result, the chat
+    file, the model's next request, the tool span): a toolApi with a password or an api_key parameter
+    showed them there in clear."""
+    secret_url = server.url.replace("http://", "http://svc:URL-PASS-7@") + "/fail?api_key=KEY-42&lang=en"
+    refused = _Server()  # a port nothing listens on
+    closed = refused.url
+    refused.server_close()
+    for url, ctx in ((secret_url, make_ctx()), (server.url + "/slow?token=KEY-42", make_ctx(timeout_s=0.2)),
+                     (closed + "/json?api_key=KEY-42", make_ctx())):
+        with pytest.raises(ToolError) as info:
+            await call_http_tool(_tool(url), {}, ctx)
+        message = info.value.message
+        assert "KEY-42" not in message and "URL-PASS-7" not in message, message
+        assert "=***" in message, message
