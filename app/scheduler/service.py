@@ -232,7 +232,7 @@ class ScheduleService:
         chat_id = None
         if request.chatId:
             chat_id = check_key(request.chatId, "chatId")
-            meta = self._chats.chat_meta(chat_id)
+            meta = await asyncio.to_thread(self._chats.chat_meta, chat_id)  # file I/O: off the event loop
             if meta is None:
                 raise RequestError(f"unknown chat: {chat_id}")
             if meta.owner not in (None, owner):
