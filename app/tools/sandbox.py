@@ -18,7 +18,9 @@ and runs one argv per call inside a fresh ``bwrap`` container:
 * the chat's private workspace (``workspace-dir/<chatId>``) read-write, as the working
   directory and ``HOME``;
 * an environment of ``PATH``, ``HOME``, ``LANG`` plus the ``env-passthrough`` names only;
-* limits per call: address space (``memory-mb``), CPU seconds, output bytes, wall time.
+* limits per call: address space (``memory-mb``), CPU seconds, output bytes, wall time; the
+  writable in-memory folders ``/tmp`` and ``/dev/shm`` hold at most ``memory-mb`` each, and the
+  rest of ``/dev`` is read-only.
 
 Fail closed: when ``bwrap`` is missing or cannot create its namespaces, ``run`` raises
 ``ToolError`` naming the cause and nothing runs. ``mode: off`` runs the process directly
@@ -188,7 +190,7 @@ class Sandbox:
         etc = list(_ETC_FILES) + (list(_NETWORK_ETC) if self.config.network else [])
         for item in etc:
             args += ["--ro-bind-try", item, item]
-        args += ["--tmpfs", "/tmp", "--dir", "/run"]
+        args += ["--size", str(self._tmpfs_bytes()), "--tmpfs", "/tmp", "--dir", "/run"]
         bound: list[Path] = [Path("/usr")]
         for prefix in self._python_prefixes():
             if any(_inside(forbidden, prefix) for forbidden in _FORBIDDEN_ALLOWED):
@@ -226,7 +228,10 @@ class Sandbox:
             args += ["--ro-bind", str(mount.source), str(mount.target)]
         for masked_folder in masked:  # after the workspace's mount point was made inside it
             args += ["--remount-ro", masked_folder]
-        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", str(workspace)]
+        # bwrap's /dev is a writable tmpfs as large as the host allows: only /dev/shm stays writable
+        # (POSIX semaphores and shared memory), capped like /tmp
+        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(self._tmpfs_bytes()), "--tmpfs", "/dev/shm",
+                 "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(workspace)]
         return args
 
     # -- internals
@@ -260,6 +265,11 @@ class Sandbox:
 
     def _python_prefixes(self) -> list[Path]:
         return python_prefixes()  # the one-file executable: the system python3's (app.tools.interpreter)
+
+    def _tmpfs_bytes(self) -> int:
+        """Size of each writable in-memory folder (``/tmp``, ``/dev/shm``): ``memory-mb``. Their files
+        are the host's memory, which ``RLIMIT_AS`` does not count; unsized they could take half of it."""
+        return self.config.memory_mb * 1024 * 1024
 
     def _limits(self) -> Callable[[], None]:
         memory = self.config.memory_mb * 1024 * 1024

@@ -92,3 +92,17 @@ async def test_attack_host_secrets_in_etc_and_home_are_not_visible(deploy: Path)
     assert result.stdout.strip() == "[]"
     assert "/etc/ssl/certs" in (await _python(_sandbox(deploy), "import os; print(os.path.isdir('/etc/ssl/certs') "
                                               "and '/etc/ssl/certs')")).stdout
+
+
+async def test_attack_filling_tmp_and_dev_beyond_the_memory_limit(deploy: Path) -> None:
+    """/tmp, /dev/shm and /dev are in-memory filesystems that RLIMIT_AS does not count: three
+    32 MiB files (each under RLIMIT_FSIZE) must not fit where the call's memory is 64 MiB."""
+    box = _sandbox(deploy, **{"memory-mb": 64})
+    script = (
+        "for d in /tmp /dev/shm /dev; do n=0; for i in 1 2 3; do "
+        "head -c 33554432 /dev/zero > $d/fill$i 2>/dev/null && n=$((n+1)); done; echo $d $n; done"
+    )
+    result = await box.run(["sh", "-c", script], workspace=box.workspace_for("chat_x"), timeout_s=30)
+    written = {d: int(n) for d, n in (line.split() for line in result.stdout.splitlines())}
+    assert set(written) == {"/tmp", "/dev/shm", "/dev"}, result.stdout + result.stderr
+    assert written["/tmp"] < 3 and written["/dev/shm"] < 3 and written["/dev"] == 0, written
