@@ -8,7 +8,7 @@ and runs one argv per call inside a fresh ``bwrap`` container:
   ``--new-session``, all capabilities dropped;
 * the system's program folders read-only (``/usr`` and the ``/bin``, ``/lib*``, ``/sbin``
   links or folders), a minimal ``/etc``, a fresh ``/proc`` (only the sandbox's own
-  processes), a minimal ``/dev``, a private ``/tmp``;
+  processes; ``/proc/sys`` read-only), a minimal ``/dev``, a private ``/tmp``;
 * the gateway's Python installation read-only (``_skill_run_script_`` runs with it);
 * ``agent.tools.bash.allowed-paths`` and, for script tools, the skill's folder read-only;
 * the gateway's own state **hidden** even when one of those contains it: the chats folder,
@@ -230,7 +230,13 @@ class Sandbox:
             args += ["--remount-ro", masked_folder]
         # bwrap's /dev is a writable tmpfs as large as the host allows: only /dev/shm stays writable
         # (POSIX semaphores and shared memory), capped like /tmp
-        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(self._tmpfs_bytes()), "--tmpfs", "/dev/shm",
+        # bwrap covers /proc/sys only when access(W_OK) on the folder succeeds, which it never does
+        # (sysctl folders answer EACCES), and a gateway running as root runs tools as the host's
+        # uid 0, all that sysctl files check: kernel.core_pattern would run a workspace file as
+        # root on the host
+        args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+                 "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
+        args += ["--dev", "/dev", "--size", str(self._tmpfs_bytes()), "--tmpfs", "/dev/shm",
                  "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(workspace)]
         return args
 

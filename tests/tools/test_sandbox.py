@@ -106,3 +106,22 @@ async def test_attack_filling_tmp_and_dev_beyond_the_memory_limit(deploy: Path) 
     written = {d: int(n) for d, n in (line.split() for line in result.stdout.splitlines())}
     assert set(written) == {"/tmp", "/dev/shm", "/dev"}, result.stdout + result.stderr
     assert written["/tmp"] < 3 and written["/dev/shm"] < 3 and written["/dev"] == 0, written
+
+
+async def test_attack_tool_opens_host_sysctls_for_writing(deploy: Path) -> None:
+    """A gateway running as root runs tools as the host's uid 0, which is all sysctl files ask:
+    kernel.core_pattern set to ``|<workspace file>`` would run that file as root on the host at
+    the next crash anywhere. Opening for writing is enough to tell (nothing is written)."""
+    code = (
+        "import os\n"
+        "for path in ('/proc/sys/kernel/core_pattern', '/proc/sys/vm/overcommit_ratio'):\n"
+        "    try:\n"
+        "        os.close(os.open(path, os.O_WRONLY))\n"
+        "        print(path, 'writable')\n"
+        "    except OSError as exc:\n"
+        "        print(path, 'refused', exc.errno)\n"
+    )
+    result = await _python(_sandbox(deploy), code)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(" refused " in line for line in lines), result.stdout
