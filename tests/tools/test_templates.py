@@ -74,3 +74,15 @@ def test_unresolvable_templates_are_tool_errors(template: str, reason: str) -> N
 def test_non_strings_pass_through() -> None:
     args = {"a": 1, "b": None, "c": [True, 2.5]}
     assert resolve_templates(args, {}) == args
+
+
+def test_attack_arguments_repeating_a_template_over_a_large_result_are_refused() -> None:
+    """5 KB of arguments repeating one template over a 1 MB result expanded to 300 MB in the
+    gateway (a model's arguments may be megabytes); what templates put in is bounded instead."""
+    results = {"_bash_": {"stdout": "x" * 1_000_000, "lines": ["y" * 1000] * 1000}}
+    with pytest.raises(ToolError, match="put in more than"):
+        resolve_templates({"command": "{{_bash_.stdout}}" * 300}, results)
+    with pytest.raises(ToolError, match="put in more than"):  # whole values count their JSON text
+        resolve_templates({"items": ["{{_bash_.lines}}"] * 300}, results)
+    once = resolve_templates({"command": "echo {{_bash_.stdout}}", "items": "{{_bash_.lines}}"}, results)
+    assert len(once["command"]) == 1_000_005 and once["items"] is results["_bash_"]["lines"]
