@@ -29,10 +29,12 @@ Fail closed: when ``bwrap`` is missing or cannot create its namespaces, ``run`` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import resource
 import shutil
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,10 +159,10 @@ class Sandbox:
         if not self.enabled:
             logger.warning("tool sandbox is OFF (agent.tools.sandbox.mode: off): %s runs unconfined", argv[0])
             off_env = minimal_env(dict(env) if env else None)
-            return await run_process(
+            return self._explained(await run_process(
                 argv, cwd=cwd_off or workspace, timeout_s=timeout_s, env=off_env,
                 max_output_bytes=max_output, preexec_fn=limits,
-            )
+            ))
         bwrap = self._bwrap()
         if not self._verified:
             await self._probe(bwrap)
@@ -170,7 +172,7 @@ class Sandbox:
             wrapped, cwd=workspace, timeout_s=timeout_s, env=sandbox_env,
             max_output_bytes=max_output, preexec_fn=limits,
         )
-        return result
+        return self._explained(result)
 
     def bwrap_args(
         self, bwrap: str, workspace: Path, read_only: Sequence[Path] = (), mounts: Sequence[Mount] = ()
@@ -277,13 +279,24 @@ class Sandbox:
         are the host's memory, which ``RLIMIT_AS`` does not count; unsized they could take half of it."""
         return self.config.memory_mb * 1024 * 1024
 
+    def _explained(self, result: ProcessResult) -> ProcessResult:
+        """``result`` with a line in ``stderr`` when the CPU limit ended it: the kernel's SIGXCPU
+        leaves no message of its own, only an exit code (128 + 24 through bwrap, -24 directly)."""
+        if result.timed_out or result.exit_code not in (128 + signal.SIGXCPU, -signal.SIGXCPU):
+            return result
+        note = (f"[killed: exit code {result.exit_code} is SIGXCPU, the CPU time limit of "
+                f"{self.config.cpu_seconds} s (agent.tools.sandbox.cpu-seconds) was used up]")
+        return dataclasses.replace(result, stderr=f"{result.stderr.rstrip(chr(10))}\n{note}".lstrip("\n"))
+
     def _limits(self) -> Callable[[], None]:
         memory = self.config.memory_mb * 1024 * 1024
         cpu = self.config.cpu_seconds
 
         def apply() -> None:  # runs in the child between fork and exec
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+            # the soft limit sends SIGXCPU (which ``_explained`` can name); SIGKILL a second later
+            # for a process that ignores it
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
             resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 

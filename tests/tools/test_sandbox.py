@@ -125,3 +125,11 @@ async def test_attack_tool_opens_host_sysctls_for_writing(deploy: Path) -> None:
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all(" refused " in line for line in lines), result.stdout
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "off"])
+async def test_a_process_that_uses_up_its_cpu_time_is_told_so(deploy: Path, mode: str) -> None:
+    """The kernel's SIGXCPU prints nothing: without a note the tool answered a bare exit code."""
+    result = await _python(_sandbox(deploy, mode=mode, **{"cpu-seconds": 1}), "while True:\n    pass")
+    assert not result.timed_out and result.exit_code in (152, -24)
+    assert "the CPU time limit of 1 s (agent.tools.sandbox.cpu-seconds) was used up" in result.stderr
