@@ -517,9 +517,18 @@ class Settings(_Section):
         return self.resolve(self.agent.tools.sandbox.workspace_dir)
 
     @property
+    def screenshots_dir(self) -> Path:
+        """``browser_open``'s screenshots (``data/screenshots``): each chat's own pages, served by
+        link only, so never visible to a tool (SPEC §14: other users' files)."""
+        return self.data_dir / SCREENSHOT_DIR
+
+    @property
     def mcp_servers_dir(self) -> Path:
         return self.resolve(self.agent.mcp.servers_dir)
 
+
+#: ``browser_open``'s screenshots, under the data folder (``Settings.screenshots_dir``)
+SCREENSHOT_DIR = "screenshots"
 
 #: environment variable → dotted key (SPEC §2 table)
 ENV_KEYS: Mapping[str, str] = {

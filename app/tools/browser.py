@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from app.config import SCREENSHOT_DIR
 from app.errors import ToolError
 from app.security.data_tokens import issue_data_token
 from app.tools.base import ToolContext
@@ -48,7 +49,6 @@ MISSING_PLAYWRIGHT = (
 PAGE_LOAD_TIMEOUT_MS = 30_000
 DEFAULT_MAX_CHARS = 8000
 MAX_CHARS_LIMIT = 100_000
-SCREENSHOT_DIR = "screenshots"
 SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_ARGS = (
     "--no-sandbox",
@@ -115,7 +115,7 @@ def _data_link(ctx: ToolContext, file: str) -> str:
 
 async def _open(url: str, ctx: ToolContext, full_page: bool, max_chars: int,
                 allowed: tuple[Network, ...]) -> dict[str, Any]:
-    folder = ctx.settings.data_dir / SCREENSHOT_DIR
+    folder = ctx.settings.screenshots_dir
     folder.mkdir(parents=True, exist_ok=True)
     name = f"shot_{uuid.uuid4().hex[:16]}.png"
     api = _playwright()

@@ -12,7 +12,8 @@ and runs one argv per call inside a fresh ``bwrap`` container:
 * the gateway's Python installation read-only (``_skill_run_script_`` runs with it);
 * ``agent.tools.bash.allowed-paths`` and, for script tools, the skill's folder read-only;
 * the gateway's own state **hidden** even when one of those contains it: the chats folder,
-  ``data/.agw`` (credentials, schedules, every workspace), the workspaces folder,
+  ``data/.agw`` (credentials, schedules, every workspace), the workspaces folder, the browser's
+  screenshots (``data/screenshots``, every chat's pages),
   ``application.yml`` files, the credential master-secret file (an empty ``tmpfs`` over a
   folder, ``/dev/null`` over a file);
 * the chat's private workspace (``workspace-dir/<chatId>``) read-write, as the working
@@ -97,6 +98,7 @@ class Sandbox:
             settings.chats_dir,
             settings.state_dir,
             settings.workspaces_dir,
+            settings.screenshots_dir,
             settings.base_dir / "application.yml",
             Path("/opt/application.yml"),
             settings.resolve(settings.credentials.file),

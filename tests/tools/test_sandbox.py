@@ -60,6 +60,19 @@ async def test_attack_allowed_path_inside_chats_is_not_exposed(deploy: Path) -> 
     assert "CHAT-MARKER" not in result.stdout and result.exit_code != 0
 
 
+async def test_attack_allowed_data_folder_shows_other_chats_screenshots(deploy: Path) -> None:
+    """``data/`` is a natural allowed path (the operator's data files); the browser's screenshots
+    of every chat's pages live in ``data/screenshots`` and must stay out of sight."""
+    (deploy / "data" / "screenshots").mkdir(parents=True)
+    (deploy / "data" / "screenshots" / "shot_victim.png").write_text("VICTIM-SCREENSHOT")
+    (deploy / "data" / "report.csv").write_text("OPERATOR-DATA")
+    box = _sandbox(deploy)
+    code = (f"import os\nprint(open('{deploy}/data/report.csv').read())\n"
+            f"print(os.listdir('{deploy}/data/screenshots'))")
+    result = await _python(box, code, read_only=[deploy / "data"])
+    assert result.stdout.split("\n")[:2] == ["OPERATOR-DATA", "[]"], result.stdout + result.stderr
+
+
 async def test_attack_chat_id_names_another_folder(deploy: Path) -> None:
     box = _sandbox(deploy)
     for chat_id in ("../victim", "a/b", "", "..", "x" * 200):
