@@ -62,6 +62,13 @@ CHROMIUM_ARGS = (
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
+#: longest page title returned
+MAX_TITLE_CHARS = 1000
+#: ``[title, text]`` of the page, each cut to its limit (``[titleLimit, textLimit]``) in the page
+_PAGE_TEXT = """([titleLimit, textLimit]) => [
+  String(document.title).slice(0, titleLimit),
+  (document.body ? document.body.innerText : '').slice(0, textLimit),
+]"""
 
 
 def check_url(value: Any) -> str:
@@ -128,12 +135,14 @@ async def _open(url: str, ctx: ToolContext, full_page: bool, max_chars: int,
             final_url = page.url
             if urlsplit(final_url).scheme.lower() not in _ALLOWED_SCHEMES:
                 raise ToolError(f"the page navigated to a refused address: {final_url[:200]}")
-            title = await page.title()
-            text = await page.evaluate("() => document.body ? document.body.innerText : ''")
+            # cut inside the page: a script can make its text (or title) tens of megabytes, which
+            # would otherwise all cross into the gateway to be cut here
+            title, text = await page.evaluate(_PAGE_TEXT, [MAX_TITLE_CHARS, max_chars + 1])
             await page.screenshot(path=str(folder / name), full_page=full_page, timeout=PAGE_LOAD_TIMEOUT_MS)
         finally:
             await browser.close()
     text = text if isinstance(text, str) else ""
+    title = title if isinstance(title, str) else ""
     return {
         "url": final_url,
         "title": title,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from app.errors import ToolError
-from app.tools.browser import browser_open, system_chromium
+from app.tools.browser import MAX_TITLE_CHARS, browser_open, system_chromium
 from app.tools.browser_egress import EgressProxy, is_allowed, parse_networks
 from app.tools.registry import builtin_tools
 from tests.tools.conftest import REPO, ContextFactory, make_settings
@@ -52,6 +53,11 @@ class _Handler(BaseHTTPRequestHandler):
                     b"fetch('" + target.encode() + b"').then(r => r.text())"
                     b".then(t => { document.getElementById('out').innerText = 'read: ' + t; })"
                     b".catch(e => { document.getElementById('out').innerText = 'failed: ' + e; });"
+                    b"</script></body></html>")
+        elif self.path == "/huge":  # 20 MB of text and a 2 MB title, made by the page's script
+            body = (b"<!doctype html><html><body><p id='out'></p><script>"
+                    b"document.title = 't'.repeat(2000000);"
+                    b"document.getElementById('out').textContent = 'x'.repeat(20000000);"
                     b"</script></body></html>")
         elif self.path == "/secret":
             body = INTERNAL_SECRET
@@ -129,6 +135,23 @@ async def test_opens_a_page_returns_text_and_a_screenshot_link(
     assert link.startswith("/api/ap/data?file=screenshots/") and link.endswith(".png")
     png = deploy / "data" / link.split("file=", 1)[1]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_attack_page_making_megabytes_of_text_sends_only_what_is_returned(
+    chromium_available: None, site: str, make_ctx: ContextFactory, deploy: Path
+) -> None:
+    """The text and title are cut in the page: 20 MB of script-made text used to cross into the
+    gateway whole (87 MB traced here, against 7 MB now) to return maxChars of it."""
+    ctx = make_ctx(make_settings(deploy, **LOOPBACK_SITE), timeout_s=60)
+    tracemalloc.start()
+    try:
+        result = await browser_open({"url": f"{site}/huge", "maxChars": 100}, ctx)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result["text"] == "x" * 100 and result["truncated"] is True
+    assert result["title"] == "t" * MAX_TITLE_CHARS
+    assert peak < 32 * 1024 * 1024, f"{peak} bytes held by the gateway for a 100-character answer"
 
 
 async def test_the_whole_call_is_bounded_by_the_tool_budget(
