@@ -24,8 +24,10 @@ from typing import Any
 from app.errors import ToolError
 from app.paths import ascii_int
 
+#: one ``\s*`` between the path and ``}}``, the optional offset's own inside its group: two in a row
+#: (``\s*(…)?\s*``) backtrack quadratically over a run of blanks, and 30 KB of arguments froze the loop
 _TEMPLATE = re.compile(
-    r"\{\{\s*(?P<tool>[A-Za-z0-9_\-]+)\.(?P<path>[^{}+\s]+?)\s*(?:(?P<sign>[+-])\s*(?P<days>\d{1,6})\s*[dD])?\s*\}\}"
+    r"\{\{\s*(?P<tool>[A-Za-z0-9_\-]+)\.(?P<path>[^{}+\s]+?)(?:\s*(?P<sign>[+-])\s*(?P<days>\d{1,6})\s*[dD])?\s*\}\}"
 )
 #: most characters the templates of one call's arguments may put in, all together
 MAX_RESOLVED_CHARS = 4 * 1024 * 1024
