@@ -49,10 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = PAGE
         if self.path.startswith("/fetch?to="):  # the page's script reads another address into the page
+            # a synchronous request: done before the page's load event, so no race with browser_open
             body = (b"<!doctype html><html><body><p id='out'>waiting</p><script>"
-                    b"fetch('" + target.encode() + b"').then(r => r.text())"
-                    b".then(t => { document.getElementById('out').innerText = 'read: ' + t; })"
-                    b".catch(e => { document.getElementById('out').innerText = 'failed: ' + e; });"
+                    b"const out = document.getElementById('out');"
+                    b"try { const x = new XMLHttpRequest(); x.open('GET', '" + target.encode() + b"', false);"
+                    b" x.send(); out.innerText = x.status === 200 ? 'read: ' + x.responseText : 'failed: ' + x.status; }"
+                    b" catch (e) { out.innerText = 'failed: ' + e; }"
                     b"</script></body></html>")
         elif self.path == "/huge":  # 20 MB of text and a 2 MB title, made by the page's script
             body = (b"<!doctype html><html><body><p id='out'></p><script>"
