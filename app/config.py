@@ -10,6 +10,7 @@ folders are resolved against the deployment folder (the working directory).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import typing
@@ -163,6 +164,26 @@ class SandboxSettings(_Section):
         raise ValueError("must be 'bwrap' or 'off'")
 
 
+class BrowserToolSettings(_Section):
+    """``agent.tools.browser`` (SPEC §13): where ``browser_open`` may connect."""
+
+    #: networks (CIDR) the browser may reach although they are not public: loopback, private and
+    #: link-local addresses (the gateway's own port, Redis, cloud metadata) are refused otherwise
+    allowed_private_networks: list[str] = Field(default_factory=list, alias="allowed-private-networks")
+
+    _lists = field_validator("allowed_private_networks", mode="before")(_split_list)
+
+    @field_validator("allowed_private_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (CIDR such as 10.0.0.0/8 or 127.0.0.1/32)") from None
+        return value
+
+
 class FrontendToolSettings(_Section):
     #: how long a frontend tool waits for ``POST /api/ap/submit``
     submit_timeout_ms: int = Field(300000, alias="submit-timeout-ms")
@@ -180,6 +201,7 @@ class ToolsSettings(_Section):
     agent_file_create: AgentFileCreateSettings = Field(AgentFileCreateSettings(), alias="agent-file-create")
     bash: BashSettings = BashSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    browser: BrowserToolSettings = BrowserToolSettings()
 
 
 class CapabilitySettings(_Section):
@@ -502,9 +524,18 @@ class Settings(_Section):
         return self.resolve(self.agent.tools.sandbox.workspace_dir)
 
     @property
+    def screenshots_dir(self) -> Path:
+        """``browser_open``'s screenshots (``data/screenshots``): each chat's own pages, served by
+        link only, so never visible to a tool (SPEC §14: other users' files)."""
+        return self.data_dir / SCREENSHOT_DIR
+
+    @property
     def mcp_servers_dir(self) -> Path:
         return self.resolve(self.agent.mcp.servers_dir)
 
+
+#: ``browser_open``'s screenshots, under the data folder (``Settings.screenshots_dir``)
+SCREENSHOT_DIR = "screenshots"
 
 #: environment variable → dotted key (SPEC §2 table)
 ENV_KEYS: Mapping[str, str] = {
@@ -535,6 +566,7 @@ ENV_KEYS: Mapping[str, str] = {
     "AGENT_TOOLS_SANDBOX_NETWORK": "agent.tools.sandbox.network",
     "AGENT_TOOLS_SANDBOX_WORKSPACE_DIR": "agent.tools.sandbox.workspace-dir",
     "AGENT_TOOLS_SANDBOX_ENV_PASSTHROUGH": "agent.tools.sandbox.env-passthrough",
+    "AGENT_TOOLS_BROWSER_ALLOWED_PRIVATE_NETWORKS": "agent.tools.browser.allowed-private-networks",
     "AGENT_CLUSTER_REDIS_URL": "agent.cluster.redis-url",
     "AGENT_CLUSTER_LEASE_SECONDS": "agent.cluster.lease-seconds",
     "AGENT_CLUSTER_INSTANCE_NAME": "agent.cluster.instance-name",

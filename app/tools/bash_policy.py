@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,19 +107,32 @@ def check_path(arg: str, policy: BashPolicy) -> None:
 _NAME_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=[@<]?(?P<value>.+)$", re.DOTALL)
 
 
-def _embedded_paths(word: str) -> list[str]:
+#: the longest file name Linux file systems take (NAME_MAX): a longer name cannot exist
+_NAME_MAX = 255
+
+
+def _embedded_paths(word: str, seen: set[int]) -> Iterator[str]:
     """``word`` and the paths inside it: after a leading ``@`` (``curl -d @file``) and the
-    value of ``name=value`` (``dd if=/x``, ``curl -F a=@/x``)."""
-    found = [word]
-    if word.startswith("@") and len(word) > 1:
-        found.extend(_embedded_paths(word[1:]))
-    match = _NAME_VALUE.match(word)
-    if match:
-        found.extend(_embedded_paths(match.group("value")))
-    return found
+    value of ``name=value`` (``dd if=/x``, ``curl -F a=@/x``), nested (``a=@b=/x``). A loop,
+    not recursion: a word of a few thousand ``@`` nests deeper than Python recurses.
+
+    Every path found is a suffix of the argument ``word`` comes from, so its length names it:
+    ``seen`` (lengths, per argument) skips one found before, with what it contains."""
+    pending = [word]
+    while pending:
+        current = pending.pop()
+        if len(current) in seen:
+            continue
+        seen.add(len(current))
+        yield current
+        match = _NAME_VALUE.match(current) if "=" in current else None
+        if match:
+            pending.append(match.group("value"))
+        if current.startswith("@") and len(current) > 1:
+            pending.append(current[1:])  # taken first, as the recursion did
 
 
-def _bundle_values(arg: str) -> list[str]:
+def _bundle_values(arg: str) -> Iterator[str]:
     """Every value a short-option bundle ``-abcVALUE`` may carry: getopt ends the bundle at
     the first letter that takes a value, and which one does is the command's business, so
     each suffix after a run of possible option letters is a candidate (``-Rf/etc/passwd`` →
@@ -126,37 +140,65 @@ def _bundle_values(arg: str) -> list[str]:
     option letters: a value begins at the latest where the first of them is (``-../x`` → ``../x``)."""
     first = next((j for j in range(1, len(arg)) if arg[j] in "/.~"), None)
     if first == 1:
-        return [arg[1:]]
+        yield arg[1:]
+        return
     end = len(arg) - 1 if first is None else first
-    return [arg[j:] for j in range(2, end + 1)]
+    yield from (arg[j:] for j in range(2, end + 1))
 
 
-def _path_like_parts(args: list[str]) -> list[tuple[str, str | None]]:
+def _path_like_parts(args: list[str]) -> Iterator[tuple[str, str | None]]:
     """The arguments that may name files, each with the option it was glued to (or None):
     plain words, ``--opt=value`` values, the candidate values of short-option bundles,
-    everything after ``--``; and the paths embedded in each (``name=value``, ``@file``)."""
-    parts: list[tuple[str, str | None]] = []
+    everything after ``--``; and the paths embedded in each (``name=value``, ``@file``).
+    Generated one at a time: a long bundle has as many candidates as letters."""
     options_done = False
     for arg in args:
+        seen: set[int] = set()
         if options_done or not arg.startswith("-") or arg == "-":
-            parts.extend((path, None) for path in _embedded_paths(arg))
+            yield from ((path, None) for path in _embedded_paths(arg, seen))
         elif arg == "--":
             options_done = True
         elif arg.startswith("--"):
             value = arg.partition("=")[2]
             if value:
-                parts.extend((path, arg) for path in _embedded_paths(value))
+                yield from ((path, arg) for path in _embedded_paths(value, seen))
         else:
             for value in _bundle_values(arg):
-                parts.extend((path, arg) for path in _embedded_paths(value))
-    return parts
+                yield from ((path, arg) for path in _embedded_paths(value, seen))
+
+
+def _missing_first_name(part: str, working_directory: Path) -> bool:
+    """``part`` is relative and its first name does not exist in the working directory: it then
+    resolves as text, following nothing until a ``..`` takes that name away again, so whether it
+    stays inside depends only on what follows the first name."""
+    if part.startswith(("/", "~")):
+        return False
+    slash = part.find("/")
+    length = len(part) if slash < 0 else slash
+    if length > _NAME_MAX:  # characters: at least as many bytes
+        return True
+    name = part[:length]
+    if name in ("", ".", ".."):
+        return False
+    if len(name.encode("utf-8", "surrogatepass")) > _NAME_MAX:
+        return True
+    return not os.path.lexists(working_directory / name)
 
 
 def _check_arguments(command_word: str, args: list[str], policy: BashPolicy) -> None:
     checked = policy.path_checked_commands or policy.allowed_commands
     if command_word not in checked:
         return
+    # candidates that differ only in a missing first name resolve alike: one is checked for all
+    # (a 16 KB bundle ``-aaa…/b/b/…`` is thousands of candidates, and resolving each one took
+    # 37 s of the event loop)
+    rests_checked: set[str] = set()
     for part, option in _path_like_parts(args):
+        if _missing_first_name(part, policy.working_directory):
+            rest = part.partition("/")[2]
+            if rest in rests_checked:
+                continue
+            rests_checked.add(rest)
         if option is None:
             check_path(part, policy)
             continue

@@ -1,7 +1,11 @@
 """``browser_open``: open a URL in headless Chromium through Playwright (SPEC §13).
 
 Arguments: ``{url, fullPage?, maxChars?}``. Only ``http``/``https`` URLs are opened
-(``file:``, ``javascript:``, ``data:``, ``chrome:`` … are refused with a ``ToolError``).
+(``file:``, ``javascript:``, ``data:``, ``chrome:`` … are refused with a ``ToolError``), and
+only public addresses: the URL's host is checked first, and the browser reaches the network
+only through ``browser_egress.EgressProxy``, which refuses loopback, private, link-local…
+addresses for every request of the page (redirects, sub-resources, WebSockets) unless
+``agent.tools.browser.allowed-private-networks`` lists them.
 The page load has a 30 s timeout; the whole call (browser start included) is bounded
 by the tool budget (``ctx.timeout_s``). The result is
 ``{url, title, status, text, truncated, screenshot}``: the final URL, the page title,
@@ -27,12 +31,14 @@ from urllib.parse import quote, urlsplit
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from app.config import SCREENSHOT_DIR
 from app.errors import ToolError
 from app.security.data_tokens import issue_data_token
 from app.tools.base import ToolContext
+from app.tools.browser_egress import EgressProxy, Network, check_url_target, parse_networks, proxy_settings
 
 if TYPE_CHECKING:  # Playwright is the optional extra ``[browser]`` (SPEC §22): imported on use
-    from playwright.async_api import Browser, Playwright
+    from playwright.async_api import Browser, Playwright, ProxySettings
 
 #: what the tool answers when the extra is not installed
 MISSING_PLAYWRIGHT = (
@@ -43,7 +49,6 @@ MISSING_PLAYWRIGHT = (
 PAGE_LOAD_TIMEOUT_MS = 30_000
 DEFAULT_MAX_CHARS = 8000
 MAX_CHARS_LIMIT = 100_000
-SCREENSHOT_DIR = "screenshots"
 SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_ARGS = (
     "--no-sandbox",
@@ -53,8 +58,17 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # WebRTC's UDP would not go through the egress proxy
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
+#: longest page title returned
+MAX_TITLE_CHARS = 1000
+#: ``[title, text]`` of the page, each cut to its limit (``[titleLimit, textLimit]``) in the page
+_PAGE_TEXT = """([titleLimit, textLimit]) => [
+  String(document.title).slice(0, titleLimit),
+  (document.body ? document.body.innerText : '').slice(0, textLimit),
+]"""
 
 
 def check_url(value: Any) -> str:
@@ -80,14 +94,16 @@ def system_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-async def launch_chromium(playwright: Playwright) -> Browser:
-    """Headless Chromium: Playwright's own build if installed, else the system one."""
+async def launch_chromium(playwright: Playwright, proxy: ProxySettings | None = None) -> Browser:
+    """Headless Chromium: Playwright's own build if installed, else the system one; ``proxy`` is
+    Playwright's proxy option (``browser_egress.proxy_settings``)."""
     own = Path(playwright.chromium.executable_path)
     executable = None if own.is_file() else system_chromium()
     if executable is None and not own.is_file():
         raise ToolError("no Chromium available: install Debian's package (apt-get install chromium) "
                         "or Playwright's browser (playwright install chromium)")
-    return await playwright.chromium.launch(headless=True, executable_path=executable, args=list(CHROMIUM_ARGS))
+    return await playwright.chromium.launch(headless=True, executable_path=executable, args=list(CHROMIUM_ARGS),
+                                            proxy=proxy)
 
 
 def _max_chars(value: Any) -> int:
@@ -104,25 +120,29 @@ def _data_link(ctx: ToolContext, file: str) -> str:
     return f"{link}&token={quote(token)}" if token else link
 
 
-async def _open(url: str, ctx: ToolContext, full_page: bool, max_chars: int) -> dict[str, Any]:
-    folder = ctx.settings.data_dir / SCREENSHOT_DIR
+async def _open(url: str, ctx: ToolContext, full_page: bool, max_chars: int,
+                allowed: tuple[Network, ...]) -> dict[str, Any]:
+    folder = ctx.settings.screenshots_dir
     folder.mkdir(parents=True, exist_ok=True)
     name = f"shot_{uuid.uuid4().hex[:16]}.png"
     api = _playwright()
-    async with api.async_playwright() as playwright:
-        browser = await launch_chromium(playwright)
+    async with EgressProxy(allowed) as proxy, api.async_playwright() as playwright:
+        browser = await launch_chromium(playwright, proxy_settings(proxy))
         try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            # a service worker's requests would still go through the proxy; blocked to keep pages simple
+            page = await browser.new_page(viewport={"width": 1280, "height": 800}, service_workers="block")
             response = await page.goto(url, timeout=PAGE_LOAD_TIMEOUT_MS, wait_until="load")
             final_url = page.url
             if urlsplit(final_url).scheme.lower() not in _ALLOWED_SCHEMES:
                 raise ToolError(f"the page navigated to a refused address: {final_url[:200]}")
-            title = await page.title()
-            text = await page.evaluate("() => document.body ? document.body.innerText : ''")
+            # cut inside the page: a script can make its text (or title) tens of megabytes, which
+            # would otherwise all cross into the gateway to be cut here
+            title, text = await page.evaluate(_PAGE_TEXT, [MAX_TITLE_CHARS, max_chars + 1])
             await page.screenshot(path=str(folder / name), full_page=full_page, timeout=PAGE_LOAD_TIMEOUT_MS)
         finally:
             await browser.close()
     text = text if isinstance(text, str) else ""
+    title = title if isinstance(title, str) else ""
     return {
         "url": final_url,
         "title": title,
@@ -147,9 +167,11 @@ async def browser_open(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]
     api = _playwright()
     max_chars = _max_chars(args.get("maxChars"))
     full_page = bool(args.get("fullPage", False))
+    allowed = parse_networks(ctx.settings.agent.tools.browser.allowed_private_networks)
     try:
         async with asyncio.timeout(ctx.timeout_s):
-            return await _open(url, ctx, full_page, max_chars)
+            await check_url_target(url, allowed)
+            return await _open(url, ctx, full_page, max_chars, allowed)
     except TimeoutError as exc:
         raise ToolError(f"browser_open did not finish within the tool budget ({ctx.timeout_s:g} s): {url[:200]}") \
             from exc

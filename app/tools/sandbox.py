@@ -8,17 +8,20 @@ and runs one argv per call inside a fresh ``bwrap`` container:
   ``--new-session``, all capabilities dropped;
 * the system's program folders read-only (``/usr`` and the ``/bin``, ``/lib*``, ``/sbin``
   links or folders), a minimal ``/etc``, a fresh ``/proc`` (only the sandbox's own
-  processes), a minimal ``/dev``, a private ``/tmp``;
+  processes; ``/proc/sys`` read-only), a minimal ``/dev``, a private ``/tmp``;
 * the gateway's Python installation read-only (``_skill_run_script_`` runs with it);
 * ``agent.tools.bash.allowed-paths`` and, for script tools, the skill's folder read-only;
 * the gateway's own state **hidden** even when one of those contains it: the chats folder,
-  ``data/.agw`` (credentials, schedules, every workspace), the workspaces folder,
+  ``data/.agw`` (credentials, schedules, every workspace), the workspaces folder, the browser's
+  screenshots (``data/screenshots``, every chat's pages),
   ``application.yml`` files, the credential master-secret file (an empty ``tmpfs`` over a
   folder, ``/dev/null`` over a file);
 * the chat's private workspace (``workspace-dir/<chatId>``) read-write, as the working
   directory and ``HOME``;
 * an environment of ``PATH``, ``HOME``, ``LANG`` plus the ``env-passthrough`` names only;
-* limits per call: address space (``memory-mb``), CPU seconds, output bytes, wall time.
+* limits per call: address space (``memory-mb``), CPU seconds, output bytes, wall time; the
+  writable in-memory folders ``/tmp`` and ``/dev/shm`` hold at most ``memory-mb`` each, and the
+  rest of ``/dev`` is read-only.
 
 Fail closed: when ``bwrap`` is missing or cannot create its namespaces, ``run`` raises
 ``ToolError`` naming the cause and nothing runs. ``mode: off`` runs the process directly
@@ -27,10 +30,12 @@ Fail closed: when ``bwrap`` is missing or cannot create its namespaces, ``run`` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import resource
 import shutil
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +98,7 @@ class Sandbox:
             settings.chats_dir,
             settings.state_dir,
             settings.workspaces_dir,
+            settings.screenshots_dir,
             settings.base_dir / "application.yml",
             Path("/opt/application.yml"),
             settings.resolve(settings.credentials.file),
@@ -155,10 +161,10 @@ class Sandbox:
         if not self.enabled:
             logger.warning("tool sandbox is OFF (agent.tools.sandbox.mode: off): %s runs unconfined", argv[0])
             off_env = minimal_env(dict(env) if env else None)
-            return await run_process(
+            return self._explained(await run_process(
                 argv, cwd=cwd_off or workspace, timeout_s=timeout_s, env=off_env,
                 max_output_bytes=max_output, preexec_fn=limits,
-            )
+            ))
         bwrap = self._bwrap()
         if not self._verified:
             await self._probe(bwrap)
@@ -168,7 +174,7 @@ class Sandbox:
             wrapped, cwd=workspace, timeout_s=timeout_s, env=sandbox_env,
             max_output_bytes=max_output, preexec_fn=limits,
         )
-        return result
+        return self._explained(result)
 
     def bwrap_args(
         self, bwrap: str, workspace: Path, read_only: Sequence[Path] = (), mounts: Sequence[Mount] = ()
@@ -188,7 +194,7 @@ class Sandbox:
         etc = list(_ETC_FILES) + (list(_NETWORK_ETC) if self.config.network else [])
         for item in etc:
             args += ["--ro-bind-try", item, item]
-        args += ["--tmpfs", "/tmp", "--dir", "/run"]
+        args += ["--size", str(self._tmpfs_bytes()), "--tmpfs", "/tmp", "--dir", "/run"]
         bound: list[Path] = [Path("/usr")]
         for prefix in self._python_prefixes():
             if any(_inside(forbidden, prefix) for forbidden in _FORBIDDEN_ALLOWED):
@@ -226,7 +232,16 @@ class Sandbox:
             args += ["--ro-bind", str(mount.source), str(mount.target)]
         for masked_folder in masked:  # after the workspace's mount point was made inside it
             args += ["--remount-ro", masked_folder]
-        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", str(workspace)]
+        # bwrap's /dev is a writable tmpfs as large as the host allows: only /dev/shm stays writable
+        # (POSIX semaphores and shared memory), capped like /tmp
+        # bwrap covers /proc/sys only when access(W_OK) on the folder succeeds, which it never does
+        # (sysctl folders answer EACCES), and a gateway running as root runs tools as the host's
+        # uid 0, all that sysctl files check: kernel.core_pattern would run a workspace file as
+        # root on the host
+        args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+                 "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
+        args += ["--dev", "/dev", "--size", str(self._tmpfs_bytes()), "--tmpfs", "/dev/shm",
+                 "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(workspace)]
         return args
 
     # -- internals
@@ -261,13 +276,29 @@ class Sandbox:
     def _python_prefixes(self) -> list[Path]:
         return python_prefixes()  # the one-file executable: the system python3's (app.tools.interpreter)
 
+    def _tmpfs_bytes(self) -> int:
+        """Size of each writable in-memory folder (``/tmp``, ``/dev/shm``): ``memory-mb``. Their files
+        are the host's memory, which ``RLIMIT_AS`` does not count; unsized they could take half of it."""
+        return self.config.memory_mb * 1024 * 1024
+
+    def _explained(self, result: ProcessResult) -> ProcessResult:
+        """``result`` with a line in ``stderr`` when the CPU limit ended it: the kernel's SIGXCPU
+        leaves no message of its own, only an exit code (128 + 24 through bwrap, -24 directly)."""
+        if result.timed_out or result.exit_code not in (128 + signal.SIGXCPU, -signal.SIGXCPU):
+            return result
+        note = (f"[killed: exit code {result.exit_code} is SIGXCPU, the CPU time limit of "
+                f"{self.config.cpu_seconds} s (agent.tools.sandbox.cpu-seconds) was used up]")
+        return dataclasses.replace(result, stderr=f"{result.stderr.rstrip(chr(10))}\n{note}".lstrip("\n"))
+
     def _limits(self) -> Callable[[], None]:
         memory = self.config.memory_mb * 1024 * 1024
         cpu = self.config.cpu_seconds
 
         def apply() -> None:  # runs in the child between fork and exec
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+            # the soft limit sends SIGXCPU (which ``_explained`` can name); SIGKILL a second later
+            # for a process that ignores it
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
             resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 

@@ -7,6 +7,10 @@ to a date (``YYYY-MM-DD``, also ``YYYY/MM/DD``) or a datetime starting with one,
 keeping the rest of the value (time, offset) exactly as it was. A string that is
 exactly one template (without ``±Nd``) takes the value itself, whatever its type.
 Anything unresolvable raises ``ToolError`` naming the template.
+
+What the templates of one call's arguments put in is bounded (``MAX_RESOLVED_CHARS``, counted
+as text; a whole-value template counts its value's JSON text): a few kilobytes of arguments
+repeating a template over a large result would otherwise expand to gigabytes in the gateway.
 """
 
 from __future__ import annotations
@@ -20,31 +24,67 @@ from typing import Any
 from app.errors import ToolError
 from app.paths import ascii_int
 
+#: one ``\s*`` between the path and ``}}``, the optional offset's own inside its group: two in a row
+#: (``\s*(…)?\s*``) backtrack quadratically over a run of blanks, and 30 KB of arguments froze the loop
 _TEMPLATE = re.compile(
-    r"\{\{\s*(?P<tool>[A-Za-z0-9_\-]+)\.(?P<path>[^{}+\s]+?)\s*(?:(?P<sign>[+-])\s*(?P<days>\d{1,6})\s*[dD])?\s*\}\}"
+    r"\{\{\s*(?P<tool>[A-Za-z0-9_\-]+)\.(?P<path>[^{}+\s]+?)(?:\s*(?P<sign>[+-])\s*(?P<days>\d{1,6})\s*[dD])?\s*\}\}"
 )
+#: most characters the templates of one call's arguments may put in, all together
+MAX_RESOLVED_CHARS = 4 * 1024 * 1024
 _DATE_PREFIX = re.compile(r"^(\d{4})([-/])(\d{1,2})\2(\d{1,2})((?:[T ]\d{1,2}:\d{2}.*)?)$")
 _MISSING = object()
 
 
 def resolve_templates(args: Any, results: Mapping[str, Any]) -> Any:
     """Return ``args`` with every template replaced (a new structure; ``args`` is untouched)."""
-    if isinstance(args, str):
-        return _resolve_string(args, results)
-    if isinstance(args, Mapping):
-        return {key: resolve_templates(value, results) for key, value in args.items()}
-    if isinstance(args, (list, tuple)):
-        return [resolve_templates(value, results) for value in args]
-    return args
+    return _Resolution(results).resolve(args)
 
 
-def _resolve_string(text: str, results: Mapping[str, Any]) -> Any:
-    if "{{" not in text:
+class _Resolution:
+    """One call's resolution: the results, and how much the templates have put in so far."""
+
+    def __init__(self, results: Mapping[str, Any]) -> None:
+        self.results = results
+        self.room = MAX_RESOLVED_CHARS
+        #: ``id`` of a whole value → the length of its JSON text (the same value repeated is sized once)
+        self.sizes: dict[int, int] = {}
+
+    def resolve(self, args: Any) -> Any:
+        if isinstance(args, str):
+            return self._string(args)
+        if isinstance(args, Mapping):
+            return {key: self.resolve(value) for key, value in args.items()}
+        if isinstance(args, (list, tuple)):
+            return [self.resolve(value) for value in args]
+        return args
+
+    def _string(self, text: str) -> Any:
+        if "{{" not in text:
+            return text
+        whole = _TEMPLATE.fullmatch(text)
+        if whole is not None and whole.group("sign") is None:
+            value = _value(whole, self.results)
+            if isinstance(value, str):
+                self._spend(len(value))
+            elif isinstance(value, (Mapping, list)):
+                if id(value) not in self.sizes:
+                    self.sizes[id(value)] = len(_as_text(value))
+                self._spend(self.sizes[id(value)])
+            return value
+        return _TEMPLATE.sub(self._text_of, text)
+
+    def _text_of(self, match: re.Match[str]) -> str:
+        text = _as_text(_value(match, self.results))
+        self._spend(len(text))
         return text
-    whole = _TEMPLATE.fullmatch(text)
-    if whole is not None and whole.group("sign") is None:
-        return _value(whole, results)
-    return _TEMPLATE.sub(lambda m: _as_text(_value(m, results)), text)
+
+    def _spend(self, chars: int) -> None:
+        self.room -= chars
+        if self.room < 0:
+            raise ToolError(
+                f"the templates in these arguments put in more than {MAX_RESOLVED_CHARS} characters; "
+                "refer to a large result once, or pass less of it"
+            )
 
 
 def _value(match: re.Match[str], results: Mapping[str, Any]) -> Any:

@@ -245,3 +245,35 @@ async def test_shell_mode_timeout_kills_the_group(make_ctx: Any, workspace: Path
     ctx = _ctx(make_ctx, workspace, **SHELL, **{"shell-timeout-ms": 100})
     result = await bash_tool({"command": "sleep 5 | cat"}, ctx)
     assert result["timedOut"] is True
+
+
+async def test_attack_thousands_of_nested_at_signs_are_checked_not_a_crash(make_ctx: Any, workspace: Path) -> None:
+    """``@file`` and ``name=value`` are unwrapped nested; 3,000 ``@`` went deeper than Python
+    recurses and the RecursionError ended the whole run as an internal error."""
+    for word in ("@" * 3000, "a=" * 3000 + "x", "a=@" * 2000 + "x"):
+        result = await bash_tool({"command": f"cat {word}"}, _ctx(make_ctx, workspace))
+        assert result["exitCode"] == 1 and result["stderr"].startswith("cat: ")  # checked, then run
+    await _refused(make_ctx, workspace, "cat " + "@" * 3000 + "/etc/passwd", "outside the allowed paths")
+
+
+async def test_attack_long_option_bundle_is_checked_once_per_distinct_path(
+    make_ctx: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every suffix of a bundle is a candidate value (``-Rf/etc/passwd``), and each one was
+    resolved: 16 KB of ``-aaa…/b/b/…`` took 37 s of the event loop. Candidates whose first name
+    does not exist resolve alike, so one stands for all; a first name that exists (a link out of
+    the workspace) is still checked on its own."""
+    resolved: list[Path] = []
+    real_resolve = Path.resolve
+
+    def counting_resolve(self: Path, strict: bool = False) -> Path:
+        resolved.append(self)
+        return real_resolve(self, strict=strict)
+
+    monkeypatch.setattr(Path, "resolve", counting_resolve)
+    ctx = _ctx(make_ctx, workspace)
+    resolved.clear()
+    result = await bash_tool({"command": "cat -" + "A" * 3000 + "notes.txt"}, ctx)
+    assert "invalid option" in result["stderr"]  # every reading stays inside: it ran (and cat has no -o)
+    assert len(resolved) < 20, f"{len(resolved)} resolutions for one argument"
+    await _refused(make_ctx, workspace, "cat -" + "A" * 3000 + "link_out", "path 'link_out' is outside")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,6 +16,16 @@ import pytest
 from app.catalog.definitions import ToolDefinition, ToolKind
 from app.errors import ToolError
 from app.tools.http_tool import ERROR_EXCERPT_CHARS, call_http_tool
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = bytes(1 << 20)
+    return b"".join(compressor.compress(block) for _ in range(size >> 20)) + compressor.flush()
+
+
+#: 128 MiB of zeros in about 128 KiB of gzip
+GZIP_BOMB = _gzip_of_zeros(128 << 20)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -28,6 +41,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/json", json.dumps({"echo": json.loads(body), "ok": True}))
         elif self.path == "/text":
             self._send(200, "text/plain; charset=utf-8", "plain 文本")
+        elif self.path in ("/gzip-json", "/bomb"):
+            data = gzip.compress(b'{"packed": true}') if self.path == "/gzip-json" else GZIP_BOMB
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif self.path == "/fail":
             self._send(500, "text/plain", "boom " + "x" * 5000)
         elif self.path == "/slow":
@@ -119,3 +140,21 @@ async def test_attack_a_failing_tool_shows_no_credential_of_its_url(server: _Ser
         message = info.value.message
         assert "KEY-42" not in message and "URL-PASS-7" not in message, message
         assert "=***" in message, message
+
+
+async def test_gzip_response_is_decoded(server: _Server, make_ctx: Any) -> None:
+    assert await call_http_tool(_tool(server.url + "/gzip-json"), {}, make_ctx()) == {"packed": True}
+    assert server.seen[-1]["headers"]["Accept-Encoding"] == "gzip"
+
+
+async def test_attack_gzip_bomb_response_is_refused_without_inflating_it(server: _Server, make_ctx: Any) -> None:
+    """The 2 MiB bound holds for the inflated body while it is read: httpx inflates each received
+    chunk whole, so 128 KiB of gzip was 128 MiB in the gateway's memory before the check."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ToolError, match="response larger than"):
+            await call_http_tool(_tool(server.url + "/bomb"), {}, make_ctx())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"{peak} bytes held while reading a bounded response"

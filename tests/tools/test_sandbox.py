@@ -60,6 +60,19 @@ async def test_attack_allowed_path_inside_chats_is_not_exposed(deploy: Path) -> 
     assert "CHAT-MARKER" not in result.stdout and result.exit_code != 0
 
 
+async def test_attack_allowed_data_folder_shows_other_chats_screenshots(deploy: Path) -> None:
+    """``data/`` is a natural allowed path (the operator's data files); the browser's screenshots
+    of every chat's pages live in ``data/screenshots`` and must stay out of sight."""
+    (deploy / "data" / "screenshots").mkdir(parents=True)
+    (deploy / "data" / "screenshots" / "shot_victim.png").write_text("VICTIM-SCREENSHOT")
+    (deploy / "data" / "report.csv").write_text("OPERATOR-DATA")
+    box = _sandbox(deploy)
+    code = (f"import os\nprint(open('{deploy}/data/report.csv').read())\n"
+            f"print(os.listdir('{deploy}/data/screenshots'))")
+    result = await _python(box, code, read_only=[deploy / "data"])
+    assert result.stdout.split("\n")[:2] == ["OPERATOR-DATA", "[]"], result.stdout + result.stderr
+
+
 async def test_attack_chat_id_names_another_folder(deploy: Path) -> None:
     box = _sandbox(deploy)
     for chat_id in ("../victim", "a/b", "", "..", "x" * 200):
@@ -92,3 +105,44 @@ async def test_attack_host_secrets_in_etc_and_home_are_not_visible(deploy: Path)
     assert result.stdout.strip() == "[]"
     assert "/etc/ssl/certs" in (await _python(_sandbox(deploy), "import os; print(os.path.isdir('/etc/ssl/certs') "
                                               "and '/etc/ssl/certs')")).stdout
+
+
+async def test_attack_filling_tmp_and_dev_beyond_the_memory_limit(deploy: Path) -> None:
+    """/tmp, /dev/shm and /dev are in-memory filesystems that RLIMIT_AS does not count: three
+    32 MiB files (each under RLIMIT_FSIZE) must not fit where the call's memory is 64 MiB."""
+    box = _sandbox(deploy, **{"memory-mb": 64})
+    script = (
+        "for d in /tmp /dev/shm /dev; do n=0; for i in 1 2 3; do "
+        "head -c 33554432 /dev/zero > $d/fill$i 2>/dev/null && n=$((n+1)); done; echo $d $n; done"
+    )
+    result = await box.run(["sh", "-c", script], workspace=box.workspace_for("chat_x"), timeout_s=30)
+    written = {d: int(n) for d, n in (line.split() for line in result.stdout.splitlines())}
+    assert set(written) == {"/tmp", "/dev/shm", "/dev"}, result.stdout + result.stderr
+    assert written["/tmp"] < 3 and written["/dev/shm"] < 3 and written["/dev"] == 0, written
+
+
+async def test_attack_tool_opens_host_sysctls_for_writing(deploy: Path) -> None:
+    """A gateway running as root runs tools as the host's uid 0, which is all sysctl files ask:
+    kernel.core_pattern set to ``|<workspace file>`` would run that file as root on the host at
+    the next crash anywhere. Opening for writing is enough to tell (nothing is written)."""
+    code = (
+        "import os\n"
+        "for path in ('/proc/sys/kernel/core_pattern', '/proc/sys/vm/overcommit_ratio'):\n"
+        "    try:\n"
+        "        os.close(os.open(path, os.O_WRONLY))\n"
+        "        print(path, 'writable')\n"
+        "    except OSError as exc:\n"
+        "        print(path, 'refused', exc.errno)\n"
+    )
+    result = await _python(_sandbox(deploy), code)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(" refused " in line for line in lines), result.stdout
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "off"])
+async def test_a_process_that_uses_up_its_cpu_time_is_told_so(deploy: Path, mode: str) -> None:
+    """The kernel's SIGXCPU prints nothing: without a note the tool answered a bare exit code."""
+    result = await _python(_sandbox(deploy, mode=mode, **{"cpu-seconds": 1}), "while True:\n    pass")
+    assert not result.timed_out and result.exit_code in (152, -24)
+    assert "the CPU time limit of 1 s (agent.tools.sandbox.cpu-seconds) was used up" in result.stderr

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from app.errors import ToolError
 from app.tools.templates import resolve_templates
+from tests.tools.conftest import REPO
 
 RESULTS = {
     "city_datetime": {"city": "上海", "date": "2026-02-13", "datetime": "2026-02-13T09:30:00+08:00", "n": 3},
@@ -74,3 +78,32 @@ def test_unresolvable_templates_are_tool_errors(template: str, reason: str) -> N
 def test_non_strings_pass_through() -> None:
     args = {"a": 1, "b": None, "c": [True, 2.5]}
     assert resolve_templates(args, {}) == args
+
+
+def test_attack_arguments_repeating_a_template_over_a_large_result_are_refused() -> None:
+    """5 KB of arguments repeating one template over a 1 MB result expanded to 300 MB in the
+    gateway (a model's arguments may be megabytes); what templates put in is bounded instead."""
+    results = {"_bash_": {"stdout": "x" * 1_000_000, "lines": ["y" * 1000] * 1000}}
+    with pytest.raises(ToolError, match="put in more than"):
+        resolve_templates({"command": "{{_bash_.stdout}}" * 300}, results)
+    with pytest.raises(ToolError, match="put in more than"):  # whole values count their JSON text
+        resolve_templates({"items": ["{{_bash_.lines}}"] * 300}, results)
+    once = resolve_templates({"command": "echo {{_bash_.stdout}}", "items": "{{_bash_.lines}}"}, results)
+    assert len(once["command"]) == 1_000_005 and once["items"] is results["_bash_"]["lines"]
+
+
+def test_attack_argument_with_a_long_run_of_blanks_after_a_template_start() -> None:
+    """``{{a.b`` and a megabyte of blanks: the old pattern backtracked quadratically over the blanks
+    (30 KB froze the gateway's event loop for 7.6 s; this megabyte, hours). It runs in a child
+    process whose CPU limit (20 s, against well under a second needed) only guards the suite
+    from hanging on a regression: the check is that it finishes, with the text untouched."""
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_CPU, (20, 20))\n"
+        "from app.tools.templates import resolve_templates\n"
+        "text = '{{a.b' + ' ' * 1_000_000 + 'x {{a.b-1' + '\\t' * 1_000_000 + 'x'\n"
+        "assert resolve_templates({'city': text}, {}) == {'city': text}\n"
+        "print('resolved')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "resolved", (done.returncode, done.stderr[-500:])
