@@ -155,12 +155,18 @@ def _node(body: ForkRequest) -> tuple[str | None, int]:
     return match["name"], int(match["visit"] or 1)
 
 
+#: lines of a forked chat handed to the writer thread at once (one ``write(2)`` each batch)
+_WRITE_BATCH = 256
+
+
 async def _write(chats: ChatStore, chat_id: str, lines: list[dict[str, Any]]) -> None:
-    """Append the new chat's lines while holding its lock (one open file); nothing is left half-written."""
+    """Append the new chat's lines while holding its lock (one open file), ``_WRITE_BATCH`` lines a
+    trip to the writer thread (a line a trip took 6 s for a chat of 20,000 runs); nothing is left
+    half-written."""
     try:
         async with chats.lock(chat_id):
-            for line in lines:
-                await chats.append(chat_id, line)
+            for start in range(0, len(lines), _WRITE_BATCH):
+                await chats.append(chat_id, *lines[start:start + _WRITE_BATCH])
     except BaseException:
         await asyncio.shield(chats.remove(chat_id))  # after the lines already handed over
         raise
