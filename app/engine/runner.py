@@ -25,7 +25,7 @@ from app.contract import events as ev
 from app.contract.bodies import QueryRequest
 from app.contract.events import now_ms
 from app.contract.runs import RunOutcome
-from app.engine.context import RunContext, RunServices
+from app.engine.context import RunContext, RunDeadline, RunServices
 from app.engine.graph import run_graph
 from app.engine.ids import msg_id
 from app.engine.oneshot import run_oneshot
@@ -128,7 +128,7 @@ class RunExecution:
         ctx.record(attachments.user_message(query.role, query.message, now_ms()))
         try:
             async with asyncio.timeout(run.agent.budget.run_timeout_ms / 1000) as deadline:
-                ctx.deadline = deadline
+                ctx.deadline = RunDeadline(deadline)
                 try:
                     attachments.check()  # an unknown reference ends the run here
                     finish = await MODES[run.agent.mode](ctx)

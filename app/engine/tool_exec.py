@@ -215,8 +215,8 @@ async def _wait_for_submit(ctx: RunContext, call: ToolCall) -> Any:
     timeout_ms = services.settings.agent.tools.frontend.submit_timeout_ms
     pending = services.submits.open(ctx.run_id, call.event_id, ctx.owner)
     pending.expires_at = now_ms() + timeout_ms  # the wait's clock starts now
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    if ctx.deadline is not None:
+        ctx.deadline.pause()  # the user's time does not count against runTimeoutMs
     try:
         try:
             async with asyncio.timeout(timeout_ms / 1000):
@@ -226,9 +226,8 @@ async def _wait_for_submit(ctx: RunContext, call: ToolCall) -> Any:
             return error_result(f"the user did not answer within {timeout_ms} ms (frontend tool timed out)")
     finally:
         services.submits.close(pending, "closed")
-        if ctx.deadline is not None and ctx.deadline.when() is not None:
-            waited = loop.time() - started
-            ctx.deadline.reschedule(ctx.deadline.when() + waited)  # type: ignore[operator]
+        if ctx.deadline is not None:
+            ctx.deadline.resume()
     ctx.emit(ev.RequestSubmit(request_id=ctx.request_id, chat_id=ctx.chat_id, run_id=ctx.run_id,
                               tool_id=call.event_id, payload=params))
     await services.chats.append(ctx.chat_id, {

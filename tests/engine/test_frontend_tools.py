@@ -278,3 +278,33 @@ async def test_a_frontend_call_whose_arguments_are_broken_leaves_no_wait_open(
     assert seen["run"]["status"] == "running" and not seen["run"]["pendingTools"]
     assert seen["submit"]["accepted"] is False
     assert types(events)[-1] == "run.complete" and "request.submit" not in types(events)
+
+
+async def test_the_time_a_user_takes_to_answer_does_not_count_against_the_run_timeout(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """``runTimeoutMs`` bounds the run minus the frontend waits (docs/DECISIONS.md). The wait only
+    pushed the deadline back once it was over, so a user slower than the run's budget ended the run
+    mid-wait, and pushing back a deadline that had fired raised: ``run.error`` ``internal_error``.
+    The clock starts again after the answer: a model that then stalls ends in ``budget_run_timeout``."""
+    from app.devtools.script import Stall
+
+    budget = 1500  # the user answers after twice as long
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM, budget={"runTimeoutMs": budget}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["You chose Rome."]),
+                     call("c2", "confirm_dialog", QUESTION), [Stall()])
+    runs: list[list[dict[str, Any]]] = []
+    for _ in range(2):
+        events: list[dict[str, Any]] = []
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                await asyncio.sleep(2 * budget / 1000)
+                assert (await _submit(client, gw, event["runId"], event["toolId"], {"selected": "Rome"}))["accepted"]
+        runs.append(events)
+    answered, stalled = runs
+    assert types(answered)[-1] == "run.complete", answered[-1]
+    assert first(answered, "tool.result")["result"] == {"selected": "Rome"}
+    assert "request.submit" in types(stalled) and stalled[-1]["type"] == "run.error"
+    assert stalled[-1]["error"]["code"] == "budget_run_timeout"
