@@ -18,6 +18,7 @@ from app.catalog.definitions import ToolKind
 from app.contract import events as ev
 from app.engine.context import RunContext
 from app.contract.events import now_ms
+from app.contract.nesting import MAX_JSON_DEPTH, nesting_depth
 from app.engine.prompts import skill_disclosure
 from app.engine.turn import ToolCall
 from app.errors import BudgetExceeded, GatewayError, ToolError
@@ -33,7 +34,7 @@ EngineTool = Callable[[dict[str, Any], RunContext], Awaitable[Any]]
 
 SKILL_TOOL = "_skill_run_script_"
 #: deepest object/array nesting accepted in a tool call's arguments (deeper is a tool error result)
-MAX_ARGUMENT_DEPTH = 64
+MAX_ARGUMENT_DEPTH = MAX_JSON_DEPTH
 
 
 def error_result(message: str) -> dict[str, Any]:
@@ -45,26 +46,6 @@ def result_text(result: Any) -> str:
     if isinstance(result, str):
         return result
     return orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def nesting_depth(value: Any, limit: int) -> int:
-    """How deep ``value`` nests objects/arrays (a scalar is 0), counted iteratively; stops past ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth) for child in children)
-    return deepest
 
 
 def _parse_arguments(call: ToolCall) -> dict[str, Any]:

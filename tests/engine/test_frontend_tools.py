@@ -308,3 +308,32 @@ async def test_the_time_a_user_takes_to_answer_does_not_count_against_the_run_ti
     assert first(answered, "tool.result")["result"] == {"selected": "Rome"}
     assert "request.submit" in types(stalled) and stalled[-1]["type"] == "run.error"
     assert stalled[-1]["error"]["code"] == "budget_run_timeout"
+
+
+async def test_attack_an_answer_nested_too_deep_to_encode_is_refused_and_the_run_goes_on(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """orjson reads 1024 levels of nesting but writes only 254: an answer nested 300 deep was
+    accepted, then ``request.submit`` carrying it cut the SSE stream with no terminal event and
+    the chat file's writer refused its line. It is refused with a 400; the tool keeps waiting
+    for a proper answer."""
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
+    events: list[dict[str, Any]] = []
+    refused: list[httpx.Response] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                ids = orjson.dumps({"runId": event["runId"], "toolId": event["toolId"]})[:-1]
+                deep = ids + b',"params":' + b"[" * 300 + b"]" * 300 + b"}"
+                refused.append(await client.post(f"{gw.url}/api/ap/submit", content=deep,
+                                                 headers={"content-type": "application/json"}))
+                assert (await _submit(client, gw, event["runId"], event["toolId"], {"selected": "Rome"}))["accepted"]
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    assert refused[0].status_code == 400 and "nested deeper" in refused[0].json()["msg"]
+    assert types(events)[-1] == "run.complete"
+    assert first(events, "request.submit")["payload"] == {"selected": "Rome"}
