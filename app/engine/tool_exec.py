@@ -18,7 +18,7 @@ from app.catalog.definitions import ToolKind
 from app.contract import events as ev
 from app.engine.context import RunContext
 from app.contract.events import now_ms
-from app.contract.nesting import MAX_JSON_DEPTH, nesting_depth
+from app.contract.nesting import MAX_JSON_DEPTH, depth_problem, nesting_depth, too_deep
 from app.engine.prompts import skill_disclosure
 from app.engine.turn import ToolCall
 from app.errors import BudgetExceeded, GatewayError, ToolError
@@ -79,6 +79,8 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
         args = resolve_templates(args, ctx.results_by_tool)
         with tool_call_span(call.name, call.call_id):  # SPEC §19: one span per tool call
             result = await _dispatch(ctx, call, args, engine_tools)
+        if too_deep(result):  # an HTTP or MCP tool's body: no event or chat line could carry it
+            raise ToolError(f"the result of {call.name} is {depth_problem()}")
     except ToolError as exc:
         result = error_result(exc.message)
         if call.kind is ToolKind.FRONTEND:  # failed before (or while) waiting: a submit now goes nowhere
