@@ -77,6 +77,8 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
     try:
         args = _parse_arguments(call)
         args = resolve_templates(args, ctx.results_by_tool)
+        if too_deep(args):  # a template took a deep value out of a result's JSON text
+            raise ToolError(f"the arguments of {call.name}, their templates resolved, are {depth_problem()}")
         with tool_call_span(call.name, call.call_id):  # SPEC §19: one span per tool call
             result = await _dispatch(ctx, call, args, engine_tools)
         if too_deep(result):  # an HTTP or MCP tool's body: no event or chat line could carry it

@@ -337,3 +337,30 @@ async def test_attack_an_answer_nested_too_deep_to_encode_is_refused_and_the_run
     assert refused[0].status_code == 400 and "nested deeper" in refused[0].json()["msg"]
     assert types(events)[-1] == "run.complete"
     assert first(events, "request.submit")["payload"] == {"selected": "Rome"}
+
+
+async def test_attack_a_template_cannot_carry_an_answer_nested_too_deep_into_an_action_event(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """An answer may be a string, and a template reads a string result as JSON: a string holding
+    JSON nested 300 deep passed the answer's depth check, then ``{{confirm_dialog.a}}`` put the
+    deep value into an action's arguments, ``action.param`` could not be framed and the stream was
+    cut. Arguments are checked again once their templates are resolved: an error result."""
+    write_agent(deploy, "confirm", agent("REACT", tools={**CONFIRM, "actions": ["switch_theme"]}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), call("c2", "switch_theme", {"theme": "{{confirm_dialog.a}}"}),
+                     text_script(["ok"]))
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                answer = '{"a":' + "[" * 300 + "]" * 300 + "}"
+                assert (await _submit(client, gw, event["runId"], event["toolId"], answer))["accepted"]
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    assert types(events)[-1] == "run.complete"
+    assert "action.param" not in types(events)
+    result = first(events, "action.result")["result"]
+    assert result["ok"] is False and "nested deeper" in result["error"]
