@@ -364,3 +364,36 @@ async def test_attack_a_template_cannot_carry_an_answer_nested_too_deep_into_an_
     assert "action.param" not in types(events)
     result = first(events, "action.result")["result"]
     assert result["ok"] is False and "nested deeper" in result["error"]
+
+
+async def test_a_frontend_call_in_a_turn_that_may_call_no_tool_is_never_offered_to_the_client(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """ONESHOT's second call (also the plan draft and the summary's second call) asks for no tool
+    call and refuses any it gets. A frontend call there was still announced with its viewport and
+    opened a wait: a client that answered while the turn streamed was told ``accepted``, then the
+    call was refused and the answer thrown away. It is now refused from its ``tool.start``."""
+    from app.devtools.script import Finish, Gate, ToolArgs, ToolCall, Usage
+
+    write_agent(deploy, "one", agent("ONESHOT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "city_datetime", {"city": "Paris"}),
+                     [ToolCall(0, "f1", "confirm_dialog"), ToolArgs(0, orjson.dumps(QUESTION).decode()),
+                      Gate("turn-end"), Usage(5, 5), Finish("tool_calls")])
+    events: list[dict[str, Any]] = []
+    answers: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "one", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start" and event["toolName"] == "confirm_dialog":
+                answers.append(await _submit(client, gw, event["runId"], event["toolId"], {"selected": "Rome"}))
+                upstream.release("turn-end")
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    start = [e for e in of_type(events, "tool.start") if e["toolName"] == "confirm_dialog"][0]
+    assert "toolType" not in start and "toolKey" not in start and "toolTimeout" not in start
+    assert answers[0]["accepted"] is False and answers[0]["status"] == "unmatched"
+    refusal = [e for e in of_type(events, "tool.result") if e["toolId"] == start["toolId"]][0]["result"]
+    assert refusal["ok"] is False and "request.submit" not in types(events)
+    assert types(events)[-1] == "run.complete"
