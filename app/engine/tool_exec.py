@@ -144,6 +144,37 @@ def refuse_call(ctx: RunContext, call: ToolCall, message: str) -> None:
     })
 
 
+def settle_unanswered(ctx: RunContext, message: str) -> None:
+    """A run that ends (cancelled, a budget, an error) while calls of its own have no result gives
+    each its error result: every ``tool.start`` gets its ``tool.result`` and the chat's history
+    pairs every call with a result (SPEC §6, §8), instead of a call (a frontend form, say) that
+    looks as if it were still waiting."""
+    unanswered: list[dict[str, Any]] = []
+    for recorded in ctx.messages:
+        if recorded.get("role") == "assistant" and recorded.get("tool_calls"):
+            unanswered.append(recorded)
+        elif recorded.get("role") == "tool":
+            event_id = recorded.get("_toolId") or recorded.get("_actionId")
+            answered = next((c for c in unanswered if (c.get("_toolId") or c.get("_actionId")) == event_id), None)
+            if answered is not None:
+                unanswered.remove(answered)
+    result = error_result(message)
+    for recorded in unanswered:
+        [tool_call] = recorded["tool_calls"]
+        id_key = "_actionId" if "_actionId" in recorded else "_toolId"
+        event_id = recorded[id_key]
+        if recorded.get("_toolKind") == "action":
+            ctx.emit(ev.ActionResult(action_id=event_id, result=result, run_id=ctx.run_id))
+        else:
+            ctx.emit(ev.ToolResult(tool_id=event_id, result=result, run_id=ctx.run_id))
+        ended = now_ms()
+        ctx.record({
+            "role": "tool", "name": tool_call["function"]["name"], "tool_call_id": tool_call["id"],
+            "content": [{"type": "text", "text": result_text(result)}], "ts": ended, id_key: event_id,
+            "_timing": {"startedAt": ended, "endedAt": ended},
+        })
+
+
 async def _dispatch(ctx: RunContext, call: ToolCall, args: dict[str, Any], engine_tools: Mapping[str, EngineTool]) -> Any:
     if call.tool is None:
         if call.name in engine_tools:

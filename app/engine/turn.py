@@ -388,6 +388,7 @@ async def _stream_turn(
                 result.finish_reason = delta.reason
     except BaseException as exc:  # cancelled or failed mid-stream: keep what the client already saw
         blocks.close()
+        _end_calls(ctx, ordered)  # and close what it saw open: the run's end gives each call its result
         result.calls = ordered
         ctx.last_call_tokens = prompt_tokens + completion_tokens
         if ctx.last_call_tokens:  # reported before the failure: the run's usage says so, as the ledger does
@@ -401,9 +402,7 @@ async def _stream_turn(
     finally:
         await stream.aclose()
     blocks.close()
-    for call in ordered:
-        ctx.emit(ev.ActionEnd(action_id=call.event_id, run_id=ctx.run_id) if call.is_action
-                 else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
+    _end_calls(ctx, ordered)
     ctx.add_usage(model, prompt_tokens, completion_tokens)
     ctx.last_call_tokens = prompt_tokens + completion_tokens
     result.prompt_tokens, result.completion_tokens = prompt_tokens, completion_tokens
@@ -412,6 +411,12 @@ async def _stream_turn(
     _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, None,
                reasoning_tokens=reasoning_tokens)
     return result
+
+
+def _end_calls(ctx: RunContext, calls: list[ToolCall]) -> None:
+    for call in calls:
+        ctx.emit(ev.ActionEnd(action_id=call.event_id, run_id=ctx.run_id) if call.is_action
+                 else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
 
 
 def _too_large(limits: LlmSettings) -> UpstreamTooLarge:

@@ -17,7 +17,7 @@ import orjson
 
 from app.devtools import FakeUpstream
 from app.devtools.script import Step, text_script
-from tests.engine.helpers import call, first, of_type, tool_message
+from tests.engine.helpers import call, chat_lines, first, of_type, step_messages, tool_message
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
 from tests.support.sse import collect, stream_events, types
@@ -397,3 +397,41 @@ async def test_a_frontend_call_in_a_turn_that_may_call_no_tool_is_never_offered_
     refusal = [e for e in of_type(events, "tool.result") if e["toolId"] == start["toolId"]][0]["result"]
     assert refusal["ok"] is False and "request.submit" not in types(events)
     assert types(events)[-1] == "run.complete"
+
+
+async def test_a_run_interrupted_while_a_frontend_tool_waits_gives_that_call_its_result(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A run cancelled during a frontend wait ended with the call's ``tool.start`` … ``tool.end``
+    and no ``tool.result``, and its chat file held the call without a result line: rebuilt from
+    history the form looked as if it were still waiting for an answer that could never land. The
+    run's end now gives every unanswered call an error result, live and in the chat file."""
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["never"]))
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.end":
+                run = {"runId": event["runId"]}
+                while (await client.get(f"{gw.url}/api/ap/run", params=run)).json()["data"]["status"] != "waiting":
+                    await asyncio.sleep(0.01)
+                assert (await client.post(f"{gw.url}/api/ap/interrupt", json=run)).json()["data"]["cancelled"]
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    kinds = types(events)
+    assert kinds[-2:] == ["tool.result", "run.cancel"]
+    start, result = first(events, "tool.start"), first(events, "tool.result")
+    assert result["toolId"] == start["toolId"] and result["result"]["ok"] is False
+    assert "cancelled" in result["result"]["error"]
+    lines = chat_lines(deploy, events[0]["chatId"])
+    messages = step_messages(lines)
+    calls = [m["tool_calls"][0]["id"] for m in messages if m.get("tool_calls")]
+    answers = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    assert calls == answers == ["c1"]
+    history = (await client.get(f"{gw.url}/api/ap/chat", params={"chatId": events[0]["chatId"]})).json()["data"]
+    assert [e["type"] for e in history["events"]][-2:] == ["tool.result", "run.cancel"]
+    late = await _submit(client, gw, start["runId"], start["toolId"], {"selected": "Rome"})
+    assert late["status"] == "expired"
