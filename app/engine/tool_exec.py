@@ -93,7 +93,7 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
         ctx.emit(ev.ActionResult(action_id=call.event_id, result=result, run_id=ctx.run_id))
     else:
         ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result, run_id=ctx.run_id))
-    id_key = "_actionId" if call.is_action or call.name in ctx.services.settings.memory.chat.action_tools else "_toolId"
+    id_key = _memory_id_key(ctx, call)
     ended = now_ms()
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
@@ -119,6 +119,12 @@ async def execute_calls(ctx: RunContext, calls: list[ToolCall], engine_tools: Ma
 NOT_OFFERED = "no tool may be called at this point of the run; the call was not run"
 
 
+def _memory_id_key(ctx: RunContext, call: ToolCall) -> str:
+    """The id field of a call's result message: the same as its call message's (SPEC §8; a tool
+    listed in ``memory.chat.action-tools`` is kept as an action), so history pairs the two."""
+    return "_actionId" if call.is_action or call.name in ctx.services.settings.memory.chat.action_tools else "_toolId"
+
+
 def refuse_unoffered(ctx: RunContext, calls: list[ToolCall]) -> None:
     """Answer the calls of a turn that asked for none: every ``tool.start`` gets its result, a
     frontend call's wait is closed, and the chat's history pairs each call with a result."""
@@ -139,7 +145,7 @@ def refuse_call(ctx: RunContext, call: ToolCall, message: str) -> None:
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
         "content": [{"type": "text", "text": result_text(result)}], "ts": ended,
-        ("_actionId" if call.is_action else "_toolId"): call.event_id,
+        _memory_id_key(ctx, call): call.event_id,
         "_timing": {"startedAt": ended, "endedAt": ended},  # SPEC §20: refused at once
     })
 
