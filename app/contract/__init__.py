@@ -6,6 +6,7 @@
 * ``envelope`` — the JSON envelope ``{code, msg, data}`` of every JSON answer;
 * ``bodies`` — the request bodies (query, submit) that HTTP and the sidecar both accept;
 * ``runs`` — a run's typed outcome and status.
+* ``nesting`` — how deep JSON from outside may nest (``MAX_JSON_DEPTH``) and its iterative count.
 
 Nothing here imports from another package of ``app`` except ``app.errors``.
 """

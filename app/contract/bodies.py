@@ -6,6 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.contract.nesting import depth_problem, too_deep
+
+
+def _shallow(value: Any) -> Any:
+    """Free-form JSON from the client, refused when it nests too deep to be written back out."""
+    if too_deep(value):
+        raise ValueError(depth_problem())
+    return value
+
 
 class QueryRequest(BaseModel):
     """The body of ``POST /api/ap/query`` (SPEC §4)."""
@@ -31,6 +40,11 @@ class QueryRequest(BaseModel):
             raise ValueError("message must not be empty")
         return value
 
+    @field_validator("references", "params", "scene")
+    @classmethod
+    def _free_json(cls, value: Any) -> Any:
+        return _shallow(value)
+
     @field_validator("role")
     @classmethod
     def _role(cls, value: str) -> str:
@@ -52,3 +66,8 @@ class SubmitRequest(BaseModel):
     runId: str = Field(min_length=1, max_length=128)
     toolId: str = Field(min_length=1, max_length=128)
     params: Any = None
+
+    @field_validator("params")
+    @classmethod
+    def _free_json(cls, value: Any) -> Any:
+        return _shallow(value)

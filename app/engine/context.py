@@ -94,6 +94,34 @@ class Plan:
         return next((task for task in self.tasks if task.task_id == task_id), None)
 
 
+class RunDeadline:
+    """The run's ``runTimeoutMs`` (SPEC §5), paused while a frontend tool waits for the user
+    (docs/DECISIONS.md: the budget bounds the run minus that wait). Waits may overlap (parallel
+    graph branches): the clock stops at the first and starts again, with the time that was left,
+    when the last one ends."""
+
+    __slots__ = ("_timeout", "_waits", "_left")
+
+    def __init__(self, timeout: asyncio.Timeout) -> None:
+        self._timeout = timeout
+        self._waits = 0
+        self._left: float | None = None
+
+    def pause(self) -> None:
+        self._waits += 1
+        when = self._timeout.when()
+        if self._waits == 1 and when is not None and not self._timeout.expired():
+            self._left = max(0.0, when - asyncio.get_running_loop().time())
+            self._timeout.reschedule(None)
+
+    def resume(self) -> None:
+        self._waits -= 1
+        if self._waits == 0 and self._left is not None:
+            left, self._left = self._left, None
+            if not self._timeout.expired():  # an expiring deadline cannot be changed (nor needs to be)
+                self._timeout.reschedule(asyncio.get_running_loop().time() + left)
+
+
 @dataclass(slots=True)
 class RunContext:
     """Everything one run owns. Nothing here is shared with another run."""
@@ -130,8 +158,8 @@ class RunContext:
     to_disclose: list[str] = field(default_factory=list)
     plan: Plan | None = None
     plan_dirty: bool = False
-    #: the run's deadline; frontend waits push it back by the time they waited
-    deadline: asyncio.Timeout | None = None
+    #: the run's deadline, paused while a frontend tool waits
+    deadline: RunDeadline | None = None
     final_text: str = ""
     #: prompt + completion tokens of the last model call (for the token limits)
     last_call_tokens: int = 0

@@ -21,7 +21,7 @@ async def run_oneshot(ctx: RunContext) -> str:
     if turn.calls:
         await execute_calls(ctx, turn.calls, {})
         await flush_step(ctx, system)
-        turn = await model_turn(ctx, stage, system, tools, tool_choice="none")
+        turn = await model_turn(ctx, stage, system, tools, tool_choice="none", no_calls=True)
         refuse_unoffered(ctx, turn.calls)
     await end_step(ctx, system)
     ctx.final_text = turn.content

@@ -145,7 +145,8 @@ async def _plan_stage(ctx: RunContext) -> None:
     system = system_prompt(ctx.agent, stage, tools)
     engine = _engine_tools(stage)
     if stage.deep_thinking:
-        draft = await model_turn(ctx, stage, system, tools, tool_choice="none", reasoning_enabled=True)  # agent-plan-draft
+        draft = await model_turn(ctx, stage, system, tools, tool_choice="none", reasoning_enabled=True,  # agent-plan-draft
+                                 no_calls=True)
         refuse_unoffered(ctx, draft.calls)
         await flush_step(ctx, system)
         tools = [tool for tool in tools if tool.name == ADD_TASKS]
@@ -237,7 +238,7 @@ async def _summary_stage(ctx: RunContext) -> str:
     if turn.calls:
         await execute_calls(ctx, turn.calls, _engine_tools(stage))
         await flush_step(ctx, system)
-        turn = await model_turn(ctx, stage, system, tools, tool_choice="none")
+        turn = await model_turn(ctx, stage, system, tools, tool_choice="none", no_calls=True)
         refuse_unoffered(ctx, turn.calls)
     await end_step(ctx, system)
     ctx.final_text = turn.content

@@ -25,13 +25,14 @@ from app.contract import events as ev
 from app.contract.bodies import QueryRequest
 from app.contract.events import now_ms
 from app.contract.runs import RunOutcome
-from app.engine.context import RunContext, RunServices
+from app.engine.context import RunContext, RunDeadline, RunServices
 from app.engine.graph import run_graph
 from app.engine.ids import msg_id
 from app.engine.oneshot import run_oneshot
 from app.engine.plan_execute import run_plan_execute, settle_open_task
 from app.engine.react import run_react
 from app.engine.steps import step_line
+from app.engine.tool_exec import settle_unanswered
 from app.errors import BudgetExceeded, GatewayError, UpstreamError
 from app.files.references import attach_references
 from app.memory.lines import chat_name
@@ -128,7 +129,7 @@ class RunExecution:
         ctx.record(attachments.user_message(query.role, query.message, now_ms()))
         try:
             async with asyncio.timeout(run.agent.budget.run_timeout_ms / 1000) as deadline:
-                ctx.deadline = deadline
+                ctx.deadline = RunDeadline(deadline)
                 try:
                     attachments.check()  # an unknown reference ends the run here
                     finish = await MODES[run.agent.mode](ctx)
@@ -171,6 +172,8 @@ class RunExecution:
         if error_body is not None:
             line["error"] = error_body
         if status != "complete":
+            ended = "was cancelled" if error_body is None else f"ended ({error_body['code']})"
+            settle_unanswered(ctx, f"the run {ended} before this call finished")
             settle_open_task(ctx, "failed" if status == "error" else "canceled", error_body)
         system = ctx.step_system if ctx.step_system is not None else ctx.last_system or ""
         step = step_line(ctx, system)

@@ -15,7 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app.errors import ForbiddenError
+from app.contract.nesting import depth_problem, too_deep
+from app.errors import ForbiddenError, RequestError
 
 SubmitStatus = Literal["accepted", "unmatched", "expired"]
 
@@ -49,6 +50,13 @@ class PendingSubmit:
     def as_pending_tool(self) -> dict[str, Any]:
         return {"toolId": self.tool_id, "toolName": self.tool_name, "toolType": self.tool_type,
                 "toolKey": self.tool_key, "expiresAt": self.expires_at}
+
+
+def check_params(params: Any) -> None:
+    """An answer is refused (400) before it reaches a run when it nests too deep to be written
+    back out: the run would emit it in ``request.submit`` and ``tool.result`` and cut every stream."""
+    if too_deep(params):
+        raise RequestError(f"params: {depth_problem()}")
 
 
 class SubmitRegistry:
@@ -96,6 +104,7 @@ class SubmitRegistry:
             self.close(pending, reason)
 
     def submit(self, run_id: str, tool_id: str, params: Any, owner: str) -> SubmitOutcome:
+        check_params(params)  # every edge comes here: HTTP, the sidecar, AG-UI, another instance
         key = (run_id, tool_id)
         pending = self._pending.get(key)
         if pending is None:

@@ -18,6 +18,7 @@ from app.catalog.definitions import ToolKind
 from app.contract import events as ev
 from app.engine.context import RunContext
 from app.contract.events import now_ms
+from app.contract.nesting import MAX_JSON_DEPTH, depth_problem, nesting_depth, too_deep
 from app.engine.prompts import skill_disclosure
 from app.engine.turn import ToolCall
 from app.errors import BudgetExceeded, GatewayError, ToolError
@@ -33,7 +34,7 @@ EngineTool = Callable[[dict[str, Any], RunContext], Awaitable[Any]]
 
 SKILL_TOOL = "_skill_run_script_"
 #: deepest object/array nesting accepted in a tool call's arguments (deeper is a tool error result)
-MAX_ARGUMENT_DEPTH = 64
+MAX_ARGUMENT_DEPTH = MAX_JSON_DEPTH
 
 
 def error_result(message: str) -> dict[str, Any]:
@@ -45,26 +46,6 @@ def result_text(result: Any) -> str:
     if isinstance(result, str):
         return result
     return orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def nesting_depth(value: Any, limit: int) -> int:
-    """How deep ``value`` nests objects/arrays (a scalar is 0), counted iteratively; stops past ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth) for child in children)
-    return deepest
 
 
 def _parse_arguments(call: ToolCall) -> dict[str, Any]:
@@ -96,8 +77,12 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
     try:
         args = _parse_arguments(call)
         args = resolve_templates(args, ctx.results_by_tool)
+        if too_deep(args):  # a template took a deep value out of a result's JSON text
+            raise ToolError(f"the arguments of {call.name}, their templates resolved, are {depth_problem()}")
         with tool_call_span(call.name, call.call_id):  # SPEC §19: one span per tool call
             result = await _dispatch(ctx, call, args, engine_tools)
+        if too_deep(result):  # an HTTP or MCP tool's body: no event or chat line could carry it
+            raise ToolError(f"the result of {call.name} is {depth_problem()}")
     except ToolError as exc:
         result = error_result(exc.message)
         if call.kind is ToolKind.FRONTEND:  # failed before (or while) waiting: a submit now goes nowhere
@@ -108,7 +93,7 @@ async def execute_call(ctx: RunContext, call: ToolCall, engine_tools: Mapping[st
         ctx.emit(ev.ActionResult(action_id=call.event_id, result=result, run_id=ctx.run_id))
     else:
         ctx.emit(ev.ToolResult(tool_id=call.event_id, result=result, run_id=ctx.run_id))
-    id_key = "_actionId" if call.is_action or call.name in ctx.services.settings.memory.chat.action_tools else "_toolId"
+    id_key = _memory_id_key(ctx, call)
     ended = now_ms()
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
@@ -134,6 +119,12 @@ async def execute_calls(ctx: RunContext, calls: list[ToolCall], engine_tools: Ma
 NOT_OFFERED = "no tool may be called at this point of the run; the call was not run"
 
 
+def _memory_id_key(ctx: RunContext, call: ToolCall) -> str:
+    """The id field of a call's result message: the same as its call message's (SPEC §8; a tool
+    listed in ``memory.chat.action-tools`` is kept as an action), so history pairs the two."""
+    return "_actionId" if call.is_action or call.name in ctx.services.settings.memory.chat.action_tools else "_toolId"
+
+
 def refuse_unoffered(ctx: RunContext, calls: list[ToolCall]) -> None:
     """Answer the calls of a turn that asked for none: every ``tool.start`` gets its result, a
     frontend call's wait is closed, and the chat's history pairs each call with a result."""
@@ -154,9 +145,40 @@ def refuse_call(ctx: RunContext, call: ToolCall, message: str) -> None:
     ctx.record({
         "role": "tool", "name": call.name, "tool_call_id": call.call_id,
         "content": [{"type": "text", "text": result_text(result)}], "ts": ended,
-        ("_actionId" if call.is_action else "_toolId"): call.event_id,
+        _memory_id_key(ctx, call): call.event_id,
         "_timing": {"startedAt": ended, "endedAt": ended},  # SPEC §20: refused at once
     })
+
+
+def settle_unanswered(ctx: RunContext, message: str) -> None:
+    """A run that ends (cancelled, a budget, an error) while calls of its own have no result gives
+    each its error result: every ``tool.start`` gets its ``tool.result`` and the chat's history
+    pairs every call with a result (SPEC §6, §8), instead of a call (a frontend form, say) that
+    looks as if it were still waiting."""
+    unanswered: list[dict[str, Any]] = []
+    for recorded in ctx.messages:
+        if recorded.get("role") == "assistant" and recorded.get("tool_calls"):
+            unanswered.append(recorded)
+        elif recorded.get("role") == "tool":
+            event_id = recorded.get("_toolId") or recorded.get("_actionId")
+            answered = next((c for c in unanswered if (c.get("_toolId") or c.get("_actionId")) == event_id), None)
+            if answered is not None:
+                unanswered.remove(answered)
+    result = error_result(message)
+    for recorded in unanswered:
+        [tool_call] = recorded["tool_calls"]
+        id_key = "_actionId" if "_actionId" in recorded else "_toolId"
+        event_id = recorded[id_key]
+        if recorded.get("_toolKind") == "action":
+            ctx.emit(ev.ActionResult(action_id=event_id, result=result, run_id=ctx.run_id))
+        else:
+            ctx.emit(ev.ToolResult(tool_id=event_id, result=result, run_id=ctx.run_id))
+        ended = now_ms()
+        ctx.record({
+            "role": "tool", "name": tool_call["function"]["name"], "tool_call_id": tool_call["id"],
+            "content": [{"type": "text", "text": result_text(result)}], "ts": ended, id_key: event_id,
+            "_timing": {"startedAt": ended, "endedAt": ended},
+        })
 
 
 async def _dispatch(ctx: RunContext, call: ToolCall, args: dict[str, Any], engine_tools: Mapping[str, EngineTool]) -> Any:
@@ -215,8 +237,8 @@ async def _wait_for_submit(ctx: RunContext, call: ToolCall) -> Any:
     timeout_ms = services.settings.agent.tools.frontend.submit_timeout_ms
     pending = services.submits.open(ctx.run_id, call.event_id, ctx.owner)
     pending.expires_at = now_ms() + timeout_ms  # the wait's clock starts now
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    if ctx.deadline is not None:
+        ctx.deadline.pause()  # the user's time does not count against runTimeoutMs
     try:
         try:
             async with asyncio.timeout(timeout_ms / 1000):
@@ -226,9 +248,8 @@ async def _wait_for_submit(ctx: RunContext, call: ToolCall) -> Any:
             return error_result(f"the user did not answer within {timeout_ms} ms (frontend tool timed out)")
     finally:
         services.submits.close(pending, "closed")
-        if ctx.deadline is not None and ctx.deadline.when() is not None:
-            waited = loop.time() - started
-            ctx.deadline.reschedule(ctx.deadline.when() + waited)  # type: ignore[operator]
+        if ctx.deadline is not None:
+            ctx.deadline.resume()
     ctx.emit(ev.RequestSubmit(request_id=ctx.request_id, chat_id=ctx.chat_id, run_id=ctx.run_id,
                               tool_id=call.event_id, payload=params))
     await services.chats.append(ctx.chat_id, {

@@ -184,11 +184,14 @@ async def model_turn(
     reasoning_enabled: bool | None = None,
     allowed_tools: list[str] | None = None,
     one_call: bool = False,
+    no_calls: bool = False,
 ) -> TurnResult:
     """Call the stage's model once, streaming every delta out as an event the moment it arrives.
 
     ``one_call``: the engine runs only the turn's first call (REACT, SPEC §5) and refuses the
-    others; they are ``refused`` from their start, so a frontend one is never offered to a client."""
+    others; they are ``refused`` from their start, so a frontend one is never offered to a client.
+    ``no_calls``: the engine runs none of them (a turn that offered no tool, ``refuse_unoffered``):
+    every call is ``refused`` from its start."""
     budget = ctx.agent.budget.model
     if ctx.usage.model_calls >= budget.max_calls:
         raise BudgetExceeded(f"model call budget of {budget.max_calls} calls exhausted", budget="model_calls")
@@ -243,7 +246,8 @@ async def model_turn(
                 try:
                     with model_call_span(request) as call_span:  # SPEC §19: one span per model call
                         result = await _stream_turn(ctx, request, by_name, member,
-                                                    group.key if group.group is not None else None, one_call)
+                                                    group.key if group.group is not None else None, one_call,
+                                                    no_calls)
                         call_span.response(finish_reason=result.finish_reason, input_tokens=result.prompt_tokens,
                                            output_tokens=result.completion_tokens)
                 except BaseException:  # failed or cancelled: the tokens it reported were used all the same
@@ -302,7 +306,7 @@ class _Forwarded(Exception):
 
 async def _stream_turn(
     ctx: RunContext, request: ChatRequest, tools: dict[str, ToolDefinition], model: ModelDefinition,
-    group_key: str | None = None, one_call: bool = False,
+    group_key: str | None = None, one_call: bool = False, no_calls: bool = False,
 ) -> TurnResult:
     result = TurnResult(msg_id=msg_id())
     blocks = _Blocks(ctx)
@@ -345,7 +349,7 @@ async def _stream_turn(
                 # the earlier one keeps its place, its end and its result
                 if delta.call_id in call_ids:
                     delta = ToolCallStart(delta.index, "", delta.name)  # an id used twice: a unique one
-                calls[delta.index] = begun = _start_call(ctx, tools, delta, one_call and bool(ordered))
+                calls[delta.index] = begun = _start_call(ctx, tools, delta, no_calls or (one_call and bool(ordered)))
                 ordered.append(begun)
                 call_ids.add(begun.call_id)
             elif isinstance(delta, ToolCallArgs):
@@ -356,7 +360,8 @@ async def _stream_turn(
                 if call is None:  # fragment before its start: adopt it under a generated id
                     if len(ordered) >= limits.max_response_tool_calls:
                         raise _too_large(limits)
-                    call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""), one_call and bool(ordered))
+                    call = _start_call(ctx, tools, ToolCallStart(delta.index, "", ""),
+                                       no_calls or (one_call and bool(ordered)))
                     calls[delta.index] = call
                     ordered.append(call)
                     call_ids.add(call.call_id)
@@ -383,6 +388,7 @@ async def _stream_turn(
                 result.finish_reason = delta.reason
     except BaseException as exc:  # cancelled or failed mid-stream: keep what the client already saw
         blocks.close()
+        _end_calls(ctx, ordered)  # and close what it saw open: the run's end gives each call its result
         result.calls = ordered
         ctx.last_call_tokens = prompt_tokens + completion_tokens
         if ctx.last_call_tokens:  # reported before the failure: the run's usage says so, as the ledger does
@@ -396,9 +402,7 @@ async def _stream_turn(
     finally:
         await stream.aclose()
     blocks.close()
-    for call in ordered:
-        ctx.emit(ev.ActionEnd(action_id=call.event_id, run_id=ctx.run_id) if call.is_action
-                 else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
+    _end_calls(ctx, ordered)
     ctx.add_usage(model, prompt_tokens, completion_tokens)
     ctx.last_call_tokens = prompt_tokens + completion_tokens
     result.prompt_tokens, result.completion_tokens = prompt_tokens, completion_tokens
@@ -407,6 +411,12 @@ async def _stream_turn(
     _to_ledger(ctx, model, group_key, started, first_delta_at, prompt_tokens, completion_tokens, None,
                reasoning_tokens=reasoning_tokens)
     return result
+
+
+def _end_calls(ctx: RunContext, calls: list[ToolCall]) -> None:
+    for call in calls:
+        ctx.emit(ev.ActionEnd(action_id=call.event_id, run_id=ctx.run_id) if call.is_action
+                 else ev.ToolEnd(tool_id=call.event_id, run_id=ctx.run_id))
 
 
 def _too_large(limits: LlmSettings) -> UpstreamTooLarge:

@@ -45,7 +45,7 @@ from app.engine.context import RunServices
 from app.engine.ids import new_chat_id as generate_chat_id
 from app.engine.ids import new_run_id
 from app.engine.runner import RunExecution
-from app.engine.submits import SubmitOutcome
+from app.engine.submits import SubmitOutcome, check_params
 from app.errors import ForbiddenError, NotFoundError, RequestError, RunLimitExceeded, ServiceUnavailable
 from app.paths import check_key
 from app.runs.log import LogEvent, MemoryRunLog, RunLog
@@ -449,6 +449,7 @@ class RunService:
 
         ``run_id`` comes from the client and names Redis keys in a cluster: a bare key or a 400."""
         check_key(run_id, "runId")
+        check_params(params)  # before it travels to another instance
         if self._directory is None or run_id in self._runs or self._services.submits.pending_for(run_id):
             return self.submit(run_id, tool_id, params, owner)
         remote = await self._directory.locate(run_id)

@@ -64,7 +64,7 @@ async def call_http_tool(tool: ToolDefinition, args: dict[str, Any], ctx: ToolCo
     if "json" in content_type or text.lstrip().startswith(("{", "[")):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the interpreter's recursion limit: text too
             logger.debug("tool %s: body is not valid JSON; returning it as text", tool.name)
     return text
 

@@ -108,7 +108,7 @@ def _lookup(value: Any, path: str) -> Any:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the interpreter's limit
             return _MISSING
     for part in path.split("."):
         if isinstance(value, Mapping):

@@ -242,3 +242,23 @@ async def test_a_run_waiting_for_the_client_holds_its_slot_so_the_next_thread_is
     assert "concurrent-runs" in refused.json()["msg"]
     # answering is never capped: the waiting run completes and frees its slot
     assert kinds(await collect_agui(client, url, answer_input("thread-slot", first, "{}")))[-1] == "RUN_FINISHED"
+
+
+async def test_attack_a_tool_answer_nested_too_deep_to_encode_is_refused_and_the_run_keeps_waiting(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """An AG-UI tool message is parsed as JSON and submitted: nested 300 deep (orjson reads 1024
+    levels, writes 254) it was accepted, then the event carrying it could not be encoded — the
+    continuation's stream broke and the run ended with it. It is refused with a 400 and the run
+    still waits for a proper answer."""
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["You chose ", "Rome."]))
+    url = f"{gw.url}/ag-ui/confirm"
+    first = await collect_agui(client, url, user_input("thread-deep", "trip"))
+    run_id = first[3].event["runId"]
+    deep = await client.post(url, json=answer_input("thread-deep", first, "[" * 300 + "]" * 300))
+    assert deep.status_code == 400 and "nested deeper" in deep.json()["msg"], deep.text
+    assert (await _run_status(client, gw, run_id))["status"] == "waiting"
+    second = await collect_agui(client, url, answer_input("thread-deep", first, orjson.dumps(ANSWER).decode()))
+    assert kinds(second)[-1] == "RUN_FINISHED" and second[1].event["payload"] == ANSWER

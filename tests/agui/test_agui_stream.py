@@ -291,7 +291,8 @@ async def test_client_disconnect_mid_stream_cancels_the_run(
 async def test_interrupt_mid_tool_call_closes_it_and_finishes_cancelled(
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
-    """AG-UI refuses RUN_FINISHED with a tool call open: the cut call is closed first."""
+    """AG-UI refuses RUN_FINISHED with a tool call open: the cut call is closed first, and (as
+    every call of a run that ends) gets its error result."""
     write_agent(deploy, "weather", agent("REACT", tools=WEATHER))
     gw = start_gateway()
     upstream.enqueue([ToolCall(0, "c1", "mock_city_weather"), ToolArgs(0, '{"city": '), Gate("never"),
@@ -307,8 +308,10 @@ async def test_interrupt_mid_tool_call_closes_it_and_finishes_cancelled(
                 assert response.json()["data"] == {"cancelled": True}
 
     await asyncio.wait_for(consume(), timeout=HANG)
-    assert kinds(events) == [*OPENING, "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "RUN_FINISHED"]
-    assert events[-2].tool_call_id == "c1"
+    assert kinds(events) == [*OPENING, "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "TOOL_CALL_RESULT",
+                             "RUN_FINISHED"]
+    assert events[-3].tool_call_id == events[-2].tool_call_id == "c1"
+    assert "cancelled" in events[-2].content
     assert events[-1].outcome.type == "cancelled"
 
 

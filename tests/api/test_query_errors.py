@@ -45,6 +45,31 @@ async def test_query_rejects_bad_input(
     assert upstream.requests == []  # nothing reached the model
 
 
+#: deeper than orjson writes (254 levels) though it reads it (1024)
+TOO_DEEP = 300
+
+
+@pytest.mark.parametrize("field", ["params", "scene", "references"])
+async def test_attack_a_query_nested_too_deep_to_encode_is_refused_before_any_run(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    field: str,
+) -> None:
+    """Free-form JSON nested deeper than orjson can write used to be accepted: ``request.query``
+    carrying it cut the SSE stream mid-run (no terminal event) and the query line never reached
+    the chat file. It is refused at the edge, before any run starts."""
+    write_agent(deploy, "plain", agent("ONESHOT"))
+    gw = start_gateway()
+    inner = b"[" * TOO_DEEP + b"]" * TOO_DEEP
+    value = b'{"a":' + inner + b"}" if field == "params" else inner
+    body = b'{"agentKey":"plain","message":"hi","' + field.encode() + b'":' + value + b"}"
+    response = await client.post(f"{gw.url}/api/ap/query", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    envelope = response.json()
+    assert envelope["code"] > 0 and field in envelope["msg"] and "nested deeper" in envelope["msg"]
+    assert upstream.requests == []
+    assert (await client.get(f"{gw.url}/api/ap/chats")).json()["data"] == []
+
+
 async def test_query_rejects_oversize_body(
     deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -510,6 +512,47 @@ async def test_tool_call_budget_exceeded(
                      tool_call_script("c2", "city_datetime", ['{"city":"Rome"}']), text_script(["never"]))
     events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "tight", "message": "x"})
     assert events[-1]["type"] == "run.error" and events[-1]["error"]["code"] == "budget_tool_calls"
+
+
+async def test_a_tool_result_nested_too_deep_to_encode_is_an_error_result_and_the_run_goes_on(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """An HTTP tool's body nested 300 deep (orjson reads 1024 levels, writes 254) became the
+    result: ``tool.result`` could not be framed, the SSE stream was cut with no terminal event and
+    the chat's step line was refused. It is now an error result the model sees, like any failure."""
+    class Deep(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b"[" * 300 + b"]" * 300
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        (deploy / "tools" / "deep.backend").write_bytes(orjson.dumps({"tools": [{
+            "type": "function", "name": "deep_tool", "description": "nests", "parameters": {"type": "object"},
+            "toolApi": f"http://127.0.0.1:{server.server_address[1]}/deep"}]}))
+        write_agent(deploy, "deep", agent("REACT", tools={"backends": ["deep_tool"], "frontends": [], "actions": []}))
+        gw = start_gateway()
+        upstream.enqueue(tool_call_script("c1", "deep_tool", ["{}"]), text_script(["told"]))
+        events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "deep", "message": "x"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert events[-1]["type"] == "run.complete", events[-1]
+    result = next(e["result"] for e in events if e["type"] == "tool.result")
+    assert result["ok"] is False and "nested deeper" in result["error"]
+    told = [m for m in upstream.requests[1].body["messages"] if m["role"] == "tool"]
+    assert orjson.loads(told[0]["content"]) == result
+    chat = (await client.get(f"{gw.url}/api/ap/chat", params={"chatId": events[0]["chatId"]})).json()["data"]
+    assert [e["type"] for e in chat["events"]][-1] == "run.complete"
 
 
 async def test_run_timeout_budget(

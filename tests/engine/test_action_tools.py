@@ -87,3 +87,22 @@ async def test_memory_action_tools_setting_records_action_ids(
         assert result_message["role"] == "tool" and result_message["_actionId"] == call_message["_actionId"]
     assert by_name["city_datetime"][0]["_actionId"] == "call_time"
     assert by_name["switch_theme"][0]["_actionId"].startswith("a_")
+
+
+async def test_a_refused_call_of_a_tool_kept_as_an_action_pairs_with_its_result_in_history(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """REACT refuses a second parallel call. Its call message was kept with ``_actionId`` (the tool
+    is in ``memory.chat.action-tools``) but its refusal with ``_toolId``: history showed an
+    ``action.snapshot`` answered by a ``tool.result`` of the same id."""
+    write_agent(deploy, "ui", agent("REACT", tools=ACTIONS))
+    gw = start_gateway({"memory": {"chat": {"action-tools": ["city_datetime"]}}})
+    upstream.enqueue(parallel_tool_calls_script([("c1", "city_datetime", ['{"city":"Paris"}']),
+                                                 ("c2", "city_datetime", ['{"city":"Rome"}'])]),
+                     text_script(["ok"]))
+    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "ui", "message": "x"})
+    assert events[-1]["type"] == "run.complete"
+    history = (await client.get(f"{gw.url}/api/ap/chat", params={"chatId": events[0]["chatId"]})).json()["data"]
+    assert [s["actionId"] for s in of_type(history["events"], "action.snapshot")] == ["c1", "c2"]
+    assert [r["actionId"] for r in of_type(history["events"], "action.result")] == ["c1", "c2"]
+    assert of_type(history["events"], "tool.result") == []

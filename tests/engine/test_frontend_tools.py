@@ -17,7 +17,7 @@ import orjson
 
 from app.devtools import FakeUpstream
 from app.devtools.script import Step, text_script
-from tests.engine.helpers import call, first, of_type, tool_message
+from tests.engine.helpers import call, chat_lines, first, of_type, step_messages, tool_message
 from tests.support.deployment import agent, make_deployment, write_agent
 from tests.support.server import GatewayServer
 from tests.support.sse import collect, stream_events, types
@@ -278,3 +278,160 @@ async def test_a_frontend_call_whose_arguments_are_broken_leaves_no_wait_open(
     assert seen["run"]["status"] == "running" and not seen["run"]["pendingTools"]
     assert seen["submit"]["accepted"] is False
     assert types(events)[-1] == "run.complete" and "request.submit" not in types(events)
+
+
+async def test_the_time_a_user_takes_to_answer_does_not_count_against_the_run_timeout(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """``runTimeoutMs`` bounds the run minus the frontend waits (docs/DECISIONS.md). The wait only
+    pushed the deadline back once it was over, so a user slower than the run's budget ended the run
+    mid-wait, and pushing back a deadline that had fired raised: ``run.error`` ``internal_error``.
+    The clock starts again after the answer: a model that then stalls ends in ``budget_run_timeout``."""
+    from app.devtools.script import Stall
+
+    budget = 1500  # the user answers after twice as long
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM, budget={"runTimeoutMs": budget}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["You chose Rome."]),
+                     call("c2", "confirm_dialog", QUESTION), [Stall()])
+    runs: list[list[dict[str, Any]]] = []
+    for _ in range(2):
+        events: list[dict[str, Any]] = []
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                await asyncio.sleep(2 * budget / 1000)
+                assert (await _submit(client, gw, event["runId"], event["toolId"], {"selected": "Rome"}))["accepted"]
+        runs.append(events)
+    answered, stalled = runs
+    assert types(answered)[-1] == "run.complete", answered[-1]
+    assert first(answered, "tool.result")["result"] == {"selected": "Rome"}
+    assert "request.submit" in types(stalled) and stalled[-1]["type"] == "run.error"
+    assert stalled[-1]["error"]["code"] == "budget_run_timeout"
+
+
+async def test_attack_an_answer_nested_too_deep_to_encode_is_refused_and_the_run_goes_on(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """orjson reads 1024 levels of nesting but writes only 254: an answer nested 300 deep was
+    accepted, then ``request.submit`` carrying it cut the SSE stream with no terminal event and
+    the chat file's writer refused its line. It is refused with a 400; the tool keeps waiting
+    for a proper answer."""
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["ok"]))
+    events: list[dict[str, Any]] = []
+    refused: list[httpx.Response] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                ids = orjson.dumps({"runId": event["runId"], "toolId": event["toolId"]})[:-1]
+                deep = ids + b',"params":' + b"[" * 300 + b"]" * 300 + b"}"
+                refused.append(await client.post(f"{gw.url}/api/ap/submit", content=deep,
+                                                 headers={"content-type": "application/json"}))
+                assert (await _submit(client, gw, event["runId"], event["toolId"], {"selected": "Rome"}))["accepted"]
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    assert refused[0].status_code == 400 and "nested deeper" in refused[0].json()["msg"]
+    assert types(events)[-1] == "run.complete"
+    assert first(events, "request.submit")["payload"] == {"selected": "Rome"}
+
+
+async def test_attack_a_template_cannot_carry_an_answer_nested_too_deep_into_an_action_event(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """An answer may be a string, and a template reads a string result as JSON: a string holding
+    JSON nested 300 deep passed the answer's depth check, then ``{{confirm_dialog.a}}`` put the
+    deep value into an action's arguments, ``action.param`` could not be framed and the stream was
+    cut. Arguments are checked again once their templates are resolved: an error result."""
+    write_agent(deploy, "confirm", agent("REACT", tools={**CONFIRM, "actions": ["switch_theme"]}))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), call("c2", "switch_theme", {"theme": "{{confirm_dialog.a}}"}),
+                     text_script(["ok"]))
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start":
+                answer = '{"a":' + "[" * 300 + "]" * 300 + "}"
+                assert (await _submit(client, gw, event["runId"], event["toolId"], answer))["accepted"]
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    assert types(events)[-1] == "run.complete"
+    assert "action.param" not in types(events)
+    result = first(events, "action.result")["result"]
+    assert result["ok"] is False and "nested deeper" in result["error"]
+
+
+async def test_a_frontend_call_in_a_turn_that_may_call_no_tool_is_never_offered_to_the_client(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """ONESHOT's second call (also the plan draft and the summary's second call) asks for no tool
+    call and refuses any it gets. A frontend call there was still announced with its viewport and
+    opened a wait: a client that answered while the turn streamed was told ``accepted``, then the
+    call was refused and the answer thrown away. It is now refused from its ``tool.start``."""
+    from app.devtools.script import Finish, Gate, ToolArgs, ToolCall, Usage
+
+    write_agent(deploy, "one", agent("ONESHOT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "city_datetime", {"city": "Paris"}),
+                     [ToolCall(0, "f1", "confirm_dialog"), ToolArgs(0, orjson.dumps(QUESTION).decode()),
+                      Gate("turn-end"), Usage(5, 5), Finish("tool_calls")])
+    events: list[dict[str, Any]] = []
+    answers: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "one", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.start" and event["toolName"] == "confirm_dialog":
+                answers.append(await _submit(client, gw, event["runId"], event["toolId"], {"selected": "Rome"}))
+                upstream.release("turn-end")
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    start = [e for e in of_type(events, "tool.start") if e["toolName"] == "confirm_dialog"][0]
+    assert "toolType" not in start and "toolKey" not in start and "toolTimeout" not in start
+    assert answers[0]["accepted"] is False and answers[0]["status"] == "unmatched"
+    refusal = [e for e in of_type(events, "tool.result") if e["toolId"] == start["toolId"]][0]["result"]
+    assert refusal["ok"] is False and "request.submit" not in types(events)
+    assert types(events)[-1] == "run.complete"
+
+
+async def test_a_run_interrupted_while_a_frontend_tool_waits_gives_that_call_its_result(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A run cancelled during a frontend wait ended with the call's ``tool.start`` … ``tool.end``
+    and no ``tool.result``, and its chat file held the call without a result line: rebuilt from
+    history the form looked as if it were still waiting for an answer that could never land. The
+    run's end now gives every unanswered call an error result, live and in the chat file."""
+    write_agent(deploy, "confirm", agent("REACT", tools=CONFIRM))
+    gw = start_gateway()
+    upstream.enqueue(call("c1", "confirm_dialog", QUESTION), text_script(["never"]))
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, f"{gw.url}/api/ap/query", {"agentKey": "confirm", "message": "x"}):
+            events.append(event)
+            if event["type"] == "tool.end":
+                run = {"runId": event["runId"]}
+                while (await client.get(f"{gw.url}/api/ap/run", params=run)).json()["data"]["status"] != "waiting":
+                    await asyncio.sleep(0.01)
+                assert (await client.post(f"{gw.url}/api/ap/interrupt", json=run)).json()["data"]["cancelled"]
+
+    await asyncio.wait_for(consume(), timeout=HANG)
+    kinds = types(events)
+    assert kinds[-2:] == ["tool.result", "run.cancel"]
+    start, result = first(events, "tool.start"), first(events, "tool.result")
+    assert result["toolId"] == start["toolId"] and result["result"]["ok"] is False
+    assert "cancelled" in result["result"]["error"]
+    lines = chat_lines(deploy, events[0]["chatId"])
+    messages = step_messages(lines)
+    calls = [m["tool_calls"][0]["id"] for m in messages if m.get("tool_calls")]
+    answers = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    assert calls == answers == ["c1"]
+    history = (await client.get(f"{gw.url}/api/ap/chat", params={"chatId": events[0]["chatId"]})).json()["data"]
+    assert [e["type"] for e in history["events"]][-2:] == ["tool.result", "run.cancel"]
+    late = await _submit(client, gw, start["runId"], start["toolId"], {"selected": "Rome"})
+    assert late["status"] == "expired"

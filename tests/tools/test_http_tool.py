@@ -49,6 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif self.path == "/deep":
+            self._send(200, "application/json", "[" * 5000 + "]" * 5000)
         elif self.path == "/fail":
             self._send(500, "text/plain", "boom " + "x" * 5000)
         elif self.path == "/slow":
@@ -104,6 +106,12 @@ async def test_json_response_is_parsed(server: _Server, make_ctx: Any) -> None:
 
 async def test_text_response_is_returned_as_text(server: _Server, make_ctx: Any) -> None:
     assert await call_http_tool(_tool(server.url + "/text"), {}, make_ctx()) == "plain 文本"
+
+
+async def test_a_body_nested_past_the_recursion_limit_is_returned_as_text(server: _Server, make_ctx: Any) -> None:
+    """``json.loads`` raised RecursionError on it, which no caller expected: the run ended as
+    ``internal_error`` instead of getting a result."""
+    assert await call_http_tool(_tool(server.url + "/deep"), {}, make_ctx()) == "[" * 5000 + "]" * 5000
 
 
 async def test_non_2xx_is_a_tool_error_with_a_bounded_excerpt(server: _Server, make_ctx: Any) -> None:

@@ -75,6 +75,15 @@ def test_unresolvable_templates_are_tool_errors(template: str, reason: str) -> N
     assert template in str(info.value)
 
 
+def test_attack_a_text_result_nested_past_the_recursion_limit_is_unresolvable_not_a_crash() -> None:
+    """A string result is read as JSON to look a field up; nested 5000 deep (a user's frontend
+    answer can be any string) ``json.loads`` raised RecursionError, which ended the run as
+    ``internal_error`` instead of giving the call an error result (SPEC §3.3)."""
+    results = {"confirm_dialog": "[" * 5000 + "]" * 5000}
+    with pytest.raises(ToolError, match="has no field"):
+        resolve_templates({"city": "{{confirm_dialog.a}}"}, results)
+
+
 def test_non_strings_pass_through() -> None:
     args = {"a": 1, "b": None, "c": [True, 2.5]}
     assert resolve_templates(args, {}) == args
