@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +22,7 @@ from app.tools.mocks import (
 )
 from app.tools.registry import ENGINE_TOOLS, builtin_tool_names, builtin_tools
 from app.tools.sensitive_data import detect, mock_sensitive_data_detector
+from tests.tools.conftest import REPO
 
 INSTANT = datetime(2026, 2, 13, 4, 5, 6, tzinfo=timezone.utc)
 
@@ -153,3 +157,26 @@ async def test_sensitive_detector_clean_text_and_aliases(make_ctx: Any) -> None:
     assert "id_card" not in {f["type"] for f in detect(f"id {wrong}")["findings"]}
     with pytest.raises(ToolError):
         await mock_sensitive_data_detector({}, ctx)
+
+
+def _detect_in_child(text_expression: str) -> dict[str, Any]:
+    """``detect`` of a large text, in a child process whose CPU limit (20 s, against a second or
+    two needed) only guards the suite from hanging on a regression: the check is that it ends."""
+    code = (
+        "import json, resource\n"
+        "resource.setrlimit(resource.RLIMIT_CPU, (20, 20))\n"
+        "from app.tools.sensitive_data import detect\n"
+        f"result = detect({text_expression})\n"
+        "print(json.dumps({'counts': result['counts'], 'findings': len(result['findings'])}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+def test_attack_text_of_percent_signs_makes_the_email_scan_quadratic() -> None:
+    """``%`` may appear in an e-mail's local part but was missing from the rule's look-behind, so
+    every ``%`` of a run started a scan to the run's end: 60 KB of them froze the gateway (every
+    request, ``/healthz`` too) for 11 s; this megabyte, about an hour."""
+    assert _detect_in_child("'%' * 1_000_000 + ' a%b@example.com'") == {"counts": {"邮箱": 1}, "findings": 1}
