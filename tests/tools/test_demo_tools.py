@@ -126,6 +126,19 @@ async def test_runbook_todo_transport(make_ctx: Any) -> None:
         await mock_transport_schedule({"date": "2026-03-01"}, ctx)
 
 
+async def test_transport_schedule_on_the_last_representable_day_is_a_tool_error(make_ctx: Any) -> None:
+    """Trips leaving on 9999-12-31 may arrive the next day: that was an OverflowError, which ended
+    the whole run with internal_error; now the model gets a tool error it can act on."""
+    ctx = make_ctx()
+    # the schedules drawn for these arguments have a trip arriving the next day
+    for kind, from_city, to_city in (("train", "a", "b"), ("flight", "上海", "广州")):
+        with pytest.raises(ToolError, match="'date' must be before 9999-12-31"):
+            await mock_transport_schedule({"type": kind, "fromCity": from_city, "toCity": to_city, "date": "9999-12-31"},
+                                          ctx)
+    first = await mock_transport_schedule({"type": "train", "fromCity": "上海", "toCity": "北京", "date": "0001-01-01"}, ctx)
+    assert first["date"] == "0001-01-01" and first["trips"]
+
+
 def _id_number(prefix17: str) -> str:
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
     total = sum(int(d) * w for d, w in zip(prefix17, weights, strict=True))
