@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.catalog._edge import MAX_DEFINITION_BYTES
 from app.catalog.agents import ENGINE_TOOLS, AgentRefs, parse_agent
 from app.catalog.definitions import AgentDefinition, ToolDefinition
 from app.catalog.mcp import WILDCARD, McpTools, split_mcp_name
@@ -321,6 +322,19 @@ def _check_new_key(key: str, agents_dir: Path, ctx: ToolContext) -> None:
             raise _exists_error(key, f"agents/{entry.name} is there")
 
 
+def _file_bytes(document: Mapping[str, Any]) -> bytes:
+    """The agent file's bytes; ``ToolError`` when the catalog would not read them.
+
+    The catalog rejects a definition file over ``MAX_DEFINITION_BYTES``: written all the same,
+    the agent would never go live while its key stayed taken (no second call may reuse it).
+    """
+    data = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    if len(data) > MAX_DEFINITION_BYTES:
+        raise ToolError(f"the agent file would be {len(data)} bytes, over the {MAX_DEFINITION_BYTES} bytes (1 MiB) "
+                        "the catalog reads from a definition file; shorten the prompts")
+    return data
+
+
 def _create_exclusively(path: Path, key: str, document: Mapping[str, Any]) -> None:
     """Write ``document`` to ``path`` atomically, failing if ``path`` exists (even a dangling link).
 
@@ -328,11 +342,11 @@ def _create_exclusively(path: Path, key: str, document: Mapping[str, Any]) -> No
     ``.``); ``os.link`` then gives it its final name in one step and refuses an existing
     one, so concurrent calls cannot both win and readers never see a partial file.
     """
+    data = _file_bytes(document)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -169,3 +169,24 @@ async def test_agent_file_create_with_a_subset_of_the_callers_tools_goes_live(
 
     again = await _create(gw, upstream, client, {"key": "minted", "systemPrompt": "Replaced."})
     _refused(again, "'minted' already exists")
+
+
+async def test_agent_over_the_catalogs_file_limit_is_refused_and_its_key_stays_free(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A prompt past the 1 MiB the catalog reads from a definition file was written all the same:
+    the tool answered ``created``, the catalog rejected the file, and the key was taken for good."""
+    _deploy_creator(deploy)
+    gw = start_gateway()
+    result = await _create(gw, upstream, client, {"key": "huge", "systemPrompt": "p" * (1100 * 1024)})
+    _refused(result, "over the 1048576 bytes (1 MiB) the catalog reads", "shorten the prompts")
+    assert _agent_files(deploy) == ["creator.json"]
+
+    again = await _create(gw, upstream, client, {"key": "huge", "systemPrompt": "Short now."})
+    assert again == {"ok": True, "key": "huge", "path": "agents/huge.json", "created": True}
+
+    async def live() -> None:  # hot reload: poll until it is listed (the bound only turns a hang into a failure)
+        while "huge" not in await _agent_keys(gw, client):
+            await asyncio.sleep(0.025)
+
+    await asyncio.wait_for(live(), timeout=20)
