@@ -71,6 +71,15 @@ async def test_city_datetime_live_and_unknown(make_ctx: Any) -> None:
     assert (await city_datetime({}, ctx))["timezone"] == "Asia/Shanghai"
 
 
+@pytest.mark.parametrize("city", ["America/Argentina", "America/Indiana", "Europe"])
+async def test_a_folder_of_time_zones_is_an_unknown_city(make_ctx: Any, city: str) -> None:
+    """``America/Argentina`` names a folder of zones: ``ZoneInfo`` raised IsADirectoryError, which came
+    back as "tool failed: [Errno 21] Is a directory: '<the gateway's install path>…'"."""
+    with pytest.raises(ToolError, match="unknown city") as raised:
+        await city_datetime({"city": city}, make_ctx())
+    assert "Errno" not in raised.value.message and "/" + "zoneinfo" not in raised.value.message
+
+
 async def test_weather_is_deterministic_and_shaped(make_ctx: Any) -> None:
     ctx = make_ctx()
     first = await mock_city_weather({"city": "Shanghai", "date": "2026-02-13"}, ctx)
