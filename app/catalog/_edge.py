@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,11 +23,20 @@ MAX_DEFINITION_BYTES = 1024 * 1024
 
 
 def read_text(path: Path) -> str:
-    """A definition file as text (UTF-8); unreadable, undecodable or larger than
-    ``MAX_DEFINITION_BYTES`` → ``DefinitionError``."""
+    """A definition file as text (UTF-8); unreadable, undecodable, larger than
+    ``MAX_DEFINITION_BYTES`` or not a regular file → ``DefinitionError``.
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat``: a FIFO under a definition's name
+    (``viewports/x.html``) blocked the open until something wrote to it, and with it the
+    catalog build, so the gateway never started and hot reload stopped.
+    """
     try:
-        with path.open(encoding="utf-8") as handle:
-            size = os.fstat(handle.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DefinitionError("not a regular file (a FIFO, a socket or a device?): a definition must be a file")
+            size = info.st_size
             text = handle.read(MAX_DEFINITION_BYTES + 1) if size <= MAX_DEFINITION_BYTES else None
         if text is None or len(text.encode("utf-8", "surrogatepass")) > MAX_DEFINITION_BYTES:
             raise DefinitionError(f"the file is larger than {MAX_DEFINITION_BYTES} bytes (1 MiB), the most a "

@@ -134,6 +134,26 @@ def workspace_parts(workspace: Path, path: str) -> list[str]:
     return parts
 
 
+def _walk(workspace: Path, folders: list[str], stack: ExitStack) -> int:
+    """An open descriptor of ``workspace/<folders…>`` (registered on ``stack``), no link followed.
+
+    One descriptor is open at a time: a tool can make a tree thousands of folders deep, and one
+    descriptor per level held the gateway's whole descriptor limit (1024 is a common default)
+    while the file was copied, failing everything else it opened meanwhile.
+    """
+    fd = os.open(workspace, _DIR_FLAGS)
+    try:
+        for part in folders:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    stack.callback(os.close, fd)
+    return fd
+
+
 def read_into(workspace: Path, path: str, incoming: Incoming) -> str:
     """Copy the workspace file ``path`` into ``incoming``; returns its normalised relative path.
 
@@ -144,9 +164,7 @@ def read_into(workspace: Path, path: str, incoming: Incoming) -> str:
     relative = "/".join(parts)
     with ExitStack() as stack:
         try:
-            folder = _open_dir(workspace, None, stack)
-            for part in parts[:-1]:
-                folder = _open_dir(part, folder, stack)
+            folder = _walk(workspace, parts[:-1], stack)
             # O_NONBLOCK: a FIFO planted under the name must not hang the gateway on open
             fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
         except FileNotFoundError:

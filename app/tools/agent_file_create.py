@@ -21,7 +21,8 @@ Hardening (SPEC §14):
   (``parse_agent``); its effective tools (every stage, inheritance applied) and skills
   must all be tools and skills the calling agent has. The plan tools PLAN_EXECUTE
   forces into its stages act only on the run's own plan and are always allowed.
-  Without a calling agent, no tools and no skills may be given.
+  Without a calling agent, no tools and no skills may be given. Its budget may not exceed the
+  calling agent's (the default budget without one), field by field.
 
 The file goes live through hot reload.
 """
@@ -36,8 +37,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.catalog._edge import MAX_DEFINITION_BYTES
 from app.catalog.agents import ENGINE_TOOLS, AgentRefs, parse_agent
-from app.catalog.definitions import AgentDefinition, ToolDefinition
+from app.catalog.definitions import AgentDefinition, Budget, ToolDefinition
 from app.catalog.mcp import WILDCARD, McpTools, split_mcp_name
 from app.config import deep_merge
 from app.errors import DefinitionError, PathEscapeError, ToolError
@@ -295,6 +297,33 @@ def _check_privileges(new: AgentDefinition, caller: AgentDefinition | None) -> N
             f"agent_file_create may not give the new agent {what} the calling agent {caller.key!r} "
             f"does not have: {', '.join(names)}"
         )
+    _check_budget(new.budget, caller)
+
+
+def _check_budget(new: Budget, caller: AgentDefinition | None) -> None:
+    """Refuse a budget above the calling agent's (the defaults without one), field by field.
+
+    The budget is what bounds a run's calls, retries and time: a larger one would let a created
+    agent run, and spend, more than the operator allowed its creator.
+    """
+    has = caller.budget if caller is not None else Budget()
+    over = [
+        f"budget.{name} {value} > {limit}"
+        for name, value, limit in (
+            ("runTimeoutMs", new.run_timeout_ms, has.run_timeout_ms),
+            ("model.maxCalls", new.model.max_calls, has.model.max_calls),
+            ("model.timeoutMs", new.model.timeout_ms, has.model.timeout_ms),
+            ("model.retryCount", new.model.retry_count, has.model.retry_count),
+            ("tool.maxCalls", new.tool.max_calls, has.tool.max_calls),
+            ("tool.timeoutMs", new.tool.timeout_ms, has.tool.timeout_ms),
+            ("tool.retryCount", new.tool.retry_count, has.tool.retry_count),
+        )
+        if value > limit
+    ]
+    if over:
+        whose = f"the calling agent {caller.key!r}" if caller is not None else "the default (there is no calling agent)"
+        raise ToolError(f"agent_file_create may not give the new agent a larger budget than {whose}: "
+                        f"{', '.join(over)}")
 
 
 def _exists_error(key: str, what: str) -> ToolError:
@@ -321,6 +350,19 @@ def _check_new_key(key: str, agents_dir: Path, ctx: ToolContext) -> None:
             raise _exists_error(key, f"agents/{entry.name} is there")
 
 
+def _file_bytes(document: Mapping[str, Any]) -> bytes:
+    """The agent file's bytes; ``ToolError`` when the catalog would not read them.
+
+    The catalog rejects a definition file over ``MAX_DEFINITION_BYTES``: written all the same,
+    the agent would never go live while its key stayed taken (no second call may reuse it).
+    """
+    data = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    if len(data) > MAX_DEFINITION_BYTES:
+        raise ToolError(f"the agent file would be {len(data)} bytes, over the {MAX_DEFINITION_BYTES} bytes (1 MiB) "
+                        "the catalog reads from a definition file; shorten the prompts")
+    return data
+
+
 def _create_exclusively(path: Path, key: str, document: Mapping[str, Any]) -> None:
     """Write ``document`` to ``path`` atomically, failing if ``path`` exists (even a dangling link).
 
@@ -328,11 +370,11 @@ def _create_exclusively(path: Path, key: str, document: Mapping[str, Any]) -> No
     ``.``); ``os.link`` then gives it its final name in one step and refuses an existing
     one, so concurrent calls cannot both win and readers never see a partial file.
     """
+    data = _file_bytes(document)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -108,7 +108,7 @@ def resolve_zone(city: str) -> str:
     if "/" in candidate or candidate.upper() in ("UTC", "GMT"):
         try:
             ZoneInfo(candidate)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones (America/Argentina)
             pass
         else:
             return candidate

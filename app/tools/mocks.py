@@ -269,6 +269,8 @@ async def mock_transport_schedule(args: dict[str, Any], ctx: ToolContext) -> dic
     if not from_city or not to_city:
         raise ToolError("'fromCity' and 'toCity' are required")
     day = _parse_date(_text(args, "date") or date.today().isoformat(), "date")
+    if day == date.max:  # a trip may arrive the next day, which would be past the last date there is
+        raise ToolError(f"'date' must be before {date.max.isoformat()}: trips leaving then would arrive after it")
     raw_type = _text(args, "type")
     rng = _rng("mock_transport_schedule", raw_type.casefold(), from_city, to_city, day.isoformat())
     kind = _transport_type(raw_type, rng)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -112,6 +113,35 @@ def test_symlink_out_of_the_folder_is_rejected(deploy: Deployment) -> None:
     assert set(catalog.viewports) == {"inside", "alias"}
     (rejection,) = catalog.rejections
     assert rejection.file == "viewports/evil.html" and "outside" in rejection.reason
+
+
+def test_attack_fifo_under_a_viewport_name_is_rejected_without_blocking_the_build(deploy: Deployment) -> None:
+    """``viewports/evil.html`` as a FIFO: opening it blocked until something wrote to it, and the
+    catalog build with it (on a real gateway: no start, and no hot reload after). A writer waits
+    on the FIFO here so that the old code gets unblocked (and loads what it wrote) instead of
+    hanging the suite; the build must refuse the FIFO whatever it holds."""
+    deploy.write("viewports/inside.html", "<p>ok</p>")
+    fifo = deploy.base / "viewports" / "evil.html"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        try:
+            with open(fifo, "w", encoding="utf-8") as pipe:  # waits for a reader
+                pipe.write("<p>from the pipe</p>")
+        except OSError:  # the reader already closed it
+            pass
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        catalog = deploy.build()
+    finally:
+        while thread.is_alive():  # release the writer if it still waits (or has not reached its open yet)
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            thread.join(0.01)
+    assert set(catalog.viewports) == {"inside"}
+    (rejection,) = catalog.rejections
+    assert rejection.file == "viewports/evil.html" and "not a regular file" in rejection.reason
 
 
 def test_unknown_suffixes_are_ignored(deploy: Deployment) -> None:

@@ -4,6 +4,8 @@ user, the link's bytes, its owner, signed links, and what a hostile workspace ca
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -158,3 +160,33 @@ async def test_attack_workspace_links_fifos_and_paths_outside_are_never_publishe
     assert sorted(p.name for p in store.iterdir()) == ["r01.bin", "r01.json"]  # no artifact
     assert (await client.get(f"{gw.url}/api/ap/artifact", params={"chatId": chat_id, "artifactId": "a01"})
             ).status_code == 404
+
+
+def test_attack_publishing_from_a_deep_tree_holds_one_folder_descriptor_at_a_time(tmp_path: Path) -> None:
+    """A tool can make its workspace thousands of folders deep; the copy opened one descriptor per
+    level and held them all, so ``d/d/…/report.txt`` 1,500 deep failed with "Too many open files"
+    under the common 1,024 limit (confirmed on a real gateway), and whatever else the gateway
+    opened meanwhile failed too. Run in a child process whose descriptor limit is 64."""
+    code = (
+        "import os, resource, sys\n"
+        "from pathlib import Path\n"
+        "from app.files.store import Incoming\n"
+        "from app.files.workspace import read_into\n"
+        "root = Path(sys.argv[1])\n"
+        "workspace = root / 'workspace'\n"
+        "workspace.mkdir()\n"
+        "fd = os.open(workspace, os.O_RDONLY)\n"
+        "for _ in range(200):\n"
+        "    os.mkdir('d', dir_fd=fd)\n"
+        "    child = os.open('d', os.O_RDONLY, dir_fd=fd)\n"
+        "    os.close(fd)\n"
+        "    fd = child\n"
+        "os.write(os.open('report.txt', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), b'hello')\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "with Incoming(root / 'incoming', 1024) as incoming:\n"
+        "    print(read_into(workspace, 'd/' * 200 + 'report.txt', incoming).count('/'), incoming.size)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.split() == ["200", "5"]

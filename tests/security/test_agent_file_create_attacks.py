@@ -169,3 +169,49 @@ async def test_agent_file_create_with_a_subset_of_the_callers_tools_goes_live(
 
     again = await _create(gw, upstream, client, {"key": "minted", "systemPrompt": "Replaced."})
     _refused(again, "'minted' already exists")
+
+
+async def test_agent_over_the_catalogs_file_limit_is_refused_and_its_key_stays_free(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    """A prompt past the 1 MiB the catalog reads from a definition file was written all the same:
+    the tool answered ``created``, the catalog rejected the file, and the key was taken for good."""
+    _deploy_creator(deploy)
+    gw = start_gateway()
+    result = await _create(gw, upstream, client, {"key": "huge", "systemPrompt": "p" * (1100 * 1024)})
+    _refused(result, "over the 1048576 bytes (1 MiB) the catalog reads", "shorten the prompts")
+    assert _agent_files(deploy) == ["creator.json"]
+
+    again = await _create(gw, upstream, client, {"key": "huge", "systemPrompt": "Short now."})
+    assert again == {"ok": True, "key": "huge", "path": "agents/huge.json", "created": True}
+
+    async def live() -> None:  # hot reload: poll until it is listed (the bound only turns a hang into a failure)
+        while "huge" not in await _agent_keys(gw, client):
+            await asyncio.sleep(0.025)
+
+    await asyncio.wait_for(live(), timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("budget", "named"),
+    [
+        ({"tool": {"maxCalls": 1_000_000_000}}, "budget.tool.maxCalls 1000000000 > 40"),
+        ({"runTimeoutMs": 86_400_000, "model": {"maxCalls": 31, "retryCount": 9}},
+         "budget.runTimeoutMs 86400000 > 300000, budget.model.maxCalls 31 > 30, budget.model.retryCount 9 > 0"),
+    ],
+    ids=["tool-calls", "time-and-model-calls"],
+)
+async def test_attack_agent_file_create_mints_agent_with_a_larger_budget(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
+    budget: dict[str, Any], named: str,
+) -> None:
+    """The creator runs under the default budget; the agent it makes may not run, and spend, more."""
+    _deploy_creator(deploy)
+    gw = start_gateway()
+    result = await _create(gw, upstream, client, {"key": "spender", "systemPrompt": "x", "budget": budget})
+    _refused(result, "larger budget than the calling agent 'creator'", named)
+    assert _agent_files(deploy) == ["creator.json"]
+
+    within = await _create(gw, upstream, client, {"key": "thrifty", "systemPrompt": "x",
+                                                  "budget": {"runTimeoutMs": 300_000, "tool": {"maxCalls": 5}}})
+    assert within == {"ok": True, "key": "thrifty", "path": "agents/thrifty.json", "created": True}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +22,7 @@ from app.tools.mocks import (
 )
 from app.tools.registry import ENGINE_TOOLS, builtin_tool_names, builtin_tools
 from app.tools.sensitive_data import detect, mock_sensitive_data_detector
+from tests.tools.conftest import REPO
 
 INSTANT = datetime(2026, 2, 13, 4, 5, 6, tzinfo=timezone.utc)
 
@@ -65,6 +69,15 @@ async def test_city_datetime_live_and_unknown(make_ctx: Any) -> None:
     with pytest.raises(ToolError, match="unknown city"):
         await city_datetime({"city": "../../etc/passwd"}, ctx)
     assert (await city_datetime({}, ctx))["timezone"] == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize("city", ["America/Argentina", "America/Indiana", "Europe"])
+async def test_a_folder_of_time_zones_is_an_unknown_city(make_ctx: Any, city: str) -> None:
+    """``America/Argentina`` names a folder of zones: ``ZoneInfo`` raised IsADirectoryError, which came
+    back as "tool failed: [Errno 21] Is a directory: '<the gateway's install path>…'"."""
+    with pytest.raises(ToolError, match="unknown city") as raised:
+        await city_datetime({"city": city}, make_ctx())
+    assert "Errno" not in raised.value.message and "/" + "zoneinfo" not in raised.value.message
 
 
 async def test_weather_is_deterministic_and_shaped(make_ctx: Any) -> None:
@@ -122,6 +135,19 @@ async def test_runbook_todo_transport(make_ctx: Any) -> None:
         await mock_transport_schedule({"date": "2026-03-01"}, ctx)
 
 
+async def test_transport_schedule_on_the_last_representable_day_is_a_tool_error(make_ctx: Any) -> None:
+    """Trips leaving on 9999-12-31 may arrive the next day: that was an OverflowError, which ended
+    the whole run with internal_error; now the model gets a tool error it can act on."""
+    ctx = make_ctx()
+    # the schedules drawn for these arguments have a trip arriving the next day
+    for kind, from_city, to_city in (("train", "a", "b"), ("flight", "上海", "广州")):
+        with pytest.raises(ToolError, match="'date' must be before 9999-12-31"):
+            await mock_transport_schedule({"type": kind, "fromCity": from_city, "toCity": to_city, "date": "9999-12-31"},
+                                          ctx)
+    first = await mock_transport_schedule({"type": "train", "fromCity": "上海", "toCity": "北京", "date": "0001-01-01"}, ctx)
+    assert first["date"] == "0001-01-01" and first["trips"]
+
+
 def _id_number(prefix17: str) -> str:
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
     total = sum(int(d) * w for d, w in zip(prefix17, weights, strict=True))
@@ -153,3 +179,34 @@ async def test_sensitive_detector_clean_text_and_aliases(make_ctx: Any) -> None:
     assert "id_card" not in {f["type"] for f in detect(f"id {wrong}")["findings"]}
     with pytest.raises(ToolError):
         await mock_sensitive_data_detector({}, ctx)
+
+
+def _detect_in_child(text_expression: str) -> dict[str, Any]:
+    """``detect`` of a large text, in a child process whose CPU limit (20 s, against a second or
+    two needed) only guards the suite from hanging on a regression: the check is that it ends."""
+    code = (
+        "import json, resource\n"
+        "resource.setrlimit(resource.RLIMIT_CPU, (20, 20))\n"
+        "from app.tools.sensitive_data import detect\n"
+        f"result = detect({text_expression})\n"
+        "print(json.dumps({'counts': result['counts'], 'findings': len(result['findings'])}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+def test_attack_text_of_percent_signs_makes_the_email_scan_quadratic() -> None:
+    """``%`` may appear in an e-mail's local part but was missing from the rule's look-behind, so
+    every ``%`` of a run started a scan to the run's end: 60 KB of them froze the gateway (every
+    request, ``/healthz`` too) for 11 s; this megabyte, about an hour."""
+    assert _detect_in_child("'%' * 1_000_000 + ' a%b@example.com'") == {"counts": {"邮箱": 1}, "findings": 1}
+
+
+def test_attack_text_of_many_phone_numbers_makes_the_overlap_check_quadratic() -> None:
+    """Each finding was compared with every earlier one (to skip overlaps): 5,000 phone numbers
+    took a second, these 100,000 (1.2 MB) several minutes. Now the spans are kept sorted and a
+    finding is compared with its two neighbours; every number is still counted once."""
+    result = _detect_in_child("'13812345678 ' * 100_000 + 'bob@example.com'")
+    assert result == {"counts": {"手机号": 100_000, "邮箱": 1}, "findings": 50}
