@@ -14,19 +14,21 @@ import logging
 import socket
 import sys
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
 
-from app.api.app import create_app
 from app.cli.options import DirOption, LogLevelOption, deployment_dir, effective_log_level, fail, log_unknown_keys
 from app.cli.serve import listening_socket
 from app.config import Settings, load_settings
-from app.gateway import Gateway
 from app.logs import queue_stderr_logging
-from app.sidecar.server import SHUTDOWN_GRACE_S, ExtraService, run_sidecar
+from app.sidecar import SHUTDOWN_GRACE_S
 from app.sidecar.stdio import take_stdout
+
+if TYPE_CHECKING:  # the gateway itself is imported when the sidecar starts: ``agw`` starts quickly
+    from app.gateway import Gateway
+    from app.sidecar.server import ExtraService
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ def http_api(settings: Settings, port: int) -> ExtraService:
 
     @contextlib.asynccontextmanager
     async def serve(gateway: Gateway, stop: asyncio.Event) -> AsyncIterator[None]:
+        from app.api.app import create_app
+
         app = create_app(settings, gateway)  # ConfigError (SPEC §9 fail closed) stops the sidecar here
         try:
             sock = listening_socket("127.0.0.1", port)
@@ -100,6 +104,8 @@ def sidecar(
         settings = load_settings(deployment_dir(ctx, dir))
         log_unknown_keys(settings.base_dir)
         services = [http_api(settings, http_port)] if http_port is not None else []
+        from app.sidecar.server import run_sidecar
+
         return asyncio.run(run_sidecar(settings, out, extra_services=services, shutdown_grace_s=shutdown_grace))
     finally:
         logs.close()

@@ -252,3 +252,14 @@ def test_serve_warns_of_unknown_keys_and_refuses_a_busy_port_before_the_app_star
     assert "catalog v" not in done.stderr and "Application startup" not in done.stderr  # the app never started
     assert done.stdout == ""
     _no_traceback(done)
+
+
+def test_the_agw_command_starts_without_importing_the_gateway() -> None:
+    """``agw credentials list``, ``validate`` and ``init`` imported the whole gateway (FastAPI, the
+    MCP SDK, every route) through ``app.cli``: about 3 s before anything ran, 4.8 s for a
+    credentials listing. Only ``serve``, ``sidecar`` and an in-process ``chat`` need it now."""
+    probe = ("import sys, app.cli; heavy = sorted(m for m in ('app.gateway', 'app.api.app', 'fastapi', 'mcp') "
+             "if m in sys.modules); print(','.join(heavy))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"imported by app.cli: {result.stdout.strip()}"

@@ -28,7 +28,6 @@ import uvicorn
 from rich.console import Console
 from rich.text import Text
 
-from app.api.app import create_app
 from app.cli.options import (
     DirOption,
     LogLevelOption,
@@ -328,6 +327,8 @@ def local_gateway(folder: Path, log_level: str) -> Iterator[str]:
     """The deployment folder's gateway on a free loopback port, in a background thread; its URL."""
     settings = load_settings(folder)
     log_unknown_keys(settings.base_dir)
+    from app.api.app import create_app  # the whole gateway: only for an in-process chat
+
     app = create_app(settings)
     sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]

@@ -19,8 +19,6 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from app.api.app import create_app
-from app.api.sse import SHUTDOWN_GRACE_SECONDS
 from app.cli.options import (
     DirOption,
     LogLevelOption,
@@ -74,9 +72,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 #: how long a stopping server waits for its open requests before it cancels them: the streams end
-#: within ``SHUTDOWN_GRACE_SECONDS`` (their runs are cancelled, each client gets ``run.cancel``);
-#: this bounds what cannot end by itself, e.g. a client that stopped reading its stream
-SHUTDOWN_TIMEOUT_SECONDS = int(SHUTDOWN_GRACE_SECONDS) + 7
+#: within ``app.api.sse.SHUTDOWN_GRACE_SECONDS`` (3 s: their runs are cancelled, each client gets
+#: ``run.cancel``); this bounds what cannot end by itself, e.g. a client that stopped reading its
+#: stream. A number here, so that the other sub-commands need not import the gateway to start
+#: (tests/api/test_event_stream.py checks that it stays above the grace)
+SHUTDOWN_TIMEOUT_SECONDS = 10
 
 
 def uvicorn_config(app: Any, settings: Settings, level: str, loop: str, http: str) -> uvicorn.Config:
@@ -112,6 +112,8 @@ def serve(
     except ValueError as exc:
         raise fail(str(exc), 2) from None
     # the upstream client parses with the same implementation as the server: h11 means pure Python
+    from app.api.app import create_app  # the whole gateway: not imported for the other sub-commands
+
     app = create_app(settings, lean_parser=http == "httptools")  # ConfigError (SPEC §9, §12) stops here
     where = f"{settings.server.host}:{settings.server.port}"
     try:

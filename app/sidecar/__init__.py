@@ -5,3 +5,7 @@ table over the ``Gateway``) → ``server`` (the stdin loop, ``run_sidecar``). Th
 command and its ``--http-port`` HTTP API are composed in ``app.composition``: this package
 never imports ``app.api``. Nothing is imported here so ``agw`` starts quickly.
 """
+
+#: how long requests may take to answer after EOF or SIGTERM (``agw sidecar --shutdown-grace``);
+#: here, not in ``server``, so that ``agw`` reads it without importing the gateway
+SHUTDOWN_GRACE_S = 10.0

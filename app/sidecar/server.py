@@ -40,6 +40,7 @@ from app.config import Settings
 from app.errors import GatewayError, ServiceUnavailable
 from app.gateway import Gateway
 from app.scheduler.service import OutcomeListener, ScheduledRunEvent
+from app.sidecar import SHUTDOWN_GRACE_S
 from app.sidecar.methods import SidecarMethods, map_error
 from app.sidecar.protocol import (
     INTERNAL_ERROR,
@@ -61,8 +62,6 @@ logger = logging.getLogger(__name__)
 
 #: the longest accepted request line (a query body is at most ~200 KB; be generous)
 MAX_LINE_BYTES = 16 * 1024 * 1024
-#: how long requests still running after EOF (and the run cancellation) may take to answer
-SHUTDOWN_GRACE_S = 10.0
 #: after the grace, how long the cancelled requests' error replies may wait for a full stdout pipe
 _ABANDON_WRITE_S = 5.0
 
