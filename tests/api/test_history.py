@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -112,13 +113,20 @@ async def test_chat_endpoint_errors(
         assert response.json()["code"] > 0
 
 
-async def test_a_chat_file_with_out_of_range_times_neither_breaks_the_list_nor_its_history(
-    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
-) -> None:
+async def _gateway_with_one_chat(deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer],
+                                 client: httpx.AsyncClient) -> tuple[GatewayServer, list[dict[str, Any]]]:
+    """A gateway whose agent ``plain`` has answered one query; the gateway and that run's events."""
     write_agent(deploy, "plain", agent("ONESHOT"))
     gw = start_gateway()
     upstream.enqueue(text_script(["fine"]))
-    good = (await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"}))[0]["chatId"]
+    return gw, await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"})
+
+
+async def test_a_chat_file_with_out_of_range_times_neither_breaks_the_list_nor_its_history(
+    deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
+) -> None:
+    gw, events = await _gateway_with_one_chat(deploy, upstream, start_gateway, client)
+    good = events[0]["chatId"]
     # a chat file whose times no clock wrote: JSON numbers past 64 bits once they are ints
     odd = {"_type": "query", "chatId": "chat_odd", "runId": "r1", "updatedAt": 1e300, "owner": "anonymous",
            "query": {"agentKey": "plain", "message": "odd"}}
@@ -142,10 +150,8 @@ async def test_a_directory_or_fifo_in_place_of_a_chat_file_is_refused_at_once_by
     deploy: Path, upstream: FakeUpstream, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient
 ) -> None:
     """Reading a directory there answered 500; a FIFO held the request and a worker thread for good."""
-    write_agent(deploy, "plain", agent("ONESHOT"))
-    gw = start_gateway()
-    upstream.enqueue(text_script(["fine"]))
-    good = (await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"}))[0]["chatId"]
+    gw, events = await _gateway_with_one_chat(deploy, upstream, start_gateway, client)
+    good = events[0]["chatId"]
     (deploy / "chats" / "chat_dir.json").mkdir()
     fifo = deploy / "chats" / "chat_fifo.json"
     os.mkfifo(fifo)
@@ -172,10 +178,7 @@ async def test_a_chat_history_is_rebuilt_off_the_event_loop(
     """The lines were read on a worker thread but rebuilt into events on the event loop: a chat of
     20,000 runs held every stream of the gateway for 1.5 s per GET. The rebuild's own log line says
     on which thread it ran (not a timing)."""
-    write_agent(deploy, "plain", agent("ONESHOT"))
-    gw = start_gateway()
-    upstream.enqueue(text_script(["fine"]))
-    events = await collect(client, f"{gw.url}/api/ap/query", {"agentKey": "plain", "message": "hi"})
+    gw, events = await _gateway_with_one_chat(deploy, upstream, start_gateway, client)
     chat_id, run_id = events[0]["chatId"], next(e["runId"] for e in events if e["type"] == "run.start")
     with (deploy / "chats" / f"{chat_id}.json").open("ab") as fp:  # the rebuild logs the kind of line it skips
         fp.write(orjson.dumps({"_type": "note", "chatId": chat_id, "runId": run_id}) + b"\n")

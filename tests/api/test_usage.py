@@ -207,15 +207,26 @@ async def test_a_torn_last_line_is_skipped_and_the_next_call_starts_a_new_line(
     assert raw[1] == torn and orjson.loads(raw[2])["runId"] == run and raw[3] == b""
 
 
+def _ledger_line(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """One ledger line of user ``anonymous`` at epoch ms 1 (the day files decide the day)."""
+    return {"ts": 1, "user": "anonymous", "agentKey": "a", "modelKey": "m1", "status": "ok",
+            "promptTokens": prompt_tokens, "completionTokens": completion_tokens, "points": 0}
+
+
+def _write_days(deploy: Path, days: dict[str, bytes]) -> None:
+    """Write each day file of the usage ledger (``YYYY-MM-DD`` → its bytes)."""
+    usage_dir(deploy).mkdir(parents=True)
+    for day, data in days.items():
+        (usage_dir(deploy) / f"{day}.jsonl").write_bytes(data)
+
+
 async def test_a_query_reads_only_the_days_of_its_range(
     deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
 ) -> None:
-    line = {"ts": 1, "user": "anonymous", "agentKey": "a", "modelKey": "m1", "status": "ok",
-            "promptTokens": 1, "completionTokens": 1, "points": 0}
-    usage_dir(deploy).mkdir(parents=True)
-    for day in ("2025-03-01", "2025-03-02", "2025-03-03", "2025-03-05"):
-        (usage_dir(deploy) / f"{day}.jsonl").write_bytes(orjson.dumps(line) + b"\n")
-    (usage_dir(deploy) / "2025-03-04.jsonl").write_bytes(b"\xff not json at all\n")
+    line = _ledger_line(1, 1)
+    _write_days(deploy, {**{day: orjson.dumps(line) + b"\n" for day in ("2025-03-01", "2025-03-02", "2025-03-03",
+                                                                          "2025-03-05")},
+                         "2025-03-04": b"\xff not json at all\n"})
     gw = start_gateway()
     data = await usage(client, gw, **{"from": "2025-03-02", "to": "2025-03-04", "groupBy": "day"})
     assert (data["from"], data["to"]) == ("2025-03-02", "2025-03-04")
@@ -229,10 +240,7 @@ async def test_a_range_ending_on_the_last_day_of_the_calendar_is_answered_not_a_
     deploy: Path, start_gateway: Callable[..., GatewayServer], client: httpx.AsyncClient,
 ) -> None:
     """The range used to be walked one day past its end: after 9999-12-31 that is an OverflowError."""
-    line = {"ts": 1, "user": "anonymous", "agentKey": "a", "modelKey": "m1", "status": "ok",
-            "promptTokens": 3, "completionTokens": 4, "points": 0}
-    usage_dir(deploy).mkdir(parents=True)
-    (usage_dir(deploy) / "9999-12-31.jsonl").write_bytes(orjson.dumps(line) + b"\n")
+    _write_days(deploy, {"9999-12-31": orjson.dumps(_ledger_line(3, 4)) + b"\n"})
     gw = start_gateway()
     data = await usage(client, gw, **{"from": "9999-12-30", "to": "9999-12-31"})
     assert [g["key"] for g in data["groups"]] == ["9999-12-31"] and data["totals"]["totalTokens"] == 7
